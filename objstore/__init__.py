@@ -1,0 +1,41 @@
+"""objstore: crash-safe, fenced checkpoints on S3, GCS or a local directory."""
+
+from objstore.backends import (
+    AsyncBackend,
+    Backend,
+    ObjectInfo,
+    RetryPolicy,
+    open_async_backend,
+    open_backend,
+)
+from objstore.errors import (
+    AlreadyExistsError,
+    CheckpointConflict,
+    CorruptionError,
+    FencedError,
+    NotFoundError,
+    NotSupportedError,
+    ObjstoreError,
+    PreconditionFailedError,
+    TransientStorageError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyExistsError",
+    "AsyncBackend",
+    "Backend",
+    "CheckpointConflict",
+    "CorruptionError",
+    "FencedError",
+    "NotFoundError",
+    "NotSupportedError",
+    "ObjectInfo",
+    "ObjstoreError",
+    "PreconditionFailedError",
+    "RetryPolicy",
+    "TransientStorageError",
+    "open_async_backend",
+    "open_backend",
+]

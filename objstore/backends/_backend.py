@@ -1,0 +1,338 @@
+"""The public backend: key validation, retries, conflict disambiguation and the probe.
+
+:class:`AsyncBackend` wraps one :class:`~objstore.backends.Transport` and adds, for every
+storage system alike: keys checked before any request, transient errors retried with jittered
+backoff, a conditional write that met a conflict *after a retry* read back and compared with
+what it wrote (the conflict may be its own first attempt, whose response was lost), and a
+one-time capability probe that refuses stores which ignore preconditions.
+:class:`Backend` is the blocking face of the same object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterable, Iterable
+from dataclasses import dataclass
+
+from objstore._keys import validate_key, validate_prefix
+from objstore._loop import blocking
+from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
+from objstore.backends._retry import RetryPolicy
+from objstore.errors import (
+    AlreadyExistsError,
+    NotFoundError,
+    NotSupportedError,
+    PreconditionFailedError,
+)
+
+__all__ = ["AsyncBackend", "Backend", "ProbeResult", "PROBE_PREFIX"]
+
+logger = logging.getLogger(__name__)
+
+PROBE_PREFIX = ".objstore-probe"
+"""Keys under this prefix are written and removed by the capability probe."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """Which guarantees a store enforces, as measured by :meth:`AsyncBackend.probe`."""
+
+    url: str
+    create_if_absent: bool
+    compare_and_swap: bool
+    conditional_delete: bool
+
+    @property
+    def ok(self) -> bool:
+        """True when every guarantee objstore's fencing needs is enforced."""
+        return self.create_if_absent and self.compare_and_swap and self.conditional_delete
+
+    def failures(self) -> list[str]:
+        """One sentence per guarantee the store failed to enforce."""
+        problems = []
+        if not self.create_if_absent:
+            problems.append(
+                "create-if-absent is ignored: a second create of the probe key succeeded"
+            )
+        if not self.compare_and_swap:
+            problems.append("compare-and-swap is ignored: a write with a stale version succeeded")
+        if not self.conditional_delete:
+            problems.append(
+                "conditional delete is ignored: a delete with a stale version succeeded"
+            )
+        return problems
+
+
+def _as_bytes(data: Buffer) -> Buffer:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"object data must be bytes-like, not {type(data).__name__}")
+    return data
+
+
+class AsyncBackend:
+    """Conditional object I/O on one store, safe to use from many tasks of one event loop.
+
+    Args:
+        transport: the storage system to talk to.
+        retry: how transient errors are retried (default :class:`RetryPolicy()`).
+        verify_fencing: run the capability probe before the first conditional write and
+            refuse a store that ignores preconditions with ``NotSupportedError``. Setting it to
+            ``False`` is an explicit opt-out for users who accept that racing writers can then
+            corrupt each other's checkpoints.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        retry: RetryPolicy | None = None,
+        verify_fencing: bool = True,
+    ) -> None:
+        self.transport = transport
+        self.retry = retry or RetryPolicy()
+        self.verify_fencing = verify_fencing
+        self._probe_result: ProbeResult | None = None
+        self._probe_lock: asyncio.Lock | None = None
+
+    @property
+    def url(self) -> str:
+        """The root URL of the store."""
+        return self.transport.url
+
+    @property
+    def scheme(self) -> str:
+        """``memory``, ``file``, ``s3`` or ``gs``."""
+        return self.transport.scheme
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    async def get(self, key: str) -> tuple[bytes, str]:
+        """Return the whole object and its version; ``NotFoundError`` if absent."""
+        key = validate_key(key)
+        return await self.retry.call(lambda _: self.transport.get(key), description=f"GET {key}")
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Return bytes ``[start, end)``; ``NotFoundError`` if absent."""
+        key = validate_key(key)
+        if start < 0 or end < start:
+            raise ValueError(f"invalid byte range [{start}, {end})")
+        if end == start:
+            await self.head(key)
+            return b""
+        return await self.retry.call(
+            lambda _: self.transport.get_range(key, start, end), description=f"GET {key} range"
+        )
+
+    async def head(self, key: str) -> ObjectInfo:
+        """Return size, version and mtime; ``NotFoundError`` if absent."""
+        key = validate_key(key)
+        return await self.retry.call(lambda _: self.transport.head(key), description=f"HEAD {key}")
+
+    async def exists(self, key: str) -> bool:
+        """Whether the object exists (one HEAD)."""
+        try:
+            await self.head(key)
+        except NotFoundError:
+            return False
+        return True
+
+    async def put(self, key: str, data: Buffer) -> str:
+        """Write unconditionally; use only where losing a race is harmless."""
+        key = validate_key(key)
+        data = _as_bytes(data)
+        return await self.retry.call(
+            lambda _: self.transport.put(key, data), description=f"PUT {key}"
+        )
+
+    async def put_if_absent(self, key: str, data: Buffer) -> str:
+        """Create atomically; ``AlreadyExistsError`` if another writer created it first."""
+        key = validate_key(key)
+        data = _as_bytes(data)
+        await self._ensure_fencing()
+
+        async def attempt(number: int) -> str:
+            try:
+                return await self.transport.put_if_absent(key, data)
+            except AlreadyExistsError:
+                if number > 1:
+                    mine = await self._read_back_if_mine(key, data)
+                    if mine is not None:
+                        return mine
+                raise
+
+        return await self.retry.call(attempt, description=f"PUT-if-absent {key}")
+
+    async def put_if_absent_stream(self, key: str, parts: AsyncIterable[Buffer]) -> str:
+        """Create atomically from a stream of parts (not retried: a stream is read once).
+
+        Callers that need retries re-create the stream; the transport decides how many parts
+        are held in memory.
+        """
+        key = validate_key(key)
+        await self._ensure_fencing()
+        return await self.transport.put_if_absent_stream(key, parts)
+
+    async def put_if_match(self, key: str, data: Buffer, version: str) -> str:
+        """Compare-and-swap: replace only if the object is still at ``version``.
+
+        Raises ``PreconditionFailedError`` if it moved on, ``NotFoundError`` if it is gone.
+        """
+        key = validate_key(key)
+        data = _as_bytes(data)
+        if not isinstance(version, str) or not version:
+            raise ValueError("put_if_match needs the version returned by a get/put")
+        await self._ensure_fencing()
+
+        async def attempt(number: int) -> str:
+            try:
+                return await self.transport.put_if_match(key, data, version)
+            except PreconditionFailedError:
+                if number > 1:
+                    mine = await self._read_back_if_mine(key, data)
+                    if mine is not None:
+                        return mine
+                raise
+
+        return await self.retry.call(attempt, description=f"PUT-if-match {key}")
+
+    async def list(self, prefix: str = "") -> ObjectListing:
+        """Objects under ``prefix`` (a whole path segment: ``a/b`` never lists ``a/bc``)."""
+        prefix = validate_prefix(prefix)
+        listing = await self.retry.call(
+            lambda _: self.transport.list(prefix), description=f"LIST {prefix}"
+        )
+        return [info for info in listing if not info.key.startswith(PROBE_PREFIX + "/")]
+
+    async def delete(self, key: str, version: str | None = None) -> None:
+        """Delete; idempotent. With ``version``, only if unchanged (else precondition error)."""
+        key = validate_key(key)
+        if version is not None:
+            await self._ensure_fencing()
+
+        await self.retry.call(
+            lambda _: self.transport.delete(key, version), description=f"DELETE {key}"
+        )
+
+    async def delete_many(self, keys: Iterable[str]) -> None:
+        """Delete several objects unconditionally, a few requests in flight at once."""
+        semaphore = asyncio.Semaphore(16)
+
+        async def one(key: str) -> None:
+            async with semaphore:
+                await self.delete(key)
+
+        await asyncio.gather(*(one(key) for key in keys))
+
+    async def close(self) -> None:
+        """Close the transport's connections."""
+        await self.transport.close()
+
+    async def _read_back_if_mine(self, key: str, data: Buffer) -> str | None:
+        """Return the version if the stored object is byte-for-byte what we wrote.
+
+        Every object objstore writes conditionally carries a writer nonce, so equal bytes
+        mean our own earlier attempt landed and only its response was lost.
+        """
+        try:
+            stored, version = await self.retry.call(
+                lambda _: self.transport.get(key), description=f"GET {key} (read-back)"
+            )
+        except NotFoundError:
+            return None
+        if stored == bytes(data):
+            logger.info("conditional write of %s had landed on an earlier attempt", key)
+            return version
+        return None
+
+    async def probe(self) -> ProbeResult:
+        """Measure whether the store enforces create-if-absent, CAS and conditional delete.
+
+        Uses one throw-away key under :data:`PROBE_PREFIX` and removes it afterwards.
+        """
+        key = f"{PROBE_PREFIX}/{uuid.uuid4().hex}"
+        transport = self.transport
+
+        async def retried_get() -> str:
+            return (await self.retry.call(lambda _: transport.get(key), description="probe"))[1]
+
+        await self.retry.call(lambda _: transport.put_if_absent(key, b"1"), description="probe")
+        try:
+            create_enforced = False
+            try:
+                await transport.put_if_absent(key, b"2")
+            except AlreadyExistsError:
+                create_enforced = True
+            stale = await retried_get()
+            await transport.put_if_match(key, b"3", stale)
+            cas_enforced = False
+            try:
+                await transport.put_if_match(key, b"4", stale)
+            except PreconditionFailedError:
+                cas_enforced = True
+            delete_enforced = False
+            try:
+                await transport.delete(key, stale)
+            except PreconditionFailedError:
+                delete_enforced = True
+        finally:
+            await self.retry.call(lambda _: transport.delete(key), description="probe cleanup")
+        return ProbeResult(self.url, create_enforced, cas_enforced, delete_enforced)
+
+    async def _ensure_fencing(self) -> None:
+        if not self.verify_fencing or self._probe_result is not None:
+            return
+        if self._probe_lock is None:
+            self._probe_lock = asyncio.Lock()
+        async with self._probe_lock:
+            if self._probe_result is not None:
+                return
+            result = await self.probe()
+            if not result.ok:
+                raise NotSupportedError(
+                    f"{self.url} does not enforce write preconditions ("
+                    + "; ".join(result.failures())
+                    + "). objstore cannot fence concurrent writers there; pass "
+                    "verify_fencing=False to accept that risk."
+                )
+            self._probe_result = result
+
+
+class Backend:
+    """The blocking face of :class:`AsyncBackend`: same methods, same errors, no ``await``."""
+
+    def __init__(self, async_backend: AsyncBackend) -> None:
+        self._async = async_backend
+
+    @property
+    def async_backend(self) -> AsyncBackend:
+        """The async backend this facade drives."""
+        return self._async
+
+    @property
+    def url(self) -> str:
+        """The root URL of the store."""
+        return self._async.url
+
+    @property
+    def scheme(self) -> str:
+        """``memory``, ``file``, ``s3`` or ``gs``."""
+        return self._async.scheme
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    get = blocking(AsyncBackend.get)
+    get_range = blocking(AsyncBackend.get_range)
+    head = blocking(AsyncBackend.head)
+    exists = blocking(AsyncBackend.exists)
+    put = blocking(AsyncBackend.put)
+    put_if_absent = blocking(AsyncBackend.put_if_absent)
+    put_if_match = blocking(AsyncBackend.put_if_match)
+    list = blocking(AsyncBackend.list)
+    delete = blocking(AsyncBackend.delete)
+    delete_many = blocking(AsyncBackend.delete_many)
+    probe = blocking(AsyncBackend.probe)
+    close = blocking(AsyncBackend.close)

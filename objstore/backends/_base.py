@@ -1,0 +1,109 @@
+"""The transport contract: the few object-storage requests every backend must honour.
+
+A :class:`Transport` speaks to one storage system and translates its errors into the objstore
+tree (:mod:`objstore.errors`) exactly once. It does not retry and does not validate keys: the
+:class:`~objstore.backends.AsyncBackend` in front of it does both, for every transport alike.
+Keys handed to a transport are already validated and relative to the transport's root.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+
+__all__ = ["Buffer", "ObjectInfo", "ObjectListing", "Transport"]
+
+Buffer = bytes | bytearray | memoryview
+"""Anything a write accepts: bytes-like objects are written without an extra copy."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a listing or ``head`` says about one object.
+
+    ``version`` is the token a compare-and-swap needs (S3 ETag, GCS generation, a content hash
+    on local disk, a counter in memory); listings may leave it ``None`` where computing it
+    would cost a read (local disk).
+    """
+
+    key: str
+    size: int
+    version: str | None
+    mtime: float | None = None
+
+
+ObjectListing = list[ObjectInfo]
+
+
+class Transport(abc.ABC):
+    """Raw conditional object I/O against one storage system, rooted at one URL.
+
+    Implementations raise :class:`~objstore.errors.NotFoundError`,
+    :class:`~objstore.errors.AlreadyExistsError`,
+    :class:`~objstore.errors.PreconditionFailedError` and
+    :class:`~objstore.errors.TransientStorageError`, keeping the native error as the cause.
+    """
+
+    #: Short scheme name: ``memory``, ``file``, ``s3`` or ``gs``.
+    scheme: str = ""
+
+    @property
+    @abc.abstractmethod
+    def url(self) -> str:
+        """The root URL this transport serves, without credentials."""
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> tuple[bytes, str]:
+        """Return the whole object and its version."""
+
+    @abc.abstractmethod
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Return bytes ``[start, end)`` of the object (shorter if the object is shorter)."""
+
+    @abc.abstractmethod
+    async def head(self, key: str) -> ObjectInfo:
+        """Return size, version and mtime of the object."""
+
+    @abc.abstractmethod
+    async def put(self, key: str, data: Buffer) -> str:
+        """Write unconditionally and return the new version."""
+
+    @abc.abstractmethod
+    async def put_if_absent(self, key: str, data: Buffer) -> str:
+        """Create the object atomically; raise ``AlreadyExistsError`` if the key exists."""
+
+    @abc.abstractmethod
+    async def put_if_match(self, key: str, data: Buffer, version: str) -> str:
+        """Replace the object only if its version is ``version``.
+
+        Raises ``PreconditionFailedError`` when the version differs and ``NotFoundError``
+        when the object does not exist.
+        """
+
+    @abc.abstractmethod
+    async def list(self, prefix: str) -> ObjectListing:
+        """Every object whose key is ``prefix`` + ``/`` + something, sorted by key.
+
+        ``prefix == ""`` lists the whole root. Hidden bookkeeping objects are never listed.
+        """
+
+    @abc.abstractmethod
+    async def delete(self, key: str, version: str | None = None) -> None:
+        """Delete the object; a missing object is not an error.
+
+        With ``version``, delete only if the object is at that version, else raise
+        ``PreconditionFailedError``.
+        """
+
+    async def put_if_absent_stream(self, key: str, parts: AsyncIterable[Buffer]) -> str:
+        """Create the object from a stream of parts; same contract as :meth:`put_if_absent`.
+
+        The default joins the parts; transports that can upload incrementally override it so
+        memory stays bounded by the parts in flight.
+        """
+        chunks = [bytes(part) async for part in parts]
+        return await self.put_if_absent(key, b"".join(chunks))
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, most transports hold nothing
+        """Release connections; the transport must not be used afterwards."""

@@ -1,0 +1,294 @@
+"""Objects as files under a local directory, with honest atomicity and durability.
+
+* create-if-absent: write a temp file in the target directory, fsync it, ``os.link`` it to the
+  final name (atomic, never partial, fails if the name exists), fsync the directory.
+* compare-and-swap, unconditional put and delete: under an exclusive ``flock`` on a lock
+  stripe chosen by the key, compare, write temp + fsync, ``os.replace``, fsync the directory.
+* version: the xxh3-128 of the content (like S3's ETag is the MD5 of a single PUT). Every
+  object objstore writes conditionally carries a writer nonce, so equal content means the
+  same write.
+
+Bookkeeping lives in ``.objstore-locks/`` and ``.objstore-tmp-*`` files, never listed.
+fsspec's ``pipe_file(mode="create")`` is check-then-write and is deliberately not used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+import uuid
+from collections.abc import AsyncIterable, Iterator
+from pathlib import Path
+
+import xxhash
+
+from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
+from objstore.errors import AlreadyExistsError, NotFoundError, PreconditionFailedError
+
+__all__ = ["LocalTransport"]
+
+_LOCK_DIR = ".objstore-locks"
+_TMP_PREFIX = ".objstore-tmp-"
+_LOCK_STRIPES = 1024
+_READ_BLOCK = 8 * 1024 * 1024
+
+
+def _version_of(data: Buffer) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def _write_all(fd: int, data: Buffer) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalTransport(Transport):
+    """Objects stored as files below ``root`` (created on first write)."""
+
+    scheme = "file"
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self._root = Path(root).expanduser().absolute()
+
+    @property
+    def url(self) -> str:
+        return self._root.as_uri()
+
+    @property
+    def root(self) -> Path:
+        """The directory holding the objects."""
+        return self._root
+
+    def _path(self, key: str) -> Path:
+        return self._root.joinpath(*key.split("/"))
+
+    # -- directory and lock helpers (run in worker threads) --------------------------------
+
+    def _ensure_dir(self, directory: Path) -> None:
+        """Create ``directory`` and missing ancestors, fsyncing each new entry's parent."""
+        missing: list[Path] = []
+        probe = directory
+        while not probe.is_dir():
+            missing.append(probe)
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+        for new_dir in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                new_dir.mkdir()
+            _fsync_dir(new_dir.parent)
+
+    @contextlib.contextmanager
+    def _key_lock(self, key: str) -> Iterator[None]:
+        lock_dir = self._root / _LOCK_DIR
+        if not lock_dir.is_dir():
+            self._ensure_dir(lock_dir)
+        stripe = xxhash.xxh3_64_intdigest(key.encode("utf-8")) % _LOCK_STRIPES
+        fd = os.open(lock_dir / f"{stripe:03x}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _write_temp(self, directory: Path, data: Buffer) -> Path:
+        """Write ``data`` durably to a fresh temp file in ``directory``."""
+        for _ in range(5):
+            temp = directory / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+            try:
+                self._ensure_dir(directory)
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileNotFoundError:
+                continue  # a concurrent delete removed the empty directory; recreate it
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                temp.unlink(missing_ok=True)
+                raise
+            os.close(fd)
+            return temp
+        raise OSError(errno.ENOENT, f"could not create a temp file in {directory}")
+
+    def _read(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise NotFoundError(key) from exc
+
+    def _current_version(self, key: str) -> str | None:
+        try:
+            return _version_of(self._read(key))
+        except NotFoundError:
+            return None
+
+    # -- blocking implementations ------------------------------------------------------------
+
+    def _get(self, key: str) -> tuple[bytes, str]:
+        data = self._read(key)
+        return data, _version_of(data)
+
+    def _get_range(self, key: str, start: int, end: int) -> bytes:
+        try:
+            with open(self._path(key), "rb") as file:
+                file.seek(start)
+                return file.read(end - start)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise NotFoundError(key) from exc
+
+    def _head(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        hasher = xxhash.xxh3_128()
+        try:
+            with open(path, "rb") as file:
+                stat = os.fstat(file.fileno())
+                while block := file.read(_READ_BLOCK):
+                    hasher.update(block)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise NotFoundError(key) from exc
+        return ObjectInfo(key, stat.st_size, hasher.hexdigest(), stat.st_mtime)
+
+    def _put(self, key: str, data: Buffer) -> str:
+        path = self._path(key)
+        temp = self._write_temp(path.parent, data)
+        with self._key_lock(key):
+            os.replace(temp, path)
+            _fsync_dir(path.parent)
+        return _version_of(data)
+
+    def _link_into_place(self, key: str, temp: Path) -> None:
+        path = self._path(key)
+        try:
+            os.link(temp, path)
+        except FileExistsError as exc:
+            raise AlreadyExistsError(key) from exc
+        finally:
+            temp.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
+
+    def _put_if_absent(self, key: str, data: Buffer) -> str:
+        temp = self._write_temp(self._path(key).parent, data)
+        self._link_into_place(key, temp)
+        return _version_of(data)
+
+    def _put_if_match(self, key: str, data: Buffer, version: str) -> str:
+        path = self._path(key)
+        temp = self._write_temp(path.parent, data)
+        try:
+            with self._key_lock(key):
+                current = self._current_version(key)
+                if current is None:
+                    raise NotFoundError(key)
+                if current != version:
+                    raise PreconditionFailedError(
+                        key, expected_version=version, actual_version=current
+                    )
+                os.replace(temp, path)
+                _fsync_dir(path.parent)
+        finally:
+            temp.unlink(missing_ok=True)
+        return _version_of(data)
+
+    def _list(self, prefix: str) -> ObjectListing:
+        base = self._path(prefix) if prefix else self._root
+        items: list[ObjectInfo] = []
+        for directory, subdirs, files in os.walk(base):
+            if directory == str(self._root):
+                subdirs[:] = [name for name in subdirs if name != _LOCK_DIR]
+            relative = os.path.relpath(directory, self._root)
+            for name in files:
+                if name.startswith(_TMP_PREFIX):
+                    continue
+                key = name if relative == "." else f"{relative.replace(os.sep, '/')}/{name}"
+                try:
+                    stat = os.stat(os.path.join(directory, name))
+                except FileNotFoundError:
+                    continue
+                items.append(ObjectInfo(key, stat.st_size, None, stat.st_mtime))
+        items.sort(key=lambda info: info.key)
+        return items
+
+    def _delete(self, key: str, version: str | None) -> None:
+        path = self._path(key)
+        with self._key_lock(key):
+            if version is not None:
+                current = self._current_version(key)
+                if current is None:
+                    return
+                if current != version:
+                    raise PreconditionFailedError(
+                        key, expected_version=version, actual_version=current
+                    )
+            try:
+                path.unlink()
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                return
+            with contextlib.suppress(FileNotFoundError):
+                _fsync_dir(path.parent)  # gone only if a concurrent delete emptied and removed it
+        self._remove_empty_parents(path.parent)
+
+    def _remove_empty_parents(self, directory: Path) -> None:
+        while directory != self._root and self._root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
+
+    # -- async face ------------------------------------------------------------------------
+
+    async def get(self, key: str) -> tuple[bytes, str]:
+        return await asyncio.to_thread(self._get, key)
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        return await asyncio.to_thread(self._get_range, key, start, end)
+
+    async def head(self, key: str) -> ObjectInfo:
+        return await asyncio.to_thread(self._head, key)
+
+    async def put(self, key: str, data: Buffer) -> str:
+        return await asyncio.to_thread(self._put, key, data)
+
+    async def put_if_absent(self, key: str, data: Buffer) -> str:
+        return await asyncio.to_thread(self._put_if_absent, key, data)
+
+    async def put_if_match(self, key: str, data: Buffer, version: str) -> str:
+        return await asyncio.to_thread(self._put_if_match, key, data, version)
+
+    async def list(self, prefix: str) -> ObjectListing:
+        return await asyncio.to_thread(self._list, prefix)
+
+    async def delete(self, key: str, version: str | None = None) -> None:
+        await asyncio.to_thread(self._delete, key, version)
+
+    async def put_if_absent_stream(self, key: str, parts: AsyncIterable[Buffer]) -> str:
+        """Stream parts into one temp file (written and fsynced once), then link it."""
+        directory = self._path(key).parent
+        temp = await asyncio.to_thread(self._write_temp, directory, b"")
+        hasher = xxhash.xxh3_128()
+        fd = os.open(temp, os.O_WRONLY)
+        try:
+            async for part in parts:
+                hasher.update(part)
+                await asyncio.to_thread(_write_all, fd, part)
+            await asyncio.to_thread(os.fsync, fd)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
+        await asyncio.to_thread(self._link_into_place, key, temp)
+        return hasher.hexdigest()

@@ -1,0 +1,132 @@
+"""The objstore exception tree.
+
+Every error objstore raises on purpose derives from :class:`ObjstoreError`, grouped by what a
+handler would do about it::
+
+    ObjstoreError
+    ├── NotFoundError(FileNotFoundError)        the object is not there
+    ├── AlreadyExistsError(FileExistsError)     create-if-absent lost: someone created it first
+    ├── PreconditionFailedError                 compare-and-swap lost: the version moved
+    │   └── CheckpointConflict                  another writer claimed this checkpoint id
+    │       └── FencedError                     ... and that writer's epoch is newer than ours
+    ├── CorruptionError                         bytes do not match their checksum or format
+    ├── NotSupportedError(NotImplementedError)  the store cannot give the guarantees we need
+    └── TransientStorageError(OSError)          5xx, throttling, timeouts: the only retried kind
+
+Backends translate fsspec, botocore and gcsfs errors into this tree exactly once, at the
+transport boundary, keeping the original as ``__cause__``. Errors subclass the matching
+builtins so ``except FileNotFoundError`` keeps working for code that does not know objstore.
+Invalid arguments raise plain :class:`ValueError` / :class:`TypeError` before any request.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyExistsError",
+    "CheckpointConflict",
+    "CorruptionError",
+    "FencedError",
+    "NotFoundError",
+    "NotSupportedError",
+    "ObjstoreError",
+    "PreconditionFailedError",
+    "TransientStorageError",
+]
+
+
+class ObjstoreError(Exception):
+    """Base class of every error objstore raises deliberately."""
+
+
+class NotFoundError(ObjstoreError, FileNotFoundError):
+    """The object (or the version asked for) does not exist."""
+
+    def __init__(self, key: str, message: str | None = None) -> None:
+        super().__init__(message or f"object not found: {key!r}")
+        self.key = key
+
+
+class AlreadyExistsError(ObjstoreError, FileExistsError):
+    """A create-if-absent write found the key already taken."""
+
+    def __init__(self, key: str, message: str | None = None) -> None:
+        super().__init__(message or f"object already exists: {key!r}")
+        self.key = key
+
+
+class PreconditionFailedError(ObjstoreError):
+    """A compare-and-swap write or conditional delete found a different version."""
+
+    def __init__(
+        self,
+        key: str,
+        message: str | None = None,
+        *,
+        expected_version: str | None = None,
+        actual_version: str | None = None,
+    ) -> None:
+        super().__init__(
+            message
+            or f"precondition failed on {key!r}: expected version {expected_version!r}, "
+            f"found {actual_version!r}"
+        )
+        self.key = key
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+
+
+class CheckpointConflict(PreconditionFailedError):
+    """Another writer committed the checkpoint id this writer tried to claim.
+
+    Carries both sides: ``checkpoint_id``, our ``epoch`` and the winner's ``winner_epoch``
+    (``None`` when the winner's manifest could not be read).
+    """
+
+    def __init__(
+        self,
+        key: str,
+        message: str | None = None,
+        *,
+        checkpoint_id: int,
+        epoch: int,
+        winner_epoch: int | None,
+    ) -> None:
+        super().__init__(
+            key,
+            message
+            or f"checkpoint {checkpoint_id} was already committed by another writer "
+            f"(our epoch {epoch}, theirs {winner_epoch})",
+        )
+        self.checkpoint_id = checkpoint_id
+        self.epoch = epoch
+        self.winner_epoch = winner_epoch
+
+
+class FencedError(CheckpointConflict):
+    """This writer lost to one with a newer epoch: it is a zombie and must stop writing."""
+
+
+class CorruptionError(ObjstoreError):
+    """Stored bytes failed validation: checksum mismatch, truncation or a bad format."""
+
+    def __init__(
+        self,
+        key: str,
+        message: str,
+        *,
+        expected: object = None,
+        actual: object = None,
+    ) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.reason = message
+        self.expected = expected
+        self.actual = actual
+
+
+class NotSupportedError(ObjstoreError, NotImplementedError):
+    """The store cannot provide a guarantee objstore relies on (e.g. it ignores preconditions)."""
+
+
+class TransientStorageError(ObjstoreError, OSError):
+    """A failure that may succeed when retried: 5xx, throttling, timeouts, dropped connections."""

@@ -1,0 +1,248 @@
+"""A transport wrapper that injects faults and records every request.
+
+Wrap any transport, build a backend on it, and drive a store through it::
+
+    faults = FaultInjectingTransport(MemoryTransport("t"))
+    store = CheckpointStore(Backend(AsyncBackend(faults)))
+    faults.crash_after("put_if_absent", nth=2)     # die right after the 2nd create lands
+    with pytest.raises(SimulatedCrash):
+        store.save_with_state(manifest, chunks)
+
+Faults: crash (raise :class:`SimulatedCrash`, never retried) before or after the Nth call of
+an operation; transient errors at a rate (retried by the backend); a write that lands but
+whose response is lost (raised as transient, so the retry meets its own write); bytes
+flipped on read. :attr:`calls` logs each request for request counting.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import AsyncIterable, Iterable
+from dataclasses import dataclass, field
+
+from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
+from objstore.errors import TransientStorageError
+
+__all__ = [
+    "READ_OPERATIONS",
+    "WRITE_OPERATIONS",
+    "Call",
+    "FaultInjectingTransport",
+    "SimulatedCrash",
+]
+
+WRITE_OPERATIONS = frozenset(
+    {"put", "put_if_absent", "put_if_match", "delete", "put_if_absent_stream"}
+)
+READ_OPERATIONS = frozenset({"get", "get_range", "head", "list"})
+
+
+class SimulatedCrash(Exception):
+    """The process "died" here: raised by an injected crash and never retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request that reached the wrapped transport (or was stopped by a crash)."""
+
+    operation: str
+    key: str
+    size: int | None = None
+
+    @property
+    def is_write(self) -> bool:
+        """Whether the request changes the store."""
+        return self.operation in WRITE_OPERATIONS
+
+
+@dataclass(slots=True)
+class _Trigger:
+    operation: str
+    nth: int
+    when: str  # "before", "after" or "lose-response"
+    key_contains: str
+    seen: int = 0
+
+    def fires(self, operation: str, key: str) -> bool:
+        if operation != self.operation or self.key_contains not in key:
+            return False
+        self.seen += 1
+        return self.seen == self.nth
+
+
+@dataclass(slots=True)
+class _State:
+    triggers: list[_Trigger] = field(default_factory=list)
+    transient_rate: float = 0.0
+    transient_operations: frozenset[str] = frozenset()
+    corrupt_key_contains: str | None = None
+    corrupt_offset: int | None = None
+
+
+class FaultInjectingTransport(Transport):
+    """Wraps ``inner`` and misbehaves on purpose; thread-safe."""
+
+    def __init__(self, inner: Transport, *, seed: int = 0) -> None:
+        self.inner = inner
+        self.scheme = inner.scheme
+        self.calls: list[Call] = []
+        self._state = _State()
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    # -- configuring faults ----------------------------------------------------------------
+
+    def crash_before(self, operation: str, nth: int = 1, *, key_contains: str = "") -> None:
+        """Raise :class:`SimulatedCrash` instead of performing the ``nth`` matching call."""
+        self._add(_Trigger(operation, nth, "before", key_contains))
+
+    def crash_after(self, operation: str, nth: int = 1, *, key_contains: str = "") -> None:
+        """Perform the ``nth`` matching call, then raise :class:`SimulatedCrash`."""
+        self._add(_Trigger(operation, nth, "after", key_contains))
+
+    def lose_response(self, operation: str, nth: int = 1, *, key_contains: str = "") -> None:
+        """Perform the ``nth`` matching call, then raise a transient error (as if the
+        connection dropped after the store applied the write)."""
+        self._add(_Trigger(operation, nth, "lose-response", key_contains))
+
+    def fail_transiently(self, rate: float, operations: Iterable[str] | None = None) -> None:
+        """Fail each matching call with :class:`TransientStorageError` with ``rate`` odds,
+        before it reaches the store."""
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError("rate must be within [0, 1]")
+        with self._lock:
+            self._state.transient_rate = rate
+            self._state.transient_operations = frozenset(
+                operations if operations is not None else WRITE_OPERATIONS | READ_OPERATIONS
+            )
+
+    def flip_bytes_on_read(self, key_contains: str, offset: int | None = None) -> None:
+        """Flip one byte (at ``offset``, default the middle) of every read of matching keys."""
+        with self._lock:
+            self._state.corrupt_key_contains = key_contains
+            self._state.corrupt_offset = offset
+
+    def clear_faults(self) -> None:
+        """Remove every configured fault (the call log is kept)."""
+        with self._lock:
+            self._state = _State()
+
+    def clear_calls(self) -> None:
+        """Empty the call log."""
+        with self._lock:
+            self.calls.clear()
+
+    def count(self, operation: str | None = None, *, writes: bool | None = None) -> int:
+        """How many logged calls match ``operation`` and/or are (not) writes."""
+        with self._lock:
+            calls = list(self.calls)
+        return sum(
+            1
+            for call in calls
+            if (operation is None or call.operation == operation)
+            and (writes is None or call.is_write == writes)
+        )
+
+    def _add(self, trigger: _Trigger) -> None:
+        if trigger.nth < 1:
+            raise ValueError("nth counts from 1")
+        with self._lock:
+            self._state.triggers.append(trigger)
+
+    # -- the wrapping ----------------------------------------------------------------------
+
+    def _before(self, operation: str, key: str, size: int | None = None) -> str | None:
+        """Log the call and decide its fate: ``None``, ``"after"`` or ``"lose-response"``."""
+        with self._lock:
+            self.calls.append(Call(operation, key, size))
+            fate = None
+            for trigger in self._state.triggers:
+                if trigger.fires(operation, key):
+                    if trigger.when == "before":
+                        raise SimulatedCrash(f"crash before {operation} {key}")
+                    fate = trigger.when
+            if (
+                fate is None
+                and operation in self._state.transient_operations
+                and self._rng.random() < self._state.transient_rate
+            ):
+                raise TransientStorageError(f"injected transient failure of {operation} {key}")
+        return fate
+
+    @staticmethod
+    def _after(fate: str | None, operation: str, key: str) -> None:
+        if fate == "after":
+            raise SimulatedCrash(f"crash after {operation} {key}")
+        if fate == "lose-response":
+            raise TransientStorageError(f"response of {operation} {key} was lost")
+
+    def _corrupt(self, key: str, data: bytes) -> bytes:
+        with self._lock:
+            pattern, offset = self._state.corrupt_key_contains, self._state.corrupt_offset
+        if pattern is None or pattern not in key or not data:
+            return data
+        position = min(offset if offset is not None else len(data) // 2, len(data) - 1)
+        flipped = bytearray(data)
+        flipped[position] ^= 0xFF
+        return bytes(flipped)
+
+    async def get(self, key: str) -> tuple[bytes, str]:
+        fate = self._before("get", key)
+        data, version = await self.inner.get(key)
+        self._after(fate, "get", key)
+        return self._corrupt(key, data), version
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        fate = self._before("get_range", key)
+        data = await self.inner.get_range(key, start, end)
+        self._after(fate, "get_range", key)
+        return self._corrupt(key, data)
+
+    async def head(self, key: str) -> ObjectInfo:
+        fate = self._before("head", key)
+        info = await self.inner.head(key)
+        self._after(fate, "head", key)
+        return info
+
+    async def put(self, key: str, data: Buffer) -> str:
+        fate = self._before("put", key, len(data))
+        version = await self.inner.put(key, data)
+        self._after(fate, "put", key)
+        return version
+
+    async def put_if_absent(self, key: str, data: Buffer) -> str:
+        fate = self._before("put_if_absent", key, len(data))
+        version = await self.inner.put_if_absent(key, data)
+        self._after(fate, "put_if_absent", key)
+        return version
+
+    async def put_if_match(self, key: str, data: Buffer, version: str) -> str:
+        fate = self._before("put_if_match", key, len(data))
+        new_version = await self.inner.put_if_match(key, data, version)
+        self._after(fate, "put_if_match", key)
+        return new_version
+
+    async def put_if_absent_stream(self, key: str, parts: AsyncIterable[Buffer]) -> str:
+        fate = self._before("put_if_absent_stream", key)
+        version = await self.inner.put_if_absent_stream(key, parts)
+        self._after(fate, "put_if_absent_stream", key)
+        return version
+
+    async def list(self, prefix: str) -> ObjectListing:
+        fate = self._before("list", prefix)
+        listing = await self.inner.list(prefix)
+        self._after(fate, "list", prefix)
+        return listing
+
+    async def delete(self, key: str, version: str | None = None) -> None:
+        fate = self._before("delete", key)
+        await self.inner.delete(key, version)
+        self._after(fate, "delete", key)
+
+    async def close(self) -> None:
+        await self.inner.close()

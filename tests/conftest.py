@@ -1,0 +1,42 @@
+"""Shared fixtures: one fresh store URL per test, on every backend.
+
+The S3 (moto server) and GCS (gcp-storage-emulator) fixtures start their servers on
+127.0.0.1 themselves; a missing dependency is an import error, never a skip.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytest_plugins: list[str] = []
+
+ALL_BACKENDS = ["memory", "file", "s3", "gs"]
+SHARED_BACKENDS = ["file", "s3", "gs"]
+
+
+def make_store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty store of ``kind`` for the current test."""
+    if kind == "memory":
+        return f"memory://test-{uuid.uuid4().hex}"
+    if kind == "file":
+        return str(tmp_path / "store")
+    if kind == "s3":
+        return str(request.getfixturevalue("s3_url"))
+    if kind == "gs":
+        return str(request.getfixturevalue("gs_url"))
+    raise AssertionError(kind)
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store on each backend in turn."""
+    return make_store_url(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=SHARED_BACKENDS)
+def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store that other processes can reach (every backend but memory)."""
+    return make_store_url(request.param, request, tmp_path)
