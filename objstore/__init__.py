@@ -8,6 +8,14 @@ from objstore.backends import (
     open_async_backend,
     open_backend,
 )
+from objstore.checkpoint import (
+    AsyncCheckpointStore,
+    CheckpointManifest,
+    CheckpointStore,
+    OperatorState,
+    RecoveryReport,
+    ValidationResult,
+)
 from objstore.errors import (
     AlreadyExistsError,
     CheckpointConflict,
@@ -25,6 +33,12 @@ __version__ = "0.1.0"
 __all__ = [
     "AlreadyExistsError",
     "AsyncBackend",
+    "AsyncCheckpointStore",
+    "CheckpointManifest",
+    "CheckpointStore",
+    "OperatorState",
+    "RecoveryReport",
+    "ValidationResult",
     "Backend",
     "CheckpointConflict",
     "CorruptionError",

@@ -206,6 +206,17 @@ class AsyncBackend:
         )
         return [info for info in listing if not info.key.startswith(PROBE_PREFIX + "/")]
 
+    async def list_after(self, prefix: str, start_after: str, limit: int = 1000) -> ObjectListing:
+        """At most ``limit`` objects under ``prefix`` sorting after ``start_after`` (one LIST)."""
+        prefix = validate_prefix(prefix)
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        listing = await self.retry.call(
+            lambda _: self.transport.list_after(prefix, start_after, limit),
+            description=f"LIST {prefix} after {start_after}",
+        )
+        return [info for info in listing if not info.key.startswith(PROBE_PREFIX + "/")]
+
     async def delete(self, key: str, version: str | None = None) -> None:
         """Delete; idempotent. With ``version``, only if unchanged (else precondition error)."""
         key = validate_key(key)
@@ -332,6 +343,7 @@ class Backend:
     put_if_absent = blocking(AsyncBackend.put_if_absent)
     put_if_match = blocking(AsyncBackend.put_if_match)
     list = blocking(AsyncBackend.list)
+    list_after = blocking(AsyncBackend.list_after)
     delete = blocking(AsyncBackend.delete)
     delete_many = blocking(AsyncBackend.delete_many)
     probe = blocking(AsyncBackend.probe)

@@ -88,6 +88,16 @@ class Transport(abc.ABC):
         ``prefix == ""`` lists the whole root. Hidden bookkeeping objects are never listed.
         """
 
+    async def list_after(self, prefix: str, start_after: str, limit: int) -> ObjectListing:
+        """At most ``limit`` objects under ``prefix`` whose keys sort after ``start_after``.
+
+        One request on object stores (S3 ``StartAfter``, GCS ``startOffset``), so its cost does
+        not grow with the number of objects before ``start_after``. The default filters a
+        full listing.
+        """
+        listing = await self.list(prefix)
+        return [info for info in listing if info.key > start_after][:limit]
+
     @abc.abstractmethod
     async def delete(self, key: str, version: str | None = None) -> None:
         """Delete the object; a missing object is not an error.

@@ -239,6 +239,12 @@ class FaultInjectingTransport(Transport):
         self._after(fate, "list", prefix)
         return listing
 
+    async def list_after(self, prefix: str, start_after: str, limit: int) -> ObjectListing:
+        fate = self._before("list", prefix)
+        listing = await self.inner.list_after(prefix, start_after, limit)
+        self._after(fate, "list", prefix)
+        return listing
+
     async def delete(self, key: str, version: str | None = None) -> None:
         fate = self._before("delete", key)
         await self.inner.delete(key, version)

@@ -1,0 +1,102 @@
+"""Pure decisions over checkpoint listings: what exists, what to prune, what is an orphan.
+
+Shared by the sync and async faces and by the CLI; no I/O, so tests call them directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from objstore.backends import ObjectInfo
+from objstore.checkpoint._layout import MANIFEST_NAME, STATE_NAME, parse_listing_key
+
+__all__ = ["CheckpointEntry", "orphans_to_delete", "plan_prune", "scan"]
+
+
+@dataclass(slots=True)
+class CheckpointEntry:
+    """The objects found under one ``checkpoint_N/`` directory."""
+
+    checkpoint_id: int
+    manifest: ObjectInfo | None = None
+    state: ObjectInfo | None = None
+    others: list[ObjectInfo] = field(default_factory=list)
+
+    @property
+    def committed(self) -> bool:
+        """Whether a manifest (the commit record) exists, valid or not."""
+        return self.manifest is not None
+
+    @property
+    def keys(self) -> list[str]:
+        """Every object of the directory, manifest first (the order prune deletes in)."""
+        first = [info.key for info in (self.manifest, self.state) if info is not None]
+        return first + [info.key for info in self.others]
+
+    @property
+    def newest_mtime(self) -> float | None:
+        """The latest modification time of any object in the directory."""
+        times = [
+            info.mtime
+            for info in (self.manifest, self.state, *self.others)
+            if info is not None and info.mtime is not None
+        ]
+        return max(times) if times else None
+
+
+def scan(listing: Iterable[ObjectInfo]) -> dict[int, CheckpointEntry]:
+    """Group a listing of ``checkpoints/`` by checkpoint id (other keys are ignored)."""
+    entries: dict[int, CheckpointEntry] = {}
+    for info in listing:
+        parsed = parse_listing_key(info.key)
+        if parsed is None:
+            continue
+        checkpoint_id, name = parsed
+        entry = entries.setdefault(checkpoint_id, CheckpointEntry(checkpoint_id))
+        if name == MANIFEST_NAME:
+            entry.manifest = info
+        elif name == STATE_NAME:
+            entry.state = info
+        else:
+            entry.others.append(info)
+    return entries
+
+
+def plan_prune(
+    committed_ids: Iterable[int], keep_count: int, newest_valid: int | None
+) -> list[int]:
+    """Ids to delete so that ``keep_count`` newest committed ones remain, oldest first.
+
+    The newest valid checkpoint is always kept, even when newer ones (all corrupt) fill the
+    ``keep_count``. With no valid checkpoint at all, nothing is deleted: an operator must look.
+    """
+    if keep_count < 1:
+        raise ValueError("keep_count must be at least 1: the newest valid checkpoint is kept")
+    if newest_valid is None:
+        return []
+    ordered = sorted(set(committed_ids), reverse=True)
+    keep = set(ordered[:keep_count]) | {newest_valid}
+    return sorted(checkpoint_id for checkpoint_id in ordered if checkpoint_id not in keep)
+
+
+def orphans_to_delete(
+    entries: dict[int, CheckpointEntry], *, now: float, grace_seconds: float
+) -> list[int]:
+    """Uncommitted directories that no live writer can still commit, oldest first.
+
+    A directory without a manifest is deleted only if a newer checkpoint is committed (its
+    writer lost or was fenced) or its newest object is older than the grace period (its
+    writer stalled or died). An in-flight writer's sidecar is never touched.
+    """
+    committed = [cid for cid, entry in entries.items() if entry.committed]
+    newest_committed = max(committed, default=0)
+    doomed = []
+    for checkpoint_id, entry in sorted(entries.items()):
+        if entry.committed:
+            continue
+        mtime = entry.newest_mtime
+        stale = mtime is not None and mtime < now - grace_seconds
+        if checkpoint_id < newest_committed or stale:
+            doomed.append(checkpoint_id)
+    return doomed

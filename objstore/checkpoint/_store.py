@@ -1,0 +1,665 @@
+"""CheckpointStore: fenced, checksummed checkpoints with validated backward recovery.
+
+Write order (DESIGN §3): ``state.bin`` (create-if-absent) → ``manifest.json``
+(create-if-absent: the commit point) → ``latest.txt`` (compare-and-swap, forward only).
+A writer that loses the race for an id learns it from a failed create and changes nothing
+the winner wrote. Readers treat ``latest.txt`` as a hint and confirm it with one bounded
+listing, so a pointer that is missing, garbage, dangling or lagging never hides a commit.
+
+:class:`AsyncCheckpointStore` holds all logic; :class:`CheckpointStore` is its blocking face.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from objstore._loop import blocking
+from objstore._open import StoreLocation, as_async_backend
+from objstore.backends import AsyncBackend
+from objstore.checkpoint._layout import (
+    CHECKPOINTS,
+    LATEST,
+    checkpoint_dir,
+    manifest_key,
+    parse_checkpoint_name,
+    pointer_text,
+    state_key,
+)
+from objstore.checkpoint._manifest import (
+    CheckpointManifest,
+    StoredManifest,
+    check_checkpoint_id,
+    decode_manifest,
+    encode_manifest,
+)
+from objstore.checkpoint._plan import CheckpointEntry, orphans_to_delete, plan_prune, scan
+from objstore.checkpoint._sidecar import (
+    EncodedState,
+    SidecarEncoder,
+    StateInput,
+    decode_frame,
+    iter_chunks,
+    verify_sidecar,
+)
+from objstore.errors import (
+    AlreadyExistsError,
+    CheckpointConflict,
+    CorruptionError,
+    FencedError,
+    NotFoundError,
+    PreconditionFailedError,
+)
+
+__all__ = ["AsyncCheckpointStore", "CheckpointStore", "RecoveryReport", "ValidationResult"]
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+SINGLE_PUT_LIMIT = 32 * 1024 * 1024
+"""Sidecars up to this size are sent as one retried PUT; larger ones are streamed."""
+LOOKAHEAD_KEYS = 16
+"""How many keys after the pointer's checkpoint one listing checks for newer commits."""
+PARALLEL_READS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationResult:
+    """Whether one checkpoint is whole. ``issues`` say why not; ``warnings`` never
+    make it invalid (e.g. a vnode count that differs from the store's)."""
+
+    checkpoint_id: int
+    valid: bool
+    issues: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """The walk of :meth:`AsyncCheckpointStore.recover_latest_validated`.
+
+    ``chosen_id``/``manifest`` are the newest valid checkpoint (``None``: nothing valid,
+    fresh start), ``examined`` every id looked at, newest first, and ``skipped`` each
+    ``(id, reason)`` passed over on the way.
+    """
+
+    chosen_id: int | None
+    manifest: CheckpointManifest | None
+    examined: tuple[int, ...]
+    skipped: tuple[tuple[int, str], ...]
+
+
+async def _gather_bounded(jobs: Iterable[Awaitable[_T]], limit: int = PARALLEL_READS) -> list[_T]:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(job: Awaitable[_T]) -> _T:
+        async with semaphore:
+            return await job
+
+    return list(await asyncio.gather(*(one(job) for job in jobs)))
+
+
+class AsyncCheckpointStore:
+    """Checkpoints under ``{root}/checkpoints/`` on any objstore backend (asyncio).
+
+    Args:
+        url_or_backend: store URL/path or an opened backend.
+        storage_options: fsspec options when a URL is given.
+        max_retained: if set, :meth:`prune` to this many after every committed save.
+        vnode_count: the vnode count manifests are expected to carry; a mismatch is
+            reported as a validation warning.
+        compression_level: zstd level for ``state.bin`` frames.
+        orphan_grace_seconds: an uncommitted sidecar younger than this is presumed to
+            belong to a live writer and is left alone by :meth:`cleanup_orphans`.
+        chunks_in_flight: how many state chunks are compressed/uploaded at once; bounds the
+            memory a streamed save holds.
+        clock: seconds since the epoch (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        url_or_backend: StoreLocation,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        max_retained: int | None = None,
+        vnode_count: int = 256,
+        compression_level: int = 3,
+        orphan_grace_seconds: float = 3600.0,
+        chunks_in_flight: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_retained is not None and max_retained < 1:
+            raise ValueError("max_retained must be at least 1")
+        if not 1 <= vnode_count <= 65535:
+            raise ValueError("vnode_count must be within [1, 65535]")
+        if not -7 <= compression_level <= 22:
+            raise ValueError("compression_level must be within zstd's [-7, 22]")
+        self.backend: AsyncBackend = as_async_backend(url_or_backend, storage_options)
+        self.max_retained = max_retained
+        self._vnode_count = vnode_count
+        self.compression_level = compression_level
+        self.orphan_grace_seconds = orphan_grace_seconds
+        self.chunks_in_flight = chunks_in_flight or max(2, (os.cpu_count() or 1) + 1)
+        self._clock = clock
+        self._pointer: tuple[int | None, str] | None = None
+        self._staged: dict[int, tuple[EncodedState, str, str]] = {}
+
+    @property
+    def vnode_count(self) -> int:
+        """The vnode count this store's manifests are expected to use."""
+        return self._vnode_count
+
+    @property
+    def url(self) -> str:
+        """The root URL of the store."""
+        return self.backend.url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    # -- saving --------------------------------------------------------------------------------
+
+    async def save(self, manifest: CheckpointManifest) -> CheckpointManifest:
+        """Commit ``manifest``; if :meth:`save_state_data` staged state for its id, with it.
+
+        Returns the manifest as stored (checksums filled in). Raises
+        :class:`~objstore.errors.CheckpointConflict` (or :class:`~objstore.errors.FencedError`
+        when the winner's epoch is newer) if another writer already committed this id.
+        """
+        _check_manifest(manifest)
+        staged = self._staged.pop(manifest.checkpoint_id, None)
+        if staged is None:
+            return await self._commit(manifest, None, None, None)
+        encoded, nonce, version = staged
+        return await self._commit(manifest, encoded, nonce, version)
+
+    async def save_with_state(
+        self, manifest: CheckpointManifest, state: StateInput
+    ) -> CheckpointManifest:
+        """Write ``state`` as the checkpoint's ``state.bin``, then commit ``manifest``.
+
+        ``state`` is one bytes-like object, a sequence of chunks, a mapping name → chunk, or
+        an (async) iterable of chunks or ``(name, chunk)`` pairs, streamed and never held
+        whole. Each chunk becomes one zstd frame that :meth:`load_operator_state` can read on
+        its own. Raises like :meth:`save`; bad chunks raise ``TypeError``/``ValueError``.
+        """
+        _check_manifest(manifest)
+        chunks = iter_chunks(state)
+        encoded, nonce, version = await self._write_sidecar(manifest, chunks)
+        return await self._commit(manifest, encoded, nonce, version)
+
+    async def save_state_data(self, checkpoint_id: int, chunks: StateInput) -> None:
+        """Write only the sidecar of ``checkpoint_id``; a later :meth:`save` of that id on
+        this store object commits it. Until then it is an orphan to :meth:`cleanup_orphans`."""
+        check_checkpoint_id(checkpoint_id)
+        placeholder = CheckpointManifest(checkpoint_id=checkpoint_id, epoch=0)
+        staged = await self._write_sidecar(placeholder, iter_chunks(chunks))
+        self._staged[checkpoint_id] = staged
+
+    async def _write_sidecar(
+        self, manifest: CheckpointManifest, chunks: Any
+    ) -> tuple[EncodedState, str, str]:
+        nonce = os.urandom(16)
+        encoder = SidecarEncoder(
+            manifest.checkpoint_id,
+            nonce,
+            level=self.compression_level,
+            window=self.chunks_in_flight,
+        )
+        key = state_key(manifest.checkpoint_id)
+        pieces = encoder.pieces(chunks)
+        head: list[bytes] = []
+        head_size = 0
+        async for piece in pieces:
+            head.append(piece)
+            head_size += len(piece)
+            if head_size > SINGLE_PUT_LIMIT:
+                break
+        try:
+            if head_size <= SINGLE_PUT_LIMIT:
+                version = await self.backend.put_if_absent(key, b"".join(head))
+            else:
+                version = await self.backend.put_if_absent_stream(key, _chain(head, pieces))
+        except AlreadyExistsError as exc:
+            await pieces.aclose()
+            raise await self._conflict(manifest, exc, what="state.bin") from exc
+        return encoder.result(), nonce.hex(), version
+
+    async def _commit(
+        self,
+        manifest: CheckpointManifest,
+        encoded: EncodedState | None,
+        nonce: str | None,
+        state_version: str | None,
+    ) -> CheckpointManifest:
+        final = dataclasses.replace(
+            manifest,
+            operator_states=encoded.entries if encoded else (),
+            state_checksum=encoded.checksum if encoded else None,
+            state_size=encoded.size if encoded else None,
+        )
+        writer_nonce = nonce or os.urandom(16).hex()
+        stored = StoredManifest(final, writer_nonce, nonce, revision=0)
+        key = manifest_key(manifest.checkpoint_id)
+        try:
+            await self.backend.put_if_absent(key, encode_manifest(stored))
+        except AlreadyExistsError as exc:
+            if state_version is not None:
+                # Our own sidecar lost to a manifest-only commit; it is garbage, and only ours.
+                with contextlib.suppress(PreconditionFailedError):
+                    await self.backend.delete(state_key(manifest.checkpoint_id), state_version)
+            raise await self._conflict(manifest, exc, what="manifest.json") from exc
+        await self._advance_pointer(manifest.checkpoint_id)
+        if self.max_retained is not None:
+            await self._prune(self.max_retained, known_valid=manifest.checkpoint_id)
+        return final
+
+    async def _conflict(
+        self, manifest: CheckpointManifest, cause: Exception, *, what: str
+    ) -> CheckpointConflict:
+        """The error for losing ``manifest.checkpoint_id`` to another writer."""
+        key = manifest_key(manifest.checkpoint_id)
+        winner_epoch: int | None = None
+        try:
+            data, _ = await self.backend.get(key)
+            winner_epoch = decode_manifest(data, key=key).manifest.epoch
+        except (NotFoundError, CorruptionError):
+            pass
+        if winner_epoch is None:
+            detail = (
+                f"checkpoint {manifest.checkpoint_id}: {what} already exists without a "
+                "readable manifest (an in-flight writer or an orphan; see next_checkpoint_id "
+                "and cleanup_orphans)"
+            )
+        else:
+            detail = None
+        error_type = (
+            FencedError
+            if winner_epoch is not None and winner_epoch > manifest.epoch
+            else CheckpointConflict
+        )
+        return error_type(
+            key,
+            detail,
+            checkpoint_id=manifest.checkpoint_id,
+            epoch=manifest.epoch,
+            winner_epoch=winner_epoch,
+        )
+
+    async def _read_pointer(self) -> tuple[int | None, str] | None:
+        """``(id or None if garbage, version)`` of ``latest.txt``; ``None`` if missing."""
+        try:
+            data, version = await self.backend.get(LATEST)
+        except NotFoundError:
+            return None
+        try:
+            return parse_checkpoint_name(data.decode("ascii")), version
+        except UnicodeDecodeError:
+            return None, version
+
+    async def _advance_pointer(self, checkpoint_id: int) -> None:
+        """Move ``latest.txt`` forward to ``checkpoint_id`` by CAS; never backward."""
+        while True:
+            pointer = self._pointer or await self._read_pointer()
+            if pointer is not None and pointer[0] is not None and pointer[0] >= checkpoint_id:
+                self._pointer = pointer
+                return
+            text = pointer_text(checkpoint_id)
+            try:
+                if pointer is None:
+                    version = await self.backend.put_if_absent(LATEST, text)
+                else:
+                    version = await self.backend.put_if_match(LATEST, text, pointer[1])
+            except (AlreadyExistsError, PreconditionFailedError, NotFoundError):
+                self._pointer = None
+                continue
+            self._pointer = (checkpoint_id, version)
+            return
+
+    # -- loading -------------------------------------------------------------------------------
+
+    async def load_latest(self) -> CheckpointManifest | None:
+        """The newest committed checkpoint whose manifest is readable, or ``None``.
+
+        Reads ``latest.txt`` and, together, that checkpoint's manifest and one bounded
+        listing of what follows it — three requests, whatever the number retained. Falls
+        back to a full listing when the pointer is missing, garbage, dangling or lagging.
+        Does not read state; use :meth:`recover_latest_validated` for a full validation.
+        """
+        pointer = await self._read_pointer()
+        if pointer is not None and pointer[0] is not None:
+            pointed = pointer[0]
+            loaded, after = await asyncio.gather(
+                self._try_load(pointed),
+                self.backend.list_after(
+                    CHECKPOINTS, checkpoint_dir(pointed) + "/~", LOOKAHEAD_KEYS
+                ),
+            )
+            newer = [cid for cid, e in scan(after).items() if e.committed and cid > pointed]
+            if not newer and loaded is not None:
+                return loaded
+        entries = scan(await self.backend.list(CHECKPOINTS))
+        for checkpoint_id in sorted(entries, reverse=True):
+            if entries[checkpoint_id].committed:
+                manifest = await self._try_load(checkpoint_id)
+                if manifest is not None:
+                    return manifest
+        return None
+
+    async def _try_load(self, checkpoint_id: int) -> CheckpointManifest | None:
+        try:
+            return (await self._load_stored(checkpoint_id)).manifest
+        except NotFoundError:
+            return None
+        except CorruptionError as exc:
+            logger.warning("skipping checkpoint %d: %s", checkpoint_id, exc)
+            return None
+
+    async def _load_stored(self, checkpoint_id: int) -> StoredManifest:
+        key = manifest_key(checkpoint_id)
+        data, _ = await self.backend.get(key)
+        return decode_manifest(data, key=key, expected_id=checkpoint_id)
+
+    async def load_by_id(self, checkpoint_id: int) -> CheckpointManifest | None:
+        """The manifest of ``checkpoint_id``; ``None`` if absent, ``CorruptionError`` if bad."""
+        check_checkpoint_id(checkpoint_id)
+        try:
+            return (await self._load_stored(checkpoint_id)).manifest
+        except NotFoundError:
+            return None
+
+    async def _entries(self) -> dict[int, CheckpointEntry]:
+        return scan(await self.backend.list(CHECKPOINTS))
+
+    async def list_ids(self) -> list[int]:
+        """Ids that have a manifest (readable or not), ascending. One listing."""
+        return sorted(cid for cid, entry in (await self._entries()).items() if entry.committed)
+
+    async def next_checkpoint_id(self) -> int:
+        """One more than any id in use (committed, corrupt or orphaned) or pointed at."""
+        entries = await self._entries()
+        pointer = await self._read_pointer()
+        pointed = pointer[0] if pointer is not None and pointer[0] is not None else 0
+        return max([pointed, *entries]) + 1
+
+    async def load_state_data(self, checkpoint_id: int) -> bytes | None:
+        """All saved chunks of ``checkpoint_id``, verified, decompressed and concatenated.
+
+        ``None`` when the checkpoint does not exist or has no state; ``CorruptionError`` when
+        the sidecar does not match its manifest (one GET of the sidecar, verified once).
+        """
+        check_checkpoint_id(checkpoint_id)
+        try:
+            stored = await self._load_stored(checkpoint_id)
+        except NotFoundError:
+            return None
+        manifest = stored.manifest
+        if manifest.state_checksum is None:
+            return None
+        key = state_key(checkpoint_id)
+        data, _ = await self.backend.get(key)
+        verify_sidecar(
+            data,
+            key=key,
+            checkpoint_id=checkpoint_id,
+            nonce=stored.state_nonce,
+            size=manifest.state_size,
+            state_checksum=manifest.state_checksum,
+            entries=manifest.operator_states,
+        )
+        view = memoryview(data)
+        parts = await _gather_bounded(
+            (
+                asyncio.to_thread(decode_frame, view[e.offset : e.offset + e.length], e, key=key)
+                for e in manifest.operator_states
+            ),
+            limit=self.chunks_in_flight,
+        )
+        return b"".join(parts)
+
+    async def load_operator_state(self, checkpoint_id: int, name_or_index: str | int) -> bytes:
+        """One saved chunk, by operator name or position, fetched with a ranged read.
+
+        Raises ``NotFoundError`` if the checkpoint does not exist, ``KeyError``/``IndexError``
+        for an unknown name/position, ``CorruptionError`` if the chunk fails its checksum.
+        """
+        check_checkpoint_id(checkpoint_id)
+        manifest = (await self._load_stored(checkpoint_id)).manifest
+        entries = manifest.operator_states
+        if isinstance(name_or_index, bool) or not isinstance(name_or_index, str | int):
+            raise TypeError("name_or_index must be an operator name or a position")
+        if isinstance(name_or_index, int):
+            if not 0 <= name_or_index < len(entries):
+                raise IndexError(f"checkpoint {checkpoint_id} has {len(entries)} chunks")
+            entry = entries[name_or_index]
+        else:
+            matches = [e for e in entries if e.name == name_or_index]
+            if not matches:
+                raise KeyError(name_or_index)
+            entry = matches[0]
+        key = state_key(checkpoint_id)
+        frame = await self.backend.get_range(key, entry.offset, entry.offset + entry.length)
+        return await asyncio.to_thread(decode_frame, frame, entry, key=key)
+
+    # -- updating ------------------------------------------------------------------------------
+
+    async def update_manifest(self, manifest: CheckpointManifest) -> CheckpointManifest:
+        """Compare-and-swap the sink statuses, sink epochs, watermark and metadata of an
+        existing checkpoint; everything else (checksums, index, offsets) is kept as stored.
+
+        Raises ``NotFoundError`` if the checkpoint does not exist, ``ValueError`` if the
+        epoch differs from the stored one, and ``PreconditionFailedError`` if another update
+        landed since it was read (re-read and retry; nothing is clobbered).
+        """
+        _check_manifest(manifest)
+        key = manifest_key(manifest.checkpoint_id)
+        data, version = await self.backend.get(key)
+        stored = decode_manifest(data, key=key, expected_id=manifest.checkpoint_id)
+        if stored.manifest.epoch != manifest.epoch:
+            raise ValueError(
+                f"checkpoint {manifest.checkpoint_id} has epoch {stored.manifest.epoch}; "
+                f"update_manifest cannot change it to {manifest.epoch}"
+            )
+        updated = dataclasses.replace(
+            stored.manifest,
+            sink_commit_statuses=dict(manifest.sink_commit_statuses),
+            sink_epochs=dict(manifest.sink_epochs),
+            watermark=manifest.watermark,
+            metadata=dict(manifest.metadata),
+        )
+        new_stored = dataclasses.replace(stored, manifest=updated, revision=stored.revision + 1)
+        await self.backend.put_if_match(key, encode_manifest(new_stored), version)
+        return updated
+
+    # -- validation and recovery ---------------------------------------------------------------
+
+    async def validate_checkpoint(self, checkpoint_id: int) -> ValidationResult:
+        """Fully validate one checkpoint: manifest readable, checksum holds, id matches its
+        path, sidecar present with the recorded size and xxh3. Transient errors propagate
+        (after retries) instead of being mistaken for corruption."""
+        check_checkpoint_id(checkpoint_id)
+        try:
+            stored = await self._load_stored(checkpoint_id)
+        except NotFoundError:
+            return ValidationResult(checkpoint_id, False, ("manifest missing",))
+        except CorruptionError as exc:
+            return ValidationResult(checkpoint_id, False, (exc.reason,))
+        manifest = stored.manifest
+        warnings: tuple[str, ...] = ()
+        if manifest.vnode_count != self._vnode_count:
+            warnings = (
+                f"vnode_count {manifest.vnode_count} differs from the store's {self._vnode_count}",
+            )
+        if manifest.state_checksum is not None:
+            key = state_key(checkpoint_id)
+            try:
+                data, _ = await self.backend.get(key)
+                verify_sidecar(
+                    data,
+                    key=key,
+                    checkpoint_id=checkpoint_id,
+                    nonce=stored.state_nonce,
+                    size=manifest.state_size,
+                    state_checksum=manifest.state_checksum,
+                    entries=manifest.operator_states,
+                )
+            except NotFoundError:
+                return ValidationResult(checkpoint_id, False, ("state.bin missing",), warnings)
+            except CorruptionError as exc:
+                return ValidationResult(checkpoint_id, False, (exc.reason,), warnings)
+        return ValidationResult(checkpoint_id, True, (), warnings)
+
+    async def recover_latest_validated(self) -> RecoveryReport:
+        """Walk back from the newest checkpoint to the first that fully validates.
+
+        Every checkpoint passed over is reported with its reason, including uncommitted
+        directories newer than the one chosen. ``chosen_id is None`` means nothing valid
+        exists (a fresh start is then correct).
+        """
+        entries = await self._entries()
+        examined: list[int] = []
+        skipped: list[tuple[int, str]] = []
+        for checkpoint_id in sorted(entries, reverse=True):
+            examined.append(checkpoint_id)
+            if not entries[checkpoint_id].committed:
+                skipped.append((checkpoint_id, "no manifest (never committed)"))
+                continue
+            result = await self.validate_checkpoint(checkpoint_id)
+            if result.valid:
+                manifest = (await self._load_stored(checkpoint_id)).manifest
+                return RecoveryReport(checkpoint_id, manifest, tuple(examined), tuple(skipped))
+            skipped.append((checkpoint_id, "; ".join(result.issues)))
+        return RecoveryReport(None, None, tuple(examined), tuple(skipped))
+
+    async def newest_valid_id(self) -> int | None:
+        """The id :meth:`recover_latest_validated` would choose."""
+        return (await self.recover_latest_validated()).chosen_id
+
+    # -- housekeeping --------------------------------------------------------------------------
+
+    async def prune(self, keep_count: int) -> int:
+        """Delete all but the ``keep_count`` newest committed checkpoints; return how many.
+
+        The newest *valid* checkpoint is always kept, even when newer ones are corrupt; if
+        none is valid nothing is deleted. Each checkpoint loses its manifest before its
+        sidecar, so a crash leaves at worst an orphan.
+        """
+        return len(await self._prune(keep_count, known_valid=None))
+
+    async def plan_prune(self, keep_count: int) -> list[int]:
+        """The ids :meth:`prune` would delete now (for dry runs)."""
+        entries = await self._entries()
+        committed = [cid for cid, entry in entries.items() if entry.committed]
+        if len(committed) <= keep_count:
+            plan_prune(committed, keep_count, None)  # validates keep_count
+            return []
+        return plan_prune(committed, keep_count, await self.newest_valid_id())
+
+    async def _prune(self, keep_count: int, *, known_valid: int | None) -> list[int]:
+        entries = await self._entries()
+        committed = [cid for cid, entry in entries.items() if entry.committed]
+        if len(committed) <= keep_count:
+            plan_prune(committed, keep_count, None)
+            return []
+        newest_valid = known_valid if known_valid is not None else await self.newest_valid_id()
+        doomed = plan_prune(committed, keep_count, newest_valid)
+        for checkpoint_id in doomed:
+            for key in entries[checkpoint_id].keys:
+                await self.backend.delete(key)
+        if doomed:
+            logger.info("pruned checkpoints %s", doomed)
+        return doomed
+
+    async def plan_cleanup_orphans(self, grace_seconds: float | None = None) -> list[int]:
+        """The uncommitted checkpoint ids :meth:`cleanup_orphans` would delete now."""
+        grace = self.orphan_grace_seconds if grace_seconds is None else grace_seconds
+        return orphans_to_delete(await self._entries(), now=self._clock(), grace_seconds=grace)
+
+    async def cleanup_orphans(self, grace_seconds: float | None = None) -> int:
+        """Delete sidecars and directories that have no manifest and that no live writer can
+        still commit (a newer checkpoint is committed, or older than the grace period).
+        Returns how many orphaned checkpoints were actually deleted."""
+        grace = self.orphan_grace_seconds if grace_seconds is None else grace_seconds
+        entries = await self._entries()
+        deleted = 0
+        for checkpoint_id in orphans_to_delete(entries, now=self._clock(), grace_seconds=grace):
+            if await self.backend.exists(manifest_key(checkpoint_id)):
+                continue  # committed since the listing: no longer an orphan
+            for key in entries[checkpoint_id].keys:
+                await self.backend.delete(key)
+            deleted += 1
+        return deleted
+
+    async def close(self) -> None:
+        """Close the backend's connections."""
+        await self.backend.close()
+
+    async def list(self) -> list[tuple[int, int]]:
+        """``(id, epoch)`` of every checkpoint whose manifest is readable, ascending."""
+        ids = await self.list_ids()
+        manifests = await _gather_bounded(self._try_load(cid) for cid in ids)
+        return [(m.checkpoint_id, m.epoch) for m in manifests if m is not None]
+
+
+async def _chain(head: Sequence[bytes], rest: Any) -> Any:
+    for piece in head:
+        yield piece
+    async for piece in rest:
+        yield piece
+
+
+def _check_manifest(manifest: object) -> None:
+    if not isinstance(manifest, CheckpointManifest):
+        raise TypeError(f"expected a CheckpointManifest, not {type(manifest).__name__}")
+
+
+class CheckpointStore:
+    """The blocking face of :class:`AsyncCheckpointStore`: same arguments and methods."""
+
+    def __init__(self, url_or_backend: StoreLocation, **options: Any) -> None:
+        self._async = AsyncCheckpointStore(url_or_backend, **options)
+
+    @property
+    def async_store(self) -> AsyncCheckpointStore:
+        """The async store this facade drives."""
+        return self._async
+
+    @property
+    def vnode_count(self) -> int:
+        """The vnode count this store's manifests are expected to use."""
+        return self._async.vnode_count
+
+    @property
+    def url(self) -> str:
+        """The root URL of the store."""
+        return self._async.url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    save = blocking(AsyncCheckpointStore.save)
+    save_with_state = blocking(AsyncCheckpointStore.save_with_state)
+    save_state_data = blocking(AsyncCheckpointStore.save_state_data)
+    load_latest = blocking(AsyncCheckpointStore.load_latest)
+    load_by_id = blocking(AsyncCheckpointStore.load_by_id)
+    list = blocking(AsyncCheckpointStore.list)
+    list_ids = blocking(AsyncCheckpointStore.list_ids)
+    next_checkpoint_id = blocking(AsyncCheckpointStore.next_checkpoint_id)
+    load_state_data = blocking(AsyncCheckpointStore.load_state_data)
+    load_operator_state = blocking(AsyncCheckpointStore.load_operator_state)
+    update_manifest = blocking(AsyncCheckpointStore.update_manifest)
+    validate_checkpoint = blocking(AsyncCheckpointStore.validate_checkpoint)
+    recover_latest_validated = blocking(AsyncCheckpointStore.recover_latest_validated)
+    newest_valid_id = blocking(AsyncCheckpointStore.newest_valid_id)
+    prune = blocking(AsyncCheckpointStore.prune)
+    plan_prune = blocking(AsyncCheckpointStore.plan_prune)
+    cleanup_orphans = blocking(AsyncCheckpointStore.cleanup_orphans)
+    plan_cleanup_orphans = blocking(AsyncCheckpointStore.plan_cleanup_orphans)
+    close = blocking(AsyncCheckpointStore.close)
