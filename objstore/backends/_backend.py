@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from objstore._keys import validate_key, validate_prefix
@@ -261,46 +261,40 @@ class AsyncBackend:
     async def probe(self) -> ProbeResult:
         """Measure whether the store enforces create-if-absent, CAS and conditional delete.
 
-        Uses one throw-away key under :data:`PROBE_PREFIX` and removes it afterwards.
+        Uses one throw-away key under :data:`PROBE_PREFIX` and removes it afterwards. The
+        result is remembered: conditional writes after a passing probe do not probe again.
         """
         key = f"{PROBE_PREFIX}/{uuid.uuid4().hex}"
         transport = self.transport
 
-        async def retried_get() -> str:
-            return (await self.retry.call(lambda _: transport.get(key), description="probe"))[1]
+        async def step(operation: Callable[[], Awaitable[object]]) -> bool:
+            """Run one probe request (retried); True if it raised a precondition error."""
+            try:
+                await self.retry.call(lambda _: operation(), description=f"probe {key}")
+            except (AlreadyExistsError, PreconditionFailedError):
+                return True
+            return False
 
-        await self.retry.call(lambda _: transport.put_if_absent(key, b"1"), description="probe")
+        await step(lambda: transport.put_if_absent(key, b"1"))
         try:
-            create_enforced = False
-            try:
-                await transport.put_if_absent(key, b"2")
-            except AlreadyExistsError:
-                create_enforced = True
-            stale = await retried_get()
-            await transport.put_if_match(key, b"3", stale)
-            cas_enforced = False
-            try:
-                await transport.put_if_match(key, b"4", stale)
-            except PreconditionFailedError:
-                cas_enforced = True
-            delete_enforced = False
-            try:
-                await transport.delete(key, stale)
-            except PreconditionFailedError:
-                delete_enforced = True
+            create_enforced = await step(lambda: transport.put_if_absent(key, b"2"))
+            _, stale = await self.retry.call(lambda _: transport.get(key), description="probe")
+            await step(lambda: transport.put_if_match(key, b"3", stale))
+            cas_enforced = await step(lambda: transport.put_if_match(key, b"4", stale))
+            delete_enforced = await step(lambda: transport.delete(key, stale))
         finally:
             await self.retry.call(lambda _: transport.delete(key), description="probe cleanup")
-        return ProbeResult(self.url, create_enforced, cas_enforced, delete_enforced)
+        result = ProbeResult(self.url, create_enforced, cas_enforced, delete_enforced)
+        self._probe_result = result
+        return result
 
     async def _ensure_fencing(self) -> None:
-        if not self.verify_fencing or self._probe_result is not None:
+        if not self.verify_fencing:
             return
         if self._probe_lock is None:
             self._probe_lock = asyncio.Lock()
         async with self._probe_lock:
-            if self._probe_result is not None:
-                return
-            result = await self.probe()
+            result = self._probe_result or await self.probe()
             if not result.ok:
                 raise NotSupportedError(
                     f"{self.url} does not enforce write preconditions ("
@@ -308,7 +302,6 @@ class AsyncBackend:
                     + "). objstore cannot fence concurrent writers there; pass "
                     "verify_fencing=False to accept that risk."
                 )
-            self._probe_result = result
 
 
 class Backend:

@@ -1,7 +1,9 @@
 """In-process object storage: a dict under a lock, one per named store.
 
 ``memory://NAME`` opened twice in one process gives the same objects (so a writer and a
-reader in one test can meet); ``memory://`` alone is always a fresh, isolated store. Unlike
+reader in one test can meet, and a "restarted" store finds what the crashed one wrote); the
+objects live until the process ends or :meth:`MemoryTransport.discard` is called.
+``memory://`` alone is always a fresh, isolated store that lives as long as its transport. Unlike
 fsspec's ``MemoryFileSystem`` there is no single global dict and every operation is atomic.
 """
 
@@ -11,7 +13,6 @@ import itertools
 import threading
 import time
 import uuid
-import weakref
 from dataclasses import dataclass, field
 
 from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
@@ -27,7 +28,7 @@ class _Object:
     mtime: float
 
 
-@dataclass(slots=True, weakref_slot=True)
+@dataclass(slots=True)
 class _Objects:
     """The shared state of one named in-memory store."""
 
@@ -36,7 +37,7 @@ class _Objects:
     versions: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
 
-_registry: weakref.WeakValueDictionary[str, _Objects] = weakref.WeakValueDictionary()
+_registry: dict[str, _Objects] = {}
 _registry_lock = threading.Lock()
 
 
@@ -50,13 +51,23 @@ def _named_store(name: str) -> _Objects:
 
 
 class MemoryTransport(Transport):
-    """Objects in this process's memory; lives as long as some transport holds the name."""
+    """Objects in this process's memory, shared by every transport opened with the name."""
 
     scheme = "memory"
 
     def __init__(self, name: str = "") -> None:
-        self._name = name or f"anonymous-{uuid.uuid4().hex}"
-        self._store = _named_store(self._name)
+        if name:
+            self._name = name
+            self._store = _named_store(name)
+        else:
+            self._name = f"anonymous-{uuid.uuid4().hex}"
+            self._store = _Objects()
+
+    @staticmethod
+    def discard(name: str) -> None:
+        """Forget the named store and its objects (transports already open keep theirs)."""
+        with _registry_lock:
+            _registry.pop(name, None)
 
     @property
     def url(self) -> str:

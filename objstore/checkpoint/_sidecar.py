@@ -2,7 +2,8 @@
 
 Layout::
 
-    header  magic "OBJSTATE" | format u16 | reserved u16 | checkpoint id u64 | writer nonce 16B
+    header  magic "OBJSTATE" | format u16 | reserved u16 | checkpoint id u64 | epoch u64
+            | writer nonce 16B
     frames  one zstd frame per chunk (content size and zstd checksum included)
 
 The manifest indexes every frame (offset, length, raw length, xxh3-128 of the frame) and
@@ -48,7 +49,7 @@ __all__ = [
 
 SIDECAR_MAGIC = b"OBJSTATE"
 SIDECAR_FORMAT = 1
-HEADER = struct.Struct("<8sHHQ16s")
+HEADER = struct.Struct("<8sHHQQ16s")
 MULTITHREAD_THRESHOLD = 4 * 1024 * 1024
 """Chunks at least this large are compressed with zstd's own worker threads as well."""
 
@@ -184,10 +185,12 @@ class SidecarEncoder:
     what the manifest must record.
     """
 
-    def __init__(self, checkpoint_id: int, nonce: bytes, *, level: int, window: int) -> None:
+    def __init__(
+        self, checkpoint_id: int, epoch: int, nonce: bytes, *, level: int, window: int
+    ) -> None:
         if window < 1:
             raise ValueError("window must be at least 1")
-        self._header = HEADER.pack(SIDECAR_MAGIC, SIDECAR_FORMAT, 0, checkpoint_id, nonce)
+        self._header = HEADER.pack(SIDECAR_MAGIC, SIDECAR_FORMAT, 0, checkpoint_id, epoch, nonce)
         self._level = level
         self._window = window
         self._hasher = xxhash.xxh3_128()
@@ -267,7 +270,7 @@ def verify_sidecar(
         )
     if view.nbytes < HEADER.size:
         raise CorruptionError(key, "sidecar shorter than its header")
-    magic, version, _, header_id, header_nonce = HEADER.unpack_from(view)
+    magic, version, _, header_id, _, header_nonce = HEADER.unpack_from(view)
     if magic != SIDECAR_MAGIC or version != SIDECAR_FORMAT:
         raise CorruptionError(key, f"bad sidecar magic or format {magic!r}/{version}")
     if header_id != checkpoint_id:
@@ -283,13 +286,13 @@ def verify_sidecar(
             raise CorruptionError(key, f"chunk {entry.name or entry.offset} lies outside the file")
 
 
-def read_header_nonce(data: Buffer) -> str | None:
-    """The writer nonce in a sidecar header, or ``None`` if the bytes are not a sidecar."""
+def read_header_epoch(data: Buffer) -> int | None:
+    """The writer's epoch in a sidecar header, or ``None`` if the bytes are not a header."""
     view = memoryview(data).cast("B")
     if view.nbytes < HEADER.size:
         return None
-    magic, _, _, _, nonce = HEADER.unpack_from(view)
-    return nonce.hex() if magic == SIDECAR_MAGIC else None
+    magic, _, _, _, epoch, _ = HEADER.unpack_from(view)
+    return int(epoch) if magic == SIDECAR_MAGIC else None
 
 
 def dump_chunks(entries: Sequence[OperatorState]) -> list[dict[str, Any]]:

@@ -42,11 +42,13 @@ from objstore.checkpoint._manifest import (
 )
 from objstore.checkpoint._plan import CheckpointEntry, orphans_to_delete, plan_prune, scan
 from objstore.checkpoint._sidecar import (
+    HEADER,
     EncodedState,
     SidecarEncoder,
     StateInput,
     decode_frame,
     iter_chunks,
+    read_header_epoch,
     verify_sidecar,
 )
 from objstore.errors import (
@@ -209,6 +211,7 @@ class AsyncCheckpointStore:
         nonce = os.urandom(16)
         encoder = SidecarEncoder(
             manifest.checkpoint_id,
+            manifest.epoch,
             nonce,
             level=self.compression_level,
             window=self.chunks_in_flight,
@@ -267,19 +270,24 @@ class AsyncCheckpointStore:
         """The error for losing ``manifest.checkpoint_id`` to another writer."""
         key = manifest_key(manifest.checkpoint_id)
         winner_epoch: int | None = None
+        detail = None
         try:
             data, _ = await self.backend.get(key)
             winner_epoch = decode_manifest(data, key=key).manifest.epoch
         except (NotFoundError, CorruptionError):
-            pass
-        if winner_epoch is None:
+            # Not committed (yet): the sidecar's header names the epoch of its writer.
+            try:
+                header = await self.backend.get_range(
+                    state_key(manifest.checkpoint_id), 0, HEADER.size
+                )
+                winner_epoch = read_header_epoch(header)
+            except NotFoundError:
+                pass
             detail = (
                 f"checkpoint {manifest.checkpoint_id}: {what} already exists without a "
-                "readable manifest (an in-flight writer or an orphan; see next_checkpoint_id "
-                "and cleanup_orphans)"
+                f"readable manifest (an in-flight writer of epoch {winner_epoch}, or an orphan; "
+                "see next_checkpoint_id and cleanup_orphans)"
             )
-        else:
-            detail = None
         error_type = (
             FencedError
             if winner_epoch is not None and winner_epoch > manifest.epoch

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
 from objstore.errors import TransientStorageError
@@ -36,6 +37,9 @@ WRITE_OPERATIONS = frozenset(
     {"put", "put_if_absent", "put_if_match", "delete", "put_if_absent_stream"}
 )
 READ_OPERATIONS = frozenset({"get", "get_range", "head", "list"})
+
+
+_T = TypeVar("_T")
 
 
 class SimulatedCrash(Exception):
@@ -65,7 +69,7 @@ class _Trigger:
     seen: int = 0
 
     def fires(self, operation: str, key: str) -> bool:
-        if operation != self.operation or self.key_contains not in key:
+        if self.operation not in ("*", operation) or self.key_contains not in key:
             return False
         self.seen += 1
         return self.seen == self.nth
@@ -98,7 +102,10 @@ class FaultInjectingTransport(Transport):
     # -- configuring faults ----------------------------------------------------------------
 
     def crash_before(self, operation: str, nth: int = 1, *, key_contains: str = "") -> None:
-        """Raise :class:`SimulatedCrash` instead of performing the ``nth`` matching call."""
+        """Raise :class:`SimulatedCrash` instead of performing the ``nth`` matching call.
+
+        ``operation`` is a transport method name, or ``"*"`` for any request.
+        """
         self._add(_Trigger(operation, nth, "before", key_contains))
 
     def crash_after(self, operation: str, nth: int = 1, *, key_contains: str = "") -> None:
@@ -174,12 +181,27 @@ class FaultInjectingTransport(Transport):
                 raise TransientStorageError(f"injected transient failure of {operation} {key}")
         return fate
 
-    @staticmethod
-    def _after(fate: str | None, operation: str, key: str) -> None:
+    async def _call(
+        self,
+        operation: str,
+        key: str,
+        request: Callable[[], Awaitable[_T]],
+        size: int | None = None,
+    ) -> _T:
+        """Perform ``request`` with whatever fault is due; a crash "after" fires whether the
+        request succeeded or failed, as a real process can die after either answer."""
+        fate = self._before(operation, key, size)
+        try:
+            result = await request()
+        except Exception as exc:
+            if fate == "after":
+                raise SimulatedCrash(f"crash after {operation} {key}") from exc
+            raise
         if fate == "after":
             raise SimulatedCrash(f"crash after {operation} {key}")
         if fate == "lose-response":
             raise TransientStorageError(f"response of {operation} {key} was lost")
+        return result
 
     def _corrupt(self, key: str, data: bytes) -> bytes:
         with self._lock:
@@ -192,63 +214,44 @@ class FaultInjectingTransport(Transport):
         return bytes(flipped)
 
     async def get(self, key: str) -> tuple[bytes, str]:
-        fate = self._before("get", key)
-        data, version = await self.inner.get(key)
-        self._after(fate, "get", key)
+        data, version = await self._call("get", key, lambda: self.inner.get(key))
         return self._corrupt(key, data), version
 
     async def get_range(self, key: str, start: int, end: int) -> bytes:
-        fate = self._before("get_range", key)
-        data = await self.inner.get_range(key, start, end)
-        self._after(fate, "get_range", key)
+        data = await self._call("get_range", key, lambda: self.inner.get_range(key, start, end))
         return self._corrupt(key, data)
 
     async def head(self, key: str) -> ObjectInfo:
-        fate = self._before("head", key)
-        info = await self.inner.head(key)
-        self._after(fate, "head", key)
-        return info
+        return await self._call("head", key, lambda: self.inner.head(key))
 
     async def put(self, key: str, data: Buffer) -> str:
-        fate = self._before("put", key, len(data))
-        version = await self.inner.put(key, data)
-        self._after(fate, "put", key)
-        return version
+        return await self._call("put", key, lambda: self.inner.put(key, data), len(data))
 
     async def put_if_absent(self, key: str, data: Buffer) -> str:
-        fate = self._before("put_if_absent", key, len(data))
-        version = await self.inner.put_if_absent(key, data)
-        self._after(fate, "put_if_absent", key)
-        return version
+        return await self._call(
+            "put_if_absent", key, lambda: self.inner.put_if_absent(key, data), len(data)
+        )
 
     async def put_if_match(self, key: str, data: Buffer, version: str) -> str:
-        fate = self._before("put_if_match", key, len(data))
-        new_version = await self.inner.put_if_match(key, data, version)
-        self._after(fate, "put_if_match", key)
-        return new_version
+        return await self._call(
+            "put_if_match", key, lambda: self.inner.put_if_match(key, data, version), len(data)
+        )
 
     async def put_if_absent_stream(self, key: str, parts: AsyncIterable[Buffer]) -> str:
-        fate = self._before("put_if_absent_stream", key)
-        version = await self.inner.put_if_absent_stream(key, parts)
-        self._after(fate, "put_if_absent_stream", key)
-        return version
+        return await self._call(
+            "put_if_absent_stream", key, lambda: self.inner.put_if_absent_stream(key, parts)
+        )
 
     async def list(self, prefix: str) -> ObjectListing:
-        fate = self._before("list", prefix)
-        listing = await self.inner.list(prefix)
-        self._after(fate, "list", prefix)
-        return listing
+        return await self._call("list", prefix, lambda: self.inner.list(prefix))
 
     async def list_after(self, prefix: str, start_after: str, limit: int) -> ObjectListing:
-        fate = self._before("list", prefix)
-        listing = await self.inner.list_after(prefix, start_after, limit)
-        self._after(fate, "list", prefix)
-        return listing
+        return await self._call(
+            "list", prefix, lambda: self.inner.list_after(prefix, start_after, limit)
+        )
 
     async def delete(self, key: str, version: str | None = None) -> None:
-        fate = self._before("delete", key)
-        await self.inner.delete(key, version)
-        self._after(fate, "delete", key)
+        await self._call("delete", key, lambda: self.inner.delete(key, version))
 
     async def close(self) -> None:
         await self.inner.close()

@@ -1,0 +1,31 @@
+"""Bytes written by released formats stay readable: tests/data holds one store per format."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from objstore import CheckpointStore
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_checkpoint_format_1_is_readable_and_valid(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    shutil.copytree(DATA / "checkpoint-format-1", root)
+    store = CheckpointStore(str(root))
+    latest = store.load_latest()
+    assert latest is not None
+    assert (latest.checkpoint_id, latest.epoch, latest.timestamp_ms) == (2, 1, 1_700_000_060_000)
+    assert latest.extra == {"future_field": [1, 2]}
+    assert latest.pending_sinks == ["kafka"]
+    first = store.load_by_id(1)
+    assert first is not None
+    assert first.source_offsets == {"events": {"p0": 10}}
+    assert first.watermark == 123 and first.sink_epochs == {"kafka": 1}
+    assert store.load_operator_state(1, "window") == bytes(range(256))
+    assert store.load_state_data(1) == b"alpha=1;beta=2;" * 20 + bytes(range(256))
+    assert store.load_state_data(2) == b"chunk-0" * 100 + b"chunk-1" * 100
+    report = store.recover_latest_validated()
+    assert report.chosen_id == 2 and report.skipped == ()
+    assert all(store.validate_checkpoint(i).valid for i in (1, 2))
