@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["tests.servers.s3", "tests.servers.gcs"]
 
 ALL_BACKENDS = ["memory", "file", "s3", "gs"]
 SHARED_BACKENDS = ["file", "s3", "gs"]

@@ -93,7 +93,9 @@ def test_save_state_data_then_save_commits_the_staged_sidecar(store_url: str) ->
 
 def test_list_list_ids_and_next_id(store_url: str) -> None:
     store = CheckpointStore(store_url)
-    assert store.list() == [] and store.list_ids() == [] and store.next_checkpoint_id() == 1
+    assert store.list() == []
+    assert store.list_ids() == []
+    assert store.next_checkpoint_id() == 1
     for checkpoint_id, epoch in [(1, 1), (2, 1), (3, 2)]:
         store.save(manifest(checkpoint_id, epoch))
     open_backend(store_url).put(manifest_key(3), b"\xff\xfe not json")
@@ -126,7 +128,8 @@ def test_async_face_round_trip(store_url: str) -> None:
 
     latest, report, state, ids = asyncio.run(scenario())
     assert latest.checkpoint_id == 4
-    assert report.chosen_id == 4 and report.skipped == ()
+    assert report.chosen_id == 4
+    assert report.skipped == ()
     assert state == joined_state(4)
     assert ids == [3, 4]
 
@@ -183,10 +186,12 @@ def test_threads_racing_for_one_id_have_one_winner(store_url: str) -> None:
     for thread in threads:
         thread.join()
     winners = [index for index, outcome in outcomes if outcome == "won"]
-    assert len(outcomes) == contenders and len(winners) == 1
+    assert len(outcomes) == contenders
+    assert len(winners) == 1
     store = CheckpointStore(store_url)
     stored = store.load_by_id(1)
-    assert stored is not None and stored.epoch == winners[0]
+    assert stored is not None
+    assert stored.epoch == winners[0]
     assert store.load_state_data(1) == f"writer-{winners[0]}".encode() * 100
     assert store.validate_checkpoint(1).valid
     assert store.recover_latest_validated().chosen_id == 1
@@ -217,7 +222,8 @@ def test_load_latest_survives_a_bad_pointer(store_url: str, damage: str) -> None
         backend.put(LATEST, b"checkpoint_00000000000000000001")
     fresh = CheckpointStore(store_url)
     loaded = fresh.load_latest()
-    assert loaded is not None and loaded.checkpoint_id == 3
+    assert loaded is not None
+    assert loaded.checkpoint_id == 3
     assert fresh.recover_latest_validated().chosen_id == 3
     fresh.save_with_state(manifest(4), state_for(4))
     assert CheckpointStore(store_url).load_latest().checkpoint_id == 4  # type: ignore[union-attr]
@@ -276,7 +282,8 @@ def test_flipped_sidecar_byte_is_detected_and_skipped(store_url: str, offset: in
     store = _three_checkpoints(store_url)
     _flip(store_url, state_key(3), offset)
     result = store.validate_checkpoint(3)
-    assert not result.valid and result.issues
+    assert not result.valid
+    assert result.issues
     report = store.recover_latest_validated()
     assert report.chosen_id == 2
     assert report.examined == (3, 2)
@@ -293,7 +300,8 @@ def test_flipped_manifest_byte_is_detected_and_skipped(store_url: str, offset: i
     result = store.validate_checkpoint(3)
     assert not result.valid
     report = store.recover_latest_validated()
-    assert report.chosen_id == 2 and report.skipped[0][0] == 3
+    assert report.chosen_id == 2
+    assert report.skipped[0][0] == 3
 
 
 @pytest.mark.parametrize(
@@ -330,7 +338,8 @@ def test_damaged_checkpoint_reports_why(store_url: str, damage: str, reason: str
     assert any(reason in issue for issue in result.issues), result.issues
     report = store.recover_latest_validated()
     assert report.chosen_id == 2
-    assert report.skipped[0][0] == 3 and reason in report.skipped[0][1]
+    assert report.skipped[0][0] == 3
+    assert reason in report.skipped[0][1]
 
 
 def test_recovery_walks_past_several_bad_and_reports_uncommitted(store_url: str) -> None:
@@ -340,7 +349,8 @@ def test_recovery_walks_past_several_bad_and_reports_uncommitted(store_url: str)
     open_backend(store_url).put(manifest_key(2), b"garbage")
     report = CheckpointStore(store_url).recover_latest_validated()
     assert report.chosen_id == 1
-    assert report.manifest is not None and report.manifest.checkpoint_id == 1
+    assert report.manifest is not None
+    assert report.manifest.checkpoint_id == 1
     assert report.examined == (4, 3, 2, 1)
     assert [skipped_id for skipped_id, _ in report.skipped] == [4, 3, 2]
     assert "no manifest" in report.skipped[0][1]
@@ -349,14 +359,17 @@ def test_recovery_walks_past_several_bad_and_reports_uncommitted(store_url: str)
 def test_vnode_mismatch_is_a_warning_not_invalid(store_url: str) -> None:
     CheckpointStore(store_url).save(manifest(1, vnode_count=128))
     result = CheckpointStore(store_url, vnode_count=256).validate_checkpoint(1)
-    assert result.valid and result.warnings and "vnode_count" in result.warnings[0]
+    assert result.valid
+    assert result.warnings
+    assert "vnode_count" in result.warnings[0]
 
 
 def test_unknown_manifest_fields_are_preserved(store_url: str) -> None:
     store = CheckpointStore(store_url)
     store.save(manifest(1, extra={"future_field": {"x": 1}}))
     loaded = store.load_by_id(1)
-    assert loaded is not None and loaded.extra == {"future_field": {"x": 1}}
+    assert loaded is not None
+    assert loaded.extra == {"future_field": {"x": 1}}
     updated = store.update_manifest(loaded.with_status("sink", "committed"))
     assert updated.extra == {"future_field": {"x": 1}}
     assert store.load_by_id(1).extra == {"future_field": {"x": 1}}  # type: ignore[union-attr]
@@ -477,7 +490,8 @@ def test_concurrent_update_manifest_cannot_clobber(store_url: str) -> None:
         faulty.update_manifest(base.with_status("a", "failed"))
     faults.inner.get = original_get  # type: ignore[method-assign]
     final = other.load_by_id(1)
-    assert final is not None and final.sink_commit_statuses == {"a": "pending", "b": "committed"}
+    assert final is not None
+    assert final.sink_commit_statuses == {"a": "pending", "b": "committed"}
 
 
 # -- bad input fails before any request ----------------------------------------------------------
@@ -574,7 +588,8 @@ def test_transient_errors_are_retried_not_mistaken_for_corruption(store_url: str
     for checkpoint_id in (1, 2, 3):
         store.save_with_state(manifest(checkpoint_id), state_for(checkpoint_id))
     report = store.recover_latest_validated()
-    assert report.chosen_id == 3 and report.skipped == ()
+    assert report.chosen_id == 3
+    assert report.skipped == ()
     assert store.load_state_data(3) == joined_state(3)
     assert store.prune(1) == 2
     faults.clear_faults()

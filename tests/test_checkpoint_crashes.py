@@ -95,7 +95,8 @@ def _assert_recoverable(url: str, acceptable: set[int], *, case: str) -> None:
     newest = max(committed)
     assert newest in acceptable, case
     latest = fresh.load_latest()
-    assert latest is not None and latest.checkpoint_id == newest, case
+    assert latest is not None, case
+    assert latest.checkpoint_id == newest, case
     report = fresh.recover_latest_validated()
     assert report.chosen_id == newest, (case, report)
     assert all("no manifest" in reason for _, reason in report.skipped), (case, report.skipped)

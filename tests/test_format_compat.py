@@ -22,10 +22,12 @@ def test_checkpoint_format_1_is_readable_and_valid(tmp_path: Path) -> None:
     first = store.load_by_id(1)
     assert first is not None
     assert first.source_offsets == {"events": {"p0": 10}}
-    assert first.watermark == 123 and first.sink_epochs == {"kafka": 1}
+    assert first.watermark == 123
+    assert first.sink_epochs == {"kafka": 1}
     assert store.load_operator_state(1, "window") == bytes(range(256))
     assert store.load_state_data(1) == b"alpha=1;beta=2;" * 20 + bytes(range(256))
     assert store.load_state_data(2) == b"chunk-0" * 100 + b"chunk-1" * 100
     report = store.recover_latest_validated()
-    assert report.chosen_id == 2 and report.skipped == ()
+    assert report.chosen_id == 2
+    assert report.skipped == ()
     assert all(store.validate_checkpoint(i).valid for i in (1, 2))

@@ -1,0 +1,605 @@
+"""Google Cloud Storage through gcsfs's session and credentials, with generation preconditions.
+
+gcsfs has no public way to attach ``ifGenerationMatch`` to a write, so this transport speaks the
+JSON API itself and borrows from :class:`gcsfs.GCSFileSystem` only what is hard to get right:
+the aiohttp session, credentials (token refresh, ``token=``, service accounts, requester-pays
+``userProject``) and the endpoint (``STORAGE_EMULATOR_HOST`` or ``endpoint_url=``).
+
+* create-if-absent: a media upload with ``ifGenerationMatch=0``; 412 means the name is taken.
+* compare-and-swap: a media upload with ``ifGenerationMatch=<generation>``; on 412 one metadata
+  GET tells "the object moved on" (``PreconditionFailedError``) from "it is gone"
+  (``NotFoundError``).
+* conditional delete: ``DELETE ?ifGenerationMatch=<generation>``, disambiguated the same way.
+* version: the object's generation as a decimal string. A media GET returns it in the
+  ``x-goog-generation`` header (one request); servers that omit the header (emulators) are read
+  with a metadata GET on both sides of the media GET, so data and version always belong together.
+
+Each request is sent exactly once. gcsfs's own retry helper is deliberately bypassed: it would
+sleep up to half a minute per call on 5xx, nest under :class:`~objstore.backends.AsyncBackend`'s
+retries, and — worst — a conditional write it re-sent after a lost response would come back 412
+on what was really our own write, with nobody left to notice. Retrying is the backend's job; it
+reads a conflicted object back after a retry to recognise exactly that case.
+
+aiohttp sessions are bound to the event loop that created them, and objstore runs on several:
+the sync facade's private loop, the caller's own loops, a fresh loop in every child process.
+The transport therefore keeps one filesystem (one session) per running loop, created lazily,
+forgets those of loops that have closed, and closes them all in :meth:`GCSTransport.close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import threading
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NoReturn
+
+import aiohttp
+import aiohttp.payload
+import yarl
+from aiohttp.abc import AbstractStreamWriter
+
+from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
+from objstore.errors import (
+    AlreadyExistsError,
+    NotFoundError,
+    ObjstoreError,
+    PreconditionFailedError,
+    TransientStorageError,
+)
+
+# Must be set before gcsfs is first imported: with the experimental zonal/HNS support enabled,
+# gcsfs probes gRPC on every call and each probe waits about a minute without network access.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+__all__ = ["GCSTransport"]
+
+logger = logging.getLogger(__name__)
+
+_TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_CONSISTENT_READ_ATTEMPTS = 5
+# Options that the transport manages itself; a caller's values would break the per-loop design.
+_MANAGED_OPTIONS = ("asynchronous", "loop", "skip_instance_cache")
+# No overall deadline (a large object may take long to stream) but a stalled connection fails.
+_DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
+
+
+@dataclass(frozen=True, slots=True)
+class _Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    url: str
+
+
+@dataclass(slots=True)
+class _LoopClient:
+    """The gcsfs filesystem (and so the aiohttp session) serving one event loop."""
+
+    loop: asyncio.AbstractEventLoop
+    creating: asyncio.Task[Any]
+
+    def filesystem(self) -> Any | None:
+        """The filesystem once created successfully, else ``None``."""
+        task = self.creating
+        if not task.done() or task.cancelled() or task.exception() is not None:
+            return None
+        return task.result()
+
+
+class _BufferPayload(aiohttp.payload.Payload):
+    """A request body over any bytes-like object, sent in slices without copying it.
+
+    aiohttp's own bytes payload hands the whole buffer to the socket at once (the kernel takes
+    part, asyncio copies the rest into its write buffer) and warns above 1 MiB; slices with a
+    drain between them keep a large checkpoint from being duplicated in memory.
+    """
+
+    _SLICE = 1 << 20
+
+    def __init__(self, data: Buffer) -> None:
+        view = memoryview(data).cast("B")
+        super().__init__(view, content_type="application/octet-stream")
+        self._view = view
+        self._size = view.nbytes
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self._view.tobytes().decode(encoding, errors)
+
+    async def as_bytes(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return self._view.tobytes()
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        view = self._view if content_length is None else self._view[:content_length]
+        for offset in range(0, view.nbytes, self._SLICE):
+            await writer.write(view[offset : offset + self._SLICE])
+
+
+def _gcsfs_class() -> Any:
+    """Import gcsfs lazily, after the environment guard above, and return its plain class.
+
+    ``gcsfs.core.GCSFileSystem`` is used even when gcsfs was imported elsewhere with the
+    experimental flag on, so no request of ours ever takes the gRPC probing path.
+    """
+    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    import gcsfs.core
+
+    return gcsfs.core.GCSFileSystem
+
+
+def _is_emulator(options: Mapping[str, Any]) -> bool:
+    """Whether requests will go to a local emulator (plain HTTP), which needs no credentials."""
+    endpoint = options.get("endpoint_url")
+    if endpoint:
+        return str(endpoint).startswith("http://")
+    return os.environ.get("STORAGE_EMULATOR_HOST", "") not in ("", "default")
+
+
+def _quote(text: str) -> str:
+    return urllib.parse.quote(text, safe="")
+
+
+def _parse_generation(version: str) -> int | None:
+    """The generation a version string denotes, or ``None`` if it cannot be one.
+
+    Generations are positive integers; ``0`` is excluded on purpose because
+    ``ifGenerationMatch=0`` means "must not exist" and would turn a CAS into a create.
+    """
+    if not isinstance(version, str) or not version.isascii() or not version.isdigit():
+        return None
+    generation = int(version)
+    return generation if generation > 0 else None
+
+
+def _version(value: object, where: str) -> str:
+    """The generation a response reports, as objstore's version string."""
+    try:
+        return str(int(str(value)))
+    except ValueError as exc:
+        raise ObjstoreError(f"GCS {where}: no valid generation in the response") from exc
+
+
+def _parse_mtime(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+def _error_message(response: _Response) -> str:
+    """GCS's own explanation from a JSON error body, else the start of the raw body."""
+    text = response.body.decode("utf-8", errors="replace")
+    try:
+        error = json.loads(text)["error"]
+        message = error if isinstance(error, str) else error.get("message", "")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        message = text[:200]
+    return f"HTTP {response.status}" + (f": {message}" if message else "")
+
+
+def _native_error(response: _Response) -> BaseException:
+    """The exception gcsfs itself raises for this response: kept as ``__cause__``."""
+    from gcsfs.retry import validate_response
+
+    try:
+        validate_response(response.status, response.body, response.url)
+    except Exception as exc:
+        return exc
+    return OSError(_error_message(response))
+
+
+class GCSTransport(Transport):
+    """Objects in one GCS bucket, below an optional prefix.
+
+    Args:
+        bucket: the bucket name.
+        prefix: key prefix inside the bucket (no leading or trailing ``/``); ``""`` for none.
+        **storage_options: passed to :class:`gcsfs.GCSFileSystem` — ``token``, ``project``,
+            ``endpoint_url``, ``requester_pays``, ``requests_timeout``, ``session_kwargs``, ….
+            ``token`` defaults to ``"anon"`` when the endpoint is a local emulator
+            (``STORAGE_EMULATOR_HOST`` or an ``http://`` ``endpoint_url``).
+            ``asynchronous``, ``loop`` and ``skip_instance_cache`` are managed by the transport
+            and ignored.
+    """
+
+    scheme = "gs"
+
+    #: Objects per listing request (GCS's maximum is 1000).
+    page_size: int = 1000
+
+    def __init__(self, bucket: str, prefix: str = "", **storage_options: Any) -> None:
+        if not bucket or "/" in bucket:
+            raise ValueError(f"invalid GCS bucket name {bucket!r}")
+        self._bucket = bucket
+        self._prefix = prefix.strip("/")
+        self._options = {
+            name: value for name, value in storage_options.items() if name not in _MANAGED_OPTIONS
+        }
+        self._reset_clients()
+
+    def _reset_clients(self) -> None:
+        self._lock = threading.Lock()
+        self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
+        self._pid = os.getpid()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle only the configuration: sessions belong to this process's loops."""
+        return {"bucket": self._bucket, "prefix": self._prefix, "options": self._options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._bucket = state["bucket"]
+        self._prefix = state["prefix"]
+        self._options = state["options"]
+        self._reset_clients()
+
+    @property
+    def url(self) -> str:
+        return f"gs://{self._bucket}/{self._prefix}" if self._prefix else f"gs://{self._bucket}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    # -- names -------------------------------------------------------------------------------
+
+    def _name(self, key: str) -> str:
+        """The GCS object name of a transport-relative key."""
+        return f"{self._prefix}/{key}" if self._prefix else key
+
+    def _list_prefix(self, prefix: str) -> str:
+        """The object-name prefix selecting every key strictly below ``prefix``."""
+        parts = [part for part in (self._prefix, prefix.strip("/")) if part]
+        return "/".join(parts) + "/" if parts else ""
+
+    # -- filesystems, one per event loop -------------------------------------------------------
+
+    def _new_filesystem(self) -> Any:
+        """Build a gcsfs filesystem (runs in a worker thread: credential lookup may block)."""
+        options = dict(self._options)
+        if "token" not in options and _is_emulator(options):
+            options["token"] = "anon"
+        return _gcsfs_class()(asynchronous=True, skip_instance_cache=True, **options)
+
+    def _creation_done(self, client: _LoopClient, task: asyncio.Task[Any]) -> None:
+        """Forget a filesystem whose creation failed, so the next call tries again."""
+        if task.cancelled() or task.exception() is not None:
+            with self._lock:
+                if self._clients.get(client.loop) is client:
+                    del self._clients[client.loop]
+
+    async def _filesystem(self) -> Any:
+        """The gcsfs filesystem for the running loop, created on first use."""
+        loop = asyncio.get_running_loop()
+        if self._pid != os.getpid():
+            # A forked child: the parent's sessions and loops are not ours to touch.
+            self._reset_clients()
+        with self._lock:
+            dead = [client for client in self._clients.values() if client.loop.is_closed()]
+            for client in dead:
+                del self._clients[client.loop]
+            current = self._clients.get(loop)
+            if current is None:
+                task = loop.create_task(asyncio.to_thread(self._new_filesystem))
+                current = self._clients[loop] = _LoopClient(loop, task)
+                task.add_done_callback(functools.partial(self._creation_done, current))
+        for client in dead:
+            self._close_dead(client)
+        return await asyncio.shield(current.creating)
+
+    @staticmethod
+    def _close_dead(client: _LoopClient) -> None:
+        """Release the connections of a loop that can no longer run ``session.close()``."""
+        fs = client.filesystem()
+        session = getattr(fs, "_session", None)
+        if fs is not None and session is not None and not session.closed:
+            type(fs).close_session(client.loop, session)
+
+    async def close(self) -> None:
+        """Close the session of every loop this transport has used.
+
+        The running loop's session is closed directly, a live loop in another thread is asked
+        to close its own, and a closed loop's connections are dropped without it. A transport
+        used again after ``close`` simply opens new sessions.
+        """
+        if self._pid != os.getpid():
+            self._reset_clients()
+            return
+        with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        running = asyncio.get_running_loop()
+        for client in clients:
+            fs = client.filesystem()
+            session = getattr(fs, "_session", None)
+            if session is None or session.closed:
+                continue
+            if client.loop is running:
+                await session.close()
+            elif client.loop.is_running():
+                await self._close_on_other_loop(client, session)
+            else:
+                self._close_dead(client)
+
+    async def _close_on_other_loop(self, client: _LoopClient, session: Any) -> None:
+        """Ask a loop running in another thread to close its session, waiting a little.
+
+        That loop may be shutting down (the end of its ``asyncio.run``) and never run the
+        request, or cancel it; then its connections are dropped once it has closed.
+        """
+        future = asyncio.run_coroutine_threadsafe(session.close(), client.loop)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(future), timeout=2)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled, not the other loop's close
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            logger.debug("closing a GCS session on another loop failed: %s", exc)
+        if not session.closed and client.loop.is_closed():
+            self._close_dead(client)
+
+    # -- one HTTP request ----------------------------------------------------------------------
+
+    async def _request(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: aiohttp.payload.Payload | None = None,
+        upload: bool = False,
+    ) -> _Response:
+        """Send one JSON-API request (no retries) and return its status, headers and body.
+
+        ``path`` is below ``/storage/v1/`` (``/upload/storage/v1/`` when ``upload``) and already
+        percent-encoded. Failures before a status arrives become ``TransientStorageError`` when
+        a retry can help; ``what`` names the operation in error messages.
+        """
+        fs = await self._filesystem()
+        base = "/upload/storage/v1/" if upload else "/storage/v1/"
+        url = f"{fs._location}{base}{path}"
+        timeout = fs.requests_timeout
+        try:
+            session = await fs._set_session()
+            request_headers = fs._get_headers(dict(headers or {}))
+            async with session.request(
+                method,
+                yarl.URL(url, encoded=True),
+                params=fs._get_params(dict(params or {})),
+                headers=request_headers,
+                data=data,
+                timeout=_DEFAULT_TIMEOUT if timeout is None else aiohttp.ClientTimeout(timeout),
+            ) as response:
+                body = await response.read()
+                return _Response(response.status, response.headers, body, url)
+        except (aiohttp.InvalidURL, ValueError) as exc:
+            raise ObjstoreError(f"GCS {what} {url}: bad request: {exc}") from exc
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise TransientStorageError(f"GCS {what} {url}: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            # Credential refresh failures surface from gcsfs as its own error types.
+            from gcsfs.retry import is_retriable
+
+            if is_retriable(exc):
+                raise TransientStorageError(f"GCS {what} {url}: {exc}") from exc
+            raise ObjstoreError(f"GCS {what} {url}: {exc}") from exc
+
+    def _fail(self, what: str, key: str, response: _Response) -> NoReturn:
+        """Raise the objstore error for an unexpected status, keeping gcsfs's as the cause."""
+        cause = _native_error(response)
+        message = f"GCS {what} {self._name(key)!r} in bucket {self._bucket!r}: "
+        message += _error_message(response)
+        if response.status == 404:
+            raise NotFoundError(key, message) from cause
+        if response.status in _TRANSIENT_STATUSES:
+            raise TransientStorageError(message) from cause
+        raise ObjstoreError(message) from cause
+
+    def _object_path(self, key: str) -> str:
+        return f"b/{_quote(self._bucket)}/o/{_quote(self._name(key))}"
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def _metadata(self, what: str, key: str) -> dict[str, Any]:
+        response = await self._request(what, "GET", self._object_path(key))
+        if response.status != 200:
+            self._fail(what, key, response)
+        metadata: dict[str, Any] = json.loads(response.body)
+        return metadata
+
+    def _info(self, key: str, metadata: Mapping[str, Any]) -> ObjectInfo:
+        return ObjectInfo(
+            key,
+            int(metadata.get("size", 0)),
+            _version(metadata.get("generation"), f"metadata of {self._name(key)!r}"),
+            _parse_mtime(metadata.get("updated")),
+        )
+
+    async def get(self, key: str) -> tuple[bytes, str]:
+        response = await self._request(
+            "GET", "GET", self._object_path(key), params={"alt": "media"}
+        )
+        if response.status != 200:
+            self._fail("GET", key, response)
+        generation = response.headers.get("x-goog-generation")
+        if generation is not None:
+            return response.body, _version(generation, f"GET {self._name(key)!r}")
+        return await self._get_consistent(key)
+
+    async def _get_consistent(self, key: str) -> tuple[bytes, str]:
+        """Read data and generation from a server that does not send ``x-goog-generation``.
+
+        Metadata, media, metadata: if the generation did not change across the media GET,
+        the bytes are that generation's (generations are never reused).
+        """
+        for _ in range(_CONSISTENT_READ_ATTEMPTS):
+            before = (await self._metadata("GET", key))["generation"]
+            response = await self._request(
+                "GET",
+                "GET",
+                self._object_path(key),
+                params={"alt": "media", "generation": str(before)},
+            )
+            if response.status == 404:
+                continue  # replaced or deleted in between: look again
+            if response.status != 200:
+                self._fail("GET", key, response)
+            after = (await self._metadata("GET", key))["generation"]
+            if str(after) == str(before):
+                return response.body, _version(before, f"GET {self._name(key)!r}")
+        raise TransientStorageError(
+            f"GCS GET {self._name(key)!r}: object kept changing while being read"
+        )
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        if end <= start:
+            await self.head(key)
+            return b""
+        response = await self._request(
+            "GET range",
+            "GET",
+            self._object_path(key),
+            params={"alt": "media"},
+            headers={"Range": f"bytes={start}-{end - 1}"},
+        )
+        if response.status == 206:
+            return response.body[: end - start]
+        if response.status == 200:  # the server ignored the Range header
+            return response.body[start:end]
+        if response.status == 416:  # range starts at or beyond the end of the object
+            return b""
+        self._fail("GET range", key, response)
+
+    async def head(self, key: str) -> ObjectInfo:
+        return self._info(key, await self._metadata("HEAD", key))
+
+    async def list(self, prefix: str) -> ObjectListing:
+        name_prefix = self._list_prefix(prefix)
+        root = self._list_prefix("")
+        items: list[ObjectInfo] = []
+        page_token: str | None = None
+        while True:
+            params = {
+                "maxResults": str(self.page_size),
+                "fields": "items(name,size,generation,updated),nextPageToken",
+            }
+            if name_prefix:
+                params["prefix"] = name_prefix
+            if page_token:
+                params["pageToken"] = page_token
+            response = await self._request(
+                "LIST", "GET", f"b/{_quote(self._bucket)}/o", params=params
+            )
+            if response.status != 200:
+                self._fail("LIST", prefix, response)
+            page = json.loads(response.body)
+            for item in page.get("items") or ():
+                name = item.get("name", "")
+                # Skip anything outside the prefix (defensive) and folder placeholder objects.
+                if not name.startswith(name_prefix) or name.endswith("/"):
+                    continue
+                items.append(self._info(name[len(root) :], item))
+            page_token = page.get("nextPageToken")
+            if not page_token:
+                break
+        items.sort(key=lambda info: info.key)
+        return items
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def _upload(
+        self, what: str, key: str, data: Buffer, if_generation_match: int | None
+    ) -> _Response:
+        params = {"uploadType": "media", "name": self._name(key)}
+        if if_generation_match is not None:
+            params["ifGenerationMatch"] = str(if_generation_match)
+        return await self._request(
+            what,
+            "POST",
+            f"b/{_quote(self._bucket)}/o",
+            params=params,
+            headers={"Content-Type": "application/octet-stream"},
+            data=_BufferPayload(data),
+            upload=True,
+        )
+
+    def _uploaded_version(self, what: str, key: str, response: _Response) -> str:
+        if response.status != 200:
+            self._fail(what, key, response)
+        try:
+            generation = json.loads(response.body).get("generation")
+        except (ValueError, AttributeError):
+            generation = None
+        return _version(generation, f"{what} {self._name(key)!r}")
+
+    async def put(self, key: str, data: Buffer) -> str:
+        response = await self._upload("PUT", key, data, None)
+        return self._uploaded_version("PUT", key, response)
+
+    async def put_if_absent(self, key: str, data: Buffer) -> str:
+        response = await self._upload("PUT-if-absent", key, data, 0)
+        if response.status == 412:
+            raise AlreadyExistsError(key) from _native_error(response)
+        return self._uploaded_version("PUT-if-absent", key, response)
+
+    async def put_if_match(self, key: str, data: Buffer, version: str) -> str:
+        generation = _parse_generation(version)
+        if generation is None:
+            # Not a generation GCS could have issued: it cannot match whatever is stored.
+            await self._raise_conflict(key, version, None)
+        response = await self._upload("PUT-if-match", key, data, generation)
+        if response.status == 412:
+            await self._raise_conflict(key, version, _native_error(response))
+        return self._uploaded_version("PUT-if-match", key, response)
+
+    async def _raise_conflict(
+        self, key: str, version: str, cause: BaseException | None
+    ) -> NoReturn:
+        """Raise ``NotFoundError`` if the object is gone, else ``PreconditionFailedError``.
+
+        GCS answers 412 both when the generation moved on and when the object does not exist;
+        one metadata GET tells which.
+        """
+        try:
+            info = await self.head(key)
+        except NotFoundError as exc:
+            raise NotFoundError(
+                key, f"object not found: {key!r} (conditional on version {version!r})"
+            ) from (cause or exc)
+        raise PreconditionFailedError(
+            key, expected_version=version, actual_version=info.version
+        ) from cause
+
+    async def delete(self, key: str, version: str | None = None) -> None:
+        params: dict[str, str] = {}
+        if version is not None:
+            generation = _parse_generation(version)
+            if generation is None:
+                try:
+                    await self._raise_conflict(key, version, None)
+                except NotFoundError:
+                    return
+            params["ifGenerationMatch"] = str(generation)
+        response = await self._request("DELETE", "DELETE", self._object_path(key), params=params)
+        if response.status in (200, 204, 404):
+            return
+        if response.status == 412 and version is not None:
+            try:
+                await self._raise_conflict(key, version, _native_error(response))
+            except NotFoundError:
+                return  # deleted by someone else meanwhile: deleting is idempotent
+        self._fail("DELETE", key, response)
