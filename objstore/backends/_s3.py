@@ -1,0 +1,547 @@
+"""Conditional object I/O on S3 (and S3-compatible stores) through aiobotocore.
+
+s3fs is used only to build the client: it resolves credentials, region, endpoint and the
+``storage_options`` users already know from fsspec. Every request then goes straight to the
+raw aiobotocore client, because s3fs's own layer retries behind our back and folds
+precondition failures into generic ``OSError``\\ s:
+
+* create-if-absent is one ``PutObject`` with ``If-None-Match: *``; compare-and-swap is one
+  ``PutObject`` with ``If-Match: <etag>``; a conditional delete is ``DeleteObject`` with
+  ``If-Match``. The version token is the ETag exactly as S3 returns it (with its quotes).
+* large streamed creates are multipart uploads completed with ``If-None-Match: *``, so the
+  create-if-absent check happens atomically on completion.
+* botocore's own retries are off by default (``total_max_attempts=1``): the
+  :class:`~objstore.backends.AsyncBackend` retries, and it must see every attempt to tell a
+  real conflict from the echo of its own earlier attempt whose response was lost.
+* an aiobotocore client belongs to the event loop that created it, so one client is made per
+  running loop (objstore's private sync loop, the user's loops, a child process's loop).
+
+Errors are translated once, here, by operation: see :func:`translate_error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import AsyncIterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+import botocore.exceptions
+import botocore.parsers
+import s3fs
+
+from objstore._keys import validate_prefix
+from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
+from objstore.errors import (
+    AlreadyExistsError,
+    NotFoundError,
+    NotSupportedError,
+    PreconditionFailedError,
+    TransientStorageError,
+)
+
+__all__ = ["S3Transport", "translate_error"]
+
+logger = logging.getLogger(__name__)
+
+MIN_PART_SIZE = 5 * 1024 * 1024
+"""S3's smallest allowed multipart part (every part but the last)."""
+
+DEFAULT_PART_SIZE = 16 * 1024 * 1024
+DEFAULT_PARTS_IN_FLIGHT = 4
+MAX_PARTS = 10_000
+"""S3's largest allowed part number."""
+
+Operation = Literal["read", "put", "create", "cas", "delete", "list", "multipart"]
+"""What a request was for; the same HTTP status means different things for each.
+
+``read``: GET/HEAD. ``put``: unconditional write. ``create``: If-None-Match write (PutObject
+or CompleteMultipartUpload). ``cas``: If-Match write. ``delete``: DeleteObject, conditional
+or not. ``list``: ListObjectsV2. ``multipart``: create/upload-part/abort of a multipart upload.
+"""
+
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+_PRECONDITION_CODES = frozenset({"PreconditionFailed", "412"})
+_TRANSIENT_CODES = frozenset(
+    {
+        "ConditionalRequestConflict",  # 409: a concurrent conditional request; retry
+        "OperationAborted",  # 409: a conflicting operation is in progress
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequests",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "BandwidthLimitExceeded",
+        "RequestTimeout",  # 400: the socket was idle too long
+        "RequestTimeoutException",
+        "InternalError",
+        "ServiceUnavailable",
+        "PriorRequestNotComplete",
+    }
+)
+_TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.ConnectionError,  # connect failures, connect timeouts, proxy errors
+    botocore.exceptions.HTTPClientError,  # read timeouts, closed connections, broken streams
+    botocore.exceptions.IncompleteReadError,
+    botocore.parsers.ResponseParserError,  # a response cut short mid-body
+    aiohttp.ClientError,  # payload errors, server disconnects
+    ConnectionError,  # resets and refusals surfacing as builtins
+    TimeoutError,  # asyncio.TimeoutError is TimeoutError since 3.11
+)
+
+
+def translate_error(
+    exc: BaseException,
+    operation: Operation,
+    key: str,
+    version: str | None = None,
+) -> Exception | None:
+    """Map a botocore/aiohttp error of ``operation`` on ``key`` to the objstore tree.
+
+    Returns the error to raise (the caller chains ``exc`` as its cause), or ``None`` when
+    ``exc`` means nothing objstore understands and must propagate unchanged (credentials,
+    access denied, a missing bucket, a malformed request).
+
+    * 404 ``NoSuchKey``/``NotFound`` -> :class:`NotFoundError`. ``NoSuchBucket`` is a
+      configuration error and is *not* translated: a mistyped bucket must not look like an
+      empty store.
+    * 412 on ``create`` -> :class:`AlreadyExistsError`; on ``cas`` or ``delete`` ->
+      :class:`PreconditionFailedError` (a missing object under If-Match is a 404, above).
+    * 501 ``NotImplemented`` -> :class:`NotSupportedError` (a gateway without conditional
+      requests).
+    * other 5xx, 429, throttling, 409 ``ConditionalRequestConflict``, timeouts and dropped
+      connections -> :class:`TransientStorageError`.
+    """
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return _translate_client_error(exc, operation, key, version)
+    if isinstance(exc, _TRANSIENT_EXCEPTIONS):
+        return TransientStorageError(f"{operation} {key!r}: {type(exc).__name__}: {exc}")
+    return None
+
+
+def _translate_client_error(
+    exc: botocore.exceptions.ClientError,
+    operation: Operation,
+    key: str,
+    version: str | None,
+) -> Exception | None:
+    response: dict[str, Any] = exc.response or {}
+    error: dict[str, Any] = response.get("Error") or {}
+    code = str(error.get("Code") or "")
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    status = status if isinstance(status, int) else None
+    detail = f"{operation} {key!r}: {code or 'error'} (HTTP {status})"
+
+    if code == "NotImplemented" or status == 501:
+        # S3-compatible stores answer 501 to conditional headers they do not support.
+        return NotSupportedError(f"{detail}: the store does not support this request")
+    if code in _TRANSIENT_CODES or status == 429 or (status is not None and status >= 500):
+        return TransientStorageError(detail)
+    if code == "NoSuchBucket":
+        return None
+    if code in _NOT_FOUND_CODES or (status == 404 and not code):
+        return NotFoundError(key)
+    if code in _PRECONDITION_CODES or status == 412:
+        if operation == "create":
+            return AlreadyExistsError(key)
+        if operation in ("cas", "delete"):
+            return PreconditionFailedError(key, expected_version=version)
+    return None
+
+
+@contextlib.contextmanager
+def _translated(operation: Operation, key: str, version: str | None = None) -> Iterator[None]:
+    """Re-raise errors from the block translated by :func:`translate_error`, cause kept."""
+    try:
+        yield
+    except Exception as exc:
+        translated = translate_error(exc, operation, key, version)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+@dataclass(slots=True)
+class _LoopClient:
+    """The s3fs filesystem (and, once connected, the client) serving one event loop."""
+
+    fs: Any
+    client: Any = None
+
+
+class S3Transport(Transport):
+    """Objects under ``s3://bucket/prefix``, written with S3's conditional requests.
+
+    Args:
+        bucket: the bucket name.
+        prefix: the root inside the bucket (``""`` for the whole bucket); keys are relative
+            to it and a listing never leaves it.
+        part_size: bytes per part of a streamed multipart create (at least 5 MiB, S3's
+            minimum); streams shorter than one part are a single conditional PUT.
+        parts_in_flight: how many parts a streamed create uploads at once; memory stays
+            bounded by about ``(parts_in_flight + 1) * part_size``.
+        **storage_options: passed to :class:`s3fs.S3FileSystem` (``endpoint_url``, ``key``,
+            ``secret``, ``client_kwargs``, ``config_kwargs``, ...). Without them the usual
+            AWS environment applies, including ``AWS_ENDPOINT_URL``. Unless
+            ``config_kwargs["retries"]`` is given, botocore's retries are disabled because
+            objstore retries itself (see the module docstring).
+    """
+
+    scheme = "s3"
+
+    #: Keys per ListObjectsV2 page (S3's maximum; tests lower it to exercise pagination).
+    list_page_size = 1000
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        part_size: int = DEFAULT_PART_SIZE,
+        parts_in_flight: int = DEFAULT_PARTS_IN_FLIGHT,
+        **storage_options: Any,
+    ) -> None:
+        if not isinstance(bucket, str) or not bucket or "/" in bucket:
+            raise ValueError(f"invalid S3 bucket name {bucket!r}")
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum)")
+        if parts_in_flight < 1:
+            raise ValueError("parts_in_flight must be at least 1")
+        self._bucket = bucket
+        self._prefix = validate_prefix(prefix.strip("/"))
+        self._part_size = part_size
+        self._parts_in_flight = parts_in_flight
+        options = dict(storage_options)
+        config_kwargs = dict(options.get("config_kwargs") or {})
+        config_kwargs.setdefault("retries", {"total_max_attempts": 1})
+        options["config_kwargs"] = config_kwargs
+        self._storage_options = options
+        self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
+        self._clients_lock = threading.Lock()
+        self._pid = os.getpid()
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self._bucket}/{self._prefix}" if self._prefix else f"s3://{self._bucket}"
+
+    @property
+    def bucket(self) -> str:
+        """The bucket this transport writes to."""
+        return self._bucket
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Clients and locks do not cross processes; a child rebuilds them on first use.
+        options = dict(self._storage_options)
+        options["part_size"] = self._part_size
+        options["parts_in_flight"] = self._parts_in_flight
+        return (_rebuild, (self._bucket, self._prefix, options))
+
+    # -- keys and clients ----------------------------------------------------------------------
+
+    def _full_key(self, key: str) -> str:
+        return f"{self._prefix}/{key}" if self._prefix else key
+
+    def _relative_key(self, full_key: str) -> str:
+        return full_key[len(self._prefix) + 1 :] if self._prefix else full_key
+
+    async def _client(self) -> Any:
+        """The aiobotocore client bound to the running loop, created on first use there."""
+        loop = asyncio.get_running_loop()
+        with self._clients_lock:
+            if self._pid != os.getpid():
+                # A forked child: the parent's connections are not ours to use or close.
+                self._clients = {}
+                self._pid = os.getpid()
+            orphans = [
+                self._clients.pop(other) for other in list(self._clients) if other.is_closed()
+            ]
+            entry = self._clients.get(loop)
+            if entry is None:
+                entry = _LoopClient(
+                    s3fs.S3FileSystem(
+                        asynchronous=True, skip_instance_cache=True, **self._storage_options
+                    )
+                )
+                self._clients[loop] = entry
+        for orphan in orphans:
+            await _close_client(orphan)
+        if entry.client is None:
+            await entry.fs.set_session()
+            entry.client = await entry.fs.get_s3(self._bucket)
+        return entry.client
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def get(self, key: str) -> tuple[bytes, str]:
+        client = await self._client()
+        with _translated("read", key):
+            response = await client.get_object(Bucket=self._bucket, Key=self._full_key(key))
+            async with response["Body"] as body:
+                data: bytes = await body.read()
+        return data, str(response["ETag"])
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        client = await self._client()
+        try:
+            with _translated("read", key):
+                response = await client.get_object(
+                    Bucket=self._bucket, Key=self._full_key(key), Range=f"bytes={start}-{end - 1}"
+                )
+                async with response["Body"] as body:
+                    data: bytes = await body.read()
+        except botocore.exceptions.ClientError as exc:
+            # 416: the object exists but ends before ``start`` (or is empty).
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 416:
+                return b""
+            raise
+        if "ContentRange" not in response:
+            # A server that ignores Range sends the whole object; honour the contract anyway.
+            return data[start:end]
+        return data
+
+    async def head(self, key: str) -> ObjectInfo:
+        client = await self._client()
+        with _translated("read", key):
+            response = await client.head_object(Bucket=self._bucket, Key=self._full_key(key))
+        modified = response.get("LastModified")
+        return ObjectInfo(
+            key,
+            int(response["ContentLength"]),
+            str(response["ETag"]),
+            modified.timestamp() if modified is not None else None,
+        )
+
+    async def list(self, prefix: str) -> ObjectListing:
+        client = await self._client()
+        # A trailing "/" makes the prefix a whole path segment: "a/b" never lists "a/bc".
+        base = self._full_key(prefix) if prefix else self._prefix
+        listed = base + "/" if base else ""
+        items: list[ObjectInfo] = []
+        token: str | None = None
+        with _translated("list", prefix):
+            while True:
+                kwargs: dict[str, Any] = {
+                    "Bucket": self._bucket,
+                    "Prefix": listed,
+                    "MaxKeys": self.list_page_size,
+                }
+                if token:
+                    kwargs["ContinuationToken"] = token
+                page = await client.list_objects_v2(**kwargs)
+                for entry in page.get("Contents", ()):
+                    full_key = str(entry["Key"])
+                    if full_key.endswith("/"):
+                        continue  # a "directory marker" some tools create; not an object
+                    modified = entry.get("LastModified")
+                    items.append(
+                        ObjectInfo(
+                            self._relative_key(full_key),
+                            int(entry["Size"]),
+                            str(entry["ETag"]) if entry.get("ETag") else None,
+                            modified.timestamp() if modified is not None else None,
+                        )
+                    )
+                token = page.get("NextContinuationToken")
+                if not page.get("IsTruncated") or not token:
+                    break
+        items.sort(key=lambda info: info.key)
+        return items
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def _put_object(
+        self,
+        operation: Operation,
+        key: str,
+        data: Buffer,
+        version: str | None = None,
+        **conditions: str,
+    ) -> str:
+        client = await self._client()
+        with _translated(operation, key, version):
+            response = await client.put_object(
+                Bucket=self._bucket, Key=self._full_key(key), Body=_body(data), **conditions
+            )
+        return str(response["ETag"])
+
+    async def put(self, key: str, data: Buffer) -> str:
+        return await self._put_object("put", key, data)
+
+    async def put_if_absent(self, key: str, data: Buffer) -> str:
+        return await self._put_object("create", key, data, IfNoneMatch="*")
+
+    async def put_if_match(self, key: str, data: Buffer, version: str) -> str:
+        return await self._put_object("cas", key, data, version, IfMatch=version)
+
+    async def delete(self, key: str, version: str | None = None) -> None:
+        client = await self._client()
+        conditions = {"IfMatch": version} if version is not None else {}
+        try:
+            with _translated("delete", key, version):
+                await client.delete_object(
+                    Bucket=self._bucket, Key=self._full_key(key), **conditions
+                )
+        except NotFoundError:
+            return  # only conditional deletes report a missing object; either way it is gone
+
+    async def put_if_absent_stream(self, key: str, parts: AsyncIterable[Buffer]) -> str:
+        """Create the object from a stream; multipart once it outgrows one part.
+
+        Parts are uploaded as they fill, at most ``parts_in_flight`` at once (the stream is
+        not read further while that many are in flight), and the upload is completed with
+        ``If-None-Match: *``: if the key was created meanwhile, S3 refuses the completion and
+        this raises :class:`AlreadyExistsError`. On any failure the upload is aborted.
+        """
+        buffer = bytearray()
+        upload: _MultipartUpload | None = None
+        try:
+            async for part in parts:
+                buffer += part
+                while len(buffer) >= self._part_size:
+                    if upload is None:
+                        upload = _MultipartUpload(self, key, await self._client())
+                        await upload.start()
+                    chunk = bytes(memoryview(buffer)[: self._part_size])
+                    del buffer[: self._part_size]
+                    await upload.add_part(chunk)
+            if upload is None:
+                return await self.put_if_absent(key, buffer)
+            if buffer:
+                await upload.add_part(bytes(buffer))
+                buffer.clear()
+            return await upload.complete()
+        except BaseException:
+            if upload is not None:
+                await upload.abort()
+            raise
+
+    async def close(self) -> None:
+        """Close the client of every loop this transport has used.
+
+        The running loop's client is closed before returning; clients of other loops that
+        still run are closed on their own loop in the background; clients of loops that have
+        ended are dropped. A later call opens fresh clients.
+        """
+        with self._clients_lock:
+            entries = list(self._clients.items())
+            self._clients = {}
+        current = asyncio.get_running_loop()
+        for loop, entry in entries:
+            if loop is current or loop.is_closed():
+                await _close_client(entry)
+            elif loop.is_running():
+                asyncio.run_coroutine_threadsafe(_close_client(entry), loop)
+
+
+def _body(data: Buffer) -> bytes | bytearray:
+    """botocore takes bytes and bytearray as they are; a memoryview must be copied once."""
+    return data if isinstance(data, bytes | bytearray) else bytes(data)
+
+
+def _rebuild(bucket: str, prefix: str, options: dict[str, Any]) -> S3Transport:
+    return S3Transport(bucket, prefix, **options)
+
+
+async def _close_client(entry: _LoopClient) -> None:
+    """Close one loop's client.
+
+    Called on the client's own loop, or on any loop once the client's loop has closed: aiohttp
+    then only marks its sessions closed (the sockets went with the loop), which keeps it from
+    reporting "Unclosed client session" when the client is collected.
+    """
+    if entry.client is None:
+        return
+    try:
+        await entry.client.close()
+    except Exception:  # closing is best effort: the connection may already be gone
+        logger.debug("closing an S3 client failed", exc_info=True)
+
+
+class _MultipartUpload:
+    """One in-progress multipart upload with a bounded number of parts in flight."""
+
+    def __init__(self, transport: S3Transport, key: str, client: Any) -> None:
+        self._transport = transport
+        self._key = key
+        self._full_key = transport._full_key(key)
+        self._client = client
+        self._upload_id: str | None = None
+        self._slots = asyncio.Semaphore(transport._parts_in_flight)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._etags: dict[int, str] = {}
+
+    async def start(self) -> None:
+        with _translated("multipart", self._key):
+            response = await self._client.create_multipart_upload(
+                Bucket=self._transport.bucket, Key=self._full_key
+            )
+        self._upload_id = str(response["UploadId"])
+
+    async def add_part(self, data: bytes) -> None:
+        """Start uploading ``data`` as the next part; waits while too many are in flight."""
+        number = len(self._tasks) + 1
+        if number > MAX_PARTS:
+            raise ValueError(f"{self._key!r} needs more than {MAX_PARTS} parts; raise part_size")
+        self._raise_failed()
+        await self._slots.acquire()
+        self._tasks.append(asyncio.create_task(self._upload(number, data)))
+
+    async def _upload(self, number: int, data: bytes) -> None:
+        try:
+            with _translated("multipart", self._key):
+                response = await self._client.upload_part(
+                    Bucket=self._transport.bucket,
+                    Key=self._full_key,
+                    UploadId=self._upload_id,
+                    PartNumber=number,
+                    Body=data,
+                )
+            self._etags[number] = str(response["ETag"])
+        finally:
+            self._slots.release()
+
+    def _raise_failed(self) -> None:
+        """Surface a failed part early instead of uploading the rest of the stream."""
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                task.result()
+
+    async def complete(self) -> str:
+        """Wait for every part, then complete the upload only if the key is still absent."""
+        await asyncio.gather(*self._tasks)
+        parts = [{"PartNumber": n, "ETag": self._etags[n]} for n in sorted(self._etags)]
+        with _translated("create", self._key):
+            response = await self._client.complete_multipart_upload(
+                Bucket=self._transport.bucket,
+                Key=self._full_key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": parts},
+                IfNoneMatch="*",
+            )
+        self._upload_id = None
+        return str(response["ETag"])
+
+    async def abort(self) -> None:
+        """Cancel parts still uploading and abort the upload (best effort, never raises)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._upload_id is None:
+            return
+        upload_id, self._upload_id = self._upload_id, None
+        try:
+            await self._client.abort_multipart_upload(
+                Bucket=self._transport.bucket, Key=self._full_key, UploadId=upload_id
+            )
+        except Exception:
+            # Not fatal: a bucket lifecycle rule (AbortIncompleteMultipartUpload) reclaims it.
+            logger.warning(
+                "could not abort multipart upload %s of %s", upload_id, self._key, exc_info=True
+            )

@@ -1,0 +1,223 @@
+"""pytest plugin: an in-process moto S3 server that behaves like S3 where objstore cares.
+
+Fixtures:
+
+* ``moto_server`` (session): starts ``moto.server.ThreadedMotoServer`` on 127.0.0.1, an
+  ephemeral port, and points the AWS environment at it (``AWS_ENDPOINT_URL`` and dummy
+  credentials). botocore reads ``AWS_ENDPOINT_URL`` itself, so ``open_backend("s3://b/x")``
+  needs no storage options, in this process and in child processes alike. Returns the
+  endpoint URL.
+* ``s3_url`` (function): a fresh, empty bucket per test; returns ``"s3://{bucket}/root"``.
+* ``s3_faults`` (function): an :class:`S3Faults` that makes the server answer the next
+  matching requests with an error (503 SlowDown, 500, 409 ConditionalRequestConflict...).
+
+moto 5.2.1 enforces ``If-None-Match: *`` and ``If-Match`` on PutObject, ``If-None-Match: *``
+on CompleteMultipartUpload and ``If-Match`` on DeleteObject (checked by
+``tests/test_s3_transport.py``), but it checks the condition and then writes, in separate
+steps, while the server handles requests on concurrent threads. S3 itself is atomic, so the
+fixture serialises every object-mutating request under one lock for the session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+from moto.s3.responses import S3Response
+from moto.server import ThreadedMotoServer
+
+__all__ = ["S3Faults", "atomic_object_writes", "moto_server", "s3_faults", "s3_url"]
+
+_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+_UNSET = (
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+)
+
+# S3Response methods that change objects: PUT (object, copy, part), DELETE (object, abort) and
+# POST (create / complete multipart upload). Each runs "check preconditions, then write".
+_MUTATING_METHODS = ("put_object", "delete_object", "_key_response_post")
+
+_write_lock = threading.RLock()
+
+
+@contextlib.contextmanager
+def atomic_object_writes() -> Iterator[None]:
+    """Run moto's object-mutating request handlers one at a time, like S3's atomic writes."""
+    originals = {name: getattr(S3Response, name) for name in _MUTATING_METHODS}
+
+    def serialised(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def handler(self: S3Response, *args: Any, **kwargs: Any) -> Any:
+            with _write_lock:
+                return method(self, *args, **kwargs)
+
+        return handler
+
+    for name, method in originals.items():
+        setattr(S3Response, name, serialised(method))
+    try:
+        yield
+    finally:
+        for name, method in originals.items():
+            setattr(S3Response, name, method)
+
+
+@dataclass
+class _Fault:
+    remaining: int
+    status: int
+    code: str
+    methods: frozenset[str] | None
+    key_contains: str | None
+    after: bool
+
+
+@dataclass
+class S3Faults:
+    """Make the moto server fail chosen requests, as S3 does under load or during outages.
+
+    ``fail_next(2, status=503, code="SlowDown", methods={"PUT"})`` makes the next two PUTs of
+    an object fail before moto looks at them; the client sees a normal S3 error response.
+    With ``after=True`` moto handles the request first and only the response is replaced by
+    the error: a write that landed although its writer saw it fail. Faults apply to object
+    requests only (not bucket requests such as listings).
+    """
+
+    _faults: list[_Fault] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    injected: int = 0
+    """How many requests have been failed so far."""
+
+    def fail_next(
+        self,
+        count: int = 1,
+        *,
+        status: int = 503,
+        code: str = "SlowDown",
+        methods: set[str] | None = None,
+        key_contains: str | None = None,
+        after: bool = False,
+    ) -> None:
+        """Fail the next ``count`` object requests matching ``methods`` and ``key_contains``."""
+        with self._lock:
+            self._faults.append(
+                _Fault(
+                    count,
+                    status,
+                    code,
+                    frozenset(m.upper() for m in methods) if methods else None,
+                    key_contains,
+                    after,
+                )
+            )
+
+    def clear(self) -> None:
+        """Forget every pending fault."""
+        with self._lock:
+            self._faults.clear()
+
+    def _take(self, method: str, path: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.methods is not None and method not in fault.methods:
+                    continue
+                if fault.key_contains is not None and fault.key_contains not in path:
+                    continue
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._faults.remove(fault)
+                self.injected += 1
+                return fault
+        return None
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Route moto's object requests through this injector while the block runs."""
+        original = S3Response.key_response
+        faults = self
+
+        @functools.wraps(original)
+        def key_response(self: S3Response, request: Any, full_url: str, headers: Any) -> Any:
+            fault = faults._take(str(request.method).upper(), full_url)
+            if fault is None:
+                return original(self, request, full_url, headers)
+            if fault.after:
+                original(self, request, full_url, headers)
+            elif hasattr(request, "get_data"):
+                request.get_data()  # drain the body so the connection stays usable
+            body = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n'
+                f"<Error><Code>{fault.code}</Code><Message>injected by the test</Message>"
+                f"<RequestId>{uuid.uuid4().hex}</RequestId></Error>"
+            )
+            return fault.status, {"Content-Type": "application/xml"}, body
+
+        S3Response.key_response = key_response  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            S3Response.key_response = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _aws_environment(endpoint: str) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in (*_ENVIRONMENT, *_UNSET, "AWS_ENDPOINT_URL")}
+    for name in _UNSET:
+        os.environ.pop(name, None)
+    os.environ.update(_ENVIRONMENT, AWS_ENDPOINT_URL=endpoint)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """Endpoint URL of an in-process moto server; the AWS environment points at it."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    try:
+        with _aws_environment(endpoint), atomic_object_writes():
+            yield endpoint
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_url(moto_server: str) -> str:
+    """``s3://{bucket}/root`` on a bucket created for this test alone."""
+    bucket = f"objstore-test-{uuid.uuid4().hex[:16]}"
+    boto3.client("s3", endpoint_url=moto_server).create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/root"
+
+
+@pytest.fixture
+def s3_faults(moto_server: str) -> Iterator[S3Faults]:
+    """An :class:`S3Faults` installed on the moto server for this test."""
+    faults = S3Faults()
+    with faults.installed():
+        yield faults
