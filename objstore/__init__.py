@@ -27,6 +27,19 @@ from objstore.errors import (
     PreconditionFailedError,
     TransientStorageError,
 )
+from objstore.projections import (
+    AsyncProjectionCheckpointStore,
+    GlobalProjectionCheckpoint,
+    ProjectionCheckpointStore,
+)
+from objstore.snapshots import (
+    AsyncNoopSnapshotStore,
+    AsyncSnapshotStore,
+    NoopSnapshotStore,
+    Snapshot,
+    SnapshotStore,
+)
+from objstore.sources import AsyncSourceCheckpointStore, SourceCheckpoint, SourceCheckpointStore
 
 __version__ = "0.1.0"
 
@@ -34,6 +47,17 @@ __all__ = [
     "AlreadyExistsError",
     "AsyncBackend",
     "AsyncCheckpointStore",
+    "AsyncNoopSnapshotStore",
+    "AsyncProjectionCheckpointStore",
+    "AsyncSnapshotStore",
+    "AsyncSourceCheckpointStore",
+    "GlobalProjectionCheckpoint",
+    "NoopSnapshotStore",
+    "ProjectionCheckpointStore",
+    "Snapshot",
+    "SnapshotStore",
+    "SourceCheckpoint",
+    "SourceCheckpointStore",
     "CheckpointManifest",
     "CheckpointStore",
     "OperatorState",

@@ -1,0 +1,327 @@
+"""SnapshotStore: the latest aggregate snapshot of each stream.
+
+The contract is mako's ``SnapshotStore`` (DESIGN §4). Layout::
+
+    {root}/snapshots/{stream}.snapshot
+
+``{stream}`` is the stream id escaped into one key segment (see
+:func:`~objstore._open.name_segment`). Each object is a sealed blob (zstd-compressed when
+that pays, xxh3-128 checksummed, like every small objstore object) of::
+
+    header length u32 LE | canonical JSON header | state
+
+The header holds ``format``, ``stream_id``, ``sequence_number``, ``state_schema_version``
+and ``state_encoding`` (``"bytes"``: the state as given; ``"json"``: canonical JSON of a
+JSON value). The full stream id is checked on load, so even a shortened key segment can
+never return another stream's snapshot.
+
+A snapshot is a cache of a fold over the stream's events, never the source of truth: a
+damaged one is logged at WARNING and treated as absent (the caller replays), and ``save``
+is one unconditional write — the last save wins even if its sequence number is older,
+which costs a longer replay but never correctness, and spares a read per save.
+
+:class:`AsyncSnapshotStore` holds all logic; :class:`SnapshotStore` is its blocking face.
+:class:`NoopSnapshotStore` / :class:`AsyncNoopSnapshotStore` store nothing (for tests and
+services that do not snapshot).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeGuard
+
+from objstore._keys import escape_name, join_key
+from objstore._loop import blocking
+from objstore._open import StoreLocation, as_async_backend, name_segment
+from objstore.backends import AsyncBackend
+from objstore.codec import canonical_json, parse_json, seal, unseal
+from objstore.errors import CorruptionError, NotFoundError
+
+__all__ = [
+    "SNAPSHOT_FORMAT",
+    "AsyncNoopSnapshotStore",
+    "AsyncSnapshotStore",
+    "JSONValue",
+    "NoopSnapshotStore",
+    "Snapshot",
+    "SnapshotStore",
+    "decode_snapshot",
+    "encode_snapshot",
+]
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_FORMAT = 1
+"""Format version of snapshot objects."""
+JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
+_MAX_U64 = 2**64 - 1
+_KIND = "objstore.snapshot"
+_HEADER_LENGTH = struct.Struct("<I")
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_u64(value: object, what: str) -> int:
+    if not _is_int(value):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not 0 <= value <= _MAX_U64:
+        raise ValueError(f"{what} must be within [0, 2**64 - 1], got {value}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An aggregate's state after applying its stream up to ``sequence_number``.
+
+    ``state`` is bytes (a ``bytearray``/``memoryview`` is copied to ``bytes``) or a JSON
+    value (dicts with str keys, lists, str, int, float, bool, None; it comes back as
+    ``json.loads`` returns it, so tuples become lists). ``state_schema_version`` says how
+    to read the state, so a loader can refuse versions it does not understand. Raises
+    ``TypeError``/``ValueError`` for a bad stream id or a number outside u64; a state that
+    is not JSON-serialisable is refused by ``save``.
+    """
+
+    stream_id: str
+    sequence_number: int
+    state_schema_version: int
+    state: bytes | JSONValue
+
+    def __post_init__(self) -> None:
+        escape_name(self.stream_id, what="stream id")
+        _check_u64(self.sequence_number, "sequence_number")
+        _check_u64(self.state_schema_version, "state_schema_version")
+        if isinstance(self.state, bytearray | memoryview):
+            object.__setattr__(self, "state", bytes(self.state))
+
+
+# -- encoding (pure) ---------------------------------------------------------------------------
+
+
+def encode_snapshot(snapshot: Snapshot, *, level: int = 3) -> bytes:
+    """The sealed object for ``snapshot``; ``TypeError``/``ValueError`` if its state is
+    neither bytes nor JSON-serialisable."""
+    if isinstance(snapshot.state, bytes):
+        encoding, state = "bytes", snapshot.state
+    else:
+        encoding, state = "json", canonical_json(snapshot.state)
+    header = canonical_json(
+        {
+            "format": SNAPSHOT_FORMAT,
+            "kind": _KIND,
+            "stream_id": snapshot.stream_id,
+            "sequence_number": snapshot.sequence_number,
+            "state_schema_version": snapshot.state_schema_version,
+            "state_encoding": encoding,
+        }
+    )
+    return seal(_HEADER_LENGTH.pack(len(header)) + header + state, level=level)
+
+
+def decode_snapshot(blob: bytes, *, key: str) -> Snapshot:
+    """The snapshot in a sealed object; :class:`CorruptionError` if anything is off."""
+    payload = unseal(blob, key=key)
+    if len(payload) < _HEADER_LENGTH.size:
+        raise CorruptionError(key, "too short for a snapshot header")
+    (length,) = _HEADER_LENGTH.unpack_from(payload)
+    end = _HEADER_LENGTH.size + length
+    if end > len(payload):
+        raise CorruptionError(
+            key, "header length runs past the end", expected=end, actual=len(payload)
+        )
+    header = parse_json(payload[_HEADER_LENGTH.size : end], key=key)
+    if not isinstance(header, dict):
+        raise CorruptionError(key, "header is not a JSON object")
+    if header.get("format") != SNAPSHOT_FORMAT or header.get("kind") != _KIND:
+        raise CorruptionError(key, f"unknown snapshot format {header.get('format')!r}")
+    raw_state = payload[end:]
+    encoding = header.get("state_encoding")
+    state: bytes | JSONValue
+    if encoding == "bytes":
+        state = raw_state
+    elif encoding == "json":
+        state = parse_json(raw_state, key=key)
+    else:
+        raise CorruptionError(key, f"unknown state encoding {encoding!r}")
+    try:
+        return Snapshot(
+            header["stream_id"],
+            header["sequence_number"],
+            header["state_schema_version"],
+            state,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptionError(key, f"bad snapshot header: {exc!r}") from exc
+
+
+def _accepted(versions: Iterable[int] | None) -> frozenset[int] | None:
+    if versions is None:
+        return None
+    if isinstance(versions, str | bytes):
+        raise TypeError("accepted_schema_versions must be an iterable of ints")
+    return frozenset(_check_u64(version, "accepted schema version") for version in versions)
+
+
+def _check_snapshot(snapshot: object) -> Snapshot:
+    if not isinstance(snapshot, Snapshot):
+        raise TypeError(f"expected a Snapshot, not {type(snapshot).__name__}")
+    return snapshot
+
+
+# -- the stores --------------------------------------------------------------------------------
+
+
+class AsyncSnapshotStore:
+    """The latest snapshot of each stream under ``{root}/snapshots/`` (asyncio).
+
+    Args:
+        url_or_backend: store URL/path or an opened backend.
+        storage_options: fsspec options when a URL is given.
+        compression_level: zstd level for snapshot objects.
+    """
+
+    def __init__(
+        self,
+        url_or_backend: StoreLocation,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        compression_level: int = 3,
+    ) -> None:
+        if not -7 <= compression_level <= 22:
+            raise ValueError("compression_level must be within zstd's [-7, 22]")
+        self.backend: AsyncBackend = as_async_backend(url_or_backend, storage_options)
+        self.compression_level = compression_level
+
+    @property
+    def url(self) -> str:
+        """The root URL of the store."""
+        return self.backend.url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    @staticmethod
+    def key_for(stream_id: str) -> str:
+        """The object key of ``stream_id``'s snapshot."""
+        return join_key("snapshots", name_segment(stream_id, what="stream id") + ".snapshot")
+
+    async def save(self, snapshot: Snapshot) -> None:
+        """Durably replace the stream's snapshot with ``snapshot`` (1 write).
+
+        Raises ``TypeError``/``ValueError`` before any request if the state is neither
+        bytes nor JSON-serialisable.
+        """
+        snapshot = _check_snapshot(snapshot)
+        blob = encode_snapshot(snapshot, level=self.compression_level)
+        await self.backend.put(self.key_for(snapshot.stream_id), blob)
+
+    async def load(
+        self, stream_id: str, accepted_schema_versions: Iterable[int] | None = None
+    ) -> Snapshot | None:
+        """The stream's latest snapshot (1 GET), or ``None`` when there is none, when its
+        ``state_schema_version`` is not in ``accepted_schema_versions`` (``None`` accepts
+        every version) or when it is damaged (logged at WARNING).
+
+        Storage errors other than damage (e.g. transient failures that outlast the
+        retries) propagate: they say nothing about the snapshot.
+        """
+        key = self.key_for(stream_id)
+        accepted = _accepted(accepted_schema_versions)
+        try:
+            blob, _ = await self.backend.get(key)
+        except NotFoundError:
+            return None
+        try:
+            snapshot = decode_snapshot(blob, key=key)
+        except CorruptionError as exc:
+            logger.warning("ignoring damaged snapshot of stream %r: %s", stream_id, exc)
+            return None
+        if snapshot.stream_id != stream_id:
+            logger.warning(
+                "ignoring snapshot at %s: it belongs to stream %r, not %r",
+                key,
+                snapshot.stream_id,
+                stream_id,
+            )
+            return None
+        if accepted is not None and snapshot.state_schema_version not in accepted:
+            logger.debug(
+                "snapshot of stream %r has schema version %d, not one of %s",
+                stream_id,
+                snapshot.state_schema_version,
+                sorted(accepted),
+            )
+            return None
+        return snapshot
+
+    async def close(self) -> None:
+        """Close the backend's connections."""
+        await self.backend.close()
+
+
+class SnapshotStore:
+    """The blocking face of :class:`AsyncSnapshotStore`: same arguments, methods and
+    errors, no ``await``."""
+
+    def __init__(self, url_or_backend: StoreLocation, **options: Any) -> None:
+        self._async = AsyncSnapshotStore(url_or_backend, **options)
+
+    @property
+    def async_store(self) -> AsyncSnapshotStore:
+        """The async store this facade drives."""
+        return self._async
+
+    @property
+    def url(self) -> str:
+        """The root URL of the store."""
+        return self._async.url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    key_for = staticmethod(AsyncSnapshotStore.key_for)
+    save = blocking(AsyncSnapshotStore.save)
+    load = blocking(AsyncSnapshotStore.load)
+    close = blocking(AsyncSnapshotStore.close)
+
+
+class AsyncNoopSnapshotStore:
+    """Stores nothing: ``save`` checks its argument and drops it, ``load`` returns ``None``."""
+
+    async def save(self, snapshot: Snapshot) -> None:
+        """Check ``snapshot`` (``TypeError`` if it is not one) and forget it."""
+        _check_snapshot(snapshot)
+
+    async def load(
+        self, stream_id: str, accepted_schema_versions: Iterable[int] | None = None
+    ) -> Snapshot | None:
+        """Always ``None`` (after checking the arguments like :class:`AsyncSnapshotStore`)."""
+        escape_name(stream_id, what="stream id")
+        _accepted(accepted_schema_versions)
+        return None
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+
+class NoopSnapshotStore:
+    """The blocking :class:`AsyncNoopSnapshotStore` (no event loop involved)."""
+
+    def save(self, snapshot: Snapshot) -> None:
+        """Check ``snapshot`` (``TypeError`` if it is not one) and forget it."""
+        _check_snapshot(snapshot)
+
+    def load(
+        self, stream_id: str, accepted_schema_versions: Iterable[int] | None = None
+    ) -> Snapshot | None:
+        """Always ``None`` (after checking the arguments like :class:`SnapshotStore`)."""
+        escape_name(stream_id, what="stream id")
+        _accepted(accepted_schema_versions)
+        return None
+
+    def close(self) -> None:
+        """Nothing to close."""

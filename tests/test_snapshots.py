@@ -1,0 +1,323 @@
+"""SnapshotStore: replace, load with accepted schema versions, damage as absence, names.
+
+Backends and faces are paired as in ``tests/test_sources.py`` (whose helpers this reuses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from objstore.backends import Backend
+from objstore.codec import seal, unseal
+from objstore.snapshots import (
+    AsyncNoopSnapshotStore,
+    AsyncSnapshotStore,
+    NoopSnapshotStore,
+    Snapshot,
+    SnapshotStore,
+    encode_snapshot,
+)
+from objstore.testing import SimulatedCrash
+from tests import test_sources as shared
+from tests.test_sources import NASTY_NAMES, Faces, crash_points, local_backends
+
+# The backend/face fixtures of the source tests, so every file pairs them the same way.
+combo = shared.combo
+faces = shared.faces
+url = shared.url
+raw = shared.raw
+
+RawBackends = Callable[[str], Backend]
+
+
+@pytest.fixture
+def open_store(faces: Faces) -> Callable[..., Any]:
+    """``open_store(location, **options)`` through the current face."""
+
+    def open_(location: Any, **options: Any) -> Any:
+        return faces.store(SnapshotStore, AsyncSnapshotStore, location, **options)
+
+    return open_
+
+
+# -- values --------------------------------------------------------------------------------------
+
+
+def test_snapshot_validates_its_fields() -> None:
+    assert Snapshot("s", 0, 0, bytearray(b"ab")).state == b"ab"
+    assert type(Snapshot("s", 0, 0, memoryview(b"ab")).state) is bytes
+    assert Snapshot("s", 2**64 - 1, 2**64 - 1, {"k": [1, None]}).state == {"k": [1, None]}
+    for stream_id, error in [("", ValueError), ("a\x00", ValueError), (1, TypeError)]:
+        with pytest.raises(error):
+            Snapshot(stream_id, 1, 1, b"")  # type: ignore[arg-type]
+    for number, error in [
+        (-1, ValueError),
+        (2**64, ValueError),
+        (True, TypeError),
+        (1.0, TypeError),
+    ]:
+        with pytest.raises(error):
+            Snapshot("s", number, 1, b"")  # type: ignore[arg-type]
+        with pytest.raises(error):
+            Snapshot("s", 1, number, b"")  # type: ignore[arg-type]
+
+
+# -- save and load -------------------------------------------------------------------------------
+
+
+def test_missing_snapshot_is_none(open_store: Any, url: str) -> None:
+    assert open_store(url).load("order/1") is None
+
+
+def test_bytes_and_json_states_round_trip(open_store: Any, url: str) -> None:
+    store = open_store(url)
+    binary = Snapshot("order/1", 41, 2, b"\x00\xffraw state")
+    document = Snapshot("order/2", 7, 1, {"lines": [{"sku": "ü", "qty": 2}], "paid": False})
+    text = Snapshot("order/3", 1, 1, "a JSON string, not bytes")
+    nothing = Snapshot("order/4", 1, 1, None)
+    for snapshot in (binary, document, text, nothing):
+        store.save(snapshot)
+    fresh = open_store(url)
+    for snapshot in (binary, document, text, nothing):
+        assert fresh.load(snapshot.stream_id) == snapshot
+
+
+def test_save_replaces_even_with_an_older_sequence(open_store: Any, url: str) -> None:
+    store = open_store(url)
+    store.save(Snapshot("s", 10, 1, b"ten"))
+    store.save(Snapshot("s", 20, 2, {"twenty": 20}))
+    assert open_store(url).load("s") == Snapshot("s", 20, 2, {"twenty": 20})
+    store.save(Snapshot("s", 15, 2, b"fifteen"))  # last save wins: documented
+    assert open_store(url).load("s") == Snapshot("s", 15, 2, b"fifteen")
+
+
+@local_backends
+def test_accepted_schema_versions(open_store: Any, url: str) -> None:
+    store = open_store(url)
+    store.save(Snapshot("s", 3, 2, b"v2"))
+    assert store.load("s") is not None
+    assert store.load("s", None) is not None
+    assert store.load("s", [1, 2]) == Snapshot("s", 3, 2, b"v2")
+    assert store.load("s", {2}) is not None
+    assert store.load("s", (v for v in [2])) is not None
+    assert store.load("s", [1, 3]) is None
+    assert store.load("s", []) is None
+    with pytest.raises(TypeError):
+        store.load("s", "2")
+    with pytest.raises(ValueError, match="schema version"):
+        store.load("s", [-1])
+
+
+def test_snapshots_are_compressed_and_checksummed(
+    open_store: Any, url: str, raw: RawBackends
+) -> None:
+    store = open_store(url)
+    state = {"events": [{"type": "ItemAdded", "sku": f"sku-{n % 7}"} for n in range(2000)]}
+    store.save(Snapshot("big", 2000, 1, state))
+    stored, _ = raw(url).get(store.key_for("big"))
+    assert len(stored) * 10 < len(str(state))  # zstd did its job
+    unseal(stored, key="big")  # a valid sealed blob: checksum verified
+    assert open_store(url).load("big") == Snapshot("big", 2000, 1, state)
+
+
+@local_backends
+def test_state_that_is_not_json_is_refused_before_any_request(
+    faces: Faces, open_store: Any, url: str
+) -> None:
+    faults, backend = faces.faulty(url)
+    store = open_store(backend)
+    with pytest.raises(TypeError):
+        store.save(Snapshot("s", 1, 1, {"set": {1, 2}}))  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="JSON"):
+        store.save(Snapshot("s", 1, 1, float("nan")))
+    with pytest.raises(TypeError):
+        store.save(("s", 1, 1, b""))
+    assert faults.calls == []
+
+
+def test_request_counts(faces: Faces, open_store: Any, url: str) -> None:
+    faults, backend = faces.faulty(url)
+    store = open_store(backend)
+    store.save(Snapshot("s", 1, 1, b"x" * 10_000))
+    assert [call.operation for call in faults.calls] == ["put"]
+    faults.clear_calls()
+    assert store.load("s", [1]) is not None
+    assert store.load("missing") is None
+    assert [call.operation for call in faults.calls] == ["get", "get"]
+
+
+# -- damage --------------------------------------------------------------------------------------
+
+
+@local_backends
+def test_damaged_snapshots_are_absent_and_logged(
+    open_store: Any, url: str, raw: RawBackends, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = open_store(url)
+    key = store.key_for("s")
+    good = encode_snapshot(Snapshot("s", 5, 1, {"total": 5}))
+    header_of_another = encode_snapshot(Snapshot("another", 5, 1, b""))
+    damaged = {
+        "garbage": b"definitely not a snapshot",
+        "truncated": good[:-3],
+        "flipped byte": good[:-1] + bytes([good[-1] ^ 0xFF]),
+        "empty": b"",
+        "no header": seal(b"\x01"),
+        "header past the end": seal(b"\xff\x00\x00\x00{}"),
+        "header not JSON": seal(b"\x02\x00\x00\x00{{"),
+        "header not an object": seal(b"\x02\x00\x00\x00[]"),
+        "unknown format": seal(b'\x0c\x00\x00\x00{"format":9}'),
+        "another stream": header_of_another,
+    }
+    for reason, blob in damaged.items():
+        raw(url).put(key, blob)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="objstore.snapshots"):
+            assert store.load("s") is None, reason
+        assert [r.levelno for r in caplog.records] == [logging.WARNING], reason
+    raw(url).put(key, good)
+    assert store.load("s") == Snapshot("s", 5, 1, {"total": 5})
+
+
+def test_bytes_flipped_in_transit_are_absent(faces: Faces, open_store: Any, url: str) -> None:
+    faults, backend = faces.faulty(url)
+    store = open_store(backend)
+    store.save(Snapshot("s", 1, 1, b"payload " * 100))
+    faults.flip_bytes_on_read("snapshots/")
+    assert store.load("s") is None
+    faults.clear_faults()
+    assert store.load("s") == Snapshot("s", 1, 1, b"payload " * 100)
+
+
+# -- names ---------------------------------------------------------------------------------------
+
+
+def test_stream_ids_with_special_characters(open_store: Any, url: str, raw: RawBackends) -> None:
+    store = open_store(url)
+    for index, stream_id in enumerate(NASTY_NAMES):
+        store.save(Snapshot(stream_id, index, 1, {"stream": stream_id}))
+    fresh = open_store(url)
+    for index, stream_id in enumerate(NASTY_NAMES):
+        assert fresh.load(stream_id) == Snapshot(stream_id, index, 1, {"stream": stream_id})
+    assert fresh.load("a") is None  # "a/b" is not under "a"
+    keys = [info.key for info in raw(url).list("")]
+    assert len(keys) == len(NASTY_NAMES)
+    assert all(key.startswith("snapshots/") and key.count("/") == 1 for key in keys), keys
+    assert all(len(key) < 300 for key in keys)
+
+
+@local_backends
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [("", ValueError), ("nul\x00", ValueError), ("bad\udcff", ValueError), (None, TypeError)],
+)
+def test_bad_stream_ids_are_rejected_before_any_request(
+    faces: Faces, open_store: Any, url: str, bad: Any, error: type
+) -> None:
+    faults, backend = faces.faulty(url)
+    store = open_store(backend)
+    with pytest.raises(error):
+        store.load(bad)
+    with pytest.raises(error):
+        Snapshot(bad, 1, 1, b"")
+    assert faults.calls == []
+
+
+# -- crash safety --------------------------------------------------------------------------------
+
+
+def test_crash_at_every_write_of_a_save_leaves_old_or_new(
+    faces: Faces, open_store: Any, url: str
+) -> None:
+    old = Snapshot("s", 1, 1, {"version": "old"})
+    new = Snapshot("s", 2, 1, {"version": "new"})
+    faults, backend = faces.faulty(url)
+    store = open_store(backend)
+    store.save(old)
+    faults.clear_calls()
+    store.save(new)
+    points = crash_points(faults)
+    assert points == [("put", 1)]
+    for when in ("before", "after", "lose-response"):
+        store.save(old)
+        faults, backend = faces.faulty(url)
+        store = open_store(backend)
+        if when == "lose-response":
+            faults.lose_response("put")
+            store.save(new)
+        else:
+            getattr(faults, f"crash_{when}")("put")
+            with pytest.raises(SimulatedCrash):
+                store.save(new)
+        assert open_store(url).load("s") == (old if when == "before" else new), when
+
+
+# -- no-op stores and the async face on every backend --------------------------------------------
+
+
+def test_noop_snapshot_stores_keep_nothing() -> None:
+    store = NoopSnapshotStore()
+    store.save(Snapshot("s", 1, 1, b"x"))
+    assert store.load("s") is None
+    assert store.load("s", [1]) is None
+    with pytest.raises(TypeError):
+        store.save("not a snapshot")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="NUL"):
+        store.load("a\x00")
+    store.close()
+
+    async def main() -> None:
+        async_store = AsyncNoopSnapshotStore()
+        await async_store.save(Snapshot("s", 1, 1, b"x"))
+        assert await async_store.load("s") is None
+        with pytest.raises(TypeError):
+            await async_store.save(None)  # type: ignore[arg-type]
+        await async_store.close()
+
+    asyncio.run(main())
+
+
+def test_async_store_round_trip(store_url: str) -> None:
+    async def main() -> None:
+        store = AsyncSnapshotStore(store_url)
+        await store.save(Snapshot("cart/42", 9, 3, {"items": 2}))
+        other = AsyncSnapshotStore(store_url)
+        assert await other.load("cart/42", [3]) == Snapshot("cart/42", 9, 3, {"items": 2})
+        assert await other.load("cart/42", [4]) is None
+        await store.close()
+        await other.close()
+
+    asyncio.run(main())
+
+
+# -- stored format -------------------------------------------------------------------------------
+
+SNAPSHOT_BYTES_V1 = bytes.fromhex(
+    "4f424a530100900000000000000030fdcb8faa5626274b56dc6697fffbf0850000007b22666f726d"
+    "6174223a312c226b696e64223a226f626a73746f72652e736e617073686f74222c2273657175656e"
+    "63655f6e756d626572223a31322c2273746174655f656e636f64696e67223a226279746573222c22"
+    "73746174655f736368656d615f76657273696f6e223a332c2273747265616d5f6964223a226f7264"
+    "65722fc3bc227d00017374617465"
+)
+SNAPSHOT_JSON_V1 = bytes.fromhex(
+    "4f424a530100a1000000000000003af822dd6402d16c00474839ec58add8840000007b22666f726d"
+    "6174223a312c226b696e64223a226f626a73746f72652e736e617073686f74222c2273657175656e"
+    "63655f6e756d626572223a31332c2273746174655f656e636f64696e67223a226a736f6e222c2273"
+    "746174655f736368656d615f76657273696f6e223a342c2273747265616d5f6964223a226f726465"
+    "722fc3bc227d7b226974656d73223a5b2261225d2c22746f74616c223a357d"
+)
+
+
+@local_backends
+def test_format_1_objects_still_read(open_store: Any, url: str, raw: RawBackends) -> None:
+    store = open_store(url)
+    assert store.key_for("order/ü") == "snapshots/order%2F%C3%BC.snapshot"
+    raw(url).put("snapshots/order%2F%C3%BC.snapshot", SNAPSHOT_BYTES_V1)
+    assert store.load("order/ü") == Snapshot("order/ü", 12, 3, b"\x00\x01state")
+    raw(url).put("snapshots/order%2F%C3%BC.snapshot", SNAPSHOT_JSON_V1)
+    assert store.load("order/ü") == Snapshot("order/ü", 13, 4, {"total": 5, "items": ["a"]})
