@@ -3,12 +3,9 @@
 The backend contract itself is exercised for every transport by the shared contract suite;
 this file covers what only S3 has: error translation by operation, prefix isolation on a flat
 key space, multipart create-if-absent, per-loop clients, and moto's own guarantees that the
-rest of the suite relies on.
+rest of the suite relies on. The fixtures (``moto_server``, ``s3_url``, ``s3_faults``) come
+from the ``tests.servers.s3`` plugin registered in ``tests/conftest.py``.
 """
-
-# The fixtures are imported below until tests/conftest.py registers tests.servers.s3 as a
-# plugin; test parameters named after them would otherwise count as redefinitions.
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -26,7 +23,7 @@ import botocore.exceptions
 import pytest
 
 from objstore.backends import AsyncBackend, RetryPolicy, open_async_backend, open_backend
-from objstore.backends._s3 import MIN_PART_SIZE, S3Transport, translate_error
+from objstore.backends._s3 import MIN_PART_SIZE, S3Transport, _MultipartUpload, translate_error
 from objstore.errors import (
     AlreadyExistsError,
     NotFoundError,
@@ -34,7 +31,7 @@ from objstore.errors import (
     PreconditionFailedError,
     TransientStorageError,
 )
-from tests.servers.s3 import S3Faults, moto_server, s3_faults, s3_url  # noqa: F401
+from tests.servers.s3 import S3Faults
 
 T = TypeVar("T")
 
@@ -405,6 +402,43 @@ def test_stream_racing_creates_have_one_winner(s3_url: str) -> None:
     assert pending_uploads(bucket_of(s3_url)) == []
 
 
+def test_stream_keeps_a_bounded_number_of_parts_in_flight(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transport = transport_for(s3_url, part_size=MIN_PART_SIZE, parts_in_flight=2)
+    in_flight, peak, produced, uploaded = 0, 0, 0, 0
+    original = _MultipartUpload._upload
+
+    async def counting(self: _MultipartUpload, number: int, data: bytes) -> None:
+        nonlocal in_flight, peak, uploaded
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await original(self, number, data)
+        finally:
+            in_flight -= 1
+            uploaded += 1
+
+    async def producer() -> AsyncIterator[bytes]:
+        nonlocal produced
+        for index in range(4):
+            # Parts not yet uploaded are held in memory: never more than those in flight
+            # plus the one being filled.
+            assert produced - uploaded <= 3
+            produced += 1
+            yield bytes([index]) * MIN_PART_SIZE
+
+    monkeypatch.setattr(_MultipartUpload, "_upload", counting)
+
+    async def scenario() -> None:
+        version = await transport.put_if_absent_stream("bounded", producer())
+        assert version.endswith('-4"')
+        await transport.close()
+
+    run(scenario)
+    assert peak == 2
+
+
 def test_stream_failure_aborts_the_upload(s3_url: str, s3_faults: S3Faults) -> None:
     transport = transport_for(s3_url, part_size=MIN_PART_SIZE)
 
@@ -488,9 +522,13 @@ def test_child_process_needs_only_the_url(s3_url: str) -> None:
 
 
 def test_threads_racing_put_if_absent_have_one_winner(s3_url: str) -> None:
-    """8 threads, each on its own event loop, one shared transport: exactly one create wins."""
+    """8 threads, each on its own event loop, one shared transport: exactly one create wins.
+
+    Without the fixture's request lock moto lets two creates of one key both succeed now and
+    then (and answers some with 500s); with it, every round has exactly one winner.
+    """
     transport = transport_for(s3_url)
-    threads_count, rounds = 8, 4
+    threads_count, rounds = 8, 3
     results: list[list[str | None]] = [[None] * threads_count for _ in range(rounds)]
     barrier = threading.Barrier(threads_count)
 
@@ -507,10 +545,15 @@ def test_threads_racing_put_if_absent_have_one_winner(s3_url: str) -> None:
         asyncio.run(main())
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(threads_count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)  # interleave the handler threads more densely
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        sys.setswitchinterval(interval)
 
     async def contents() -> list[bytes]:
         values = [(await transport.get(f"contended-{r}"))[0] for r in range(rounds)]
@@ -522,3 +565,24 @@ def test_threads_racing_put_if_absent_have_one_winner(s3_url: str) -> None:
         assert outcome.count("won") == 1, outcome
         assert outcome.count("lost") == threads_count - 1, outcome
         assert stored[round_] == f"writer {outcome.index('won')}".encode()
+
+
+def test_transports_share_one_client_per_loop_and_close_is_reference_counted(
+    s3_url: str,
+) -> None:
+    async def scenario() -> None:
+        first = open_async_backend(s3_url)
+        second = open_async_backend(s3_url + "/other")
+        await first.put("a", b"1")
+        await second.put("b", b"2")
+        shared = await first.transport._client()  # type: ignore[attr-defined]
+        assert await second.transport._client() is shared  # type: ignore[attr-defined]
+        await first.close()
+        assert (await second.get("b"))[0] == b"2"
+        await second.close()
+        third = open_async_backend(s3_url)
+        assert (await third.get("a"))[0] == b"1"
+        assert await third.transport._client() is not shared  # type: ignore[attr-defined]
+        await third.close()
+
+    asyncio.run(scenario())

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -170,10 +171,77 @@ def _translated(operation: Operation, key: str, version: str | None = None) -> I
 
 @dataclass(slots=True)
 class _LoopClient:
-    """The s3fs filesystem (and, once connected, the client) serving one event loop."""
+    """The s3fs filesystem (and, once connected, the client) serving one event loop.
+
+    ``users`` counts the transports holding it; the last one to close it closes the client.
+    """
 
     fs: Any
     client: Any = None
+    users: int = 0
+
+
+_PoolKey = tuple[asyncio.AbstractEventLoop, str]
+
+
+class _ClientPool:
+    """The clients of this process, one per (event loop, storage options), shared.
+
+    Building an aiobotocore client costs ~0.2 s (service model, credential chain), two
+    orders of magnitude more than a request, so every transport opened with the same
+    options on the same loop shares one. Reset after ``fork``: a child must not use or close
+    its parent's connections.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[_PoolKey, _LoopClient] = {}
+        self._pid = os.getpid()
+
+    def join(self, key: _PoolKey, options: dict[str, Any]) -> tuple[_LoopClient, list[_LoopClient]]:
+        """Register one more user of ``key``'s entry (created if needed); also hand back
+        entries of loops that have ended, for the caller to close."""
+        with self._lock:
+            if self._pid != os.getpid():
+                self._entries = {}
+                self._pid = os.getpid()
+            ended = [
+                self._entries.pop(other) for other in list(self._entries) if other[0].is_closed()
+            ]
+            entry = self._entries.get(key)
+            if entry is None:
+                fs = s3fs.S3FileSystem(asynchronous=True, skip_instance_cache=True, **options)
+                entry = self._entries[key] = _LoopClient(fs)
+            entry.users += 1
+            return entry, ended
+
+    def entry(self, key: _PoolKey) -> _LoopClient | None:
+        """The entry a transport already joined, if the pool still has it."""
+        with self._lock:
+            return self._entries.get(key) if self._pid == os.getpid() else None
+
+    def leave(self, key: _PoolKey) -> _LoopClient | None:
+        """Unregister one user; return the entry if it was the last, for the caller to close."""
+        with self._lock:
+            if self._pid != os.getpid():
+                return None
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            entry.users -= 1
+            if entry.users > 0:
+                return None
+            del self._entries[key]
+            return entry
+
+
+_POOL = _ClientPool()
+
+
+def _options_key(bucket: str, options: dict[str, Any]) -> str:
+    """A stable identity of a client configuration (per bucket only when regions differ)."""
+    scope = bucket if options.get("cache_regions") else ""
+    return json.dumps([scope, options], sort_keys=True, default=repr)
 
 
 class S3Transport(Transport):
@@ -223,8 +291,9 @@ class S3Transport(Transport):
         config_kwargs.setdefault("retries", {"total_max_attempts": 1})
         options["config_kwargs"] = config_kwargs
         self._storage_options = options
-        self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
-        self._clients_lock = threading.Lock()
+        self._options_key = _options_key(bucket, options)
+        self._joined: set[_PoolKey] = set()
+        self._joined_lock = threading.Lock()
         self._pid = os.getpid()
 
     @property
@@ -252,26 +321,19 @@ class S3Transport(Transport):
         return full_key[len(self._prefix) + 1 :] if self._prefix else full_key
 
     async def _client(self) -> Any:
-        """The aiobotocore client bound to the running loop, created on first use there."""
-        loop = asyncio.get_running_loop()
-        with self._clients_lock:
+        """The aiobotocore client for the running loop, shared through the pool."""
+        key = (asyncio.get_running_loop(), self._options_key)
+        with self._joined_lock:
             if self._pid != os.getpid():
-                # A forked child: the parent's connections are not ours to use or close.
-                self._clients = {}
+                self._joined = set()
                 self._pid = os.getpid()
-            orphans = [
-                self._clients.pop(other) for other in list(self._clients) if other.is_closed()
-            ]
-            entry = self._clients.get(loop)
-            if entry is None:
-                entry = _LoopClient(
-                    s3fs.S3FileSystem(
-                        asynchronous=True, skip_instance_cache=True, **self._storage_options
-                    )
-                )
-                self._clients[loop] = entry
-        for orphan in orphans:
-            await _close_client(orphan)
+            first_use = key not in self._joined
+            self._joined.add(key)
+        entry = None if first_use else _POOL.entry(key)
+        if entry is None:
+            entry, ended = _POOL.join(key, self._storage_options)
+            for stale in ended:
+                await _close_client(stale)
         if entry.client is None:
             await entry.fs.set_session()
             entry.client = await entry.fs.get_s3(self._bucket)
@@ -423,17 +485,21 @@ class S3Transport(Transport):
             raise
 
     async def close(self) -> None:
-        """Close the client of every loop this transport has used.
+        """Stop using the clients of every loop this transport has used.
 
-        The running loop's client is closed before returning; clients of other loops that
-        still run are closed on their own loop in the background; clients of loops that have
-        ended are dropped. A later call opens fresh clients.
+        A client shared with other open transports stays open for them; the last user closes
+        it: on the running loop, or a loop that has ended, before returning; on another loop
+        that still runs, in the background there. A later call opens fresh clients.
         """
-        with self._clients_lock:
-            entries = list(self._clients.items())
-            self._clients = {}
+        with self._joined_lock:
+            joined = list(self._joined) if self._pid == os.getpid() else []
+            self._joined = set()
         current = asyncio.get_running_loop()
-        for loop, entry in entries:
+        for key in joined:
+            entry = _POOL.leave(key)
+            if entry is None:
+                continue
+            loop = key[0]
             if loop is current or loop.is_closed():
                 await _close_client(entry)
             elif loop.is_running():

@@ -14,8 +14,11 @@ Fixtures:
 moto 5.2.1 enforces ``If-None-Match: *`` and ``If-Match`` on PutObject, ``If-None-Match: *``
 on CompleteMultipartUpload and ``If-Match`` on DeleteObject (checked by
 ``tests/test_s3_transport.py``), but it checks the condition and then writes, in separate
-steps, while the server handles requests on concurrent threads. S3 itself is atomic, so the
-fixture serialises every object-mutating request under one lock for the session.
+steps, while the server handles requests on concurrent threads: 8 threads racing creates of
+one key under a short thread switch interval saw two winners, and some of the racing requests
+got 500s ("I/O operation on closed file"). S3 answers every request atomically, so
+the fixture runs moto's request handlers one at a time for the session; requests from many
+clients still interleave freely, just never inside one another.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import pytest
 from moto.s3.responses import S3Response
 from moto.server import ThreadedMotoServer
 
-__all__ = ["S3Faults", "atomic_object_writes", "moto_server", "s3_faults", "s3_url"]
+__all__ = ["S3Faults", "atomic_requests", "moto_server", "s3_faults", "s3_url"]
 
 _ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -50,22 +53,27 @@ _UNSET = (
     "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
 )
 
-# S3Response methods that change objects: PUT (object, copy, part), DELETE (object, abort) and
-# POST (create / complete multipart upload). Each runs "check preconditions, then write".
-_MUTATING_METHODS = ("put_object", "delete_object", "_key_response_post")
+# The entry points of every S3 request moto serves: object requests (GET, HEAD, PUT, POST for
+# multipart, DELETE), bucket requests (listings, bucket creation) and path-style requests that
+# could be either.
+_HANDLERS = ("key_response", "bucket_response", "ambiguous_response")
 
-_write_lock = threading.RLock()
+_request_lock = threading.RLock()
 
 
 @contextlib.contextmanager
-def atomic_object_writes() -> Iterator[None]:
-    """Run moto's object-mutating request handlers one at a time, like S3's atomic writes."""
-    originals = {name: getattr(S3Response, name) for name in _MUTATING_METHODS}
+def atomic_requests() -> Iterator[None]:
+    """Run moto's S3 request handlers one at a time, so each request is atomic as on S3.
+
+    Conditional writes then check and write in one step, and a read never sees an object
+    half replaced.
+    """
+    originals = {name: getattr(S3Response, name) for name in _HANDLERS}
 
     def serialised(method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
         def handler(self: S3Response, *args: Any, **kwargs: Any) -> Any:
-            with _write_lock:
+            with _request_lock:
                 return method(self, *args, **kwargs)
 
         return handler
@@ -201,7 +209,7 @@ def moto_server() -> Iterator[str]:
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     try:
-        with _aws_environment(endpoint), atomic_object_writes():
+        with _aws_environment(endpoint), atomic_requests():
             yield endpoint
     finally:
         server.stop()
