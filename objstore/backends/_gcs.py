@@ -488,17 +488,27 @@ class GCSTransport(Transport):
         return self._info(key, await self._metadata("HEAD", key))
 
     async def list(self, prefix: str) -> ObjectListing:
+        return await self._list(prefix, None, None)
+
+    async def list_after(self, prefix: str, start_after: str, limit: int) -> ObjectListing:
+        """One listing request with ``startOffset`` (more only if ``limit`` exceeds a page)."""
+        return await self._list(prefix, start_after, limit)
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> ObjectListing:
         name_prefix = self._list_prefix(prefix)
         root = self._list_prefix("")
         items: list[ObjectInfo] = []
         page_token: str | None = None
-        while True:
+        while limit is None or len(items) < limit:
             params = {
-                "maxResults": str(self.page_size),
+                "maxResults": str(min(self.page_size, limit or self.page_size)),
                 "fields": "items(name,size,generation,updated),nextPageToken",
             }
             if name_prefix:
                 params["prefix"] = name_prefix
+            if start_after is not None:
+                # startOffset is inclusive; the exact key is dropped below.
+                params["startOffset"] = root + start_after
             if page_token:
                 params["pageToken"] = page_token
             response = await self._request(
@@ -512,12 +522,14 @@ class GCSTransport(Transport):
                 # Skip anything outside the prefix (defensive) and folder placeholder objects.
                 if not name.startswith(name_prefix) or name.endswith("/"):
                     continue
-                items.append(self._info(name[len(root) :], item))
+                info = self._info(name[len(root) :], item)
+                if start_after is None or info.key > start_after:
+                    items.append(info)
             page_token = page.get("nextPageToken")
             if not page_token:
                 break
         items.sort(key=lambda info: info.key)
-        return items
+        return items[:limit] if limit is not None else items
 
     # -- writes ------------------------------------------------------------------------------
 

@@ -381,6 +381,13 @@ class S3Transport(Transport):
         )
 
     async def list(self, prefix: str) -> ObjectListing:
+        return await self._list(prefix, None, None)
+
+    async def list_after(self, prefix: str, start_after: str, limit: int) -> ObjectListing:
+        """One ``ListObjectsV2`` with ``StartAfter`` (more only if ``limit`` exceeds a page)."""
+        return await self._list(prefix, start_after, limit)
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> ObjectListing:
         client = await self._client()
         # A trailing "/" makes the prefix a whole path segment: "a/b" never lists "a/bc".
         base = self._full_key(prefix) if prefix else self._prefix
@@ -388,12 +395,14 @@ class S3Transport(Transport):
         items: list[ObjectInfo] = []
         token: str | None = None
         with _translated("list", prefix):
-            while True:
+            while limit is None or len(items) < limit:
                 kwargs: dict[str, Any] = {
                     "Bucket": self._bucket,
                     "Prefix": listed,
-                    "MaxKeys": self.list_page_size,
+                    "MaxKeys": min(self.list_page_size, limit or self.list_page_size),
                 }
+                if start_after is not None:
+                    kwargs["StartAfter"] = self._full_key(start_after)
                 if token:
                     kwargs["ContinuationToken"] = token
                 page = await client.list_objects_v2(**kwargs)
@@ -414,7 +423,7 @@ class S3Transport(Transport):
                 if not page.get("IsTruncated") or not token:
                     break
         items.sort(key=lambda info: info.key)
-        return items
+        return items[:limit] if limit is not None else items
 
     # -- writes -------------------------------------------------------------------------------
 

@@ -184,6 +184,21 @@ class BackendContract:
         assert [info.key for info in backend.list("a/b")] == ["a/b/one"]
         assert [info.key for info in backend.list("a/bc")] == ["a/bc/two"]
 
+    def test_list_after_is_exclusive_bounded_and_prefix_scoped(self, backend: Any) -> None:
+        for index in range(10):
+            backend.put(f"l/{index:02d}", b"x")
+        backend.put("l2/outside", b"x")
+        assert [i.key for i in backend.list_after("l", "l/03", 4)] == [
+            "l/04",
+            "l/05",
+            "l/06",
+            "l/07",
+        ]
+        assert [i.key for i in backend.list_after("l", "l/08", 100)] == ["l/09"]
+        assert backend.list_after("l", "l/09", 5) == []
+        assert [i.key for i in backend.list_after("l", "a", 2)] == ["l/00", "l/01"]
+        assert [i.key for i in backend.list_after("", "l/09", 5)] == ["l2/outside"]
+
     def test_list_of_missing_prefix_is_empty(self, backend: Any) -> None:
         assert backend.list("nothing/here") == []
 

@@ -25,7 +25,8 @@ servers apart by their ``Storage`` object:
   one request at a time on one thread (no ``ThreadingMixIn``), so check-then-write inside a
   handler is atomic without a lock.
 * ``x-goog-generation`` on media downloads, as GCS sends it.
-* ``maxResults`` / ``pageToken`` paging of listings, as GCS pages them.
+* ``maxResults`` / ``pageToken`` paging and inclusive ``startOffset`` of listings, as GCS
+  does them.
 * an empty media upload creates an empty object (the emulator crashes on ``len(None)``).
 """
 
@@ -219,7 +220,10 @@ def _list(original: Handler, request: Any, response: Any, storage: Storage) -> A
     if response.status != HTTPStatus.OK or "maxResults" not in request.query:
         return result
     page = json.loads(response._content)
-    items = page.get("items") or []
+    items = sorted(page.get("items") or [], key=lambda item: item["name"])
+    offset = (request.query.get("startOffset") or [""])[0]
+    if offset:
+        items = [item for item in items if item["name"] >= offset]
     token = (request.query.get("pageToken") or [""])[0]
     if token:
         items = [item for item in items if item["name"] > token]
