@@ -8,9 +8,18 @@ single segment, so no name can contain a separator or collide with another name'
 
 from __future__ import annotations
 
+import hashlib
 import urllib.parse
 
-__all__ = ["escape_name", "join_key", "unescape_name", "validate_key", "validate_prefix"]
+__all__ = [
+    "MAX_SEGMENT_LENGTH",
+    "escape_name",
+    "join_key",
+    "name_segment",
+    "unescape_name",
+    "validate_key",
+    "validate_prefix",
+]
 
 _ESCAPE_SAFE = "-_.~"
 
@@ -85,3 +94,34 @@ def unescape_name(segment: str) -> str:
 def join_key(*parts: str) -> str:
     """Join non-empty key parts with ``/``."""
     return "/".join(part for part in parts if part)
+
+
+MAX_SEGMENT_LENGTH = 200
+"""Longest key segment a user name becomes; longer escaped names are shortened (below).
+
+Local file systems refuse file names over 255 bytes and S3 keys over 1,024 bytes, so a
+1,000-character id cannot simply be percent-encoded into one segment."""
+_SHORTENED_PREFIX = 120
+_SHORTENED_MARK = "%~"
+
+
+def name_segment(name: object, *, what: str = "name") -> str:
+    """The single key segment a user-supplied name (query id, projection name, stream id)
+    lives under: :func:`escape_name`, shortened when too long.
+
+    An escaped name longer than :data:`MAX_SEGMENT_LENGTH` becomes its first 120 escaped
+    characters, ``%~`` and the SHA-256 of the whole name in hex. ``escape_name`` never
+    emits ``%~`` (a ``%`` is always followed by two hex digits there), so a shortened
+    segment cannot equal any other name's plain segment, and SHA-256 makes two long names
+    sharing a segment infeasible; stores still record the full name inside their objects
+    and check it on read. Raises ``TypeError``/``ValueError`` like ``escape_name``.
+    """
+    escaped = escape_name(name, what=what)
+    if len(escaped) <= MAX_SEGMENT_LENGTH:
+        return escaped
+    head = escaped[:_SHORTENED_PREFIX]
+    cut = head.rfind("%", len(head) - 2)
+    if cut != -1:
+        head = head[:cut]  # never end on half of a %XX escape
+    digest = hashlib.sha256(str(name).encode("utf-8")).hexdigest()
+    return f"{head}{_SHORTENED_MARK}{digest}"

@@ -49,9 +49,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeGuard, TypeVar
 
-from objstore._keys import join_key
+from objstore._keys import join_key, name_segment
 from objstore._loop import blocking
-from objstore._open import StoreLocation, as_async_backend, name_segment
+from objstore._open import StoreLocation, as_async_backend
 from objstore.backends import AsyncBackend
 from objstore.codec import canonical_json, parse_json, seal, unseal
 from objstore.errors import (

@@ -5,7 +5,7 @@ The contract is mako's ``SnapshotStore`` (DESIGN §4). Layout::
     {root}/snapshots/{stream}.snapshot
 
 ``{stream}`` is the stream id escaped into one key segment (see
-:func:`~objstore._open.name_segment`). Each object is a sealed blob (zstd-compressed when
+:func:`~objstore._keys.name_segment`). Each object is a sealed blob (zstd-compressed when
 that pays, xxh3-128 checksummed, like every small objstore object) of::
 
     header length u32 LE | canonical JSON header | state
@@ -33,9 +33,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeGuard
 
-from objstore._keys import escape_name, join_key
+from objstore._keys import escape_name, join_key, name_segment
 from objstore._loop import blocking
-from objstore._open import StoreLocation, as_async_backend, name_segment
+from objstore._open import StoreLocation, as_async_backend
 from objstore.backends import AsyncBackend
 from objstore.codec import canonical_json, parse_json, seal, unseal
 from objstore.errors import CorruptionError, NotFoundError

@@ -6,7 +6,7 @@ The contract is Drasi's source ``CheckpointStore`` + ``SessionControl`` (DESIGN 
     {root}/sources/{query}/config_hash   sealed JSON: the query's config hash
 
 ``{query}`` is the query id percent-escaped into one key segment (see
-:func:`~objstore._open.name_segment`); source ids live *inside* the state object, so no
+:func:`~objstore._keys.name_segment`); source ids live *inside* the state object, so no
 source id is ever part of a key.
 
 **Commit protocol.** The whole committed state is one object. The outermost :meth:`commit`
@@ -42,9 +42,9 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from objstore._keys import escape_name, join_key
+from objstore._keys import escape_name, join_key, name_segment
 from objstore._loop import blocking
-from objstore._open import StoreLocation, as_async_backend, name_segment
+from objstore._open import StoreLocation, as_async_backend
 from objstore.backends import AsyncBackend, Buffer
 from objstore.codec import canonical_json, parse_json, seal, unseal
 from objstore.errors import (

@@ -9,6 +9,7 @@ and ``--dry-run`` is proven to change no byte of the store. The S3 fixtures (``s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -23,7 +24,18 @@ from typer.testing import CliRunner, Result
 
 from objstore import CheckpointManifest, CheckpointStore, cli, open_backend
 from objstore.backends import AsyncBackend, MemoryTransport
-from objstore.checkpoint import LATEST, AsyncCheckpointStore, manifest_key, state_key
+from objstore.checkpoint import (
+    LATEST,
+    AsyncCheckpointStore,
+    Pointer,
+    RecoveryReport,
+    _maintenance,
+    manifest_key,
+    plan_pointer_repair,
+    read_pointer_async,
+    state_key,
+)
+from objstore.cli import _output, _probe, _repair
 from objstore.errors import (
     AlreadyExistsError,
     CheckpointConflict,
@@ -318,8 +330,7 @@ def test_streamed_verification_agrees_with_the_library(
     expected = {cid: store.validate_checkpoint(cid) for cid in range(1, 9)}
     store.close()
     assert sum(result.valid for result in expected.values()) == 2  # 1 and 6
-    monkeypatch.setattr(cli, "STREAM_THRESHOLD", 0)  # every sidecar streamed...
-    monkeypatch.setattr(cli, "RANGE_SIZE", 64)  # ...in many small ranged reads
+    monkeypatch.setattr(_maintenance, "RANGE_SIZE", 64)  # many small ranged reads per sidecar
     _, doc = invoke_json("verify", url, "--all")
     for row in doc["checkpoints"]:
         library = expected[row["id"]]
@@ -412,21 +423,25 @@ def test_recover_nothing_valid_is_exit_1(tmp_path: Path) -> None:
     assert "Nothing valid to restore" in invoke("recover", url).stdout
 
 
+def _report(chosen: int | None, skipped: dict[int, str], examined: list[int]) -> RecoveryReport:
+    return RecoveryReport(chosen, None, tuple(examined), tuple(skipped.items()))
+
+
 def test_plan_pointer_repair_decisions() -> None:
-    ok = cli.Pointer(name(5), 5, "v")
-    assert cli.plan_pointer_repair(ok, 5, {}, [5])["action"] == "none"
-    assert cli.plan_pointer_repair(ok, None, {}, [5])["needed"] is False
-    assert cli.plan_pointer_repair(ok, 7, {}, [7, 6, 5])["action"] == "forward"
-    assert cli.plan_pointer_repair(ok, 3, {5: "bad"}, [5, 4, 3])["action"] == "backward"
-    assert cli.plan_pointer_repair(ok, 3, {}, [4, 3])["action"] == "backward"  # 5 is gone
+    ok = Pointer(name(5), 5, "v")
+    assert plan_pointer_repair(ok, _report(5, {}, [5])).action == "none"
+    assert plan_pointer_repair(ok, _report(None, {}, [5])).needed is False
+    assert plan_pointer_repair(ok, _report(7, {}, [7, 6, 5])).action == "forward"
+    assert plan_pointer_repair(ok, _report(3, {5: "bad"}, [5, 4, 3])).action == "backward"
+    assert plan_pointer_repair(ok, _report(3, {}, [4, 3])).action == "backward"  # 5 is gone
     # A newer checkpoint the walk did not find invalid (it appeared during the walk):
     # never moved backward.
-    refused = cli.plan_pointer_repair(ok, 3, {4: "bad"}, [5, 4, 3])
-    assert (refused["action"], refused["needed"]) == ("refuse", True)
-    missing = cli.Pointer(None, None, None)
-    assert cli.plan_pointer_repair(missing, 3, {}, [3])["action"] == "create"
-    garbage = cli.Pointer("zz", None, "v")
-    assert cli.plan_pointer_repair(garbage, 3, {}, [3])["action"] == "replace"
+    refused = plan_pointer_repair(ok, _report(3, {4: "bad"}, [5, 4, 3]))
+    assert (refused.action, refused.needed) == ("refuse", True)
+    missing = Pointer(None, None, None)
+    assert plan_pointer_repair(missing, _report(3, {}, [3])).action == "create"
+    garbage = Pointer("zz", None, "v")
+    assert plan_pointer_repair(garbage, _report(3, {}, [3])).action == "replace"
 
 
 def test_repair_is_a_compare_and_swap(tmp_path: Path) -> None:
@@ -436,15 +451,15 @@ def test_repair_is_a_compare_and_swap(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         store = AsyncCheckpointStore(url)
-        stale = await cli.read_pointer(store.backend)
-        plan = cli.plan_pointer_repair(stale, 2, {}, [2, 1])
+        stale = await read_pointer_async(store)
+        plan = plan_pointer_repair(stale, _report(2, {}, [2, 1]))
         await store.backend.put(LATEST, name(2).encode())  # a writer moved it meanwhile
         with pytest.raises(cli.CliError) as caught:
-            await cli.repair_pointer(store, stale, plan)
+            await _repair._apply(store, plan)
         assert caught.value.code == cli.ExitCode.CONFLICT
-        refuse = {**plan, "action": "refuse", "reason": "no"}
+        refuse = dataclasses.replace(plan, action="refuse", reason="no")
         with pytest.raises(cli.CliError):
-            await cli.repair_pointer(store, await cli.read_pointer(store.backend), refuse)
+            await _repair._apply(store, refuse)
         await store.close()
 
     asyncio.run(scenario())
@@ -639,7 +654,7 @@ def unsupported_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         return real(url, **options)
 
     monkeypatch.setattr(objstore._open, "open_async_backend", opener)
-    monkeypatch.setattr(cli, "open_async_backend", opener)
+    monkeypatch.setattr(_probe, "open_async_backend", opener)
     yield f"memory://{name}"
     MemoryTransport.discard(name)
 
@@ -767,14 +782,14 @@ def test_bugs_are_not_swallowed() -> None:
 
 
 def test_progress_bar_only_on_a_terminal() -> None:
-    assert cli._want_progress(json_output=True) is False
-    quiet = cli.ByteProgress(False)
+    assert _output.want_progress(json_output=True) is False
+    quiet = _output.ByteProgress(False)
     with quiet:
         quiet.start("x", 10)
         quiet.advance(5)
     assert not quiet.enabled
     console = Console(force_terminal=True, width=80, record=True)
-    bar = cli.ByteProgress(True, console=console)
+    bar = _output.ByteProgress(True, console=console)
     with bar:
         bar.start("verifying", 100)
         bar.advance(100)

@@ -1,0 +1,512 @@
+"""Maintenance of a checkpoint store: its pointer, streamed validation, and copies.
+
+These are an operator's operations, not a writer's hot path (the ``objstore`` command is
+built on them):
+
+- :func:`read_pointer_async` reads ``latest.txt`` as it is: missing, garbage, or naming an id.
+- :func:`plan_pointer_repair` decides, purely, how ``latest.txt`` must move to name the
+  newest valid checkpoint; :func:`repair_pointer_async` applies the plan with one
+  compare-and-swap.
+- :func:`validate_checkpoint_streaming_async` runs the checks of
+  :meth:`~objstore.checkpoint.AsyncCheckpointStore.validate_checkpoint` with ranged reads
+  and an incremental hash, so memory stays bounded whatever the size of the sidecar, and
+  reports progress as it reads.
+- :func:`copy_checkpoint_async` copies one checkpoint's bytes to another store, where it
+  commits exactly as a save would, and moves the destination's pointer forward last.
+
+Every ``*_async`` function has a blocking twin of the same name without the suffix, taking
+:class:`~objstore.checkpoint.CheckpointStore` objects and running the same coroutine on
+objstore's private loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Literal
+
+from objstore._loop import run_sync
+from objstore.backends import AsyncBackend
+from objstore.checkpoint._layout import (
+    LATEST,
+    manifest_key,
+    parse_checkpoint_name,
+    pointer_text,
+    state_key,
+)
+from objstore.checkpoint._manifest import StoredManifest, check_checkpoint_id, decode_manifest
+from objstore.checkpoint._store import (
+    AsyncCheckpointStore,
+    CheckpointStore,
+    RecoveryReport,
+    ValidationResult,
+)
+from objstore.checkpoint._streamed_sidecar import (
+    RANGE_SIZE,
+    Progress,
+    check_sidecar,
+    no_progress,
+    open_sidecar,
+)
+from objstore.errors import (
+    AlreadyExistsError,
+    CheckpointConflict,
+    CorruptionError,
+    NotFoundError,
+    PreconditionFailedError,
+)
+
+__all__ = [
+    "CopyResult",
+    "Pointer",
+    "PointerRepair",
+    "copy_checkpoint",
+    "copy_checkpoint_async",
+    "plan_pointer_repair",
+    "read_pointer",
+    "read_pointer_async",
+    "repair_pointer",
+    "repair_pointer_async",
+    "validate_checkpoint_streaming",
+    "validate_checkpoint_streaming_async",
+]
+
+POINTER_ATTEMPTS = 100
+"""Compare-and-swap attempts to move a pointer forward before giving up to other writers."""
+POINTER_TEXT_SHOWN = 200
+"""How much of a garbage ``latest.txt`` :class:`Pointer` keeps, for reports."""
+
+PointerState = Literal["missing", "garbage", "set"]
+RepairAction = Literal["none", "create", "replace", "forward", "backward", "refuse"]
+
+
+# -- the pointer -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pointer:
+    """``latest.txt`` as read.
+
+    ``text`` is its content (the first 200 characters, decoded leniently; ``None`` if the
+    object is missing), ``checkpoint_id`` the id it names (``None`` if missing or garbage) and
+    ``version`` what a compare-and-swap of it must expect (``None`` if missing).
+    """
+
+    text: str | None
+    checkpoint_id: int | None
+    version: str | None
+
+    @property
+    def exists(self) -> bool:
+        """Whether ``latest.txt`` exists at all."""
+        return self.text is not None
+
+    @property
+    def state(self) -> PointerState:
+        """``missing``, ``garbage`` (does not name a checkpoint) or ``set``."""
+        if self.text is None:
+            return "missing"
+        return "garbage" if self.checkpoint_id is None else "set"
+
+
+async def read_pointer_async(store: AsyncCheckpointStore) -> Pointer:
+    """Read ``latest.txt`` of ``store`` as it is (one GET).
+
+    Unlike the store's loaders, this does not look past the pointer: it says what the
+    pointer names, so that it can be reported or repaired.
+    """
+    try:
+        data, version = await store.backend.get(LATEST)
+    except NotFoundError:
+        return Pointer(None, None, None)
+    try:
+        checkpoint_id = parse_checkpoint_name(data.decode("ascii"))
+    except UnicodeDecodeError:
+        checkpoint_id = None
+    text = data[:POINTER_TEXT_SHOWN].decode("utf-8", "replace")
+    return Pointer(text, checkpoint_id, version)
+
+
+@dataclass(frozen=True, slots=True)
+class PointerRepair:
+    """How ``latest.txt`` must move to name the newest valid checkpoint.
+
+    ``action`` is ``none`` (nothing to do, or nothing valid to point at), ``create`` (the
+    pointer is missing), ``replace`` (it is garbage), ``forward`` (it lags), ``backward``
+    (it names a checkpoint found invalid or missing) or ``refuse`` (it names a newer
+    checkpoint that was not found invalid: never moved backward). ``pointer`` is the pointer
+    the plan was made from; its version is what the compare-and-swap expects, so a plan made
+    before a writer moved the pointer can never overwrite that writer's commit.
+    """
+
+    action: RepairAction
+    pointer: Pointer
+    target_id: int | None
+    reason: str
+
+    @property
+    def needed(self) -> bool:
+        """Whether the pointer does not name the newest valid checkpoint (even if refused)."""
+        return self.action != "none"
+
+    @property
+    def from_id(self) -> int | None:
+        """The id the pointer names now (``None`` if missing or garbage)."""
+        return self.pointer.checkpoint_id
+
+
+def plan_pointer_repair(pointer: Pointer, report: RecoveryReport) -> PointerRepair:
+    """Decide how ``pointer`` must move to name ``report.chosen_id`` (pure; no I/O).
+
+    Writers only ever move the pointer forward. A repair is an operator's act and may also
+    move it *backward*, but only off a checkpoint the recovery walk found invalid, or one
+    that does not exist: that is its whole point. A pointer naming a newer checkpoint the
+    walk did not examine (committed during the walk) is refused, never moved backward. A
+    missing pointer is created, a garbage one replaced, a lagging one moved forward. With
+    nothing valid, the pointer is left alone.
+
+    ``pointer`` must have been read *before* the walk that produced ``report``.
+    """
+    chosen = report.chosen_id
+    named = pointer.checkpoint_id
+    skipped = dict(report.skipped)
+
+    def plan(action: RepairAction, reason: str) -> PointerRepair:
+        return PointerRepair(action, pointer, chosen, reason)
+
+    if chosen is None:
+        return plan("none", "no valid checkpoint to point at; latest.txt is left alone")
+    if named == chosen:
+        return plan("none", "latest.txt already names the newest valid checkpoint")
+    if not pointer.exists:
+        return plan("create", "latest.txt is missing")
+    if named is None:
+        return plan("replace", "latest.txt does not name a checkpoint")
+    if named < chosen:
+        return plan("forward", f"latest.txt lags behind at checkpoint {named}")
+    if named in skipped:
+        return plan(
+            "backward", f"latest.txt names checkpoint {named}, which is invalid: {skipped[named]}"
+        )
+    if named not in report.examined:
+        return plan("backward", f"latest.txt names checkpoint {named}, which does not exist")
+    return plan(
+        "refuse",
+        f"latest.txt names checkpoint {named}, newer than the newest valid checkpoint "
+        f"{chosen}, and the walk did not find it invalid; it is not moved backward",
+    )
+
+
+async def repair_pointer_async(
+    store: AsyncCheckpointStore, plan: PointerRepair | None = None
+) -> PointerRepair:
+    """Apply ``plan`` to ``latest.txt`` with one compare-and-swap, and return it.
+
+    Without a plan, reads the pointer, walks back with
+    :meth:`~AsyncCheckpointStore.recover_latest_validated` and plans with
+    :func:`plan_pointer_repair` first. Nothing is written when the action is ``none``.
+    Raises :class:`~objstore.errors.PreconditionFailedError` having written nothing when the
+    plan is ``refuse``, or when the pointer moved since the plan's pointer was read (a
+    writer is active: re-plan and retry). Never deletes anything.
+    """
+    if plan is None:
+        pointer = await read_pointer_async(store)  # before the walk: see plan_pointer_repair
+        plan = plan_pointer_repair(pointer, await store.recover_latest_validated())
+    if plan.action == "none":
+        return plan
+    if plan.action == "refuse" or plan.target_id is None:
+        raise PreconditionFailedError(LATEST, plan.reason)
+    if not await _swap_pointer(store.backend, plan.pointer, plan.target_id):
+        raise PreconditionFailedError(
+            LATEST,
+            "latest.txt changed while repairing (is a writer running?); nothing was written",
+            expected_version=plan.pointer.version,
+        )
+    return plan
+
+
+async def _swap_pointer(backend: AsyncBackend, pointer: Pointer, target: int) -> bool:
+    """Make ``latest.txt`` name ``target`` if it is still ``pointer``; whether it did."""
+    text = pointer_text(target)
+    try:
+        if pointer.version is None:
+            await backend.put_if_absent(LATEST, text)
+        else:
+            await backend.put_if_match(LATEST, text, pointer.version)
+    except (AlreadyExistsError, PreconditionFailedError, NotFoundError):
+        return False
+    return True
+
+
+async def _advance_pointer(store: AsyncCheckpointStore, target: int) -> tuple[Pointer, bool]:
+    """Move ``latest.txt`` forward to ``target``, never backward: the pointer as found and
+    whether it moved. Retries while concurrent writers move it first."""
+    for _ in range(POINTER_ATTEMPTS):
+        pointer = await read_pointer_async(store)
+        if pointer.checkpoint_id is not None and pointer.checkpoint_id >= target:
+            return pointer, False
+        if await _swap_pointer(store.backend, pointer, target):
+            return pointer, True
+    raise PreconditionFailedError(LATEST, "latest.txt keeps changing under concurrent writers")
+
+
+# -- streamed validation ----------------------------------------------------------------------
+
+
+def _range_size(requested: int | None) -> int:
+    """``requested`` (``None``: :data:`RANGE_SIZE`); ``ValueError`` unless positive."""
+    if requested is None:
+        return RANGE_SIZE
+    if requested < 1:
+        raise ValueError(f"range_size must be at least 1 byte, got {requested}")
+    return requested
+
+
+async def _read_manifest(backend: AsyncBackend, checkpoint_id: int) -> tuple[bytes, StoredManifest]:
+    """Bytes and decoded manifest of ``checkpoint_id``; ``NotFoundError``/``CorruptionError``."""
+    key = manifest_key(checkpoint_id)
+    data, _ = await backend.get(key)
+    return data, decode_manifest(data, key=key, expected_id=checkpoint_id)
+
+
+async def validate_checkpoint_streaming_async(
+    store: AsyncCheckpointStore,
+    checkpoint_id: int,
+    *,
+    progress: Progress | None = None,
+    range_size: int | None = None,
+) -> ValidationResult:
+    """Fully validate one checkpoint like :meth:`AsyncCheckpointStore.validate_checkpoint`
+    (same checks, same issues, same warnings), reading its sidecar in ranged reads.
+
+    The sidecar is hashed as it arrives, ``range_size`` bytes at a time (default 8 MiB, two
+    reads in flight), and never held whole, so a multi-GB sidecar costs bounded memory.
+    ``progress`` is called with the byte count of each read. Requests: the manifest GET,
+    a HEAD of the sidecar and one GET per range. Transient errors propagate (after
+    retries) rather than being mistaken for corruption.
+    """
+    check_checkpoint_id(checkpoint_id)
+    ranges = _range_size(range_size)
+    try:
+        _, stored = await _read_manifest(store.backend, checkpoint_id)
+    except NotFoundError:
+        return ValidationResult(checkpoint_id, False, ("manifest missing",))
+    except CorruptionError as exc:
+        return ValidationResult(checkpoint_id, False, (exc.reason,))
+    manifest = stored.manifest
+    warnings: tuple[str, ...] = ()
+    if manifest.vnode_count != store.vnode_count:
+        warnings = (
+            f"vnode_count {manifest.vnode_count} differs from the store's {store.vnode_count}",
+        )
+    if manifest.state_checksum is not None:
+        try:
+            await check_sidecar(
+                store.backend,
+                stored,
+                range_size=ranges,
+                progress=progress or no_progress,
+            )
+        except CorruptionError as exc:
+            return ValidationResult(checkpoint_id, False, (exc.reason,), warnings)
+    return ValidationResult(checkpoint_id, True, (), warnings)
+
+
+# -- copies ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    """What :func:`copy_checkpoint_async` did.
+
+    ``outcome`` is ``copied``, or ``present`` when the destination already held this very
+    commit (an earlier or interrupted copy). ``pointer_before`` is the destination's pointer
+    as found before moving it, ``pointer_moved`` whether it now names this checkpoint.
+    """
+
+    checkpoint_id: int
+    outcome: Literal["copied", "present"]
+    pointer_before: Pointer
+    pointer_moved: bool
+
+
+def _same_commit(a: StoredManifest, b: StoredManifest) -> bool:
+    """Whether two manifests record the same commit (revisions may differ)."""
+    return a.writer_nonce == b.writer_nonce and a.state_nonce == b.state_nonce
+
+
+async def copy_checkpoint_async(
+    src: AsyncCheckpointStore,
+    dst: AsyncCheckpointStore,
+    checkpoint_id: int,
+    *,
+    progress: Progress | None = None,
+    range_size: int | None = None,
+) -> CopyResult:
+    """Copy one checkpoint from ``src`` to ``dst`` byte for byte, committing it there.
+
+    ``state.bin`` then ``manifest.json``, each create-if-absent, so the copy commits exactly
+    as a save does and its checksums carry over; the sidecar is checked against its manifest
+    while it streams (ranged reads of ``range_size``), and a source that is not whole makes
+    the copy stop before anything is committed on ``dst``. The copy is then validated on
+    ``dst``, and last ``dst``'s ``latest.txt`` is moved forward to it by compare-and-swap,
+    never backward. Copying again resumes: objects already on ``dst`` are kept if they are
+    this very commit. ``progress`` is called with byte counts as the sidecar is read from
+    ``src`` and again as it is validated on ``dst`` (twice its size in all).
+
+    Raises ``NotFoundError`` if ``src`` has no such checkpoint, :class:`CorruptionError` if
+    it is not valid on ``src`` (nothing committed on ``dst``) or does not validate on ``dst``
+    after the copy, and :class:`~objstore.errors.CheckpointConflict` if ``dst`` holds a
+    different commit of that id (or an unreadable one); nothing on ``dst`` is overwritten.
+    """
+    check_checkpoint_id(checkpoint_id)
+    advance = progress or no_progress
+    ranges = _range_size(range_size)
+    data, stored = await _read_manifest(src.backend, checkpoint_id)
+    existing = await _destination_manifest(dst, stored)
+    outcome: Literal["copied", "present"] = "present" if existing is not None else "copied"
+    if existing is None:
+        version = None
+        if stored.manifest.state_checksum is not None:
+            version = await _copy_sidecar(src, dst, stored, range_size=ranges, progress=advance)
+        try:
+            await dst.backend.put_if_absent(manifest_key(checkpoint_id), data)
+        except AlreadyExistsError as exc:
+            # Another copy of this very commit may have won the race: then it is present.
+            try:
+                raced = await _destination_manifest(dst, stored)
+            except CheckpointConflict:
+                if version is not None:  # our sidecar lost to a manifest-only commit
+                    with contextlib.suppress(PreconditionFailedError):
+                        await dst.backend.delete(state_key(checkpoint_id), version)
+                raise
+            if raced is None:
+                raise _conflict(dst, stored, None) from exc
+            outcome = "present"
+    result = await validate_checkpoint_streaming_async(
+        dst, checkpoint_id, progress=advance, range_size=ranges
+    )
+    if not result.valid:
+        raise CorruptionError(
+            manifest_key(checkpoint_id),
+            f"checkpoint {checkpoint_id} does not validate on {dst.url} after the copy: "
+            + "; ".join(result.issues),
+        )
+    before, moved = await _advance_pointer(dst, checkpoint_id)
+    return CopyResult(checkpoint_id, outcome, before, moved)
+
+
+def _conflict(
+    dst: AsyncCheckpointStore, stored: StoredManifest, theirs: StoredManifest | None
+) -> CheckpointConflict:
+    checkpoint_id = stored.manifest.checkpoint_id
+    return CheckpointConflict(
+        manifest_key(checkpoint_id),
+        f"{dst.url} already has a different checkpoint {checkpoint_id} (another writer's "
+        "commit); not copying over it",
+        checkpoint_id=checkpoint_id,
+        epoch=stored.manifest.epoch,
+        winner_epoch=None if theirs is None else theirs.manifest.epoch,
+    )
+
+
+async def _destination_manifest(
+    dst: AsyncCheckpointStore, stored: StoredManifest
+) -> StoredManifest | None:
+    """``dst``'s manifest of the same id if it is this commit, ``None`` if there is none;
+    :class:`CheckpointConflict` if it is another commit or unreadable."""
+    try:
+        _, theirs = await _read_manifest(dst.backend, stored.manifest.checkpoint_id)
+    except NotFoundError:
+        return None
+    except CorruptionError as exc:
+        raise _conflict(dst, stored, None) from exc
+    if not _same_commit(theirs, stored):
+        raise _conflict(dst, stored, theirs)
+    return theirs
+
+
+async def _copy_sidecar(
+    src: AsyncCheckpointStore,
+    dst: AsyncCheckpointStore,
+    stored: StoredManifest,
+    *,
+    range_size: int,
+    progress: Progress,
+) -> str | None:
+    """Create ``dst``'s sidecar from ``src``'s, checked on the way; its version, or
+    ``None`` if ``dst`` already held this commit's sidecar (an interrupted copy)."""
+    key = state_key(stored.manifest.checkpoint_id)
+    if await dst.backend.exists(key):
+        await _adopt_sidecar(dst, stored, range_size=range_size, progress=progress)
+        return None
+    size, pieces = await open_sidecar(src.backend, stored, range_size=range_size, progress=progress)
+    try:
+        async with contextlib.aclosing(pieces):
+            if size <= range_size:  # one piece: a single, retried PUT
+                return await dst.backend.put_if_absent(key, b"".join([p async for p in pieces]))
+            return await dst.backend.put_if_absent_stream(key, pieces)
+    except AlreadyExistsError:
+        await _adopt_sidecar(dst, stored, range_size=range_size, progress=no_progress)
+        return None
+
+
+async def _adopt_sidecar(
+    dst: AsyncCheckpointStore, stored: StoredManifest, *, range_size: int, progress: Progress
+) -> None:
+    """Accept a sidecar already on ``dst`` only if it is exactly this commit's (left by an
+    interrupted copy); anything else is another writer's: :class:`CheckpointConflict`."""
+    try:
+        await check_sidecar(dst.backend, stored, range_size=range_size, progress=progress)
+    except CorruptionError as exc:
+        raise _conflict(dst, stored, None) from exc
+
+
+# -- the blocking faces ------------------------------------------------------------------------
+
+
+def read_pointer(store: CheckpointStore) -> Pointer:
+    """The blocking face of :func:`read_pointer_async`."""
+    return run_sync(read_pointer_async(store.async_store))
+
+
+def repair_pointer(store: CheckpointStore, plan: PointerRepair | None = None) -> PointerRepair:
+    """The blocking face of :func:`repair_pointer_async`."""
+    return run_sync(repair_pointer_async(store.async_store, plan))
+
+
+def validate_checkpoint_streaming(
+    store: CheckpointStore,
+    checkpoint_id: int,
+    *,
+    progress: Progress | None = None,
+    range_size: int | None = None,
+) -> ValidationResult:
+    """The blocking face of :func:`validate_checkpoint_streaming_async`; ``progress`` is
+    called on objstore's loop thread."""
+    return run_sync(
+        validate_checkpoint_streaming_async(
+            store.async_store, checkpoint_id, progress=progress, range_size=range_size
+        )
+    )
+
+
+def copy_checkpoint(
+    src: CheckpointStore,
+    dst: CheckpointStore,
+    checkpoint_id: int,
+    *,
+    progress: Progress | None = None,
+    range_size: int | None = None,
+) -> CopyResult:
+    """The blocking face of :func:`copy_checkpoint_async`; ``progress`` is called on
+    objstore's loop thread."""
+    return run_sync(
+        copy_checkpoint_async(
+            src.async_store,
+            dst.async_store,
+            checkpoint_id,
+            progress=progress,
+            range_size=range_size,
+        )
+    )

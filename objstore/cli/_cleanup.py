@@ -1,0 +1,190 @@
+"""``objstore prune`` and ``objstore gc``: deleting what is no longer needed, never what is.
+
+The library decides and deletes (:meth:`~objstore.checkpoint.AsyncCheckpointStore.prune`,
+:meth:`~objstore.checkpoint.AsyncCheckpointStore.cleanup_orphans`); these commands show the
+plan first, and with ``--dry-run`` only the plan.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from objstore.checkpoint import AsyncCheckpointStore
+from objstore.checkpoint._plan import orphans_to_delete, plan_prune
+from objstore.cli._errors import ExitCode
+from objstore.cli._options import (
+    DryRunOption,
+    JsonOption,
+    StorageOption,
+    UrlArgument,
+    parse_duration,
+)
+from objstore.cli._output import ByteProgress, Outcome, ids_text, run_command, size_text
+from objstore.cli._stores import list_entries, open_store
+
+__all__ = ["gc", "gc_command", "prune", "prune_command", "render_gc", "render_prune"]
+
+
+# -- prune -----------------------------------------------------------------------------------
+
+
+async def prune(store: AsyncCheckpointStore, keep: int, *, dry_run: bool) -> Outcome:
+    """Keep the ``keep`` newest committed checkpoints (and the newest valid one, always);
+    delete the rest, manifest first."""
+    entries = await list_entries(store)
+    committed = sorted(cid for cid, entry in entries.items() if entry.committed)
+    newest_valid = await store.newest_valid_id() if len(committed) > keep else None
+    planned = plan_prune(committed, keep, newest_valid) if len(committed) > keep else []
+    refused = len(committed) > keep and newest_valid is None
+    deleted_count = 0
+    if planned and not dry_run:
+        deleted_count = await store.prune(keep)
+    document = {
+        "url": store.url,
+        "keep": keep,
+        "dry_run": dry_run,
+        "newest_valid_id": newest_valid,
+        "committed": committed,
+        "deleted": planned,
+        "deleted_count": 0 if dry_run else deleted_count,
+        "kept": [cid for cid in committed if cid not in set(planned)],
+        "refused": (
+            "no valid checkpoint: prune deletes nothing until an operator has looked"
+            if refused
+            else None
+        ),
+    }
+    return Outcome(document, ExitCode.INVALID if refused else ExitCode.OK)
+
+
+def render_prune(console: Console, document: dict[str, Any]) -> None:
+    """Human view of ``objstore prune``."""
+    if document["refused"]:
+        console.print(Text(f"prune refused: {document['refused']}", style="bold red"))
+        return
+    deleted = document["deleted"]
+    verb = "would delete" if document["dry_run"] else "deleted"
+    if not deleted:
+        console.print(
+            f"nothing to prune: {len(document['committed'])} committed, keeping {document['keep']}"
+        )
+        return
+    console.print(f"{verb} {len(deleted)} checkpoints: {ids_text(deleted)}")
+    console.print(f"kept {len(document['kept'])}: {ids_text(document['kept'])}")
+
+
+def prune_command(
+    url: UrlArgument,
+    keep: Annotated[
+        int, typer.Option("--keep", min=1, help="How many newest committed checkpoints to keep.")
+    ],
+    dry_run: DryRunOption = False,
+    json_output: JsonOption = False,
+    storage_option: StorageOption = None,
+) -> None:
+    """Delete all but the newest --keep committed checkpoints.
+
+    The newest valid checkpoint is always kept; with no valid checkpoint nothing is deleted
+    (exit 1). Manifests go before sidecars, so a crash leaves at worst an orphan.
+    """
+
+    async def work(options: dict[str, Any], progress: ByteProgress) -> Outcome:
+        async with open_store(url, options) as store:
+            return await prune(store, keep, dry_run=dry_run)
+
+    run_command(work, json_output=json_output, storage_options=storage_option, render=render_prune)
+
+
+# -- gc --------------------------------------------------------------------------------------
+
+
+async def gc(store: AsyncCheckpointStore, grace_seconds: float | None, *, dry_run: bool) -> Outcome:
+    """Delete orphaned sidecars no live writer can still commit; list the ones kept."""
+    grace = store.orphan_grace_seconds if grace_seconds is None else grace_seconds
+    now = time.time()
+    entries = await list_entries(store)
+    eligible = orphans_to_delete(entries, now=now, grace_seconds=grace)
+    orphans = []
+    for checkpoint_id, entry in sorted(entries.items()):
+        if entry.committed:
+            continue
+        mtime = entry.newest_mtime
+        orphans.append(
+            {
+                "id": checkpoint_id,
+                "size": sum(info.size for info in (entry.state, *entry.others) if info),
+                "age_seconds": None if mtime is None else round(now - mtime, 3),
+                "eligible": checkpoint_id in eligible,
+            }
+        )
+    deleted = 0
+    if eligible and not dry_run:
+        deleted = await store.cleanup_orphans(grace)
+    document = {
+        "url": store.url,
+        "grace_seconds": grace,
+        "dry_run": dry_run,
+        "orphans": orphans,
+        "deleted": eligible,
+        "deleted_count": 0 if dry_run else deleted,
+    }
+    return Outcome(document)
+
+
+def render_gc(console: Console, document: dict[str, Any]) -> None:
+    """Human view of ``objstore gc``."""
+    orphans = document["orphans"]
+    if not orphans:
+        console.print("no orphaned checkpoints")
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("id", justify="right")
+    table.add_column("size", justify="right")
+    table.add_column("age", justify="right")
+    table.add_column("action")
+    verb = "would delete" if document["dry_run"] else "deleted"
+    for orphan in orphans:
+        age = orphan["age_seconds"]
+        table.add_row(
+            str(orphan["id"]),
+            size_text(orphan["size"]),
+            "-" if age is None else f"{age:.0f}s",
+            Text(verb, style="red")
+            if orphan["eligible"]
+            else Text("kept: a live writer may still commit it", style="dim"),
+        )
+    console.print(table)
+    count = len(document["deleted"]) if document["dry_run"] else document["deleted_count"]
+    console.print(f"{verb} {count} orphaned checkpoints (grace {document['grace_seconds']:g}s)")
+
+
+def gc_command(
+    url: UrlArgument,
+    grace: Annotated[
+        str | None,
+        typer.Option(
+            "--grace",
+            metavar="DURATION",
+            help="Orphans younger than this may belong to a live writer (30s, 15m, 2h, 1d; "
+            "default 1h) unless a newer checkpoint is committed.",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: DryRunOption = False,
+    json_output: JsonOption = False,
+    storage_option: StorageOption = None,
+) -> None:
+    """Delete orphaned sidecars (no manifest) that no live writer can still commit."""
+
+    async def work(options: dict[str, Any], progress: ByteProgress) -> Outcome:
+        grace_seconds = None if grace is None else parse_duration(grace)
+        async with open_store(url, options) as store:
+            return await gc(store, grace_seconds, dry_run=dry_run)
+
+    run_command(work, json_output=json_output, storage_options=storage_option, render=render_gc)

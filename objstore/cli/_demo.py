@@ -1,0 +1,88 @@
+"""``objstore demo``: the command-line wiring of :mod:`objstore.demo`.
+
+The demo reports its steps as they happen rather than as one document at the end, so it
+prints them itself instead of going through :func:`~objstore.cli._output.run_command`; its
+failures are classified the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from objstore.cli._errors import ExitCode, classify_error, fail
+from objstore.cli._options import JsonOption, StorageOption, parse_storage_options, secret_values
+from objstore.cli._output import stdout_console
+
+__all__ = ["demo_command"]
+
+
+def demo_command(
+    url: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[URL]", help="Where to run (default ./objstore-demo).", show_default=False
+        ),
+    ] = None,
+    s3: Annotated[
+        bool, typer.Option("--s3", help="Run against a moto S3 server started on 127.0.0.1.")
+    ] = False,
+    events: Annotated[int, typer.Option("--events", min=2, help="Events in the stream.")] = 1000,
+    every: Annotated[int, typer.Option("--every", min=1, help="Checkpoint every N events.")] = 100,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Makes the crash reproducible.")
+    ] = None,
+    crash: Annotated[
+        str | None,
+        typer.Option(
+            "--crash",
+            metavar="KIND",
+            help="mid-batch, after-state, after-manifest or after-pointer (default: random).",
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+    storage_option: StorageOption = None,
+) -> None:
+    """Run a word-count stream processor that crashes, recovers and proves exactly-once state.
+
+    It checkpoints every N events with save_with_state, dies between two real writes, restarts
+    with recover_latest_validated, finishes, and compares its counts with an uninterrupted run.
+    Exit 0 when the results match, 1 when they do not.
+    """
+    from objstore import demo  # imported on use: the other commands never need it
+
+    console = stdout_console()
+    steps: list[dict[str, Any]] = []
+
+    def report(step: demo.DemoStep) -> None:
+        steps.append(step.to_json())
+        if not json_output:
+            console.print(demo.format_step(step))
+
+    secrets: list[str] = []
+    try:
+        options = parse_storage_options(storage_option or [])
+        secrets = secret_values(options)
+        result = demo.run_demo_command(
+            url,
+            s3=s3,
+            events=events,
+            interval=every,
+            seed=seed,
+            crash=crash,
+            storage_options=options,
+            report=report,
+        )
+    except KeyboardInterrupt:
+        raise fail(130, "interrupted") from None
+    except Exception as exc:
+        classified = classify_error(exc)
+        if classified is None:
+            raise
+        raise fail(classified[0], classified[1], secrets) from None
+    if json_output:
+        sys.stdout.write(json.dumps({**result.to_json(), "steps": steps}, indent=2) + "\n")
+    raise typer.Exit(int(ExitCode.OK if result.exactly_once else ExitCode.INVALID))

@@ -1,0 +1,93 @@
+"""Store access shared by the commands: opening a store, listing it, reading a manifest as
+stored, and describing ``latest.txt`` against what was found."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from typing import Any, TypeVar
+
+from objstore.backends import AsyncBackend
+from objstore.checkpoint import AsyncCheckpointStore, Pointer
+from objstore.checkpoint._layout import CHECKPOINTS, manifest_key
+from objstore.checkpoint._manifest import StoredManifest, decode_manifest
+from objstore.checkpoint._plan import CheckpointEntry, scan
+
+__all__ = [
+    "PARALLEL",
+    "gather",
+    "list_entries",
+    "open_store",
+    "pointer_document",
+    "read_stored",
+    "state_size",
+]
+
+_T = TypeVar("_T")
+
+PARALLEL = 4
+"""Checkpoints examined at once by ``ls`` (each streams its sidecar in bounded ranges)."""
+
+
+@contextlib.asynccontextmanager
+async def open_store(url: str, options: dict[str, Any]) -> AsyncIterator[AsyncCheckpointStore]:
+    """The checkpoint store at ``url``, closed (quietly) afterwards."""
+    store = AsyncCheckpointStore(url, storage_options=options)
+    try:
+        yield store
+    finally:
+        with contextlib.suppress(Exception):
+            await store.close()
+
+
+async def gather(jobs: Iterable[Awaitable[_T]], limit: int = PARALLEL) -> list[_T]:
+    """Results of ``jobs`` in order, at most ``limit`` running at once."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(job: Awaitable[_T]) -> _T:
+        async with semaphore:
+            return await job
+
+    return list(await asyncio.gather(*(one(job) for job in jobs)))
+
+
+async def list_entries(store: AsyncCheckpointStore) -> dict[int, CheckpointEntry]:
+    """Every checkpoint directory of ``store`` with its objects (one listing)."""
+    return scan(await store.backend.list(CHECKPOINTS))
+
+
+async def read_stored(backend: AsyncBackend, checkpoint_id: int) -> tuple[bytes, StoredManifest]:
+    """Raw bytes and decoded manifest of ``checkpoint_id``; raises NotFound/Corruption."""
+    key = manifest_key(checkpoint_id)
+    data, _ = await backend.get(key)
+    return data, decode_manifest(data, key=key, expected_id=checkpoint_id)
+
+
+def state_size(entries: dict[int, CheckpointEntry], checkpoint_id: int) -> int | None:
+    """The listed size of a checkpoint's sidecar (for progress bars), if listed."""
+    entry = entries.get(checkpoint_id)
+    return entry.state.size if entry is not None and entry.state is not None else None
+
+
+def pointer_document(
+    pointer: Pointer, validity: dict[int, bool | None], newest_valid: int | None
+) -> dict[str, Any]:
+    """Describe ``latest.txt`` given each id's validity (``None``: uncommitted)."""
+    named = pointer.checkpoint_id
+    if not pointer.exists:
+        state, detail = "missing", "does not exist"
+    elif named is None:
+        state, detail = "garbage", "does not name a checkpoint"
+    elif validity.get(named) is None:
+        state, detail = "dangling", f"names checkpoint {named}, which is not committed"
+    elif validity[named] is False:
+        state, detail = "invalid", f"names checkpoint {named}, which is corrupt"
+    elif newest_valid is not None and newest_valid > named:
+        state, detail = (
+            "lagging",
+            f"names checkpoint {named}; a newer valid one ({newest_valid}) exists",
+        )
+    else:
+        state, detail = "ok", f"names checkpoint {named}"
+    return {"text": pointer.text, "checkpoint_id": named, "state": state, "detail": detail}
