@@ -12,9 +12,9 @@ import functools
 import os
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, Protocol, TypeVar, cast
 
-__all__ = ["blocking", "run_sync"]
+__all__ = ["StoreFacade", "blocking", "run_sync"]
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
@@ -77,3 +77,37 @@ def blocking(
 
     functools.update_wrapper(method, async_method)
     return method
+
+
+class _AsyncStore(Protocol):
+    @property
+    def url(self) -> str: ...
+
+
+_Core = TypeVar("_Core", bound=_AsyncStore)
+
+
+class StoreFacade(Generic[_Core]):
+    """Base of every blocking store: it builds the async core and drives it.
+
+    A subclass names its core in ``_core_class`` and lists the core's methods with
+    :func:`blocking`; constructor arguments are the core's, passed through unchanged.
+    """
+
+    _core_class: ClassVar[Callable[..., Any]]
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        self._async: _Core = self._core_class(*args, **options)
+
+    @property
+    def async_store(self) -> _Core:
+        """The async store this facade drives (usable from async code on any loop)."""
+        return self._async
+
+    @property
+    def url(self) -> str:
+        """The root URL of the store."""
+        return self._async.url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"

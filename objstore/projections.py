@@ -47,10 +47,11 @@ import uuid
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeGuard, TypeVar
+from typing import Any, TypeVar
 
+from objstore._checks import MAX_U64, check_u64, is_int
 from objstore._keys import join_key, name_segment
-from objstore._loop import blocking
+from objstore._loop import StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
 from objstore.backends import AsyncBackend
 from objstore.codec import canonical_json, parse_json, seal, unseal
@@ -76,16 +77,11 @@ _T = TypeVar("_T")
 PROJECTION_FORMAT = 1
 """Format version of base and delta objects."""
 DEFAULT_COMPACT_EVERY = 16
-_MAX_U64 = 2**64 - 1
 _BASE_KIND = "objstore.projection-base"
 _DELTA_KIND = "objstore.projection-delta"
 _READ_ATTEMPTS = 16
 _SAVE_ATTEMPTS = 32
 _PARALLEL_READS = 16
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_stream_id(stream_id: object) -> str:
@@ -103,11 +99,7 @@ def _check_stream_id(stream_id: object) -> str:
 
 
 def _check_cursor(stream_id: str, sequence: object) -> int:
-    if not _is_int(sequence):
-        raise TypeError(f"cursor of {stream_id!r} must be an int, not {type(sequence).__name__}")
-    if not 0 <= sequence <= _MAX_U64:
-        raise ValueError(f"cursor of {stream_id!r} must be within [0, 2**64 - 1], got {sequence}")
-    return sequence
+    return check_u64(sequence, f"cursor of {stream_id!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +226,7 @@ def _decode(
     if not isinstance(cursors, dict):
         raise CorruptionError(key, "cursors are not a JSON object")
     for stream_id, sequence in cursors.items():
-        if not _is_int(sequence) or not 0 <= sequence <= _MAX_U64 or not stream_id:
+        if not is_int(sequence) or not 0 <= sequence <= MAX_U64 or not stream_id:
             raise CorruptionError(key, f"bad cursor {stream_id!r}: {sequence!r}")
     return document, cursors
 
@@ -312,7 +304,7 @@ class AsyncProjectionCheckpointStore:
         storage_options: dict[str, Any] | None = None,
         compact_every: int = DEFAULT_COMPACT_EVERY,
     ) -> None:
-        if not _is_int(compact_every) or compact_every < 1:
+        if not is_int(compact_every) or compact_every < 1:
             raise ValueError("compact_every must be an int of at least 1")
         self.backend: AsyncBackend = as_async_backend(url_or_backend, storage_options)
         self.compact_every = compact_every
@@ -493,25 +485,11 @@ def _check_checkpoint(checkpoint: object) -> None:
         raise TypeError(f"expected a GlobalProjectionCheckpoint, not {type(checkpoint).__name__}")
 
 
-class ProjectionCheckpointStore:
+class ProjectionCheckpointStore(StoreFacade[AsyncProjectionCheckpointStore]):
     """The blocking face of :class:`AsyncProjectionCheckpointStore`: same arguments,
     methods and errors, no ``await``."""
 
-    def __init__(self, url_or_backend: StoreLocation, **options: Any) -> None:
-        self._async = AsyncProjectionCheckpointStore(url_or_backend, **options)
-
-    @property
-    def async_store(self) -> AsyncProjectionCheckpointStore:
-        """The async store this facade drives."""
-        return self._async
-
-    @property
-    def url(self) -> str:
-        """The root URL of the store."""
-        return self._async.url
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.url!r})"
+    _core_class = AsyncProjectionCheckpointStore
 
     load_projection_checkpoint = blocking(AsyncProjectionCheckpointStore.load_projection_checkpoint)
     save_projection_checkpoint = blocking(AsyncProjectionCheckpointStore.save_projection_checkpoint)

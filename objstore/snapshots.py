@@ -31,10 +31,11 @@ import logging
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeAlias, TypeGuard
+from typing import Any, TypeAlias
 
+from objstore._checks import check_u64
 from objstore._keys import escape_name, join_key, name_segment
-from objstore._loop import blocking
+from objstore._loop import StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
 from objstore.backends import AsyncBackend
 from objstore.codec import canonical_json, parse_json, seal, unseal
@@ -57,21 +58,8 @@ logger = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = 1
 """Format version of snapshot objects."""
 JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
-_MAX_U64 = 2**64 - 1
 _KIND = "objstore.snapshot"
 _HEADER_LENGTH = struct.Struct("<I")
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_u64(value: object, what: str) -> int:
-    if not _is_int(value):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if not 0 <= value <= _MAX_U64:
-        raise ValueError(f"{what} must be within [0, 2**64 - 1], got {value}")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +81,8 @@ class Snapshot:
 
     def __post_init__(self) -> None:
         escape_name(self.stream_id, what="stream id")
-        _check_u64(self.sequence_number, "sequence_number")
-        _check_u64(self.state_schema_version, "state_schema_version")
+        check_u64(self.sequence_number, "sequence_number")
+        check_u64(self.state_schema_version, "state_schema_version")
         if isinstance(self.state, bytearray | memoryview):
             object.__setattr__(self, "state", bytes(self.state))
 
@@ -163,7 +151,7 @@ def _accepted(versions: Iterable[int] | None) -> frozenset[int] | None:
         return None
     if isinstance(versions, str | bytes):
         raise TypeError("accepted_schema_versions must be an iterable of ints")
-    return frozenset(_check_u64(version, "accepted schema version") for version in versions)
+    return frozenset(check_u64(version, "accepted schema version") for version in versions)
 
 
 def _check_snapshot(snapshot: object) -> Snapshot:
@@ -263,25 +251,11 @@ class AsyncSnapshotStore:
         await self.backend.close()
 
 
-class SnapshotStore:
+class SnapshotStore(StoreFacade[AsyncSnapshotStore]):
     """The blocking face of :class:`AsyncSnapshotStore`: same arguments, methods and
     errors, no ``await``."""
 
-    def __init__(self, url_or_backend: StoreLocation, **options: Any) -> None:
-        self._async = AsyncSnapshotStore(url_or_backend, **options)
-
-    @property
-    def async_store(self) -> AsyncSnapshotStore:
-        """The async store this facade drives."""
-        return self._async
-
-    @property
-    def url(self) -> str:
-        """The root URL of the store."""
-        return self._async.url
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.url!r})"
+    _core_class = AsyncSnapshotStore
 
     key_for = staticmethod(AsyncSnapshotStore.key_for)
     save = blocking(AsyncSnapshotStore.save)

@@ -40,10 +40,11 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any
 
+from objstore._checks import MAX_U64, check_u64, is_int
 from objstore._keys import escape_name, join_key, name_segment
-from objstore._loop import blocking
+from objstore._loop import StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
 from objstore.backends import AsyncBackend, Buffer
 from objstore.codec import canonical_json, parse_json, seal, unseal
@@ -75,21 +76,8 @@ DEFAULT_MAX_POSITION_SIZE = 64 * 1024
 """Largest source position accepted by default; the state object holds every source's
 position and is rewritten by each commit, so positions are meant to be small."""
 DEFAULT_MAX_COMMIT_ATTEMPTS = 32
-_MAX_U64 = 2**64 - 1
 _STATE_KIND = "objstore.source-state"
 _CONFIG_KIND = "objstore.source-config-hash"
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_u64(value: object, what: str) -> int:
-    if not _is_int(value):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if not 0 <= value <= _MAX_U64:
-        raise ValueError(f"{what} must be within [0, 2**64 - 1], got {value}")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +93,7 @@ class SourceCheckpoint:
     source_position: bytes | None = None
 
     def __post_init__(self) -> None:
-        _check_u64(self.sequence, "sequence")
+        check_u64(self.sequence, "sequence")
         position = _check_position(self.source_position)
         if position is not self.source_position:
             object.__setattr__(self, "source_position", position)
@@ -175,7 +163,7 @@ def decode_state(
     document = _document(blob, key=key, kind=_STATE_KIND, query_id=query_id)
     generation = document.get("generation")
     entries = document.get("sources")
-    if not _is_int(generation) or not isinstance(entries, dict):
+    if not is_int(generation) or not isinstance(entries, dict):
         raise CorruptionError(key, "missing generation or sources")
     sources: dict[str, SourceCheckpoint] = {}
     for source_id, entry in entries.items():
@@ -208,7 +196,7 @@ def decode_config_hash(blob: bytes, *, key: str, query_id: str) -> int:
     """The hash stored in a ``config_hash`` object; :class:`CorruptionError` if damaged."""
     document = _document(blob, key=key, kind=_CONFIG_KIND, query_id=query_id)
     value = document.get("config_hash")
-    if not _is_int(value) or not 0 <= value <= _MAX_U64:
+    if not is_int(value) or not 0 <= value <= MAX_U64:
         raise CorruptionError(key, f"bad config hash {value!r}")
     return value
 
@@ -403,7 +391,7 @@ class AsyncSourceCheckpointStore:
 
     async def write_config_hash(self, config_hash: int) -> None:
         """Store the query's config hash (u64), replacing the previous one (1 write)."""
-        value = _check_u64(config_hash, "config_hash")
+        value = check_u64(config_hash, "config_hash")
         await self.backend.put(self.config_key, encode_config_hash(self.query_id, value))
 
     async def read_config_hash(self) -> int | None:
@@ -471,22 +459,11 @@ class AsyncSourceCheckpointStore:
         )
 
 
-class SourceCheckpointStore:
+class SourceCheckpointStore(StoreFacade[AsyncSourceCheckpointStore]):
     """The blocking face of :class:`AsyncSourceCheckpointStore`: same arguments, methods
     and errors, no ``await``. ``with store.session():`` begins, commits or rolls back."""
 
-    def __init__(self, url_or_backend: StoreLocation, query_id: str, **options: Any) -> None:
-        self._async = AsyncSourceCheckpointStore(url_or_backend, query_id, **options)
-
-    @property
-    def async_store(self) -> AsyncSourceCheckpointStore:
-        """The async store this facade drives."""
-        return self._async
-
-    @property
-    def url(self) -> str:
-        """The root URL of the store."""
-        return self._async.url
+    _core_class = AsyncSourceCheckpointStore
 
     @property
     def query_id(self) -> str:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-from objstore.checkpoint._layout import MAX_CHECKPOINT_ID
+from objstore._checks import check_u64, is_int
 from objstore.codec import canonical_json, checksum, parse_json
 from objstore.errors import CorruptionError
 
@@ -37,18 +37,9 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def check_checkpoint_id(checkpoint_id: object) -> int:
     """Return ``checkpoint_id`` if it is an int in [1, 2**64); else ValueError/TypeError."""
-    if not _is_int(checkpoint_id):
-        raise TypeError(f"checkpoint_id must be an int, not {type(checkpoint_id).__name__}")
-    value = cast(int, checkpoint_id)
-    if not 1 <= value <= MAX_CHECKPOINT_ID:
-        raise ValueError(f"checkpoint_id must be within [1, 2**64 - 1], got {value}")
-    return value
+    return check_u64(checkpoint_id, "checkpoint_id", minimum=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,15 +94,15 @@ class CheckpointManifest:
 
     def __post_init__(self) -> None:
         check_checkpoint_id(self.checkpoint_id)
-        if not _is_int(self.epoch):
+        if not is_int(self.epoch):
             raise TypeError(f"epoch must be an int, not {type(self.epoch).__name__}")
         if self.epoch < 0:
             raise ValueError(f"epoch must not be negative, got {self.epoch}")
-        if not _is_int(self.timestamp_ms) or self.timestamp_ms < 0:
+        if not is_int(self.timestamp_ms) or self.timestamp_ms < 0:
             raise ValueError(f"timestamp_ms must be a non-negative int, got {self.timestamp_ms!r}")
-        if self.watermark is not None and not _is_int(self.watermark):
+        if self.watermark is not None and not is_int(self.watermark):
             raise TypeError("watermark must be an int or None")
-        if not _is_int(self.vnode_count) or not 1 <= self.vnode_count <= 65535:
+        if not is_int(self.vnode_count) or not 1 <= self.vnode_count <= 65535:
             raise ValueError(f"vnode_count must be within [1, 65535], got {self.vnode_count!r}")
         for name, mapping in (
             ("source_offsets", self.source_offsets),
@@ -126,7 +117,7 @@ class CheckpointManifest:
                 raise TypeError(f"{name} keys must be str")
             _check_json(name, mapping)
         for sink, sink_epoch in self.sink_epochs.items():
-            if not _is_int(sink_epoch):
+            if not is_int(sink_epoch):
                 raise TypeError(f"sink_epochs[{sink!r}] must be an int")
         for sink, status in self.sink_commit_statuses.items():
             if status not in SINK_STATUSES:
