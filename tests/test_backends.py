@@ -1,0 +1,311 @@
+"""The backend layer beyond the contract suite: URLs, memory isolation, retries, the
+capability probe, lost responses, and the fault injector itself."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from objstore.backends import (
+    AsyncBackend,
+    Backend,
+    LocalTransport,
+    MemoryTransport,
+    RetryPolicy,
+    open_backend,
+    open_transport,
+)
+from objstore.backends._base import Buffer
+from objstore.errors import (
+    AlreadyExistsError,
+    NotSupportedError,
+    PreconditionFailedError,
+    TransientStorageError,
+)
+from objstore.testing import FaultInjectingTransport, SimulatedCrash
+
+# -- URLs ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "scheme", "shown"),
+    [
+        ("memory://jobs", "memory", "memory://jobs"),
+        ("file:///tmp/objstore-url-test", "file", "file:///tmp/objstore-url-test"),
+        ("/tmp/objstore-url-test", "file", "file:///tmp/objstore-url-test"),
+        ("s3://bucket/some/prefix", "s3", "s3://bucket/some/prefix"),
+        ("s3://bucket", "s3", "s3://bucket"),
+        ("gs://bucket/p", "gs", "gs://bucket/p"),
+        ("gcs://bucket/p", "gs", "gs://bucket/p"),
+    ],
+)
+def test_supported_urls(url: str, scheme: str, shown: str) -> None:
+    transport = open_transport(url)
+    assert transport.scheme == scheme
+    assert transport.url == shown
+
+
+def test_relative_paths_become_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    transport = open_transport("relative/store")
+    assert isinstance(transport, LocalTransport)
+    assert transport.root == tmp_path / "relative" / "store"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://host/x", "http://example.com/x", "s3://", "gs:///x", "file://remote/x", "", "a\x00b"],
+)
+def test_unusable_urls_name_the_supported_forms(url: str) -> None:
+    with pytest.raises(ValueError, match=r"s3://|file|bucket|invalid|local|directory"):
+        open_transport(url)
+
+
+def test_unknown_scheme_message_lists_every_form() -> None:
+    with pytest.raises(ValueError, match="unsupported store URL") as caught:
+        open_transport("azure://container/x")
+    for form in ("memory://", "file://", "s3://", "gs://"):
+        assert form in str(caught.value)
+
+
+def test_non_string_url_is_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        open_transport(42)  # type: ignore[arg-type]
+
+
+# -- memory isolation ----------------------------------------------------------------------------
+
+
+def test_memory_stores_are_isolated_unless_named_alike() -> None:
+    anonymous_a, anonymous_b = open_backend("memory://"), open_backend("memory://")
+    anonymous_a.put("k", b"a")
+    assert not anonymous_b.exists("k")
+    named = open_backend("memory://shared-name-test")
+    named.put("k", b"n")
+    assert open_backend("memory://shared-name-test").get("k")[0] == b"n"
+    assert not open_backend("memory://other-name-test").exists("k")
+    MemoryTransport.discard("shared-name-test")
+    assert not open_backend("memory://shared-name-test").exists("k")
+
+
+# -- retries -------------------------------------------------------------------------------------
+
+
+def test_backoff_is_jittered_exponential_and_bounded() -> None:
+    policy = RetryPolicy(initial_backoff=0.1, max_backoff=1.0, rng=random.Random(7))
+    samples = {attempt: [policy.backoff(attempt) for _ in range(200)] for attempt in (1, 2, 5, 9)}
+    assert all(0 <= s <= 0.1 for s in samples[1])
+    assert all(0 <= s <= 0.2 for s in samples[2])
+    assert all(0 <= s <= 1.0 for s in samples[9])
+    assert max(samples[5]) > 0.8  # ceiling min(1.0, 1.6) is reached
+    assert len(set(samples[2])) > 100  # jittered, not fixed
+
+
+def test_transient_errors_are_retried_with_injected_sleep_then_given_up() -> None:
+    slept: list[float] = []
+
+    async def record_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    faults = FaultInjectingTransport(MemoryTransport())
+    backend = Backend(AsyncBackend(faults, retry=RetryPolicy(max_attempts=4, sleep=record_sleep)))
+    backend.put("k", b"v")
+    faults.fail_transiently(1.0, ["get"])
+    with pytest.raises(TransientStorageError):
+        backend.get("k")
+    assert faults.count("get") == 4
+    assert len(slept) == 3
+    faults.fail_transiently(0.5, ["get"])
+    for _ in range(20):
+        assert backend.get("k")[0] == b"v"
+
+
+@pytest.mark.parametrize("bad", [{"max_attempts": 0}, {"initial_backoff": -1.0}])
+def test_retry_policy_rejects_nonsense(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=r"max_attempts|backoff"):
+        RetryPolicy(**bad)  # type: ignore[arg-type]
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+@pytest.mark.parametrize("operation", ["put_if_absent", "put_if_match"])
+def test_lost_response_of_a_landed_conditional_write_is_success(
+    store_url: str, operation: str
+) -> None:
+    faults = FaultInjectingTransport(open_transport(store_url))
+    backend = Backend(AsyncBackend(faults, retry=RetryPolicy(sleep=_no_sleep)))
+    backend.probe()
+    version = backend.put_if_absent("k", b"first")
+    faults.clear_calls()
+    faults.lose_response(operation)
+    if operation == "put_if_absent":
+        key, data = "other", b"mine"
+        new_version = backend.put_if_absent(key, data)
+    else:
+        key, data = "k", b"second"
+        new_version = backend.put_if_match(key, data, version)
+    assert faults.count(operation) == 2  # the lost attempt, then the retry that met it
+    assert faults.count("get") == 1  # the read-back that recognised our own bytes
+    assert backend.get(key) == (data, new_version)
+
+
+def test_conflict_after_retry_with_someone_elses_bytes_is_still_a_conflict() -> None:
+    inner = MemoryTransport()
+    faults = FaultInjectingTransport(inner)
+    backend = Backend(AsyncBackend(faults, retry=RetryPolicy(sleep=_no_sleep)))
+    backend.probe()
+    faults.fail_transiently(1.0, ["put_if_absent"])
+
+    async def rival_writes() -> None:
+        await inner.put_if_absent("k", b"theirs")
+
+    asyncio.run(rival_writes())
+    faults.clear_faults()
+    faults.lose_response("put_if_absent")  # our first attempt fails ambiguously
+    with pytest.raises(AlreadyExistsError):
+        backend.put_if_absent("k", b"ours")
+    assert backend.get("k")[0] == b"theirs"
+
+
+# -- the capability probe ------------------------------------------------------------------------
+
+
+class IgnoresPreconditions(MemoryTransport):
+    """A store that accepts every conditional write, like a naive S3-compatible gateway."""
+
+    def __init__(self, *, honour_create: bool = False) -> None:
+        super().__init__()
+        self.honour_create = honour_create
+
+    async def put_if_absent(self, key: str, data: Buffer) -> str:
+        if self.honour_create:
+            return await super().put_if_absent(key, data)
+        return await self.put(key, data)
+
+    async def put_if_match(self, key: str, data: Buffer, version: str) -> str:
+        return await self.put(key, data)
+
+    async def delete(self, key: str, version: str | None = None) -> None:
+        await super().delete(key)
+
+
+def test_probe_passes_on_honest_stores(store_url: str) -> None:
+    result = open_backend(store_url).probe()
+    assert result.ok
+    assert result.failures() == []
+
+
+@pytest.mark.parametrize(
+    ("honour_create", "named"), [(False, "create-if-absent"), (True, "compare-and-swap")]
+)
+def test_store_ignoring_preconditions_is_refused_with_the_failed_check(
+    honour_create: bool, named: str
+) -> None:
+    transport = IgnoresPreconditions(honour_create=honour_create)
+    backend = Backend(AsyncBackend(transport))
+    result = backend.probe()
+    assert not result.ok
+    assert any(named in failure for failure in result.failures())
+    fresh = Backend(AsyncBackend(IgnoresPreconditions(honour_create=honour_create)))
+    with pytest.raises(NotSupportedError, match=named):
+        fresh.put_if_absent("k", b"v")
+    with pytest.raises(NotImplementedError):
+        fresh.put_if_match("k", b"v", "1")
+    assert fresh.list("") == []  # refused before writing anything
+
+
+def test_opting_out_of_fencing_allows_an_unsafe_store() -> None:
+    backend = Backend(AsyncBackend(IgnoresPreconditions(), verify_fencing=False))
+    backend.put_if_absent("k", b"1")
+    backend.put_if_absent("k", b"2")  # not refused: the user accepted the risk
+    assert backend.get("k")[0] == b"2"
+
+
+def test_probe_runs_once_per_backend() -> None:
+    faults = FaultInjectingTransport(MemoryTransport())
+    backend = Backend(AsyncBackend(faults))
+    backend.put_if_absent("a", b"1")
+    probe_calls = faults.count()
+    backend.put_if_absent("b", b"2")
+    assert faults.count() == probe_calls + 1
+
+
+# -- the fault injector --------------------------------------------------------------------------
+
+
+def _faulty() -> tuple[Backend, FaultInjectingTransport]:
+    faults = FaultInjectingTransport(MemoryTransport())
+    backend = Backend(AsyncBackend(faults, retry=RetryPolicy(sleep=_no_sleep)))
+    backend.probe()
+    faults.clear_calls()
+    return backend, faults
+
+
+def test_crash_before_does_not_perform_the_call() -> None:
+    backend, faults = _faulty()
+    faults.crash_before("put", nth=2)
+    backend.put("a", b"1")
+    with pytest.raises(SimulatedCrash):
+        backend.put("b", b"2")
+    assert [info.key for info in backend.list("")] == ["a"]
+
+
+def test_crash_after_performs_the_call_then_dies() -> None:
+    backend, faults = _faulty()
+    faults.crash_after("put_if_absent", key_contains="b")
+    backend.put_if_absent("a", b"1")
+    with pytest.raises(SimulatedCrash):
+        backend.put_if_absent("b", b"2")
+    assert backend.get("b")[0] == b"2"
+
+
+def test_crash_after_fires_even_when_the_call_failed() -> None:
+    backend, faults = _faulty()
+    faults.crash_after("head")
+    with pytest.raises(SimulatedCrash):
+        backend.head("missing")
+
+
+def test_wildcard_counts_every_request() -> None:
+    backend, faults = _faulty()
+    faults.crash_before("*", nth=3)
+    backend.put("a", b"1")
+    backend.get("a")
+    with pytest.raises(SimulatedCrash):
+        backend.list("")
+
+
+def test_flipped_bytes_on_read_and_the_call_log() -> None:
+    backend, faults = _faulty()
+    backend.put("data/x", b"\x00\x00\x00\x00")
+    faults.flip_bytes_on_read("data/", offset=1)
+    assert backend.get("data/x")[0] == b"\x00\xff\x00\x00"
+    assert backend.get_range("data/x", 0, 2) == b"\x00\xff"
+    faults.clear_faults()
+    assert backend.get("data/x")[0] == b"\x00\x00\x00\x00"
+    assert [call.operation for call in faults.calls] == ["put", "get", "get_range", "get"]
+    assert faults.calls[0].size == 4
+    assert faults.count(writes=True) == 1
+    assert faults.count(writes=False) == 3
+
+
+def test_fault_settings_are_validated() -> None:
+    faults = FaultInjectingTransport(MemoryTransport())
+    with pytest.raises(ValueError, match="rate"):
+        faults.fail_transiently(1.5)
+    with pytest.raises(ValueError, match="nth"):
+        faults.crash_before("get", nth=0)
+
+
+def test_precondition_errors_carry_both_versions() -> None:
+    backend = open_backend("memory://")
+    v1 = backend.put_if_absent("k", b"1")
+    v2 = backend.put_if_match("k", b"2", v1)
+    with pytest.raises(PreconditionFailedError) as caught:
+        backend.put_if_match("k", b"3", v1)
+    assert (caught.value.expected_version, caught.value.actual_version) == (v1, v2)
