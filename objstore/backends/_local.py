@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
+import sys
 import uuid
-from collections.abc import AsyncIterable, Iterator
+from collections.abc import AsyncIterable, Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import xxhash
 
@@ -103,25 +106,29 @@ class LocalTransport(Transport):
         finally:
             os.close(fd)
 
-    def _write_temp(self, directory: Path, data: Buffer) -> Path:
-        """Write ``data`` durably to a fresh temp file in ``directory``."""
+    def _open_temp(self, directory: Path) -> tuple[int, Path]:
+        """Create a fresh, empty temp file in ``directory`` (and the directory if needed)."""
         for _ in range(5):
             temp = directory / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
             try:
                 self._ensure_dir(directory)
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), temp
             except FileNotFoundError:
                 continue  # a concurrent delete removed the empty directory; recreate it
-            try:
-                _write_all(fd, data)
-                os.fsync(fd)
-            except BaseException:
-                os.close(fd)
-                temp.unlink(missing_ok=True)
-                raise
-            os.close(fd)
-            return temp
         raise OSError(errno.ENOENT, f"could not create a temp file in {directory}")
+
+    def _write_temp(self, directory: Path, data: Buffer) -> Path:
+        """Write ``data`` durably to a fresh temp file in ``directory``."""
+        fd, temp = self._open_temp(directory)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            temp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        return temp
 
     def _read(self, key: str) -> bytes:
         try:
@@ -275,20 +282,68 @@ class LocalTransport(Transport):
         await asyncio.to_thread(self._delete, key, version)
 
     async def put_if_absent_stream(self, key: str, parts: AsyncIterable[Buffer]) -> str:
-        """Stream parts into one temp file (written and fsynced once), then link it."""
+        """Stream parts into one temp file, then link it into place (create-if-absent).
+
+        Each part is hashed and written by a worker thread as it arrives, so the event loop
+        stays free for whoever produces the parts, and the kernel is asked to start writing
+        it back at once, so the final fsync does not wait for the whole file. The file is
+        written once, fsynced once, and never copied: ``os.link`` makes the temp file the
+        object.
+        """
         directory = self._path(key).parent
-        temp = await asyncio.to_thread(self._write_temp, directory, b"")
+        fd, temp = await asyncio.to_thread(self._open_temp, directory)
         hasher = xxhash.xxh3_128()
-        fd = os.open(temp, os.O_WRONLY)
+        written = 0
         try:
-            async for part in parts:
-                hasher.update(part)
-                await asyncio.to_thread(_write_all, fd, part)
-            await asyncio.to_thread(os.fsync, fd)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
+            try:
+                async for part in parts:
+                    await _uncancelled(_hash_and_write, fd, part, hasher, written)
+                    written += memoryview(part).nbytes
+                await _uncancelled(os.fsync, fd)
+            finally:
+                os.close(fd)
+            await asyncio.to_thread(self._link_into_place, key, temp)
         finally:
-            os.close(fd)
-        await asyncio.to_thread(self._link_into_place, key, temp)
+            temp.unlink(missing_ok=True)
         return hasher.hexdigest()
+
+
+def _hash_and_write(fd: int, data: Buffer, hasher: xxhash.xxh3_128, offset: int) -> None:
+    hasher.update(data)
+    _write_all(fd, data)
+    if _start_writeback is not None:
+        _start_writeback(fd, offset, memoryview(data).nbytes, _SYNC_FILE_RANGE_WRITE)
+
+
+def _writeback_starter() -> Callable[[int, int, int, int], int] | None:
+    """libc's ``sync_file_range`` (Linux; Python's ``os`` lacks it), else ``None``.
+
+    With ``SYNC_FILE_RANGE_WRITE`` it starts writing a range back without waiting: a
+    streamed file then reaches the disk while later parts are still being produced, as
+    its fsync would otherwise flush the whole file at the end. It is only a hint; its
+    result is ignored and durability still comes from the fsync.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return cast(Callable[[int, int, int, int], int], function)
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+_start_writeback = _writeback_starter()
+
+
+async def _uncancelled(func: Callable[..., object], *args: object) -> None:
+    """Run ``func`` in a worker thread; if cancelled, still wait for the thread to finish,
+    so the file descriptor it uses is never closed (and reused) under it."""
+    job = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    try:
+        await asyncio.shield(job)
+    except asyncio.CancelledError:
+        await asyncio.wait([job])
+        raise

@@ -7,15 +7,25 @@ Layout::
     frames  one zstd frame per chunk (content size and zstd checksum included)
 
 The manifest indexes every frame (offset, length, raw length, xxh3-128 of the frame) and
-records the xxh3-128 of the whole file as ``state_checksum``. Chunks are compressed and
-hashed in worker threads (zstd and xxhash release the GIL), several at a time, while earlier
-frames are already being uploaded; at most ``window`` chunks are held at once.
+records the xxh3-128 of the whole file as ``state_checksum``.
+
+Saving: chunks are compressed and hashed in worker threads (zstd and xxhash release the
+GIL), several at a time, while earlier frames are already being uploaded; at most ``window``
+chunks are held at once, whatever the size of the state.
+
+Restoring (:func:`decode_sidecar`): the whole file is hashed once while its frames are
+decompressed in parallel, each straight into its place in one preallocated result. Frame
+digests are not recomputed there: they were taken from the same bytes the whole-file
+checksum covers, so they only serve reads of a single chunk (:func:`decode_frame`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import io
+import os
 import struct
 import threading
 from collections.abc import (
@@ -43,6 +53,7 @@ __all__ = [
     "SidecarEncoder",
     "StateInput",
     "decode_frame",
+    "decode_sidecar",
     "iter_chunks",
     "verify_sidecar",
 ]
@@ -51,7 +62,11 @@ SIDECAR_MAGIC = b"OBJSTATE"
 SIDECAR_FORMAT = 1
 HEADER = struct.Struct("<8sHHQQ16s")
 MULTITHREAD_THRESHOLD = 4 * 1024 * 1024
-"""Chunks at least this large are compressed with zstd's own worker threads as well."""
+"""Chunks at least this large are compressed with zstd's own worker threads (one per CPU)
+when no other chunk is being compressed: a single large chunk, or chunks that arrive slower
+than they compress, still use every core. When several chunks are in flight they already
+keep the cores busy, one each, and extra zstd threads would only compete with them."""
+_CPUS = os.cpu_count() or 1
 
 Chunk: TypeAlias = tuple[str | None, Buffer]
 StateInput: TypeAlias = (
@@ -126,30 +141,57 @@ def iter_chunks(state: StateInput) -> Iterator[Chunk] | AsyncIterator[Chunk]:
     raise TypeError(f"state must be bytes-like chunks, not {type(state).__name__}")
 
 
-def _compressor(level: int, threads: int) -> zstandard.ZstdCompressor:
-    cache: dict[tuple[int, int], zstandard.ZstdCompressor] | None = getattr(
-        _local, "compressors", None
-    )
-    if cache is None:
-        cache = _local.compressors = {}
-    compressor = cache.get((level, threads))
-    if compressor is None:
-        compressor = zstandard.ZstdCompressor(
-            level=level, threads=threads, write_checksum=True, write_content_size=True
-        )
-        cache[(level, threads)] = compressor
-    return compressor
+class _CompressorPool:
+    """zstd compression contexts shared by all threads, reused instead of rebuilt.
+
+    A context is not thread-safe, so each compression borrows one; the pool only ever holds
+    as many as were in use at once (not one per executor thread: a multi-threaded context
+    holds about 10 MiB of buffers).
+    """
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[int, int], list[zstandard.ZstdCompressor]] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def borrow(self, level: int, threads: int) -> Iterator[zstandard.ZstdCompressor]:
+        with self._lock:
+            idle = self._idle.setdefault((level, threads), [])
+            compressor = idle.pop() if idle else None
+        if compressor is None:
+            compressor = zstandard.ZstdCompressor(
+                level=level, threads=threads, write_checksum=True, write_content_size=True
+            )
+        try:
+            yield compressor
+        finally:
+            with self._lock:
+                self._idle[(level, threads)].append(compressor)
 
 
-def _compress(data: Buffer, level: int) -> tuple[bytes, str, int]:
+_compressors = _CompressorPool()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompressor (a zstd context is not thread-safe; creating one per
+    frame would cost more than decompressing a small frame)."""
+    decompressor: zstandard.ZstdDecompressor | None = getattr(_local, "decompressor", None)
+    if decompressor is None:
+        decompressor = _local.decompressor = zstandard.ZstdDecompressor()
+    return decompressor
+
+
+def _compress(data: Buffer, level: int, threads: int) -> tuple[bytes, str, int]:
+    """One chunk's zstd frame, the frame's xxh3-128 (hashed while it is still in cache) and
+    the chunk's size; ``threads`` zstd workers (0: this thread only)."""
     raw = memoryview(data).cast("B")
-    threads = -1 if raw.nbytes >= MULTITHREAD_THRESHOLD else 0
-    frame = _compressor(level, threads).compress(raw)
+    with _compressors.borrow(level, threads) as compressor:
+        frame = compressor.compress(raw)
     return frame, xxhash.xxh3_128_hexdigest(frame), raw.nbytes
 
 
 def decode_frame(frame: Buffer, entry: OperatorState, *, key: str) -> bytes:
-    """Verify and decompress one frame described by ``entry``."""
+    """Verify and decompress one frame described by ``entry`` (a single-chunk read)."""
     actual = xxhash.xxh3_128_hexdigest(frame)
     if actual != entry.xxh3:
         raise CorruptionError(
@@ -159,7 +201,7 @@ def decode_frame(frame: Buffer, entry: OperatorState, *, key: str) -> bytes:
             actual=actual,
         )
     try:
-        raw = zstandard.ZstdDecompressor().decompress(frame, max_output_size=entry.raw_length)
+        raw = _decompressor().decompress(frame, max_output_size=entry.raw_length)
     except zstandard.ZstdError as exc:
         raise CorruptionError(key, f"chunk does not decompress: {exc}") from exc
     if len(raw) != entry.raw_length:
@@ -167,6 +209,118 @@ def decode_frame(frame: Buffer, entry: OperatorState, *, key: str) -> bytes:
             key, "chunk raw length mismatch", expected=entry.raw_length, actual=len(raw)
         )
     return raw
+
+
+def _decompress_into(frame: memoryview, entry: OperatorState, out: memoryview, key: str) -> None:
+    """Decompress one frame straight into ``out`` (its ``raw_length`` bytes of the result).
+
+    The frame is not hashed here: the caller checks the whole file. The frame header must
+    announce exactly ``raw_length`` bytes; zstd then decodes it in one pass into ``out``
+    (no intermediate buffer) and checks the frame's own content checksum.
+    """
+    try:
+        announced = zstandard.frame_content_size(frame)
+        if announced != entry.raw_length:
+            raise CorruptionError(
+                key,
+                f"chunk {entry.name or entry.offset} raw length mismatch",
+                expected=entry.raw_length,
+                actual=announced,
+            )
+        with _decompressor().stream_reader(frame) as reader:
+            written = reader.readinto(out)
+    except zstandard.ZstdError as exc:
+        raise CorruptionError(key, f"chunk does not decompress: {exc}") from exc
+    if written != entry.raw_length:
+        raise CorruptionError(
+            key, "chunk raw length mismatch", expected=entry.raw_length, actual=written
+        )
+
+
+def _allocate(size: int) -> io.BytesIO:
+    """``size`` zero bytes to decompress into, costing nothing until written.
+
+    ``bytes(size)`` comes from ``calloc``, i.e. fresh pages the kernel maps only when first
+    written, so the page faults happen in the decompressing threads, in parallel, instead of
+    up front on one thread (as ``bytearray(size)`` would, zero-filling under the GIL). The
+    ``BytesIO`` is the only owner of that bytes object, so ``getbuffer()`` writes it in place
+    and, once every view is released, ``getvalue()`` returns that very object (CPython
+    copies only a buffer that someone else also references). The result is plain ``bytes``
+    with no second full-size buffer.
+    """
+    return io.BytesIO(bytes(size))
+
+
+async def decode_sidecar(
+    data: Buffer,
+    *,
+    key: str,
+    checkpoint_id: int,
+    nonce: str | None,
+    size: int | None,
+    state_checksum: str,
+    entries: Sequence[OperatorState],
+    parallelism: int,
+) -> bytes:
+    """Verify a whole sidecar and return all its chunks decompressed and joined.
+
+    Every frame is decompressed in a worker thread directly into its slice of the result,
+    at most ``parallelism`` at a time, while another thread hashes the whole file once: the
+    result is the only full-size allocation besides ``data``, and nothing is copied twice.
+    Raises :class:`CorruptionError` exactly as :func:`verify_sidecar` would (a checksum
+    mismatch wins over a frame that does not decode), and for a frame whose size differs
+    from the index.
+    """
+    view = memoryview(data).cast("B")
+    try:
+        _check_size(view, key, size)
+        _check_layout(view, key, checkpoint_id, nonce, entries)
+    except CorruptionError:
+        # Report what verify_sidecar reports (the checksum comes before the layout).
+        verify_sidecar(
+            view,
+            key=key,
+            checkpoint_id=checkpoint_id,
+            nonce=nonce,
+            size=size,
+            state_checksum=state_checksum,
+            entries=entries,
+        )
+        raise
+    hashing = asyncio.ensure_future(asyncio.to_thread(xxhash.xxh3_128_hexdigest, view))
+    result = _allocate(sum(entry.raw_length for entry in entries))
+    slots = asyncio.Semaphore(max(1, parallelism))
+
+    async def decode(entry: OperatorState, out: memoryview) -> None:
+        frame = view[entry.offset : entry.offset + entry.length]
+        try:
+            async with slots:
+                await asyncio.to_thread(_decompress_into, frame, entry, out, key)
+        finally:
+            # Released as soon as the frame is in, so that getvalue() need not copy; after a
+            # cancellation the worker thread may still hold it, and it is left to that thread.
+            with contextlib.suppress(BufferError):
+                out.release()
+
+    with result.getbuffer() as target:
+        jobs = []
+        start = 0
+        for entry in entries:
+            if entry.raw_length:
+                jobs.append(decode(entry, target[start : start + entry.raw_length]))
+            start += entry.raw_length
+        outcomes = await asyncio.gather(hashing, *jobs, return_exceptions=True)
+    actual = outcomes[0]
+    if isinstance(actual, BaseException):
+        raise actual
+    if actual != state_checksum:
+        raise CorruptionError(
+            key, "sidecar checksum mismatch", expected=state_checksum, actual=actual
+        )
+    for outcome in outcomes[1:]:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return result.getvalue()
 
 
 @dataclass(slots=True)
@@ -212,9 +366,11 @@ class SidecarEncoder:
         in_flight = collections.deque()
         try:
             async for name, data in _aiter(chunks):
-                in_flight.append(
-                    (name, asyncio.ensure_future(asyncio.to_thread(_compress, data, self._level)))
-                )
+                busy = any(not future.done() for _, future in in_flight)
+                large = memoryview(data).nbytes >= MULTITHREAD_THRESHOLD
+                threads = _CPUS if large and not busy and _CPUS > 1 else 0
+                job = asyncio.to_thread(_compress, data, self._level, threads)
+                in_flight.append((name, asyncio.ensure_future(job)))
                 if len(in_flight) >= self._window:
                     yield await self._emit(*in_flight.popleft())
             while in_flight:
@@ -260,14 +416,29 @@ def verify_sidecar(
 ) -> None:
     """Check a whole sidecar against its manifest; raise :class:`CorruptionError` if off."""
     view = memoryview(data).cast("B")
-    if size is not None and view.nbytes != size:
-        reason = "truncated" if view.nbytes < size else "longer than recorded"
-        raise CorruptionError(key, f"sidecar {reason}", expected=size, actual=view.nbytes)
+    _check_size(view, key, size)
     actual = xxhash.xxh3_128_hexdigest(view)
     if actual != state_checksum:
         raise CorruptionError(
             key, "sidecar checksum mismatch", expected=state_checksum, actual=actual
         )
+    _check_layout(view, key, checkpoint_id, nonce, entries)
+
+
+def _check_size(view: memoryview, key: str, size: int | None) -> None:
+    if size is not None and view.nbytes != size:
+        reason = "truncated" if view.nbytes < size else "longer than recorded"
+        raise CorruptionError(key, f"sidecar {reason}", expected=size, actual=view.nbytes)
+
+
+def _check_layout(
+    view: memoryview,
+    key: str,
+    checkpoint_id: int,
+    nonce: str | None,
+    entries: Sequence[OperatorState],
+) -> None:
+    """Header (magic, format, id, writer) and index bounds; cheap, no hashing."""
     if view.nbytes < HEADER.size:
         raise CorruptionError(key, "sidecar shorter than its header")
     magic, version, _, header_id, _, header_nonce = HEADER.unpack_from(view)
