@@ -622,3 +622,41 @@ def test_request_counts_of_save_and_load_latest(store_url: str) -> None:
     assert reader_faults.count("get") == 2
     assert reader_faults.count("list") == 1
     assert reader_faults.count(writes=True) == 0
+    reader_faults.clear_calls()
+    assert reader.recover_latest_validated().chosen_id == 2
+    assert reader_faults.count("list") == 1
+    assert reader_faults.count("get") == 2  # the newest manifest and its sidecar, once each
+    assert reader_faults.count() == 3
+
+
+def test_zombie_with_older_epoch_cannot_commit_past_a_newer_leader(store_url: str) -> None:
+    zombie = CheckpointStore(store_url)
+    zombie.save_with_state(manifest(1, epoch=3), state_for(1))
+    leader = CheckpointStore(store_url)
+    leader.save_with_state(manifest(2, epoch=4), state_for(2))
+    with pytest.raises(FencedError) as fenced:
+        zombie.save_with_state(manifest(3, epoch=3), state_for(3))
+    assert (fenced.value.epoch, fenced.value.winner_epoch) == (3, 4)
+    backend = open_backend(store_url)
+    assert not backend.exists(manifest_key(3))
+    assert not backend.exists(state_key(3))
+    assert backend.get(LATEST)[0] == b"checkpoint_00000000000000000002"
+    fresh = CheckpointStore(store_url)
+    assert fresh.load_latest().checkpoint_id == 2  # type: ignore[union-attr]
+    leader.save_with_state(manifest(3, epoch=4), state_for(3))
+    assert fresh.recover_latest_validated().chosen_id == 3
+
+
+def test_zombie_writing_below_the_pointer_is_fenced_too(store_url: str) -> None:
+    leader = CheckpointStore(store_url)
+    leader.save(manifest(9, epoch=4))
+    zombie = CheckpointStore(store_url)
+    with pytest.raises(FencedError):
+        zombie.save(manifest(5, epoch=2))
+    assert CheckpointStore(store_url).list_ids() == [9]
+
+
+def test_newer_epoch_takes_over_from_an_older_one(store_url: str) -> None:
+    CheckpointStore(store_url).save(manifest(1, epoch=1))
+    CheckpointStore(store_url).save(manifest(2, epoch=2))
+    assert CheckpointStore(store_url).load_latest().epoch == 2  # type: ignore[union-attr]
