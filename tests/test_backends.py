@@ -309,3 +309,17 @@ def test_precondition_errors_carry_both_versions() -> None:
     with pytest.raises(PreconditionFailedError) as caught:
         backend.put_if_match("k", b"3", v1)
     assert (caught.value.expected_version, caught.value.actual_version) == (v1, v2)
+
+
+def test_local_list_after_orders_directories_by_key_text(tmp_path: Path) -> None:
+    backend = open_backend(str(tmp_path))
+    for key in ["p/d.txt", "p/d/x", "p/d/y/z", "p/e", "p/c", "q/a"]:
+        backend.put(key, b"1")
+    everything = [info.key for info in backend.list("p")]
+    assert everything == ["p/c", "p/d.txt", "p/d/x", "p/d/y/z", "p/e"]
+    for index, start in enumerate(everything):
+        expected = everything[index + 1 :]
+        assert [info.key for info in backend.list_after("p", start, 10)] == expected
+        assert [info.key for info in backend.list_after("p", start, 1)] == expected[:1]
+    assert [info.key for info in backend.list_after("p", "p/d/", 2)] == ["p/d/x", "p/d/y/z"]
+    assert [info.key for info in backend.list_after("", "p/e", 5)] == ["q/a"]

@@ -228,6 +228,48 @@ class LocalTransport(Transport):
         items.sort(key=lambda info: info.key)
         return items
 
+    def _list_after(self, prefix: str, start_after: str, limit: int) -> ObjectListing:
+        """Walk directories in key order, skipping whole subtrees that sort before
+        ``start_after`` and stopping at ``limit``: the cost follows what is returned, not
+        how many objects precede it."""
+        items: list[ObjectInfo] = []
+
+        def walk(directory: str, key_prefix: str) -> bool:
+            try:
+                entries = list(os.scandir(directory))
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+            # A directory "d" holds keys "d/...", which sort after a file "d.txt": order
+            # entries by the key text they start, not by their bare names.
+            ordered = sorted(
+                (entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name, entry)
+                for entry in entries
+                if not entry.name.startswith(_TMP_PREFIX)
+                and not (not key_prefix and entry.name == _LOCK_DIR)
+            )
+            for key_start, entry in ordered:
+                key = key_prefix + key_start
+                if key_start.endswith("/"):
+                    if key <= start_after and not start_after.startswith(key):
+                        continue
+                    if walk(entry.path, key):
+                        return True
+                    continue
+                if key <= start_after:
+                    continue
+                try:
+                    stat = entry.stat()
+                except FileNotFoundError:
+                    continue
+                items.append(ObjectInfo(key, stat.st_size, None, stat.st_mtime))
+                if len(items) >= limit:
+                    return True
+            return False
+
+        base = self._path(prefix) if prefix else self._root
+        walk(str(base), prefix + "/" if prefix else "")
+        return items
+
     def _delete(self, key: str, version: str | None) -> None:
         path = self._path(key)
         with self._key_lock(key):
@@ -277,6 +319,9 @@ class LocalTransport(Transport):
 
     async def list(self, prefix: str) -> ObjectListing:
         return await asyncio.to_thread(self._list, prefix)
+
+    async def list_after(self, prefix: str, start_after: str, limit: int) -> ObjectListing:
+        return await asyncio.to_thread(self._list_after, prefix, start_after, limit)
 
     async def delete(self, key: str, version: str | None = None) -> None:
         await asyncio.to_thread(self._delete, key, version)

@@ -9,6 +9,7 @@ fsspec's ``MemoryFileSystem`` there is no single global dict and every operation
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import threading
 import time
@@ -131,6 +132,16 @@ class MemoryTransport(Transport):
             ]
         items.sort(key=lambda info: info.key)
         return items
+
+    async def list_after(self, prefix: str, start_after: str, limit: int) -> ObjectListing:
+        start = prefix + "/" if prefix else ""
+        with self._store.lock:
+            keys = heapq.nsmallest(
+                limit,
+                (key for key in self._store.objects if key > start_after and key.startswith(start)),
+            )
+            chosen = [(key, self._store.objects[key]) for key in keys]
+        return [ObjectInfo(key, len(obj.data), obj.version, obj.mtime) for key, obj in chosen]
 
     async def delete(self, key: str, version: str | None = None) -> None:
         with self._store.lock:
