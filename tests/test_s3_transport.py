@@ -23,7 +23,13 @@ import botocore.exceptions
 import pytest
 
 from objstore.backends import AsyncBackend, RetryPolicy, open_async_backend, open_backend
-from objstore.backends._s3 import MIN_PART_SIZE, S3Transport, _MultipartUpload, translate_error
+from objstore.backends._s3 import (
+    MIN_PART_SIZE,
+    S3Transport,
+    _MultipartUpload,
+    multipart_etag,
+    translate_error,
+)
 from objstore.errors import (
     AlreadyExistsError,
     NotFoundError,
@@ -446,10 +452,12 @@ def test_stream_failure_aborts_the_upload(s3_url: str, s3_faults: S3Faults) -> N
         yield b"x" * (MIN_PART_SIZE + 1)
         raise RuntimeError("the producer died")
 
+    transport.stream_retry = no_sleep_policy(attempts=2)
+
     async def scenario() -> None:
         with pytest.raises(RuntimeError, match="producer died"):
             await transport.put_if_absent_stream("broken", broken())
-        s3_faults.fail_next(1, status=503, code="SlowDown", methods={"PUT"}, key_contains="flaky")
+        s3_faults.fail_next(10, status=503, code="SlowDown", methods={"PUT"}, key_contains="flaky")
         with pytest.raises(TransientStorageError):
             await transport.put_if_absent_stream(
                 "flaky", chunks(b"y" * (2 * MIN_PART_SIZE), 1 << 20)
@@ -461,6 +469,54 @@ def test_stream_failure_aborts_the_upload(s3_url: str, s3_faults: S3Faults) -> N
 
     run(scenario)
     assert pending_uploads(bucket_of(s3_url)) == []
+
+
+def test_stream_parts_and_completion_survive_transient_errors(
+    s3_url: str, s3_faults: S3Faults
+) -> None:
+    transport = transport_for(s3_url, part_size=MIN_PART_SIZE, parts_in_flight=2)
+    transport.stream_retry = no_sleep_policy()
+    data = os.urandom(2 * MIN_PART_SIZE + 7)
+
+    async def scenario() -> str:
+        s3_faults.fail_next(2, status=500, code="InternalError", methods={"PUT"})
+        # The completion lands but its response is lost: the retry must recognise our object.
+        s3_faults.fail_next(
+            1, status=503, code="SlowDown", methods={"POST"}, key_contains="uploadId", after=True
+        )
+        version = await transport.put_if_absent_stream("sturdy", chunks(data, 1 << 20))
+        assert await transport.get("sturdy") == (data, version)
+        await transport.close()
+        return version
+
+    version = run(scenario)
+    assert version.endswith('-3"')
+    assert s3_faults.injected == 3
+    assert pending_uploads(bucket_of(s3_url)) == []
+
+
+def test_multipart_etag_matches_what_s3_computes(s3_url: str) -> None:
+    transport = transport_for(s3_url, part_size=MIN_PART_SIZE)
+    etags: dict[int, str] = {}
+    original = _MultipartUpload._upload
+
+    async def recording(self: _MultipartUpload, number: int, data: bytes) -> None:
+        await original(self, number, data)
+        etags[number] = self._etags[number]
+
+    async def scenario() -> str:
+        _MultipartUpload._upload = recording  # type: ignore[method-assign]
+        try:
+            return await transport.put_if_absent_stream(
+                "etag", chunks(b"z" * (MIN_PART_SIZE + 3), 1 << 20)
+            )
+        finally:
+            _MultipartUpload._upload = original  # type: ignore[method-assign]
+            await transport.close()
+
+    version = run(scenario)
+    assert multipart_etag([etags[number] for number in sorted(etags)]) == version
+    assert multipart_etag(["not-hex"]) is None
 
 
 # -- event loops, processes, the probe ----------------------------------------------------------

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ import s3fs
 
 from objstore._keys import validate_prefix
 from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
+from objstore.backends._retry import RetryPolicy
 from objstore.errors import (
     AlreadyExistsError,
     NotFoundError,
@@ -292,6 +294,9 @@ class S3Transport(Transport):
         options["config_kwargs"] = config_kwargs
         self._storage_options = options
         self._options_key = _options_key(bucket, options)
+        self.stream_retry = RetryPolicy()
+        """How parts and the completion of a streamed create are retried (the stream itself
+        cannot be replayed, so this happens here rather than in the backend)."""
         self._joined: set[_PoolKey] = set()
         self._joined_lock = threading.Lock()
         self._pid = os.getpid()
@@ -515,6 +520,18 @@ class S3Transport(Transport):
                 asyncio.run_coroutine_threadsafe(_close_client(entry), loop)
 
 
+def multipart_etag(part_etags: list[str]) -> str | None:
+    """The ETag S3 gives an object completed from parts with these ETags (the MD5 of their
+    MD5s, then ``-N``), or ``None`` when the part ETags are not MD5s (e.g. SSE-KMS)."""
+    try:
+        digests = b"".join(bytes.fromhex(etag.strip('"')) for etag in part_etags)
+    except ValueError:
+        return None
+    if len(digests) != 16 * len(part_etags):
+        return None
+    return f'"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(part_etags)}"'
+
+
 def _body(data: Buffer) -> bytes | bytearray:
     """botocore takes bytes and bytearray as they are; a memoryview must be copied once."""
     return data if isinstance(data, bytes | bytearray) else bytes(data)
@@ -553,10 +570,15 @@ class _MultipartUpload:
         self._etags: dict[int, str] = {}
 
     async def start(self) -> None:
-        with _translated("multipart", self._key):
-            response = await self._client.create_multipart_upload(
-                Bucket=self._transport.bucket, Key=self._full_key
-            )
+        async def attempt(_: int) -> Any:
+            with _translated("multipart", self._key):
+                return await self._client.create_multipart_upload(
+                    Bucket=self._transport.bucket, Key=self._full_key
+                )
+
+        response = await self._transport.stream_retry.call(
+            attempt, description=f"start upload of {self._key}"
+        )
         self._upload_id = str(response["UploadId"])
 
     async def add_part(self, data: bytes) -> None:
@@ -569,15 +591,22 @@ class _MultipartUpload:
         self._tasks.append(asyncio.create_task(self._upload(number, data)))
 
     async def _upload(self, number: int, data: bytes) -> None:
-        try:
+        async def attempt(_: int) -> Any:
             with _translated("multipart", self._key):
-                response = await self._client.upload_part(
+                return await self._client.upload_part(
                     Bucket=self._transport.bucket,
                     Key=self._full_key,
                     UploadId=self._upload_id,
                     PartNumber=number,
                     Body=data,
                 )
+
+        try:
+            # Re-uploading a part number replaces it, so parts are safe to retry here, where
+            # the stream they came from cannot be replayed.
+            response = await self._transport.stream_retry.call(
+                attempt, description=f"upload part {number} of {self._key}"
+            )
             self._etags[number] = str(response["ETag"])
         finally:
             self._slots.release()
@@ -591,17 +620,35 @@ class _MultipartUpload:
     async def complete(self) -> str:
         """Wait for every part, then complete the upload only if the key is still absent."""
         await asyncio.gather(*self._tasks)
-        parts = [{"PartNumber": n, "ETag": self._etags[n]} for n in sorted(self._etags)]
-        with _translated("create", self._key):
-            response = await self._client.complete_multipart_upload(
-                Bucket=self._transport.bucket,
-                Key=self._full_key,
-                UploadId=self._upload_id,
-                MultipartUpload={"Parts": parts},
-                IfNoneMatch="*",
-            )
+        numbers = sorted(self._etags)
+        parts = [{"PartNumber": n, "ETag": self._etags[n]} for n in numbers]
+        expected = multipart_etag([self._etags[n] for n in numbers])
+
+        async def attempt(number: int) -> str:
+            try:
+                with _translated("create", self._key):
+                    response = await self._client.complete_multipart_upload(
+                        Bucket=self._transport.bucket,
+                        Key=self._full_key,
+                        UploadId=self._upload_id,
+                        MultipartUpload={"Parts": parts},
+                        IfNoneMatch="*",
+                    )
+                return str(response["ETag"])
+            except (AlreadyExistsError, NotFoundError):
+                # After a lost response the upload may have completed: then the object's
+                # ETag is the one S3 derives from exactly our parts (NoSuchUpload or 412).
+                if number > 1 and expected is not None:
+                    with contextlib.suppress(NotFoundError):
+                        if (await self._transport.head(self._key)).version == expected:
+                            return expected
+                raise
+
+        etag = await self._transport.stream_retry.call(
+            attempt, description=f"complete upload of {self._key}"
+        )
         self._upload_id = None
-        return str(response["ETag"])
+        return etag
 
     async def abort(self) -> None:
         """Cancel parts still uploading and abort the upload (best effort, never raises)."""
