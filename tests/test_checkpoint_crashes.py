@@ -8,7 +8,6 @@ a fresh writer must be able to continue.
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from objstore import CheckpointConflict, CheckpointStore
 from objstore.backends import open_backend
 from objstore.checkpoint import manifest_key
 from objstore.testing import SimulatedCrash
+from objstore.testing.contract import run_processes
 from tests.checkpoint_helpers import faulty_store, joined_state, manifest, state_for, sub_url
 
 Setup = Callable[[CheckpointStore], None]
@@ -126,18 +126,7 @@ def _race_worker(url: str, epoch: int, barrier: Any, results: Any) -> None:
 
 
 def test_processes_racing_for_one_id_have_one_winner(shared_store_url: str) -> None:
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(4)
-    results = context.Queue()
-    processes = [
-        context.Process(target=_race_worker, args=(shared_store_url, epoch, barrier, results))
-        for epoch in (1, 2, 3, 4)
-    ]
-    for process in processes:
-        process.start()
-    outcomes = dict(results.get(timeout=120) for _ in processes)
-    for process in processes:
-        process.join(timeout=60)
+    outcomes = dict(run_processes(_race_worker, [(shared_store_url, e) for e in (1, 2, 3, 4)]))
     assert not [o for o in outcomes.values() if o.startswith("error")], outcomes
     winners = [epoch for epoch, outcome in outcomes.items() if outcome == "won"]
     assert len(winners) == 1, outcomes

@@ -1,6 +1,6 @@
 """ProjectionCheckpointStore: one-request advances, true saves, compaction, isolation, races.
 
-Backends and faces are paired as in ``tests/test_sources.py`` (whose helpers this reuses).
+Backends and faces are paired as in ``tests/store_helpers.py``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from objstore.projections import (
     _decode_delta,
 )
 from objstore.testing import FaultInjectingTransport, SimulatedCrash
-from tests import test_sources as shared
-from tests.test_sources import NASTY_NAMES, Faces, crash_points, local_backends, run_processes
+from tests import store_helpers as shared
+from tests.store_helpers import NASTY_NAMES, Faces, crash_points, local_backends, run_processes
 
 # The backend/face fixtures of the source tests, so both files pair them the same way.
 combo = shared.combo

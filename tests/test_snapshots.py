@@ -1,6 +1,6 @@
 """SnapshotStore: replace, load with accepted schema versions, damage as absence, names.
 
-Backends and faces are paired as in ``tests/test_sources.py`` (whose helpers this reuses).
+Backends and faces are paired as in ``tests/store_helpers.py``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from objstore.snapshots import (
     encode_snapshot,
 )
 from objstore.testing import SimulatedCrash
-from tests import test_sources as shared
-from tests.test_sources import NASTY_NAMES, Faces, crash_points, local_backends
+from tests import store_helpers as shared
+from tests.store_helpers import NASTY_NAMES, Faces, crash_points, local_backends
 
 # The backend/face fixtures of the source tests, so every file pairs them the same way.
 combo = shared.combo

@@ -23,28 +23,36 @@ from typing import Any
 
 import pytest
 
-from objstore.backends import AsyncBackend, open_async_backend, open_backend
+from objstore.backends import open_async_backend, open_backend
 from objstore.errors import AlreadyExistsError, NotFoundError, PreconditionFailedError
 
-__all__ = ["BackendContract", "cas_increment_worker", "create_race_worker"]
+__all__ = [
+    "BackendContract",
+    "LoopDriven",
+    "cas_increment_worker",
+    "create_race_worker",
+    "run_processes",
+]
 
 RACE_THREADS = 8
 RACE_PROCESSES = 4
 CAS_INCREMENTS = 50
 
 
-class LoopDrivenBackend:
-    """Drives an :class:`AsyncBackend` from a loop the test owns, with the sync call shape.
+class LoopDriven:
+    """Drives an async object (a backend or a store) from an event loop the caller owns,
+    with the blocking call shape: coroutine methods are run to completion on ``loop``.
 
     This exercises the async face on a loop that is *not* objstore's private one.
     """
 
-    def __init__(self, backend: AsyncBackend) -> None:
-        self._backend = backend
-        self._loop = asyncio.new_event_loop()
+    def __init__(self, target: Any, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._target = target
+        self._owns_loop = loop is None
+        self._loop = loop or asyncio.new_event_loop()
 
     def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._backend, name)
+        attribute = getattr(self._target, name)
         if not inspect.iscoroutinefunction(attribute):
             return attribute
 
@@ -53,9 +61,10 @@ class LoopDrivenBackend:
 
         return call
 
-    def close(self) -> None:
-        self._loop.run_until_complete(self._backend.close())
-        self._loop.close()
+    def close_loop(self) -> None:
+        """Close the loop if this object created it."""
+        if self._owns_loop:
+            self._loop.close()
 
 
 def create_race_worker(url: str, key: str, payload: bytes, barrier: Any, results: Any) -> None:
@@ -94,9 +103,9 @@ def cas_increment_worker(url: str, key: str, increments: int, barrier: Any, resu
         results.put(("done", conflicts))
 
 
-def _run_processes(
-    target: Callable[..., None], argument_sets: list[tuple[Any, ...]]
-) -> list[tuple[str, Any]]:
+def run_processes(target: Callable[..., None], argument_sets: list[tuple[Any, ...]]) -> list[Any]:
+    """Run ``target(*arguments, barrier, results)`` in one spawned process per argument
+    set, all released together by the barrier, and return what each put on ``results``."""
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(len(argument_sets))
     results = context.Queue()
@@ -124,9 +133,10 @@ class BackendContract:
             yield sync_backend
             sync_backend.close()
         else:
-            driven = LoopDrivenBackend(open_async_backend(store_url))
+            driven = LoopDriven(open_async_backend(store_url))
             yield driven
             driven.close()
+            driven.close_loop()
 
     # -- round trips -------------------------------------------------------------------------
 
@@ -348,7 +358,7 @@ class BackendContract:
         backend = open_backend(shared_store_url)
         backend.probe()
         payloads = [f"process-{i}-{uuid.uuid4().hex}".encode() for i in range(RACE_PROCESSES)]
-        outcomes = _run_processes(
+        outcomes = run_processes(
             create_race_worker, [(shared_store_url, "race/key", p) for p in payloads]
         )
         assert [o for o in outcomes if o[0] == "error"] == []
@@ -359,7 +369,7 @@ class BackendContract:
     def test_processes_cas_counter_reaches_exact_total(self, shared_store_url: str) -> None:
         backend = open_backend(shared_store_url)
         backend.put_if_absent("counter", b"0")
-        outcomes = _run_processes(
+        outcomes = run_processes(
             cas_increment_worker,
             [(shared_store_url, "counter", CAS_INCREMENTS)] * RACE_PROCESSES,
         )
