@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from objstore._loop import blocking
+from objstore._loop import StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
 from objstore.backends import AsyncBackend
 from objstore.checkpoint._layout import (
@@ -709,29 +709,15 @@ def _check_manifest(manifest: object) -> None:
         raise TypeError(f"expected a CheckpointManifest, not {type(manifest).__name__}")
 
 
-class CheckpointStore:
+class CheckpointStore(StoreFacade[AsyncCheckpointStore]):
     """The blocking face of :class:`AsyncCheckpointStore`: same arguments and methods."""
 
-    def __init__(self, url_or_backend: StoreLocation, **options: Any) -> None:
-        self._async = AsyncCheckpointStore(url_or_backend, **options)
-
-    @property
-    def async_store(self) -> AsyncCheckpointStore:
-        """The async store this facade drives."""
-        return self._async
+    _core_class = AsyncCheckpointStore
 
     @property
     def vnode_count(self) -> int:
         """The vnode count this store's manifests are expected to use."""
         return self._async.vnode_count
-
-    @property
-    def url(self) -> str:
-        """The root URL of the store."""
-        return self._async.url
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.url!r})"
 
     save = blocking(AsyncCheckpointStore.save)
     save_with_state = blocking(AsyncCheckpointStore.save_with_state)
