@@ -598,19 +598,12 @@ def run_demo_command(
 ) -> DemoResult:
     """``objstore demo``: :func:`run_demo` on ``url`` (default ``./objstore-demo``), or with
     ``s3`` on a moto server started for the run (default ``s3://objstore-demo/demo``)."""
-    if not s3:
-        return run_demo(
-            url or DEFAULT_URL,
-            events=events,
-            interval=interval,
-            seed=seed,
-            crash=crash,
-            storage_options=storage_options,
-            report=report,
-        )
-    target = url or DEFAULT_S3_URL
-    with moto_s3(target) as endpoint:
-        report(DemoStep("info", f"started a moto S3 server at {endpoint}", {"endpoint": endpoint}))
+    target = url or (DEFAULT_S3_URL if s3 else DEFAULT_URL)
+    with moto_s3(target) if s3 else contextlib.nullcontext() as endpoint:
+        if endpoint is not None:
+            report(
+                DemoStep("info", f"started a moto S3 server at {endpoint}", {"endpoint": endpoint})
+            )
         return run_demo(
             target,
             events=events,
