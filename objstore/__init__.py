@@ -39,6 +39,7 @@ from objstore.errors import (
     PreconditionFailedError,
     TransientStorageError,
 )
+from objstore.kv import AsyncKVStore, KVBatch, KVStore
 from objstore.projections import (
     AsyncProjectionCheckpointStore,
     GlobalProjectionCheckpoint,
@@ -59,11 +60,14 @@ __all__ = [
     "AlreadyExistsError",
     "AsyncBackend",
     "AsyncCheckpointStore",
+    "AsyncKVStore",
     "AsyncNoopSnapshotStore",
     "AsyncProjectionCheckpointStore",
     "AsyncSnapshotStore",
     "AsyncSourceCheckpointStore",
     "GlobalProjectionCheckpoint",
+    "KVBatch",
+    "KVStore",
     "NoopSnapshotStore",
     "ProjectionCheckpointStore",
     "Snapshot",

@@ -241,12 +241,20 @@ class LocalTransport(Transport):
                 return False
             # A directory "d" holds keys "d/...", which sort after a file "d.txt": order
             # entries by the key text they start, not by their bare names.
-            ordered = sorted(
-                (entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name, entry)
-                for entry in entries
-                if not entry.name.startswith(_TMP_PREFIX)
-                and not (not key_prefix and entry.name == _LOCK_DIR)
-            )
+            candidates = []
+            for entry in entries:
+                name = entry.name
+                # Only entries that can hold keys after start_after are examined further: a
+                # directory "d" qualifies exactly when "d" itself sorts after start_after or
+                # is a prefix of it, so no stat is needed to decide.
+                full = key_prefix + name
+                if not (full > start_after or start_after.startswith(full)):
+                    continue
+                if name.startswith(_TMP_PREFIX) or (not key_prefix and name == _LOCK_DIR):
+                    continue
+                key_start = name + "/" if entry.is_dir(follow_symlinks=False) else name
+                candidates.append((key_start, entry))
+            ordered = sorted(candidates, key=lambda candidate: candidate[0])
             for key_start, entry in ordered:
                 key = key_prefix + key_start
                 if key_start.endswith("/"):

@@ -1,0 +1,275 @@
+"""KV object formats and the pure decisions over them (no I/O).
+
+Every KV object is a sealed blob (see :mod:`objstore.codec`) whose payload is::
+
+    header length u32 LE | canonical JSON header | binary entries
+
+Entries are ``u32 key length | key`` for a delete batch and ``u32 key length | key | u32 value
+length | value`` for a put batch or a snapshot. The header carries ``format``, ``kind`` and
+the object's ``sequence``, which is checked against the key it was read from.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from objstore._checks import is_int
+from objstore.codec import canonical_json, parse_json, seal, unseal
+from objstore.errors import CorruptionError
+
+__all__ = [
+    "KV_FORMAT",
+    "KVBatch",
+    "KVManifest",
+    "decode_batch",
+    "decode_manifest",
+    "decode_snapshot",
+    "encode_batch",
+    "encode_manifest",
+    "encode_snapshot",
+    "encode_tombstone",
+    "contiguous_tail",
+    "log_key",
+    "sequence_of",
+    "snapshot_key",
+]
+
+KV_FORMAT = 1
+"""Format version of every KV object (batch, tombstone, snapshot, manifest)."""
+
+LOG_PREFIX = "kv/log"
+SNAPSHOT_PREFIX = "kv/snapshots"
+MANIFEST_KEY = "kv/manifest"
+_U32 = struct.Struct("<I")
+_BATCH_KIND = "objstore.kv-batch"
+_SNAPSHOT_KIND = "objstore.kv-snapshot"
+_MANIFEST_KIND = "objstore.kv-manifest"
+
+
+def log_key(sequence: int) -> str:
+    """The log object that *is* batch ``sequence`` (20 digits: list order = numeric order)."""
+    return f"{LOG_PREFIX}/{sequence:020d}"
+
+
+def snapshot_key(sequence: int) -> str:
+    """The snapshot object holding every live key after batch ``sequence``."""
+    return f"{SNAPSHOT_PREFIX}/{sequence:020d}"
+
+
+def sequence_of(key: str, prefix: str) -> int | None:
+    """The sequence number a ``prefix/{digits}`` key names, or ``None`` for foreign keys."""
+    name = key[len(prefix) + 1 :] if key.startswith(prefix + "/") else ""
+    return int(name) if name.isdigit() and name.isascii() else None
+
+
+def contiguous_tail(after: int, sequences: Iterable[int]) -> list[int]:
+    """The sequences ``after + 1, after + 2, …`` present in ``sequences``, up to the first gap.
+
+    A sequence is visible only when it and all below it are durable, so anything past a
+    gap is hidden until the gap is filled.
+    """
+    present = set(sequences)
+    tail: list[int] = []
+    while after + len(tail) + 1 in present:
+        tail.append(after + len(tail) + 1)
+    return tail
+
+
+# -- batches ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KVBatch:
+    """One committed batch: ``kind`` ``"put"`` with its ``pairs``, or ``"delete"`` with its
+    ``keys`` (``pairs`` then empty). Pairs and keys are in the order they were given."""
+
+    sequence: int
+    kind: Literal["put", "delete"]
+    pairs: tuple[tuple[bytes, bytes], ...] = ()
+    keys: tuple[bytes, ...] = ()
+
+
+def _frame(header: Mapping[str, Any], body: Iterable[bytes]) -> bytes:
+    encoded = canonical_json(header)
+    return seal(b"".join([_U32.pack(len(encoded)), encoded, *body]))
+
+
+def _entries(pairs: Iterable[tuple[bytes, bytes]]) -> Iterable[bytes]:
+    for key, value in pairs:
+        yield _U32.pack(len(key))
+        yield key
+        yield _U32.pack(len(value))
+        yield value
+
+
+def encode_batch(batch: KVBatch, nonce: str) -> bytes:
+    """The sealed log object for ``batch``. ``nonce`` makes each attempt's bytes unique, so a
+    retried create can recognise its own write whose response was lost."""
+    header = {
+        "format": KV_FORMAT,
+        "kind": _BATCH_KIND,
+        "op": batch.kind,
+        "sequence": batch.sequence,
+        "count": len(batch.pairs) if batch.kind == "put" else len(batch.keys),
+        "nonce": nonce,
+    }
+    if batch.kind == "put":
+        return _frame(header, _entries(batch.pairs))
+    return _frame(header, (part for key in batch.keys for part in (_U32.pack(len(key)), key)))
+
+
+def encode_tombstone(sequence: int) -> bytes:
+    """What a pruned log object is overwritten with: the slot stays taken (so no writer can
+    ever create batch ``sequence`` again) but the batch's data is gone."""
+    return _frame(
+        {"format": KV_FORMAT, "kind": _BATCH_KIND, "op": "pruned", "sequence": sequence}, []
+    )
+
+
+class _Reader:
+    def __init__(self, data: bytes, offset: int, key: str) -> None:
+        self.data, self.offset, self.key = data, offset, key
+
+    def take(self) -> bytes:
+        end = self.offset + _U32.size
+        if end > len(self.data):
+            raise CorruptionError(self.key, "entry runs past the end")
+        (length,) = _U32.unpack_from(self.data, self.offset)
+        if end + length > len(self.data):
+            raise CorruptionError(self.key, "entry runs past the end")
+        self.offset = end + length
+        return self.data[end : end + length]
+
+
+def _open(blob: bytes, *, key: str, kind: str, sequence: int) -> tuple[dict[str, Any], _Reader]:
+    payload = unseal(blob, key=key)
+    if len(payload) < _U32.size:
+        raise CorruptionError(key, "too short for a header")
+    (length,) = _U32.unpack_from(payload)
+    end = _U32.size + length
+    if end > len(payload):
+        raise CorruptionError(key, "header runs past the end")
+    header = parse_json(payload[_U32.size : end], key=key)
+    if not isinstance(header, dict) or header.get("format") != KV_FORMAT:
+        raise CorruptionError(key, "unknown KV object format")
+    if header.get("kind") != kind:
+        raise CorruptionError(key, "wrong kind", expected=kind, actual=header.get("kind"))
+    if header.get("sequence") != sequence:
+        raise CorruptionError(
+            key, "sequence does not match the key", expected=sequence, actual=header.get("sequence")
+        )
+    return header, _Reader(payload, end, key)
+
+
+def _count(header: Mapping[str, Any], key: str) -> int:
+    count = header.get("count")
+    if not is_int(count) or count < 0:
+        raise CorruptionError(key, f"bad entry count {count!r}")
+    return count
+
+
+def _finish(reader: _Reader) -> None:
+    if reader.offset != len(reader.data):
+        raise CorruptionError(reader.key, "trailing bytes after the last entry")
+
+
+def decode_batch(blob: bytes, *, key: str, sequence: int) -> KVBatch | None:
+    """The batch in a log object, ``None`` for a tombstone (a pruned batch);
+    :class:`CorruptionError` if damaged or not batch ``sequence``."""
+    header, reader = _open(blob, key=key, kind=_BATCH_KIND, sequence=sequence)
+    op = header.get("op")
+    if op == "pruned":
+        return None
+    count = _count(header, key)
+    if op == "put":
+        pairs = tuple((reader.take(), reader.take()) for _ in range(count))
+        _finish(reader)
+        return KVBatch(sequence, "put", pairs=pairs)
+    if op == "delete":
+        keys = tuple(reader.take() for _ in range(count))
+        _finish(reader)
+        return KVBatch(sequence, "delete", keys=keys)
+    raise CorruptionError(key, f"unknown batch op {op!r}")
+
+
+# -- snapshots -------------------------------------------------------------------------------
+
+
+def encode_snapshot(sequence: int, items: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """The sealed snapshot of every live key (``items`` sorted by key) after ``sequence``."""
+    header = {
+        "format": KV_FORMAT,
+        "kind": _SNAPSHOT_KIND,
+        "sequence": sequence,
+        "count": len(items),
+    }
+    return _frame(header, _entries(items))
+
+
+def decode_snapshot(blob: bytes, *, key: str, sequence: int) -> dict[bytes, bytes]:
+    """The key/value map in a snapshot object; :class:`CorruptionError` if damaged."""
+    header, reader = _open(blob, key=key, kind=_SNAPSHOT_KIND, sequence=sequence)
+    state = {reader.take(): reader.take() for _ in range(_count(header, key))}
+    _finish(reader)
+    return state
+
+
+# -- manifest --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KVManifest:
+    """Where a reader starts: ``snapshot`` (0 = none) covers batches ``1..snapshot``; batches
+    below ``retained_from`` are pruned (``retained_from <= snapshot + 1``); log objects below
+    ``tombstoned_below`` are known to be tombstones already. Every field only grows."""
+
+    snapshot: int = 0
+    retained_from: int = 1
+    tombstoned_below: int = 1
+
+    def merged(self, other: KVManifest) -> KVManifest:
+        """The field-wise maximum: what a compare-and-swap retry writes, so two maintainers
+        racing each other can never move a field backward."""
+        return KVManifest(
+            max(self.snapshot, other.snapshot),
+            max(self.retained_from, other.retained_from),
+            max(self.tombstoned_below, other.tombstoned_below),
+        )
+
+
+def encode_manifest(manifest: KVManifest, nonce: str) -> bytes:
+    """The sealed manifest object (canonical JSON)."""
+    return seal(
+        canonical_json(
+            {
+                "format": KV_FORMAT,
+                "kind": _MANIFEST_KIND,
+                "snapshot": manifest.snapshot,
+                "retained_from": manifest.retained_from,
+                "tombstoned_below": manifest.tombstoned_below,
+                "nonce": nonce,
+            }
+        )
+    )
+
+
+def decode_manifest(blob: bytes, *, key: str) -> KVManifest:
+    """The manifest in a blob; :class:`CorruptionError` if damaged or inconsistent."""
+    document = parse_json(unseal(blob, key=key), key=key)
+    if not isinstance(document, dict) or document.get("format") != KV_FORMAT:
+        raise CorruptionError(key, "unknown KV manifest format")
+    if document.get("kind") != _MANIFEST_KIND:
+        raise CorruptionError(key, "not a KV manifest")
+    fields: list[int] = []
+    for name in ("snapshot", "retained_from", "tombstoned_below"):
+        value = document.get(name)
+        if not is_int(value) or value < 0:
+            raise CorruptionError(key, f"bad manifest field {name}={value!r}")
+        fields.append(value)
+    manifest = KVManifest(*fields)
+    if not 1 <= manifest.tombstoned_below <= manifest.retained_from <= manifest.snapshot + 1:
+        raise CorruptionError(key, f"inconsistent manifest {manifest!r}")
+    return manifest

@@ -1,0 +1,361 @@
+"""KVStore: batches, sequences, scans, compaction, pruning, crashes and racing writers."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from objstore.backends import AsyncBackend, Backend, RetryPolicy, open_transport
+from objstore.kv import KVStore
+from objstore.kv._format import LOG_PREFIX, MANIFEST_KEY, KVManifest, decode_manifest
+from objstore.testing import FaultInjectingTransport, SimulatedCrash
+from objstore.testing.contract import run_processes
+
+Model = dict[bytes, bytes]
+
+
+async def no_sleep(_: float) -> None:
+    """Retry backoff that does not wait."""
+
+
+def backend_for(url: str) -> Backend:
+    """A backend on ``url`` without backoff waits or the capability probe (the backend
+    contract suite proves the probe), so the tests stay fast on S3 and GCS."""
+    transport = open_transport(url)
+    return Backend(AsyncBackend(transport, retry=RetryPolicy(sleep=no_sleep), verify_fencing=False))
+
+
+def open_kv(url: str, **options: Any) -> KVStore:
+    """A new store object on ``url``."""
+    return KVStore(backend_for(url), **options)
+
+
+def faulty_kv(url: str, **options: Any) -> tuple[KVStore, FaultInjectingTransport]:
+    """A store whose every request goes through a fault injector with an empty call log."""
+    faults = FaultInjectingTransport(open_transport(url))
+    backend = Backend(AsyncBackend(faults, retry=RetryPolicy(sleep=no_sleep), verify_fencing=False))
+    return KVStore(backend, **options), faults
+
+
+def state(store: KVStore) -> Model:
+    """Every pair in the store."""
+    return dict(store.range_scan())
+
+
+def manifest(url: str) -> KVManifest:
+    blob, _ = backend_for(url).get(MANIFEST_KEY)
+    return decode_manifest(blob, key=MANIFEST_KEY)
+
+
+def log_sequences(url: str) -> list[int]:
+    return [int(info.key.rsplit("/", 1)[1]) for info in backend_for(url).list(LOG_PREFIX)]
+
+
+# -- behaviour -------------------------------------------------------------------------------
+
+
+def test_round_trip_sequences_and_reopen(store_url: str) -> None:
+    store = open_kv(store_url)
+    assert store.current_sequence() == 0
+    assert store.get(b"a") is None
+    assert store.put_batch([(b"a", b"1"), (b"b", b"2")]) == 1
+    assert store.put_batch([(b"c", b"3"), (b"a", b"10"), (b"a", b"11")]) == 2
+    assert store.delete_batch([b"b", b"missing"]) == 3
+    assert store.get(b"a") == b"11"
+    assert store.get(b"b") is None
+    assert store.get_many([b"c", b"b", b"a"]) == [(b"c", b"3"), (b"b", None), (b"a", b"11")]
+    assert store.current_sequence() == 3
+    fresh = open_kv(store_url)
+    assert fresh.current_sequence() == 3
+    assert state(fresh) == {b"a": b"11", b"c": b"3"}
+    # A second store object sees the first one's later writes on its next call.
+    assert store.put_batch([(b"d", b"4")]) == 4
+    assert fresh.get(b"d") == b"4"
+    assert fresh.put_batch([(b"e", b"5")]) == 5
+    assert store.get_many([b"e"]) == [(b"e", b"5")]
+
+
+def test_range_scan_bounds_limit_and_direction() -> None:
+    store = open_kv("memory://")
+    store.put_batch([(bytes([k]), bytes([k, k])) for k in range(10)])
+    keys = lambda rows: [row[0][0] for row in rows]  # noqa: E731
+    assert keys(store.range_scan(b"\x02", b"\x05")) == [2, 3, 4, 5]  # inclusive both ends
+    assert keys(store.range_scan(b"\x07")) == [7, 8, 9]  # empty end = unbounded
+    assert keys(store.range_scan(b"", b"\x01")) == [0, 1]
+    assert keys(store.range_scan(b"\x02", b"\x05", limit=2)) == [2, 3]
+    assert keys(store.range_scan(b"\x02", b"\x05", limit=2, forward=False)) == [5, 4]
+    assert keys(store.range_scan(forward=False, limit=3)) == [9, 8, 7]
+    assert store.range_scan(b"\x02", b"\x05", limit=0) == []
+    assert store.range_scan(b"\x05", b"\x02") == []
+    assert store.range_scan(b"\x03", b"\x03") == [(b"\x03", b"\x03\x03")]
+    assert store.range_scan(b"\x02\x00", b"\x03") == [(b"\x03", b"\x03\x03")]
+
+
+def test_get_batch_and_read_batch() -> None:
+    store = open_kv("memory://")
+    store.put_batch([(b"k", b"v"), (b"j", b"w")])
+    store.delete_batch([b"k"])
+    assert store.get_batch(1) == [(b"k", b"v"), (b"j", b"w")]
+    assert store.get_batch(2) == []  # a delete batch writes no pairs
+    deleted = store.read_batch(2)
+    assert deleted is not None
+    assert (deleted.kind, deleted.keys) == ("delete", (b"k",))
+    assert store.get_batch(0) is None
+    assert store.get_batch(3) is None
+    assert store.oldest_retained_batch() == 1
+
+
+def test_bad_input_is_refused_before_any_request() -> None:
+    store, faults = faulty_kv("memory://")
+    with pytest.raises(TypeError):
+        store.put_batch([("a", b"1")])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        store.put_batch([(b"a", "1")])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        store.put_batch([(b"a", None)])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        store.delete_batch(["a"])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        store.get("a")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one"):
+        store.put_batch([])
+    with pytest.raises(ValueError, match="at least one"):
+        store.delete_batch([])
+    with pytest.raises(ValueError, match="empty"):
+        store.put_batch([(b"", b"1")])
+    with pytest.raises(ValueError, match="cutoff"):
+        store.prune_batch_log(0)
+    assert faults.count() == 0
+
+
+def test_put_batch_is_one_write_and_no_read_in_the_steady_state(store_url: str) -> None:
+    store, faults = faulty_kv(store_url, compact_every=0)
+    store.put_batch([(b"first", b"1")])  # the first call learns where the log ends
+    faults.clear_calls()
+    for n in range(5):
+        store.put_batch([(b"k%d" % n, b"v" * 100)] * 3)
+        store.delete_batch([b"k%d" % n])
+    assert faults.count(writes=True) == 10
+    assert faults.count("put_if_absent") == 10
+    assert faults.count(writes=False) == 0
+    faults.clear_calls()
+    assert store.get(b"first") == b"1"  # a read catches up with one LIST
+    assert faults.count() == 1
+
+
+def test_compaction_keeps_every_key_and_reopen_reads_snapshot_plus_tail(store_url: str) -> None:
+    store = open_kv(store_url, compact_every=4)
+    model: Model = {}
+    for n in range(1, 15):
+        pairs = [(b"key-%02d" % (n % 7), b"v%d" % n), (b"only-%02d" % n, b"x" * n)]
+        assert store.put_batch(pairs) == 2 * n - 1
+        model.update(pairs)
+        drop = [b"only-%02d" % (n - 1)]
+        assert store.delete_batch(drop) == 2 * n
+        model.pop(drop[0], None)
+    assert state(store) == model
+    snapshot = manifest(store_url).snapshot
+    assert 24 <= snapshot <= 28
+    assert [key.key for key in backend_for(store_url).list("kv/snapshots")] == [
+        f"kv/snapshots/{snapshot:020d}"
+    ]
+    fresh, faults = faulty_kv(store_url)
+    assert state(fresh) == model
+    # manifest + snapshot + tail listing + one GET per tail batch
+    assert faults.count("get") == 2 + (28 - snapshot)
+    assert faults.count("list") == 1
+    assert fresh.compact() == 28
+    assert state(open_kv(store_url)) == model
+
+
+def test_prune_compacts_first_and_never_reuses_a_sequence(store_url: str) -> None:
+    store = open_kv(store_url, compact_every=0)
+    stale = open_kv(store_url, compact_every=0)
+    assert stale.put_batch([(b"stale", b"0")]) == 1
+    for n in range(2, 13):
+        assert store.put_batch([(b"k%d" % n, b"v%d" % n)]) == n
+    assert store.oldest_retained_batch() == 1
+    assert store.prune_batch_log(10) == 9
+    assert store.prune_batch_log(10) == 0
+    assert store.oldest_retained_batch() == 10
+    assert store.get_batch(9) is None
+    assert store.get_batch(10) == [(b"k10", b"v10")]
+    assert manifest(store_url).snapshot >= 9
+    # A writer that has not seen batches 2..12 must not be told it committed batch 2.
+    assert stale.put_batch([(b"late", b"1")]) == 13
+    assert stale.get_batch(13) == [(b"late", b"1")]
+    expected = {b"stale": b"0", b"late": b"1"} | {b"k%d" % n: b"v%d" % n for n in range(2, 13)}
+    assert state(open_kv(store_url)) == expected
+    assert store.prune_batch_log(100) == 4  # clamped to the newest batch
+    assert store.oldest_retained_batch() is None
+    assert state(open_kv(store_url)) == expected
+    assert open_kv(store_url).put_batch([(b"next", b"2")]) == 14
+    assert log_sequences(store_url) == list(range(1, 15))  # pruned slots stay taken
+
+
+# -- crashes -----------------------------------------------------------------------------------
+
+
+def _base(url: str) -> Model:
+    """Batches 1..3 on ``url``; the state after them."""
+    store = open_kv(url, compact_every=0)
+    store.put_batch([(b"a", b"1"), (b"b", b"1")])
+    store.put_batch([(b"c", b"1")])
+    store.delete_batch([b"b"])
+    return state(store)
+
+
+def _do_put(store: KVStore) -> None:
+    store.put_batch([(b"a", b"2"), (b"d", b"2"), (b"e", b"2")])
+
+
+def _do_compact(store: KVStore) -> None:
+    store.compact()
+
+
+def _do_prune(store: KVStore) -> None:
+    store.prune_batch_log(3)
+
+
+SCENARIOS = {"put_batch": _do_put, "compact": _do_compact, "prune": _do_prune}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+@pytest.mark.parametrize("url_kind", ["memory", "file"])
+def test_crash_at_every_request_leaves_old_or_new_state(
+    scenario: str, url_kind: str, tmp_path: Any
+) -> None:
+    run = SCENARIOS[scenario]
+    outcomes: set[str] = set()
+    for when in ("before", "after"):
+        for nth in range(1, 20):
+            url = "memory://" if url_kind == "memory" else str(tmp_path / f"{when}-{nth}")
+            if url == "memory://":
+                url = f"memory://crash-{scenario}-{when}-{nth}-{id(tmp_path)}"
+            old = _base(url)
+            new = old | {b"a": b"2", b"d": b"2", b"e": b"2"} if scenario == "put_batch" else old
+            store, faults = faulty_kv(url, compact_every=0)
+            store.current_sequence()  # loaded: the crash hits the operation itself
+            getattr(faults, f"crash_{when}")("*", nth)
+            try:
+                run(store)
+            except SimulatedCrash:
+                pass
+            else:
+                break  # fewer than nth requests: every crash point was covered
+            fresh = open_kv(url)
+            seen = state(fresh)
+            assert seen in (old, new), (when, nth)
+            outcomes.add("old" if seen == old else "new")
+            assert fresh.current_sequence() == (3 if seen == old else 4)
+            fresh.put_batch([(b"z", b"z")])  # the store stays writable after the crash
+            assert state(open_kv(url)) == seen | {b"z": b"z"}
+        else:
+            raise AssertionError(f"{scenario} made more than 19 requests")
+    assert outcomes == ({"old", "new"} if scenario == "put_batch" else {"old"})
+
+
+def test_lost_response_of_the_commit_is_recognised(store_url: str) -> None:
+    store, faults = faulty_kv(store_url)
+    store.put_batch([(b"a", b"1")])
+    faults.lose_response("put_if_absent")
+    assert store.put_batch([(b"b", b"2")]) == 2
+    assert store.put_batch([(b"c", b"3")]) == 3
+    assert open_kv(store_url).current_sequence() == 3
+
+
+# -- racing writers ------------------------------------------------------------------------------
+
+THREADS = 4
+BATCHES = 6
+
+
+def _check_race(url: str, written: dict[int, tuple[int, int]], writers: int) -> None:
+    """Every batch got its own sequence, 1..N, none lost, and the state is the log applied
+    in sequence order."""
+    total = writers * BATCHES
+    assert sorted(written) == list(range(1, total + 1))
+    assert sorted(written.values()) == sorted(
+        (w, n) for w in range(writers) for n in range(BATCHES)
+    )
+    store = open_kv(url)
+    assert store.current_sequence() == total
+    last_writer, last_n = written[total]
+    expected = {b"last": b"%d-%d" % (last_writer, last_n)}
+    expected |= {b"w%d-%d" % pair: b"x" for pair in written.values()}
+    assert state(store) == expected
+
+
+def test_racing_writers_in_threads(store_url: str) -> None:
+    written: dict[int, tuple[int, int]] = {}
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(THREADS)
+
+    def writer(w: int) -> None:
+        try:
+            store = open_kv(store_url, compact_every=5)
+            barrier.wait()
+            for n in range(BATCHES):
+                seq = store.put_batch([(b"w%d-%d" % (w, n), b"x"), (b"last", b"%d-%d" % (w, n))])
+                with lock:
+                    written[seq] = (w, n)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    _check_race(store_url, written, THREADS)
+
+
+def process_writer(url: str, worker: int, barrier: Any, results: Any) -> None:
+    """Child process: write BATCHES batches, report which sequence each got."""
+    try:
+        store = KVStore(url, compact_every=4)
+        store.current_sequence()
+        barrier.wait()
+        for n in range(BATCHES):
+            seq = store.put_batch(
+                [(b"w%d-%d" % (worker, n), b"x"), (b"last", b"%d-%d" % (worker, n))]
+            )
+            results.put(("batch", seq, worker, n))
+        store.close()
+    except Exception as exc:  # reported to the parent, which fails the test
+        results.put(("error", repr(exc), worker, -1))
+    else:
+        results.put(("done", 0, worker, -1))
+
+
+def test_racing_writers_in_processes(shared_store_url: str) -> None:
+    processes = 3
+    context_results = run_processes_collect(shared_store_url, processes)
+    written = {seq: (w, n) for kind, seq, w, n in context_results if kind == "batch"}
+    assert [r for r in context_results if r[0] == "error"] == []
+    _check_race(shared_store_url, written, processes)
+
+
+def run_processes_collect(url: str, processes: int) -> list[tuple[str, int, int, int]]:
+    """Run :func:`process_writer` in ``processes`` spawned processes; every message sent."""
+    outcomes = run_processes(_collecting_writer, [(url, w) for w in range(processes)])
+    return [message for batch in outcomes for message in batch]
+
+
+def _collecting_writer(url: str, worker: int, barrier: Any, results: Any) -> None:
+    """Child process: :func:`process_writer` with all messages sent back as one list."""
+
+    class Collect:
+        def __init__(self) -> None:
+            self.items: list[Any] = []
+
+        def put(self, item: Any) -> None:
+            self.items.append(item)
+
+    collected = Collect()
+    process_writer(url, worker, barrier, collected)
+    results.put(collected.items)
