@@ -660,3 +660,26 @@ def test_newer_epoch_takes_over_from_an_older_one(store_url: str) -> None:
     CheckpointStore(store_url).save(manifest(1, epoch=1))
     CheckpointStore(store_url).save(manifest(2, epoch=2))
     assert CheckpointStore(store_url).load_latest().epoch == 2  # type: ignore[union-attr]
+
+
+def test_large_sidecars_are_validated_in_ranges_not_held_whole(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from objstore.checkpoint import _store
+
+    monkeypatch.setattr(_store, "STREAMED_VALIDATION_THRESHOLD", 10)
+    monkeypatch.setattr(_store, "RANGE_SIZE", 16)
+    store, faults = faulty_store(store_url)
+    store.save_with_state(manifest(1), state_for(1))
+    store.save_with_state(manifest(2), state_for(2))
+    faults.clear_calls()
+    assert store.validate_checkpoint(2).valid
+    assert faults.count("get_range") > 3
+    assert all(call.operation != "get" or "manifest" in call.key for call in faults.calls)
+    _flip(store_url, state_key(2), 60)
+    seen: list[int] = []
+    result = store.validate_checkpoint(2, progress=seen.append)
+    assert not result.valid
+    assert "checksum" in result.issues[0]
+    assert sum(seen) > 0
+    assert store.recover_latest_validated().chosen_id == 1

@@ -285,31 +285,9 @@ async def validate_checkpoint_streaming_async(
     a HEAD of the sidecar and one GET per range. Transient errors propagate (after
     retries) rather than being mistaken for corruption.
     """
-    check_checkpoint_id(checkpoint_id)
-    ranges = _range_size(range_size)
-    try:
-        _, stored = await _read_manifest(store.backend, checkpoint_id)
-    except NotFoundError:
-        return ValidationResult(checkpoint_id, False, ("manifest missing",))
-    except CorruptionError as exc:
-        return ValidationResult(checkpoint_id, False, (exc.reason,))
-    manifest = stored.manifest
-    warnings: tuple[str, ...] = ()
-    if manifest.vnode_count != store.vnode_count:
-        warnings = (
-            f"vnode_count {manifest.vnode_count} differs from the store's {store.vnode_count}",
-        )
-    if manifest.state_checksum is not None:
-        try:
-            await check_sidecar(
-                store.backend,
-                stored,
-                range_size=ranges,
-                progress=progress or no_progress,
-            )
-        except CorruptionError as exc:
-            return ValidationResult(checkpoint_id, False, (exc.reason,), warnings)
-    return ValidationResult(checkpoint_id, True, (), warnings)
+    return await store.validate_checkpoint(
+        checkpoint_id, progress=progress or no_progress, range_size=_range_size(range_size)
+    )
 
 
 # -- copies ------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from objstore.checkpoint._sidecar import (
     read_header_epoch,
     verify_sidecar,
 )
+from objstore.checkpoint._streamed_sidecar import RANGE_SIZE, Progress, check_sidecar, no_progress
 from objstore.errors import (
     AlreadyExistsError,
     CheckpointConflict,
@@ -84,6 +85,8 @@ def default_chunks_in_flight() -> int:
     return 2 * (os.cpu_count() or 1) + 2
 
 
+STREAMED_VALIDATION_THRESHOLD = 64 * 1024 * 1024
+"""Sidecars larger than this are validated in ranged reads instead of one whole GET."""
 LOOKAHEAD_KEYS = 16
 """How many keys after the pointer's checkpoint one listing checks for newer commits."""
 PARALLEL_READS = 16
@@ -562,15 +565,31 @@ class AsyncCheckpointStore:
 
     # -- validation and recovery ---------------------------------------------------------------
 
-    async def validate_checkpoint(self, checkpoint_id: int) -> ValidationResult:
+    async def validate_checkpoint(
+        self,
+        checkpoint_id: int,
+        *,
+        progress: Progress | None = None,
+        range_size: int | None = None,
+    ) -> ValidationResult:
         """Fully validate one checkpoint: manifest readable, checksum holds, id matches its
         path, sidecar present with the recorded size and xxh3. Transient errors propagate
-        (after retries) instead of being mistaken for corruption."""
+        (after retries) instead of being mistaken for corruption.
+
+        A sidecar over :data:`STREAMED_VALIDATION_THRESHOLD` bytes, or any sidecar when
+        ``progress`` or ``range_size`` is given, is read in ranges and hashed as it arrives,
+        never held whole; ``progress`` is called with the size of each range read.
+        """
         check_checkpoint_id(checkpoint_id)
-        return (await self._validate(checkpoint_id))[0]
+        if range_size is not None and range_size < 1:
+            raise ValueError(f"range_size must be at least 1 byte, got {range_size}")
+        return (await self._validate(checkpoint_id, progress, range_size))[0]
 
     async def _validate(
-        self, checkpoint_id: int
+        self,
+        checkpoint_id: int,
+        progress: Progress | None = None,
+        range_size: int | None = None,
     ) -> tuple[ValidationResult, CheckpointManifest | None]:
         """:meth:`validate_checkpoint`, also handing back the manifest it read."""
         try:
@@ -585,9 +604,23 @@ class AsyncCheckpointStore:
             warnings = (
                 f"vnode_count {manifest.vnode_count} differs from the store's {self._vnode_count}",
             )
-        if manifest.state_checksum is not None:
-            key = state_key(checkpoint_id)
-            try:
+        if manifest.state_checksum is None:
+            return ValidationResult(checkpoint_id, True, (), warnings), manifest
+        streamed = (
+            progress is not None
+            or range_size is not None
+            or (manifest.state_size or 0) > STREAMED_VALIDATION_THRESHOLD
+        )
+        key = state_key(checkpoint_id)
+        try:
+            if streamed:
+                await check_sidecar(
+                    self.backend,
+                    stored,
+                    range_size=range_size or RANGE_SIZE,
+                    progress=progress or no_progress,
+                )
+            else:
                 data, _ = await self.backend.get(key)
                 verify_sidecar(
                     data,
@@ -598,11 +631,11 @@ class AsyncCheckpointStore:
                     state_checksum=manifest.state_checksum,
                     entries=manifest.operator_states,
                 )
-            except NotFoundError:
-                invalid = ValidationResult(checkpoint_id, False, ("state.bin missing",), warnings)
-                return invalid, manifest
-            except CorruptionError as exc:
-                return ValidationResult(checkpoint_id, False, (exc.reason,), warnings), manifest
+        except NotFoundError:
+            invalid = ValidationResult(checkpoint_id, False, ("state.bin missing",), warnings)
+            return invalid, manifest
+        except CorruptionError as exc:
+            return ValidationResult(checkpoint_id, False, (exc.reason,), warnings), manifest
         return ValidationResult(checkpoint_id, True, (), warnings), manifest
 
     async def recover_latest_validated(self) -> RecoveryReport:
