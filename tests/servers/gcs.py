@@ -45,7 +45,7 @@ import urllib.request
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -53,6 +53,8 @@ import pytest
 from gcp_storage_emulator import server as emulator_server
 from gcp_storage_emulator.handlers import objects as emulator_objects
 from gcp_storage_emulator.storage import Storage
+
+from tests.servers._faults import ServerFaults
 
 __all__ = [
     "GCSEmulator",
@@ -73,17 +75,7 @@ _faithful: weakref.WeakSet[Storage] = weakref.WeakSet()
 _faults: weakref.WeakKeyDictionary[Storage, GCSFaults] = weakref.WeakKeyDictionary()
 
 
-@dataclass
-class _Fault:
-    remaining: int
-    status: int
-    methods: frozenset[str] | None
-    key_contains: str | None
-    after: bool
-
-
-@dataclass
-class GCSFaults:
+class GCSFaults(ServerFaults):
     """Make the emulator fail chosen object requests, as GCS does under load or in outages.
 
     ``fail_next(2, status=503, methods={"POST"})`` makes the next two uploads fail before the
@@ -93,51 +85,6 @@ class GCSFaults:
     query (an object name appears in one of them). Object requests and listings are affected,
     bucket requests are not.
     """
-
-    _faults: list[_Fault] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    injected: int = 0
-    """How many requests have been failed so far."""
-
-    def fail_next(
-        self,
-        count: int = 1,
-        *,
-        status: int = 503,
-        methods: set[str] | None = None,
-        key_contains: str | None = None,
-        after: bool = False,
-    ) -> None:
-        """Fail the next ``count`` requests matching ``methods`` and ``key_contains``."""
-        with self._lock:
-            self._faults.append(
-                _Fault(
-                    count,
-                    status,
-                    frozenset(m.upper() for m in methods) if methods else None,
-                    key_contains,
-                    after,
-                )
-            )
-
-    def clear(self) -> None:
-        """Forget every pending fault."""
-        with self._lock:
-            self._faults.clear()
-
-    def _take(self, method: str, target: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.methods is not None and method not in fault.methods:
-                    continue
-                if fault.key_contains is not None and fault.key_contains not in target:
-                    continue
-                fault.remaining -= 1
-                if fault.remaining <= 0:
-                    self._faults.remove(fault)
-                self.injected += 1
-                return fault
-        return None
 
 
 # -- handler wrappers ----------------------------------------------------------------------------
@@ -256,7 +203,7 @@ def _wrap(name: str, original: Handler) -> Handler:
         if faults is not None and not getattr(request, "_objstore_fault_checked", False):
             request._objstore_fault_checked = True
             target = urllib.parse.unquote(request.full_url)
-            fault = faults._take(request.method.upper(), target)
+            fault = faults.take(request.method.upper(), target)
             if fault is not None:
                 if fault.after:
                     handler(request, response, storage)

@@ -30,13 +30,14 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 import pytest
 from moto.s3.responses import S3Response
 from moto.server import ThreadedMotoServer
+
+from tests.servers._faults import ServerFaults
 
 __all__ = ["S3Faults", "atomic_requests", "moto_server", "s3_faults", "s3_url"]
 
@@ -87,18 +88,7 @@ def atomic_requests() -> Iterator[None]:
             setattr(S3Response, name, method)
 
 
-@dataclass
-class _Fault:
-    remaining: int
-    status: int
-    code: str
-    methods: frozenset[str] | None
-    key_contains: str | None
-    after: bool
-
-
-@dataclass
-class S3Faults:
+class S3Faults(ServerFaults):
     """Make the moto server fail chosen requests, as S3 does under load or during outages.
 
     ``fail_next(2, status=503, code="SlowDown", methods={"PUT"})`` makes the next two PUTs of
@@ -108,53 +98,6 @@ class S3Faults:
     requests only (not bucket requests such as listings).
     """
 
-    _faults: list[_Fault] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    injected: int = 0
-    """How many requests have been failed so far."""
-
-    def fail_next(
-        self,
-        count: int = 1,
-        *,
-        status: int = 503,
-        code: str = "SlowDown",
-        methods: set[str] | None = None,
-        key_contains: str | None = None,
-        after: bool = False,
-    ) -> None:
-        """Fail the next ``count`` object requests matching ``methods`` and ``key_contains``."""
-        with self._lock:
-            self._faults.append(
-                _Fault(
-                    count,
-                    status,
-                    code,
-                    frozenset(m.upper() for m in methods) if methods else None,
-                    key_contains,
-                    after,
-                )
-            )
-
-    def clear(self) -> None:
-        """Forget every pending fault."""
-        with self._lock:
-            self._faults.clear()
-
-    def _take(self, method: str, path: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.methods is not None and method not in fault.methods:
-                    continue
-                if fault.key_contains is not None and fault.key_contains not in path:
-                    continue
-                fault.remaining -= 1
-                if fault.remaining <= 0:
-                    self._faults.remove(fault)
-                self.injected += 1
-                return fault
-        return None
-
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
         """Route moto's object requests through this injector while the block runs."""
@@ -163,7 +106,7 @@ class S3Faults:
 
         @functools.wraps(original)
         def key_response(self: S3Response, request: Any, full_url: str, headers: Any) -> Any:
-            fault = faults._take(str(request.method).upper(), full_url)
+            fault = faults.take(str(request.method).upper(), full_url)
             if fault is None:
                 return original(self, request, full_url, headers)
             if fault.after:
