@@ -21,6 +21,7 @@ from objstore import (
     FencedError,
     NotFoundError,
     PreconditionFailedError,
+    TransientStorageError,
 )
 from objstore.backends import open_backend
 from objstore.checkpoint import LATEST, manifest_key, state_key
@@ -683,3 +684,27 @@ def test_large_sidecars_are_validated_in_ranges_not_held_whole(
     assert "checksum" in result.issues[0]
     assert sum(seen) > 0
     assert store.recover_latest_validated().chosen_id == 1
+
+
+def test_load_latest_sees_past_a_run_of_orphans_behind_a_lagging_pointer(store_url: str) -> None:
+    store = CheckpointStore(store_url)
+    store.save(manifest(5))
+    for orphan in range(6, 6 + 20):
+        store.save_state_data(orphan, [b"crashed writer"])
+    store.save(manifest(30))
+    open_backend(store_url).put(LATEST, b"checkpoint_00000000000000000005")  # lagging
+    loaded = CheckpointStore(store_url).load_latest()
+    assert loaded is not None
+    assert loaded.checkpoint_id == 30
+
+
+def test_failed_commit_keeps_staged_state_for_the_retry(store_url: str) -> None:
+    store, faults = faulty_store(store_url)
+    store.save_state_data(1, state_for(1), epoch=1)
+    faults.fail_transiently(1.0, ["put_if_absent"])
+    with pytest.raises(TransientStorageError):
+        store.save(manifest(1))
+    faults.clear_faults()
+    saved = store.save(manifest(1))
+    assert saved.state_checksum is not None
+    assert store.load_state_data(1) == joined_state(1)

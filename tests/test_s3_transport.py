@@ -642,3 +642,24 @@ def test_transports_share_one_client_per_loop_and_close_is_reference_counted(
         await third.close()
 
     asyncio.run(scenario())
+
+
+def test_no_such_upload_is_not_found_so_a_lost_completion_can_be_recognised() -> None:
+    error = botocore.exceptions.ClientError(
+        {
+            "Error": {"Code": "NoSuchUpload", "Message": "gone"},
+            "ResponseMetadata": {"HTTPStatusCode": 404},
+        },
+        "CompleteMultipartUpload",
+    )
+    assert isinstance(translate_error(error, "create", "k", None), NotFoundError)
+
+
+def test_concurrent_first_uses_of_a_loop_build_one_client(s3_url: str) -> None:
+    async def scenario() -> None:
+        transport = transport_for(s3_url)
+        clients = await asyncio.gather(*(transport._client() for _ in range(8)))
+        assert len({id(client) for client in clients}) == 1
+        await transport.close()
+
+    run(scenario)

@@ -29,7 +29,7 @@ import logging
 import os
 import threading
 from collections.abc import AsyncIterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
@@ -68,7 +68,8 @@ or CompleteMultipartUpload). ``cas``: If-Match write. ``delete``: DeleteObject, 
 or not. ``list``: ListObjectsV2. ``multipart``: create/upload-part/abort of a multipart upload.
 """
 
-_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchUpload"})
+"""``NoSuchUpload``: a multipart upload that is gone, e.g. completed by an earlier attempt."""
 _PRECONDITION_CODES = frozenset({"PreconditionFailed", "412"})
 _TRANSIENT_CODES = frozenset(
     {
@@ -181,6 +182,8 @@ class _LoopClient:
     fs: Any
     client: Any = None
     users: int = 0
+    connecting: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while the client is created, so concurrent first uses make only one."""
 
 
 _PoolKey = tuple[asyncio.AbstractEventLoop, str]
@@ -340,8 +343,10 @@ class S3Transport(Transport):
             for stale in ended:
                 await _close_client(stale)
         if entry.client is None:
-            await entry.fs.set_session()
-            entry.client = await entry.fs.get_s3(self._bucket)
+            async with entry.connecting:
+                if entry.client is None:
+                    await entry.fs.set_session()
+                    entry.client = await entry.fs.get_s3(self._bucket)
         return entry.client
 
     # -- reads --------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from objstore.checkpoint._layout import (
     checkpoint_dir,
     manifest_key,
     parse_checkpoint_name,
+    parse_listing_key,
     pointer_text,
     state_key,
 )
@@ -197,11 +198,19 @@ class AsyncCheckpointStore:
         when the winner's epoch is newer) if another writer already committed this id.
         """
         _check_manifest(manifest)
-        staged = self._staged.pop(manifest.checkpoint_id, None)
+        staged = self._staged.get(manifest.checkpoint_id)
         if staged is None:
             return await self._commit(manifest, None, None, None)
         encoded, nonce, version = staged
-        return await self._commit(manifest, encoded, nonce, version)
+        try:
+            committed = await self._commit(manifest, encoded, nonce, version)
+        except CheckpointConflict:
+            # Definitely not ours any more; anything else (an outage, a cancellation) keeps
+            # the staged sidecar so a retried save commits *with* its state.
+            self._staged.pop(manifest.checkpoint_id, None)
+            raise
+        self._staged.pop(manifest.checkpoint_id, None)
+        return committed
 
     async def save_with_state(
         self, manifest: CheckpointManifest, state: StateInput
@@ -218,11 +227,17 @@ class AsyncCheckpointStore:
         encoded, nonce, version = await self._write_sidecar(manifest, chunks)
         return await self._commit(manifest, encoded, nonce, version)
 
-    async def save_state_data(self, checkpoint_id: int, chunks: StateInput) -> None:
+    async def save_state_data(
+        self, checkpoint_id: int, chunks: StateInput, *, epoch: int = 0
+    ) -> None:
         """Write only the sidecar of ``checkpoint_id``; a later :meth:`save` of that id on
-        this store object commits it. Until then it is an orphan to :meth:`cleanup_orphans`."""
+        this store object commits it. Until then it is an orphan to :meth:`cleanup_orphans`.
+
+        ``epoch`` is recorded in the sidecar's header, so a writer racing for the same id
+        learns whether it was fenced before the manifest exists.
+        """
         check_checkpoint_id(checkpoint_id)
-        placeholder = CheckpointManifest(checkpoint_id=checkpoint_id, epoch=0)
+        placeholder = CheckpointManifest(checkpoint_id=checkpoint_id, epoch=epoch)
         staged = await self._write_sidecar(placeholder, iter_chunks(chunks))
         self._staged[checkpoint_id] = staged
 
@@ -427,7 +442,13 @@ class AsyncCheckpointStore:
                 ),
             )
             newer = [cid for cid, e in scan(after).items() if e.committed and cid > pointed]
-            if not newer and loaded is not None:
+            # The window proves "nothing newer" only if it reached past the last checkpoint
+            # directory (latest.txt sorts after them all) or was not full; a run of orphans
+            # can fill it, and then the full listing decides.
+            window_complete = len(after) < LOOKAHEAD_KEYS or any(
+                parse_listing_key(info.key) is None for info in after
+            )
+            if not newer and window_complete and loaded is not None:
                 return loaded
         entries = scan(await self.backend.list(CHECKPOINTS))
         for checkpoint_id in sorted(entries, reverse=True):
