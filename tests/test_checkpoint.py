@@ -708,3 +708,18 @@ def test_failed_commit_keeps_staged_state_for_the_retry(store_url: str) -> None:
     saved = store.save(manifest(1))
     assert saved.state_checksum is not None
     assert store.load_state_data(1) == joined_state(1)
+
+
+def test_cleanup_spares_a_same_epoch_sidecar_below_a_newer_commit(store_url: str) -> None:
+    """Two overlapping saves of one writer: 11 commits while 10's sidecar is written."""
+    now = [0.0]
+    store = CheckpointStore(store_url, clock=lambda: now[0], orphan_grace_seconds=600)
+    store.save_state_data(10, [b"still being committed"], epoch=5)
+    store.save(manifest(11, epoch=5))
+    store.save_state_data(9, [b"fenced writer"], epoch=4)
+    now[0] = max(info.mtime or 0 for info in open_backend(store_url).list("checkpoints")) + 1
+    assert store.plan_cleanup_orphans() == [9]
+    assert store.cleanup_orphans() == 1
+    store.save(manifest(10, epoch=5))  # the in-flight save completes with its state
+    assert store.validate_checkpoint(10).valid
+    assert store.load_state_data(10) == b"still being committed"

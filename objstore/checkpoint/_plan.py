@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from objstore.backends import ObjectInfo
 from objstore.checkpoint._layout import MANIFEST_NAME, STATE_NAME, parse_listing_key
 
-__all__ = ["CheckpointEntry", "orphans_to_delete", "plan_prune", "scan"]
+__all__ = [
+    "CheckpointEntry",
+    "fencing_candidates",
+    "orphans_to_delete",
+    "plan_prune",
+    "scan",
+]
 
 
 @dataclass(slots=True)
@@ -81,13 +87,21 @@ def plan_prune(
 
 
 def orphans_to_delete(
-    entries: dict[int, CheckpointEntry], *, now: float, grace_seconds: float
+    entries: dict[int, CheckpointEntry],
+    *,
+    now: float,
+    grace_seconds: float,
+    newest_committed_epoch: int | None,
+    orphan_epochs: dict[int, int | None],
 ) -> list[int]:
     """Uncommitted directories that no live writer can still commit, oldest first.
 
-    A directory without a manifest is deleted only if a newer checkpoint is committed (its
-    writer lost or was fenced) or its newest object is older than the grace period (its
-    writer stalled or died). An in-flight writer's sidecar is never touched.
+    A directory without a manifest is deleted if its newest object is older than the grace
+    period (its writer stalled or died), or if it lies below the newest committed checkpoint
+    and that checkpoint's epoch is newer than the orphan writer's (read from the sidecar
+    header into ``orphan_epochs``; ``None`` = unreadable, so no writer can commit it): such a
+    writer is fenced and can never win. An orphan of the same epoch below a newer commit may
+    belong to a save still in flight on another task, so only the grace period frees it.
     """
     committed = [cid for cid, entry in entries.items() if entry.committed]
     newest_committed = max(committed, default=0)
@@ -97,6 +111,17 @@ def orphans_to_delete(
             continue
         mtime = entry.newest_mtime
         stale = mtime is not None and mtime < now - grace_seconds
-        if checkpoint_id < newest_committed or stale:
+        orphan_epoch = orphan_epochs.get(checkpoint_id)
+        fenced = checkpoint_id < newest_committed and (
+            orphan_epoch is None
+            or (newest_committed_epoch is not None and orphan_epoch < newest_committed_epoch)
+        )
+        if stale or fenced:
             doomed.append(checkpoint_id)
     return doomed
+
+
+def fencing_candidates(entries: dict[int, CheckpointEntry]) -> list[int]:
+    """Uncommitted ids below the newest committed one: whose writers' epochs decide."""
+    newest_committed = max((cid for cid, e in entries.items() if e.committed), default=0)
+    return sorted(cid for cid, e in entries.items() if not e.committed and cid < newest_committed)

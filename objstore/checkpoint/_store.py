@@ -42,7 +42,13 @@ from objstore.checkpoint._manifest import (
     decode_manifest,
     encode_manifest,
 )
-from objstore.checkpoint._plan import CheckpointEntry, orphans_to_delete, plan_prune, scan
+from objstore.checkpoint._plan import (
+    CheckpointEntry,
+    fencing_candidates,
+    orphans_to_delete,
+    plan_prune,
+    scan,
+)
 from objstore.checkpoint._sidecar import (
     HEADER,
     EncodedState,
@@ -62,6 +68,7 @@ from objstore.errors import (
     FencedError,
     NotFoundError,
     PreconditionFailedError,
+    TransientStorageError,
 )
 
 __all__ = ["AsyncCheckpointStore", "CheckpointStore", "RecoveryReport", "ValidationResult"]
@@ -406,12 +413,16 @@ class AsyncCheckpointStore:
         newer: tuple[int, int],
     ) -> FencedError:
         """Withdraw a commit made by a writer that a newer epoch has replaced (a zombie):
-        delete our own manifest, then our sidecar, each only if still ours."""
-        with contextlib.suppress(PreconditionFailedError):
+        delete our own manifest, then, only if that worked, our sidecar (each only if still
+        ours). A failure to withdraw is logged; the zombie is told it is fenced either way."""
+        try:
             await self.backend.delete(manifest_key(manifest.checkpoint_id), manifest_version)
-        if state_version is not None:
-            with contextlib.suppress(PreconditionFailedError):
+            if state_version is not None:
                 await self.backend.delete(state_key(manifest.checkpoint_id), state_version)
+        except (PreconditionFailedError, TransientStorageError) as exc:
+            logger.warning(
+                "fenced writer could not withdraw checkpoint %d: %s", manifest.checkpoint_id, exc
+            )
         newer_id, newer_epoch = newer
         return FencedError(
             manifest_key(manifest.checkpoint_id),
@@ -721,17 +732,45 @@ class AsyncCheckpointStore:
 
     async def plan_cleanup_orphans(self, grace_seconds: float | None = None) -> list[int]:
         """The uncommitted checkpoint ids :meth:`cleanup_orphans` would delete now."""
+        return (await self._plan_orphans(grace_seconds))[1]
+
+    async def _plan_orphans(
+        self, grace_seconds: float | None
+    ) -> tuple[dict[int, CheckpointEntry], list[int]]:
         grace = self.orphan_grace_seconds if grace_seconds is None else grace_seconds
-        return orphans_to_delete(await self._entries(), now=self._clock(), grace_seconds=grace)
+        entries = await self._entries()
+        candidates = fencing_candidates(entries)
+        newest_epoch: int | None = None
+        orphan_epochs: dict[int, int | None] = {}
+        if candidates:
+            newest = max(cid for cid, entry in entries.items() if entry.committed)
+            newest_epoch = await self._epoch_of(newest)
+            epochs = await _gather_bounded(self._orphan_epoch(cid) for cid in candidates)
+            orphan_epochs = dict(zip(candidates, epochs, strict=True))
+        doomed = orphans_to_delete(
+            entries,
+            now=self._clock(),
+            grace_seconds=grace,
+            newest_committed_epoch=newest_epoch,
+            orphan_epochs=orphan_epochs,
+        )
+        return entries, doomed
+
+    async def _orphan_epoch(self, checkpoint_id: int) -> int | None:
+        """The epoch in an orphan's sidecar header (one ranged read); ``None`` if none."""
+        try:
+            header = await self.backend.get_range(state_key(checkpoint_id), 0, HEADER.size)
+        except NotFoundError:
+            return None
+        return read_header_epoch(header)
 
     async def cleanup_orphans(self, grace_seconds: float | None = None) -> int:
         """Delete sidecars and directories that have no manifest and that no live writer can
-        still commit (a newer checkpoint is committed, or older than the grace period).
-        Returns how many orphaned checkpoints were actually deleted."""
-        grace = self.orphan_grace_seconds if grace_seconds is None else grace_seconds
-        entries = await self._entries()
+        still commit: older than the grace period, or below a checkpoint committed by a newer
+        epoch (their writer is fenced). Returns how many orphaned checkpoints were deleted."""
+        entries, doomed = await self._plan_orphans(grace_seconds)
         deleted = 0
-        for checkpoint_id in orphans_to_delete(entries, now=self._clock(), grace_seconds=grace):
+        for checkpoint_id in doomed:
             if await self.backend.exists(manifest_key(checkpoint_id)):
                 continue  # committed since the listing: no longer an orphan
             for key in entries[checkpoint_id].keys:

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from objstore.checkpoint import AsyncCheckpointStore
-from objstore.checkpoint._plan import orphans_to_delete, plan_prune
+from objstore.checkpoint._plan import plan_prune
 from objstore.cli._errors import ExitCode
 from objstore.cli._options import (
     DryRunOption,
@@ -109,7 +109,7 @@ async def gc(store: AsyncCheckpointStore, grace_seconds: float | None, *, dry_ru
     grace = store.orphan_grace_seconds if grace_seconds is None else grace_seconds
     now = time.time()
     entries = await list_entries(store)
-    eligible = orphans_to_delete(entries, now=now, grace_seconds=grace)
+    eligible = await store.plan_cleanup_orphans(grace)
     orphans = []
     for checkpoint_id, entry in sorted(entries.items()):
         if entry.committed:

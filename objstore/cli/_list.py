@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -16,7 +15,7 @@ from objstore.checkpoint import (
     read_pointer_async,
     validate_checkpoint_streaming_async,
 )
-from objstore.checkpoint._plan import CheckpointEntry, orphans_to_delete
+from objstore.checkpoint._plan import CheckpointEntry
 from objstore.cli._errors import ExitCode
 from objstore.cli._options import JsonOption, StorageOption, UrlArgument
 from objstore.cli._output import (
@@ -119,9 +118,7 @@ async def list_checkpoints(
     progress = progress or ByteProgress(False)
     pointer = await read_pointer_async(store)
     entries = await list_entries(store)
-    eligible = set(
-        orphans_to_delete(entries, now=time.time(), grace_seconds=store.orphan_grace_seconds)
-    )
+    eligible = set(await store.plan_cleanup_orphans())
     if full:
         progress.start(
             "verifying",
