@@ -723,3 +723,26 @@ def test_cleanup_spares_a_same_epoch_sidecar_below_a_newer_commit(store_url: str
     store.save(manifest(10, epoch=5))  # the in-flight save completes with its state
     assert store.validate_checkpoint(10).valid
     assert store.load_state_data(10) == b"still being committed"
+
+
+def test_zombie_whose_pointer_move_skipped_a_newer_epochs_commit_is_fenced(
+    store_url: str,
+) -> None:
+    zombie = CheckpointStore(store_url)
+    zombie.save(manifest(9, epoch=1))  # the zombie remembers latest.txt at 9
+    leader = CheckpointStore(store_url)
+    leader_backend = open_backend(store_url)
+    # The leader (epoch 2) has committed 10 but not yet moved the pointer.
+    leader.save_state_data(10, state_for(10), epoch=2)
+    from objstore.checkpoint._manifest import StoredManifest, encode_manifest
+
+    leader_backend.put_if_absent(
+        manifest_key(10), encode_manifest(StoredManifest(manifest(10, epoch=2), "ab" * 16, None, 0))
+    )
+    with pytest.raises(FencedError) as fenced:
+        zombie.save(manifest(11, epoch=1))
+    assert fenced.value.winner_epoch == 2
+    assert not leader_backend.exists(manifest_key(11))
+    latest = CheckpointStore(store_url).load_latest()
+    assert latest is not None
+    assert latest.checkpoint_id == 10

@@ -396,7 +396,30 @@ class AsyncCheckpointStore:
                 self._pointer = None
                 continue
             self._pointer = (checkpoint_id, version)
+            previous = pointer[0] if pointer is not None else None
+            if previous is not None and checkpoint_id > previous + 1:
+                return await self._newer_epoch_between(previous, checkpoint_id, epoch)
             return None
+
+    async def _newer_epoch_between(
+        self, low: int, high: int, epoch: int
+    ) -> tuple[int, int] | None:
+        """A checkpoint committed with an id in ``(low, high)`` by a newer epoch than
+        ``epoch``, as ``(id, epoch)``; ``None`` if there is none.
+
+        Checked when a pointer move skipped ids: another writer may have committed one of
+        them without having moved the pointer yet, and if its epoch is newer, we are the
+        zombie even though our compare-and-swap succeeded.
+        """
+        after = await self.backend.list_after(CHECKPOINTS, checkpoint_dir(low) + "/~", 1000)
+        skipped = sorted(
+            cid for cid, entry in scan(after).items() if entry.committed and low < cid < high
+        )
+        for checkpoint_id in skipped:
+            other_epoch = await self._epoch_of(checkpoint_id)
+            if other_epoch is not None and other_epoch > epoch:
+                return checkpoint_id, other_epoch
+        return None
 
     async def _epoch_of(self, checkpoint_id: int) -> int | None:
         """The epoch of a committed checkpoint, or ``None`` if it is missing or unreadable."""
