@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from objstore import CheckpointStore
+from objstore import CheckpointStore, KVStore
 
 DATA = Path(__file__).parent / "data"
 
@@ -31,3 +31,21 @@ def test_checkpoint_format_1_is_readable_and_valid(tmp_path: Path) -> None:
     assert report.chosen_id == 2
     assert report.skipped == ()
     assert all(store.validate_checkpoint(i).valid for i in (1, 2))
+
+
+def test_kv_format_1_is_readable(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    shutil.copytree(DATA / "kv-format-1", root)
+    kv = KVStore(str(root), compact_every=0)
+    assert kv.current_sequence() == 4
+    assert kv.oldest_retained_batch() == 2
+    assert kv.get(b"user/1") == b"alice-2"
+    assert kv.get(b"user/2") is None
+    assert kv.range_scan(b"user/", b"user/~") == [
+        (b"user/1", b"alice-2"),
+        (b"user/3", b"carol"),
+        (b"user/4", b"dave"),
+    ]
+    assert kv.get_batch(1) is None  # pruned
+    assert kv.get_batch(4) == [(b"order/9", b"\x00\xff")]
+    assert kv.put_batch([(b"user/5", b"erin")]) == 5
