@@ -13,9 +13,9 @@ from typing import Annotated, Any
 
 import typer
 
-from objstore.cli._errors import ExitCode, classify_error, fail
-from objstore.cli._options import JsonOption, StorageOption, parse_storage_options, secret_values
-from objstore.cli._output import stdout_console
+from objstore.cli._errors import ExitCode
+from objstore.cli._options import JsonOption, StorageOption
+from objstore.cli._output import expected_failures, stdout_console
 
 __all__ = ["demo_command"]
 
@@ -62,10 +62,7 @@ def demo_command(
         if not json_output:
             console.print(demo.format_step(step))
 
-    secrets: list[str] = []
-    try:
-        options = parse_storage_options(storage_option or [])
-        secrets = secret_values(options)
+    with expected_failures(storage_option) as options:
         result = demo.run_demo_command(
             url,
             s3=s3,
@@ -76,13 +73,6 @@ def demo_command(
             storage_options=options,
             report=report,
         )
-    except KeyboardInterrupt:
-        raise fail(130, "interrupted") from None
-    except Exception as exc:
-        classified = classify_error(exc)
-        if classified is None:
-            raise
-        raise fail(classified[0], classified[1], secrets) from None
     if json_output:
         sys.stdout.write(json.dumps({**result.to_json(), "steps": steps}, indent=2) + "\n")
     raise typer.Exit(int(ExitCode.OK if result.exactly_once else ExitCode.INVALID))

@@ -7,10 +7,11 @@ it, so the human and the machine output cannot disagree.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -152,6 +153,25 @@ Render = Callable[[Console, dict[str, Any]], None]
 """A command's human view of its document."""
 
 
+@contextlib.contextmanager
+def expected_failures(storage_options: list[str] | None) -> Iterator[dict[str, Any]]:
+    """Parse ``--storage-option`` values and run the block; an expected failure (see
+    :func:`classify_error`) becomes one line on stderr and its exit code, with option values
+    masked; anything unclassified is a bug and propagates with its traceback."""
+    secrets: list[str] = []
+    try:
+        options = parse_storage_options(storage_options or [])
+        secrets = secret_values(options)
+        yield options
+    except KeyboardInterrupt:
+        raise fail(130, "interrupted") from None
+    except Exception as exc:
+        classified = classify_error(exc)
+        if classified is None:
+            raise
+        raise fail(classified[0], classified[1], secrets) from None
+
+
 def run_command(
     work: Work, *, json_output: bool, storage_options: list[str] | None, render: Render
 ) -> NoReturn:
@@ -160,19 +180,11 @@ def run_command(
     Expected failures exit with their code after one line on stderr (storage option values
     masked); anything unclassified is a bug and propagates with its traceback.
     """
-    secrets: list[str] = []
-    try:
-        options = parse_storage_options(storage_options or [])
-        secrets = secret_values(options)
-        with ByteProgress(want_progress(json_output)) as progress:
-            outcome = asyncio.run(work(options, progress))
-    except KeyboardInterrupt:
-        raise fail(130, "interrupted") from None
-    except Exception as exc:
-        classified = classify_error(exc)
-        if classified is None:
-            raise
-        raise fail(classified[0], classified[1], secrets) from None
+    with (
+        expected_failures(storage_options) as options,
+        ByteProgress(want_progress(json_output)) as progress,
+    ):
+        outcome = asyncio.run(work(options, progress))
     if json_output:
         sys.stdout.write(json.dumps(outcome.document, indent=2, default=str) + "\n")
     else:
