@@ -34,7 +34,7 @@ from rich.text import Text
 
 from objstore.backends import AsyncBackend, Backend, MemoryTransport, open_backend, open_transport
 from objstore.checkpoint import CheckpointManifest, CheckpointStore, RecoveryReport
-from objstore.checkpoint._layout import CHECKPOINTS, LATEST, parse_checkpoint_name
+from objstore.checkpoint._layout import CHECKPOINTS, LATEST, parse_pointer
 from objstore.codec import canonical_json
 from objstore.errors import CheckpointConflict, NotFoundError
 from objstore.testing import FaultInjectingTransport, SimulatedCrash
@@ -477,7 +477,8 @@ def run_demo(
 
 def _report_recovery(report: Reporter, result: DemoResult, recovered: RecoveryReport) -> None:
     pointer = result.pointer_after_crash
-    named = parse_checkpoint_name(pointer) if pointer else None
+    record = parse_pointer(pointer.encode()) if pointer else None
+    named = record.checkpoint_id if record else None
     report(
         DemoStep(
             "recover",

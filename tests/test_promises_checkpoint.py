@@ -1,0 +1,282 @@
+"""The CheckpointStore's promises under retries and zombies (issue 10, items 1 and 2).
+
+"A save that returned stays valid": a retried save meets its own earlier commit and completes
+it (pointer, prune), never undoes it. "A newer epoch always wins": readers order checkpoints
+by (epoch, id), ``claim_epoch`` fences older epochs before the new writer's first save, and
+every later save by an older epoch raises ``FencedError``.
+
+Runs on memory, file, s3 (moto server) and gs (emulator), like the other checkpoint tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from objstore import (
+    AsyncCheckpointStore,
+    CheckpointConflict,
+    CheckpointStore,
+    FencedError,
+    TransientStorageError,
+)
+from objstore.backends import open_backend
+from objstore.checkpoint import LATEST, manifest_key, state_key
+from objstore.testing import SimulatedCrash
+from tests.checkpoint_helpers import faulty_store, joined_state, manifest, state_for
+
+# -- item 1: a retried save completes its own commit -------------------------------------------
+
+
+def _assert_committed_with_state(url: str, checkpoint_id: int, *, pointed: bool = True) -> None:
+    fresh = CheckpointStore(url)
+    latest = fresh.load_latest()
+    assert latest is not None
+    assert latest.checkpoint_id == checkpoint_id
+    assert fresh.validate_checkpoint(checkpoint_id).valid
+    assert fresh.load_state_data(checkpoint_id) == joined_state(checkpoint_id)
+    report = fresh.recover_latest_validated()
+    assert report.chosen_id == checkpoint_id, report
+    if pointed:
+        pointer = json.loads(open_backend(url).get(LATEST)[0])
+        assert pointer["checkpoint_id"] == checkpoint_id
+
+
+@pytest.mark.parametrize("failing", ["get", "put_if_match"])
+def test_retried_save_after_the_pointer_failed_keeps_its_committed_state(
+    store_url: str, failing: str
+) -> None:
+    store, faults = faulty_store(store_url)
+    if failing == "put_if_match":  # the pointer exists and its version is remembered
+        store.save_with_state(manifest(1), state_for(1))
+    store.save_state_data(2, state_for(2), epoch=1)
+    m = manifest(2)
+    faults.fail_transiently(1.0, [failing])
+    with pytest.raises(TransientStorageError):
+        store.save(m)
+    assert open_backend(store_url).exists(manifest_key(2))  # the commit had landed
+    faults.clear_faults()
+    saved = store.save(m)  # the caller retries the very same save
+    assert saved.state_checksum is not None
+    assert open_backend(store_url).exists(state_key(2))
+    _assert_committed_with_state(store_url, 2)
+
+
+def test_prune_failure_after_the_commit_neither_fails_nor_undoes_the_save(store_url: str) -> None:
+    store, faults = faulty_store(store_url, max_retained=1)
+    store.save_with_state(manifest(1), state_for(1))
+    store.save_state_data(2, state_for(2), epoch=1)
+    m = manifest(2)
+    faults.fail_transiently(1.0, ["delete"])
+    saved = store.save(m)  # housekeeping never fails a write that committed
+    assert saved.checkpoint_id == 2
+    faults.clear_faults()
+    assert store.save(m).state_checksum == saved.state_checksum  # a retry anyway: harmless
+    _assert_committed_with_state(store_url, 2)
+    store.save_with_state(manifest(3), state_for(3))  # the next save prunes what was left
+    assert CheckpointStore(store_url).list_ids() == [3]
+
+
+def test_retried_save_with_state_completes_instead_of_conflicting(store_url: str) -> None:
+    store, faults = faulty_store(store_url)
+    store.save_with_state(manifest(1), state_for(1))
+    m = manifest(2)
+    faults.fail_transiently(1.0, ["put_if_match"])
+    with pytest.raises(TransientStorageError):
+        store.save_with_state(m, state_for(2))
+    faults.clear_faults()
+    saved = store.save_with_state(m, state_for(2))  # not CheckpointConflict against itself
+    assert (saved.checkpoint_id, saved.epoch) == (2, 1)
+    _assert_committed_with_state(store_url, 2)
+
+
+def test_retried_save_with_state_after_its_sidecar_reply_was_lost(store_url: str) -> None:
+    store, faults = faulty_store(store_url)
+    store.save_with_state(manifest(1), state_for(1))
+    faults.lose_response("put_if_absent", 1, key_contains="state.bin")
+    faults.fail_transiently(1.0, ["get", "put_if_absent"])
+    with pytest.raises(TransientStorageError):
+        store.save_with_state(manifest(2), state_for(2))
+    assert open_backend(store_url).exists(state_key(2))  # our sidecar landed, unconfirmed
+    faults.clear_faults()
+    store.save_with_state(manifest(2), state_for(2))
+    _assert_committed_with_state(store_url, 2)
+
+
+def test_retry_with_a_different_manifest_is_a_conflict_that_deletes_nothing(
+    store_url: str,
+) -> None:
+    store, faults = faulty_store(store_url)
+    store.save_with_state(manifest(1), state_for(1))
+    store.save_state_data(2, state_for(2), epoch=1)
+    faults.fail_transiently(1.0, ["put_if_match"])
+    with pytest.raises(TransientStorageError):
+        store.save(manifest(2))
+    faults.clear_faults()
+    with pytest.raises(CheckpointConflict) as conflict:
+        store.save(manifest(2, metadata={"changed": True}))
+    assert not isinstance(conflict.value, FencedError)
+    _assert_committed_with_state(store_url, 2, pointed=False)  # the landed commit is untouched
+
+
+def test_another_store_object_is_not_taken_for_the_committer(store_url: str) -> None:
+    first, faults = faulty_store(store_url)
+    first.save_state_data(1, state_for(1), epoch=1)
+    faults.fail_transiently(1.0, ["get"])
+    with pytest.raises(TransientStorageError):
+        first.save(manifest(1))
+    with pytest.raises(CheckpointConflict):
+        CheckpointStore(store_url).save(manifest(1))
+    _assert_committed_with_state(store_url, 1, pointed=False)
+
+
+# -- item 2: a newer epoch always wins ---------------------------------------------------------
+
+
+def test_sequential_zombie_with_a_higher_id_does_not_win(store_url: str) -> None:
+    zombie, leader = CheckpointStore(store_url), CheckpointStore(store_url)
+    zombie.save_with_state(manifest(5, epoch=1), state_for(5))
+    zombie.save_with_state(manifest(7, epoch=1), state_for(7))
+    leader.save_with_state(manifest(6, epoch=2), state_for(6))  # not told it lost
+    fresh = CheckpointStore(store_url)
+    latest = fresh.load_latest()
+    assert latest is not None
+    assert (latest.checkpoint_id, latest.epoch) == (6, 2)
+    report = fresh.recover_latest_validated()
+    assert report.chosen_id == 6, report
+    assert 7 in dict(report.skipped)  # passed over, and said why
+    with pytest.raises(FencedError) as fenced:
+        zombie.save_with_state(manifest(8, epoch=1), state_for(8))
+    assert (fenced.value.epoch, fenced.value.winner_epoch) == (1, 2)
+    with pytest.raises(FencedError):
+        CheckpointStore(store_url).save(manifest(9, epoch=1))  # a restarted zombie, too
+    assert fresh.load_latest().checkpoint_id == 6  # type: ignore[union-attr]
+    next_id = leader.next_checkpoint_id()
+    leader.save_with_state(manifest(next_id, epoch=2), state_for(next_id))
+    assert fresh.load_latest().checkpoint_id == next_id  # type: ignore[union-attr]
+    assert fresh.recover_latest_validated().chosen_id == next_id
+
+
+def test_zombie_moving_the_pointer_before_the_leaders_commit_is_visible(store_url: str) -> None:
+    zombie, leader = CheckpointStore(store_url), CheckpointStore(store_url)
+    for checkpoint_id in range(1, 6):
+        zombie.save(manifest(checkpoint_id, epoch=1))
+    leader.save_state_data(6, state_for(6), epoch=2)  # the leader is saving 6 ...
+    zombie.save(manifest(7, epoch=1))  # ... while the zombie moves the pointer 5 → 7
+    leader.save(manifest(6, epoch=2))  # both saves return
+    fresh = CheckpointStore(store_url)
+    assert (fresh.load_latest().checkpoint_id, fresh.load_latest().epoch) == (6, 2)  # type: ignore[union-attr]
+    assert fresh.recover_latest_validated().chosen_id == 6
+    for checkpoint_id in (8, 9):
+        with pytest.raises(FencedError):
+            zombie.save(manifest(checkpoint_id, epoch=1))
+    leader.save_with_state(manifest(8, epoch=2), state_for(8))
+    assert fresh.load_latest().checkpoint_id == 8  # type: ignore[union-attr]
+    assert fresh.load_state_data(8) == joined_state(8)
+
+
+def test_claim_epoch_fences_older_writers_before_the_first_save(store_url: str) -> None:
+    zombie, leader = CheckpointStore(store_url), CheckpointStore(store_url)
+    zombie.save_with_state(manifest(5, epoch=1), state_for(5))
+    leader.claim_epoch(2)
+    with pytest.raises(FencedError) as fenced:
+        zombie.save_with_state(manifest(6, epoch=1), state_for(6))
+    assert (fenced.value.epoch, fenced.value.winner_epoch) == (1, 2)
+    with pytest.raises(FencedError):
+        CheckpointStore(store_url).save(manifest(7, epoch=1))
+    backend = open_backend(store_url)
+    assert not backend.exists(manifest_key(6))  # the fenced commits were withdrawn
+    assert not backend.exists(manifest_key(7))
+    fresh = CheckpointStore(store_url)
+    assert fresh.load_latest().checkpoint_id == 5  # type: ignore[union-attr]
+    assert fresh.recover_latest_validated().chosen_id == 5
+    leader.save_with_state(manifest(6, epoch=2), state_for(6))
+    assert fresh.load_latest().checkpoint_id == 6  # type: ignore[union-attr]
+    assert fresh.load_state_data(6) == joined_state(6)
+
+
+def test_claim_epoch_on_an_empty_store_and_its_ordering(store_url: str) -> None:
+    store = CheckpointStore(store_url)
+    store.claim_epoch(3)
+    store.claim_epoch(3)  # claiming the current epoch again is harmless
+    assert store.load_latest() is None
+    with pytest.raises(FencedError) as older:
+        CheckpointStore(store_url).claim_epoch(2)
+    assert (older.value.epoch, older.value.winner_epoch) == (2, 3)
+    with pytest.raises(FencedError):
+        CheckpointStore(store_url).save(manifest(1, epoch=2))
+    assert CheckpointStore(store_url).load_latest() is None
+    store.save(manifest(1, epoch=3))
+    CheckpointStore(store_url).claim_epoch(4)
+    with pytest.raises(FencedError):
+        store.save(manifest(2, epoch=3))
+    assert CheckpointStore(store_url).load_latest().checkpoint_id == 1  # type: ignore[union-attr]
+
+
+def test_claim_epoch_on_the_async_face(store_url: str) -> None:
+    async def scenario() -> None:
+        zombie = AsyncCheckpointStore(store_url)
+        leader = AsyncCheckpointStore(store_url)
+        await zombie.save(manifest(1, epoch=1))
+        await leader.claim_epoch(2)
+        with pytest.raises(FencedError):
+            await zombie.save(manifest(2, epoch=1))
+        await leader.save(manifest(2, epoch=2))
+        latest = await AsyncCheckpointStore(store_url).load_latest()
+        assert latest is not None
+        assert (latest.checkpoint_id, latest.epoch) == (2, 2)
+
+    asyncio.run(scenario())
+
+
+def test_zombie_commit_that_crashed_above_the_leader_is_never_restored(store_url: str) -> None:
+    zombie, faults = faulty_store(store_url)
+    zombie.save(manifest(1, epoch=1))
+    leader = CheckpointStore(store_url)
+    leader.claim_epoch(2)
+    leader.save_with_state(manifest(2, epoch=2), state_for(2))
+    faults.crash_after("put_if_absent", 1, key_contains="manifest.json")
+    with pytest.raises(SimulatedCrash):  # the zombie dies between its commit and the pointer
+        zombie.save_with_state(manifest(9, epoch=1), state_for(9))
+    assert open_backend(store_url).exists(manifest_key(9))
+    fresh = CheckpointStore(store_url)
+    latest = fresh.load_latest()
+    assert latest is not None
+    assert (latest.checkpoint_id, latest.epoch) == (2, 2)
+    report = fresh.recover_latest_validated()
+    assert report.chosen_id == 2
+    assert "epoch" in dict(report.skipped)[9]
+    leader.save(manifest(3, epoch=2))
+    assert fresh.load_latest().checkpoint_id == 3  # type: ignore[union-attr]
+
+
+def test_claim_keeps_a_commit_that_landed_past_a_lagging_pointer(store_url: str) -> None:
+    writer, faults = faulty_store(store_url)
+    writer.save(manifest(1, epoch=1))
+    faults.crash_before("put_if_match", 1)
+    with pytest.raises(SimulatedCrash):  # committed, but the pointer lags at 1
+        writer.save_with_state(manifest(2, epoch=1), state_for(2))
+    CheckpointStore(store_url).claim_epoch(2)
+    fresh = CheckpointStore(store_url)
+    assert fresh.load_latest().checkpoint_id == 2  # type: ignore[union-attr]
+    assert fresh.recover_latest_validated().chosen_id == 2
+
+
+# -- request counts (DESIGN §6) ----------------------------------------------------------------
+
+
+def test_steady_state_costs(store_url: str) -> None:
+    store, faults = faulty_store(store_url)
+    store.claim_epoch(1)
+    store.save_with_state(manifest(1), state_for(1))
+    faults.clear_calls()
+    store.save_with_state(manifest(2), state_for(2))
+    assert faults.count(writes=True) == 3
+    assert faults.count(writes=False) == 0
+    reader, reader_faults = faulty_store(store_url)
+    assert reader.load_latest().checkpoint_id == 2  # type: ignore[union-attr]
+    assert reader_faults.count("get") == 2
+    assert reader_faults.count("list") == 1
+    assert reader_faults.count() == 3
