@@ -107,7 +107,6 @@ def test_list_list_ids_and_next_id(store_url: str) -> None:
 
 
 def test_ids_of_any_width_and_the_largest_id(store_url: str) -> None:
-    backend = open_backend(store_url)
     store = CheckpointStore(store_url)
     store.save(manifest(2**64 - 1))
     assert store.load_latest() is not None
