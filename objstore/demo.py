@@ -34,7 +34,7 @@ from rich.text import Text
 
 from objstore.backends import AsyncBackend, Backend, MemoryTransport, open_backend, open_transport
 from objstore.checkpoint import CheckpointManifest, CheckpointStore, RecoveryReport
-from objstore.checkpoint._layout import CHECKPOINTS, LATEST, parse_pointer
+from objstore.checkpoint._layout import CHECKPOINTS, LATEST, checkpoint_dir, parse_pointer
 from objstore.codec import canonical_json
 from objstore.errors import CheckpointConflict, NotFoundError
 from objstore.testing import FaultInjectingTransport, SimulatedCrash
@@ -317,12 +317,16 @@ def _prepare_location(url: str, options: dict[str, Any], report: Reporter) -> No
 
 
 def _read_latest(store: CheckpointStore) -> str | None:
-    """``latest.txt`` of ``store`` as text, ``None`` if missing."""
+    """The checkpoint ``latest.txt`` of ``store`` names, as ``checkpoint_{id:020d}`` whatever
+    the pointer's format (its raw text if it names none), ``None`` if missing."""
     try:
         data, _ = Backend(store.async_store.backend).get(LATEST)
     except NotFoundError:
         return None
-    return data.decode("ascii", "replace")
+    record = parse_pointer(data)
+    if record is None or record.checkpoint_id is None:
+        return data.decode("ascii", "replace")
+    return checkpoint_dir(record.checkpoint_id).rsplit("/", 1)[1]
 
 
 def run_demo(
