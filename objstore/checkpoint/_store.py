@@ -248,7 +248,8 @@ class AsyncCheckpointStore:
         chunks = iter_chunks(state)
         written = await self._write_sidecar(manifest, chunks)
         if isinstance(written, _Landed):
-            return await self._complete(manifest, written, None, compare_state=False)
+            state_version = self._unconfirmed.pop(manifest.checkpoint_id, None)
+            return await self._complete(manifest, written, state_version, compare_state=False)
         encoded, nonce, version = written
         try:
             return await self._commit(manifest, encoded, nonce, version)
