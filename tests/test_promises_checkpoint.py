@@ -280,3 +280,26 @@ def test_steady_state_costs(store_url: str) -> None:
     assert reader_faults.count("get") == 2
     assert reader_faults.count("list") == 1
     assert reader_faults.count() == 3
+
+
+def test_a_zombies_prune_spares_the_leaders_commit_in_flight(store_url: str) -> None:
+    zombie = CheckpointStore(store_url, max_retained=1)
+    zombie.save(manifest(5, epoch=1))
+    zombie.save(manifest(7, epoch=1))
+    leader, faults = faulty_store(store_url)
+    leader.save_state_data(6, state_for(6), epoch=2)
+    faults.fail_transiently(1.0, ["get"])  # the leader stalls between its commit and the pointer
+    with pytest.raises(TransientStorageError):
+        leader.save(manifest(6, epoch=2))
+    zombie.save(manifest(8, epoch=1))  # its pointer move skips nothing; then it prunes to 1
+    backend = open_backend(store_url)
+    assert backend.exists(manifest_key(6))
+    assert backend.exists(state_key(6))
+    faults.clear_faults()
+    leader.save(manifest(6, epoch=2))
+    fresh = CheckpointStore(store_url)
+    assert fresh.load_latest().checkpoint_id == 6  # type: ignore[union-attr]
+    assert fresh.validate_checkpoint(6).valid
+    assert fresh.load_state_data(6) == joined_state(6)
+    with pytest.raises(FencedError):
+        zombie.save(manifest(9, epoch=1))

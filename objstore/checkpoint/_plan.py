@@ -24,6 +24,7 @@ __all__ = [
     "orphans_to_delete",
     "plan_prune",
     "scan",
+    "spare_newer_epochs",
 ]
 
 
@@ -91,6 +92,21 @@ def plan_prune(
     ordered = sorted(set(committed_ids), reverse=True)
     keep = set(ordered[:keep_count]) | {newest_valid}
     return sorted(checkpoint_id for checkpoint_id in ordered if checkpoint_id not in keep)
+
+
+def spare_newer_epochs(doomed: list[int], epochs: list[int | None], epoch: int) -> list[int]:
+    """The ``doomed`` ids (with their manifests' ``epochs``, ``None`` if unreadable) that a
+    pruner keeping a checkpoint of ``epoch`` may delete: none of a newer epoch.
+
+    A newer epoch's commit can sit below the newest ids while its writer is still moving the
+    pointer (it outranks them all in (epoch, id) order); deleting it would break the promise
+    that its save, once returned, stays valid.
+    """
+    return [
+        checkpoint_id
+        for checkpoint_id, found in zip(doomed, epochs, strict=True)
+        if found is None or found <= epoch
+    ]
 
 
 def orphans_to_delete(

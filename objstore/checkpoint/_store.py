@@ -51,6 +51,7 @@ from objstore.checkpoint._plan import (
     orphans_to_delete,
     plan_prune,
     scan,
+    spare_newer_epochs,
 )
 from objstore.checkpoint._sidecar import (
     HEADER,
@@ -495,7 +496,7 @@ class AsyncCheckpointStore:
             raise await self._retract(final, manifest_version, state_version, newer)
         if self.max_retained is not None:
             try:
-                await self._prune(self.max_retained, known_valid=final.checkpoint_id)
+                await self._prune(self.max_retained, known_valid=final)
             except (ObjstoreError, OSError) as exc:
                 logger.warning(
                     "checkpoint %d committed; pruning failed (the next save retries): %s",
@@ -991,22 +992,37 @@ class AsyncCheckpointStore:
         if len(committed) <= keep_count:
             plan_prune(committed, keep_count, None)  # validates keep_count
             return []
-        return plan_prune(committed, keep_count, await self.newest_valid_id())
+        report = await self.recover_latest_validated()
+        doomed = plan_prune(committed, keep_count, report.chosen_id)
+        return await self._spare_newer_epochs(doomed, report.manifest)
 
-    async def _prune(self, keep_count: int, *, known_valid: int | None) -> list[int]:
+    async def _prune(self, keep_count: int, *, known_valid: CheckpointManifest | None) -> list[int]:
         entries = await self._entries()
         committed = [cid for cid, entry in entries.items() if entry.committed]
         if len(committed) <= keep_count:
             plan_prune(committed, keep_count, None)
             return []
-        newest_valid = known_valid if known_valid is not None else await self.newest_valid_id()
+        if known_valid is None:
+            known_valid = (await self.recover_latest_validated()).manifest
+        newest_valid = known_valid.checkpoint_id if known_valid is not None else None
         doomed = plan_prune(committed, keep_count, newest_valid)
+        doomed = await self._spare_newer_epochs(doomed, known_valid)
         for checkpoint_id in doomed:
             for key in entries[checkpoint_id].keys:
                 await self.backend.delete(key)
         if doomed:
             logger.info("pruned checkpoints %s", doomed)
         return doomed
+
+    async def _spare_newer_epochs(
+        self, doomed: list[int], newest_valid: CheckpointManifest | None
+    ) -> list[int]:
+        """``doomed`` without the checkpoints of an epoch newer than ``newest_valid``'s: a
+        newer epoch's commit whose pointer move is still in flight (one GET per doomed id)."""
+        if not doomed or newest_valid is None:
+            return doomed
+        epochs = await _gather_bounded(self._epoch_of(cid) for cid in doomed)
+        return spare_newer_epochs(doomed, epochs, newest_valid.epoch)
 
     async def plan_cleanup_orphans(self, grace_seconds: float | None = None) -> list[int]:
         """The uncommitted checkpoint ids :meth:`cleanup_orphans` would delete now."""
