@@ -303,3 +303,26 @@ def test_a_zombies_prune_spares_the_leaders_commit_in_flight(store_url: str) -> 
     assert fresh.load_state_data(6) == joined_state(6)
     with pytest.raises(FencedError):
         zombie.save(manifest(9, epoch=1))
+
+
+def test_id_taken_after_a_claim_is_fenced_not_a_plain_conflict(store_url: str) -> None:
+    first, second = CheckpointStore(store_url), CheckpointStore(store_url)
+    first.save(manifest(1, epoch=1))
+    CheckpointStore(store_url).claim_epoch(2)
+    with pytest.raises(FencedError) as fenced:
+        second.save(manifest(1, epoch=1))  # the id is taken by epoch 1, but 2 was claimed
+    assert (fenced.value.epoch, fenced.value.winner_epoch) == (1, 2)
+
+
+def test_a_claim_never_makes_readers_start_fresh(store_url: str) -> None:
+    zombie, faults = faulty_store(store_url)
+    CheckpointStore(store_url).claim_epoch(2)
+    faults.crash_after("put_if_absent", 1, key_contains="manifest.json")
+    with pytest.raises(SimulatedCrash):  # committed (the commit point), never withdrawn
+        zombie.save_with_state(manifest(1, epoch=1), state_for(1))
+    fresh = CheckpointStore(store_url)
+    assert fresh.load_latest().checkpoint_id == 1  # type: ignore[union-attr]
+    assert fresh.recover_latest_validated().chosen_id == 1
+    CheckpointStore(store_url).save(manifest(2, epoch=2))
+    assert fresh.load_latest().epoch == 2  # type: ignore[union-attr]
+    assert fresh.recover_latest_validated().chosen_id == 2

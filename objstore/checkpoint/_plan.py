@@ -155,9 +155,9 @@ class LatestChoice:
     in descending id order.
 
     Checkpoints rank by ``(epoch, id)``: a newer epoch wins whatever ids the writers chose.
-    A checkpoint *above* the pointer committed by an epoch older than the pointer's fence
-    epoch is not a candidate: its writer was fenced by a claim, so its save never returned
-    (it withdraws such a commit itself unless it crashed first).
+    Every committed manifest is a candidate (the manifest is the commit point), including one
+    a fenced writer committed and has not withdrawn yet: it is restored only while nothing of
+    a newer epoch exists.
 
     The walk may stop (:meth:`done_before`) once no lower id can outrank the best so far:
     when the best's epoch has reached the fence epoch, or, below the pointer, its named
@@ -194,21 +194,16 @@ class LatestChoice:
         )
 
     def excluded(self, checkpoint_id: int, epoch: int) -> str | None:
-        """Why a checkpoint with a readable manifest is not (or no longer) the best; ``None``
-        if it is the best so far. Also learns the named checkpoint's epoch (format 1)."""
-        pointer = self.pointer
-        if pointer is not None and checkpoint_id == pointer.checkpoint_id:
+        """Why a checkpoint with a readable manifest is not the best so far (it is outranked);
+        ``None`` if it is. Also learns the named checkpoint's epoch (format-1 pointers)."""
+        if self.pointer is not None and checkpoint_id == self.pointer.checkpoint_id:
             self._pointed_epoch = epoch
-        if pointer is not None and pointer.fence_epoch is not None:
-            named = pointer.checkpoint_id or 0
-            if checkpoint_id > named and epoch < pointer.fence_epoch:
-                return (
-                    f"committed by epoch {epoch} after epoch {pointer.fence_epoch} was claimed "
-                    "(a fenced writer's save that never returned)"
-                )
-        if self.best is not None and (epoch, checkpoint_id) < self.best:
-            return f"epoch {epoch} is older than checkpoint {self.best[1]}'s epoch {self.best[0]}"
-        return None
+        if self.best is None or (epoch, checkpoint_id) > self.best:
+            return None
+        best_epoch, best_id = self.best
+        if epoch == best_epoch:
+            return f"older than checkpoint {best_id} of the same epoch"
+        return f"epoch {epoch} is older than checkpoint {best_id}'s epoch {best_epoch}"
 
     def take(self, checkpoint_id: int, epoch: int) -> tuple[int, str] | None:
         """Make ``checkpoint_id`` the best (after :meth:`excluded` said it qualifies).

@@ -529,6 +529,18 @@ class AsyncCheckpointStore:
                 f"readable manifest (an in-flight writer of epoch {winner_epoch}, or an orphan; "
                 "see next_checkpoint_id and cleanup_orphans)"
             )
+        if winner_epoch is None or winner_epoch <= manifest.epoch:
+            # An older or equal winner, yet we may be fenced all the same (a claim): say so.
+            fence = await self._fence_epoch()
+            if fence is not None and fence > manifest.epoch:
+                return FencedError(
+                    key,
+                    f"checkpoint {manifest.checkpoint_id}: {what} already exists, and epoch "
+                    f"{fence} has been claimed (ours is {manifest.epoch})",
+                    checkpoint_id=manifest.checkpoint_id,
+                    epoch=manifest.epoch,
+                    winner_epoch=fence,
+                )
         error_type = (
             FencedError
             if winner_epoch is not None and winner_epoch > manifest.epoch
@@ -541,6 +553,11 @@ class AsyncCheckpointStore:
             epoch=manifest.epoch,
             winner_epoch=winner_epoch,
         )
+
+    async def _fence_epoch(self) -> int | None:
+        """The newest claimed epoch, from ``latest.txt`` (``None`` if it says none)."""
+        record = await self._pointer_record(await self._read_pointer())
+        return record.fence_epoch if record is not None else None
 
     async def _read_pointer(self) -> tuple[PointerRecord | None, str] | None:
         """``(record or None if garbage, version)`` of ``latest.txt``; ``None`` if missing."""
@@ -928,11 +945,12 @@ class AsyncCheckpointStore:
         """Walk back from the newest checkpoint to the one to restore: of the checkpoints that
         fully validate, the newest epoch's newest id (as :meth:`load_latest` chooses).
 
-        Every checkpoint passed over is reported with its reason, including uncommitted
-        directories newer than the one chosen and valid checkpoints of an older epoch.
-        ``chosen_id is None`` means nothing valid exists (a fresh start is then correct).
-        Reads ``latest.txt`` alongside the listing: its fence epoch tells when no older id can
-        outrank the best found, so the walk usually stops at the first valid checkpoint.
+        Every id above the chosen one is reported in ``skipped`` with its reason, including
+        uncommitted directories and valid checkpoints of an older epoch. ``chosen_id is None``
+        means nothing valid exists (a fresh start is then correct). Reads ``latest.txt``
+        alongside the listing: its fence epoch tells when no lower id can outrank the best
+        found, so the walk usually stops at the first valid checkpoint; without a usable
+        pointer it reads every manifest (``examined`` lists every id it looked at).
         """
         entries, pointer = await asyncio.gather(self._entries(), self._read_pointer())
         choice = LatestChoice(pointer[0] if pointer is not None else None)
@@ -968,7 +986,9 @@ class AsyncCheckpointStore:
             chosen = manifest
         if chosen is None:
             return RecoveryReport(None, None, tuple(examined), tuple(skipped))
-        return RecoveryReport(chosen.checkpoint_id, chosen, tuple(examined), tuple(skipped))
+        # Ids below the chosen one were read only to rule out a newer epoch: not skipped.
+        passed_over = tuple((cid, why) for cid, why in skipped if cid > chosen.checkpoint_id)
+        return RecoveryReport(chosen.checkpoint_id, chosen, tuple(examined), passed_over)
 
     async def newest_valid_id(self) -> int | None:
         """The id :meth:`recover_latest_validated` would choose."""
