@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,7 @@ from objstore import (
 from objstore.backends import open_backend
 from objstore.checkpoint import LATEST, manifest_key, state_key
 from objstore.testing import SimulatedCrash
+from objstore.testing.contract import run_processes
 from tests.checkpoint_helpers import faulty_store, joined_state, manifest, state_for
 
 # -- item 1: a retried save completes its own commit -------------------------------------------
@@ -326,3 +328,54 @@ def test_a_claim_never_makes_readers_start_fresh(store_url: str) -> None:
     CheckpointStore(store_url).save(manifest(2, epoch=2))
     assert fresh.load_latest().epoch == 2  # type: ignore[union-attr]
     assert fresh.recover_latest_validated().chosen_id == 2
+
+
+# -- real processes ------------------------------------------------------------------------------
+
+
+def _epoch_worker(url: str, epoch: int, barrier: Any, results: Any) -> None:
+    """Claim ``epoch``, then save three checkpoints; report what returned and how it ended."""
+    store = CheckpointStore(url)
+    barrier.wait()
+    saved: list[int] = []
+    try:
+        store.claim_epoch(epoch)
+        while len(saved) < 3:
+            checkpoint_id = store.next_checkpoint_id()
+            try:
+                store.save_with_state(manifest(checkpoint_id, epoch=epoch), state_for(epoch))
+            except FencedError:
+                raise
+            except CheckpointConflict as exc:
+                if exc.winner_epoch is not None and exc.winner_epoch > epoch:
+                    results.put((epoch, saved, f"error: not fenced by a newer epoch: {exc!r}"))
+                    return
+                continue
+            saved.append(checkpoint_id)
+    except FencedError as exc:
+        results.put((epoch, saved, f"fenced by {exc.winner_epoch}"))
+    except Exception as exc:
+        results.put((epoch, saved, f"error: {exc!r}"))
+    else:
+        results.put((epoch, saved, "done"))
+
+
+def test_processes_claiming_epochs_leave_the_newest_epoch_in_charge(shared_store_url: str) -> None:
+    outcomes = run_processes(_epoch_worker, [(shared_store_url, e) for e in (1, 2, 3, 4)])
+    assert not [o for o in outcomes if o[2].startswith("error")], outcomes
+    by_epoch = {epoch: (saved, end) for epoch, saved, end in outcomes}
+    assert by_epoch[4] == (by_epoch[4][0], "done")  # nobody fences the newest epoch
+    assert len(by_epoch[4][0]) == 3
+    for epoch, (_, end) in by_epoch.items():
+        if end != "done":
+            assert int(end.split()[-1]) > epoch, outcomes
+    store = CheckpointStore(shared_store_url)
+    latest = store.load_latest()
+    assert latest is not None
+    assert (latest.epoch, latest.checkpoint_id) == (4, max(by_epoch[4][0])), outcomes
+    assert store.recover_latest_validated().chosen_id == latest.checkpoint_id
+    for checkpoint_id in by_epoch[4][0]:  # every save that returned is still there, whole
+        assert store.validate_checkpoint(checkpoint_id).valid
+        assert store.load_state_data(checkpoint_id) == joined_state(4)
+    with pytest.raises(FencedError):
+        store.save(manifest(store.next_checkpoint_id(), epoch=3))
