@@ -3,8 +3,8 @@
 :class:`~objstore.backends.AsyncBackend` times each attempt of each request it sends to its
 transport (retries, read-backs and the capability probe included) and passes the outcome to a
 :class:`RequestObserver`, which logs it at DEBUG on this module's logger and calls the user's
-request hook, if any. Nothing is built when neither wants it, so an unobserved request costs
-two clock reads and a level check.
+request hook, if any. When neither wants it nothing is timed or built: an unobserved request
+costs one cached logging level check.
 """
 
 from __future__ import annotations
