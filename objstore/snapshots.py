@@ -31,13 +31,13 @@ import logging
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Self, TypeAlias
 
 from objstore._checks import check_u64
 from objstore._keys import escape_name, join_key, name_segment
-from objstore._loop import StoreFacade, blocking
+from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
-from objstore.backends import AsyncBackend
+from objstore.backends import AsyncBackend, RequestHook
 from objstore.codec import canonical_json, parse_json, seal, unseal
 from objstore.errors import CorruptionError, NotFoundError
 
@@ -163,12 +163,19 @@ def _check_snapshot(snapshot: object) -> Snapshot:
 # -- the stores --------------------------------------------------------------------------------
 
 
-class AsyncSnapshotStore:
+class AsyncSnapshotStore(AsyncClosing):
     """The latest snapshot of each stream under ``{root}/snapshots/`` (asyncio).
 
     Args:
         url_or_backend: store URL/path or an opened backend.
         storage_options: fsspec options when a URL is given.
+        verify_fencing: prove before the first conditional write that the store enforces
+            preconditions, refusing it with ``NotSupportedError`` if not (default). ``False``
+            skips that check, at a risk: on a store that ignores preconditions concurrent
+            writers cannot be fenced and create-once writes are not once, so a stale writer
+            may overwrite newer state. With an opened backend, set it on the backend instead.
+        request_hook: called with a :class:`~objstore.observability.RequestEvent` after
+            every request (see :mod:`objstore.observability`); URL only.
         compression_level: zstd level for snapshot objects.
     """
 
@@ -177,11 +184,18 @@ class AsyncSnapshotStore:
         url_or_backend: StoreLocation,
         *,
         storage_options: dict[str, Any] | None = None,
+        verify_fencing: bool = True,
+        request_hook: RequestHook | None = None,
         compression_level: int = 3,
     ) -> None:
         if not -7 <= compression_level <= 22:
             raise ValueError("compression_level must be within zstd's [-7, 22]")
-        self.backend: AsyncBackend = as_async_backend(url_or_backend, storage_options)
+        self.backend: AsyncBackend = as_async_backend(
+            url_or_backend,
+            storage_options,
+            verify_fencing=verify_fencing,
+            request_hook=request_hook,
+        )
         self.compression_level = compression_level
 
     @property
@@ -255,7 +269,24 @@ class SnapshotStore(StoreFacade[AsyncSnapshotStore]):
     """The blocking face of :class:`AsyncSnapshotStore`: same arguments, methods and
     errors, no ``await``."""
 
-    _core_class = AsyncSnapshotStore
+    def __init__(
+        self,
+        url_or_backend: StoreLocation,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        verify_fencing: bool = True,
+        request_hook: RequestHook | None = None,
+        compression_level: int = 3,
+    ) -> None:
+        super().__init__(
+            AsyncSnapshotStore(
+                url_or_backend,
+                storage_options=storage_options,
+                verify_fencing=verify_fencing,
+                request_hook=request_hook,
+                compression_level=compression_level,
+            )
+        )
 
     key_for = staticmethod(AsyncSnapshotStore.key_for)
     save = blocking(AsyncSnapshotStore.save)
@@ -263,7 +294,7 @@ class SnapshotStore(StoreFacade[AsyncSnapshotStore]):
     close = blocking(AsyncSnapshotStore.close)
 
 
-class AsyncNoopSnapshotStore:
+class AsyncNoopSnapshotStore(AsyncClosing):
     """Stores nothing: ``save`` checks its argument and drops it, ``load`` returns ``None``."""
 
     async def save(self, snapshot: Snapshot) -> None:
@@ -284,6 +315,12 @@ class AsyncNoopSnapshotStore:
 
 class NoopSnapshotStore:
     """The blocking :class:`AsyncNoopSnapshotStore` (no event loop involved)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def save(self, snapshot: Snapshot) -> None:
         """Check ``snapshot`` (``TypeError`` if it is not one) and forget it."""

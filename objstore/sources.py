@@ -44,9 +44,9 @@ from typing import Any
 
 from objstore._checks import MAX_U64, check_u64, is_int
 from objstore._keys import escape_name, join_key, name_segment
-from objstore._loop import StoreFacade, blocking
+from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
-from objstore.backends import AsyncBackend, Buffer
+from objstore.backends import AsyncBackend, Buffer, RequestHook
 from objstore.codec import canonical_json, parse_json, seal, unseal
 from objstore.errors import (
     AlreadyExistsError,
@@ -216,7 +216,7 @@ class _Committed:
 _ABSENT = _Committed(None, 0, {})
 
 
-class AsyncSourceCheckpointStore:
+class AsyncSourceCheckpointStore(AsyncClosing):
     """Per-source checkpoints of one query under ``{root}/sources/{query}/`` (asyncio).
 
     Sessions: :meth:`begin` opens one (or nests: a counter), :meth:`commit` closes a level
@@ -240,6 +240,13 @@ class AsyncSourceCheckpointStore:
         url_or_backend: store URL/path or an opened backend.
         query_id: the query whose sources these are (any non-empty str without NUL).
         storage_options: fsspec options when a URL is given.
+        verify_fencing: prove before the first conditional write that the store enforces
+            preconditions, refusing it with ``NotSupportedError`` if not (default). ``False``
+            skips that check, at a risk: on a store that ignores preconditions concurrent
+            writers cannot be fenced and create-once writes are not once, so a stale writer
+            may overwrite newer state. With an opened backend, set it on the backend instead.
+        request_hook: called with a :class:`~objstore.observability.RequestEvent` after
+            every request (see :mod:`objstore.observability`); URL only.
         max_position_size: a larger ``source_position`` is refused with ``ValueError``.
         max_commit_attempts: lost compare-and-swap races a commit absorbs before raising
             :class:`~objstore.errors.CheckpointConflict`.
@@ -251,6 +258,8 @@ class AsyncSourceCheckpointStore:
         query_id: str,
         *,
         storage_options: dict[str, Any] | None = None,
+        verify_fencing: bool = True,
+        request_hook: RequestHook | None = None,
         max_position_size: int = DEFAULT_MAX_POSITION_SIZE,
         max_commit_attempts: int = DEFAULT_MAX_COMMIT_ATTEMPTS,
     ) -> None:
@@ -259,7 +268,12 @@ class AsyncSourceCheckpointStore:
             raise ValueError("max_position_size must not be negative")
         if max_commit_attempts < 1:
             raise ValueError("max_commit_attempts must be at least 1")
-        self.backend: AsyncBackend = as_async_backend(url_or_backend, storage_options)
+        self.backend: AsyncBackend = as_async_backend(
+            url_or_backend,
+            storage_options,
+            verify_fencing=verify_fencing,
+            request_hook=request_hook,
+        )
         self.query_id = query_id
         self.max_position_size = max_position_size
         self.max_commit_attempts = max_commit_attempts
@@ -463,7 +477,28 @@ class SourceCheckpointStore(StoreFacade[AsyncSourceCheckpointStore]):
     """The blocking face of :class:`AsyncSourceCheckpointStore`: same arguments, methods
     and errors, no ``await``. ``with store.session():`` begins, commits or rolls back."""
 
-    _core_class = AsyncSourceCheckpointStore
+    def __init__(
+        self,
+        url_or_backend: StoreLocation,
+        query_id: str,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        verify_fencing: bool = True,
+        request_hook: RequestHook | None = None,
+        max_position_size: int = DEFAULT_MAX_POSITION_SIZE,
+        max_commit_attempts: int = DEFAULT_MAX_COMMIT_ATTEMPTS,
+    ) -> None:
+        super().__init__(
+            AsyncSourceCheckpointStore(
+                url_or_backend,
+                query_id,
+                storage_options=storage_options,
+                verify_fencing=verify_fencing,
+                request_hook=request_hook,
+                max_position_size=max_position_size,
+                max_commit_attempts=max_commit_attempts,
+            )
+        )
 
     @property
     def query_id(self) -> str:

@@ -10,9 +10,9 @@ import uuid
 from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
 
-from objstore._loop import StoreFacade, blocking
+from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
-from objstore.backends import AsyncBackend, Buffer
+from objstore.backends import AsyncBackend, Buffer, RequestHook
 from objstore.errors import (
     AlreadyExistsError,
     CheckpointConflict,
@@ -107,7 +107,7 @@ class _Stale(Exception):
     """What a reader read was superseded under it (pruned or re-snapshotted): reload."""
 
 
-class AsyncKVStore:
+class AsyncKVStore(AsyncClosing):
     """Sorted bytes keys with a sequence-numbered batch log under ``{root}/kv/`` (asyncio).
 
     Every call first catches up with batches other writers committed (1 LIST, plus 1 GET per
@@ -118,6 +118,13 @@ class AsyncKVStore:
     Args:
         url_or_backend: store URL/path or an opened backend.
         storage_options: fsspec options when a URL is given.
+        verify_fencing: prove before the first conditional write that the store enforces
+            preconditions, refusing it with ``NotSupportedError`` if not (default). ``False``
+            skips that check, at a risk: on a store that ignores preconditions concurrent
+            writers cannot be fenced and create-once writes are not once, so a stale writer
+            may overwrite newer state. With an opened backend, set it on the backend instead.
+        request_hook: called with a :class:`~objstore.observability.RequestEvent` after
+            every request (see :mod:`objstore.observability`); URL only.
         compact_every: fold the state into a new snapshot once this many batches follow the
             newest one (0 disables automatic compaction; :meth:`compact` still works).
         max_write_attempts: lost races for a sequence number a write absorbs before raising
@@ -129,6 +136,8 @@ class AsyncKVStore:
         url_or_backend: StoreLocation,
         *,
         storage_options: dict[str, Any] | None = None,
+        verify_fencing: bool = True,
+        request_hook: RequestHook | None = None,
         compact_every: int = DEFAULT_COMPACT_EVERY,
         max_write_attempts: int = 1000,
     ) -> None:
@@ -136,7 +145,12 @@ class AsyncKVStore:
             raise ValueError("compact_every must not be negative")
         if max_write_attempts < 1:
             raise ValueError("max_write_attempts must be at least 1")
-        self.backend: AsyncBackend = as_async_backend(url_or_backend, storage_options)
+        self.backend: AsyncBackend = as_async_backend(
+            url_or_backend,
+            storage_options,
+            verify_fencing=verify_fencing,
+            request_hook=request_hook,
+        )
         self.compact_every = compact_every
         self.max_write_attempts = max_write_attempts
         self._view: _View | None = None
@@ -441,7 +455,26 @@ class KVStore(StoreFacade[AsyncKVStore]):
     """The blocking face of :class:`AsyncKVStore`: same arguments, methods and errors, no
     ``await``. Safe to share between threads (calls on one store object run one at a time)."""
 
-    _core_class = AsyncKVStore
+    def __init__(
+        self,
+        url_or_backend: StoreLocation,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        verify_fencing: bool = True,
+        request_hook: RequestHook | None = None,
+        compact_every: int = DEFAULT_COMPACT_EVERY,
+        max_write_attempts: int = 1000,
+    ) -> None:
+        super().__init__(
+            AsyncKVStore(
+                url_or_backend,
+                storage_options=storage_options,
+                verify_fencing=verify_fencing,
+                request_hook=request_hook,
+                compact_every=compact_every,
+                max_write_attempts=max_write_attempts,
+            )
+        )
 
     put_batch = blocking(AsyncKVStore.put_batch)
     delete_batch = blocking(AsyncKVStore.delete_batch)
