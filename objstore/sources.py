@@ -368,7 +368,9 @@ class AsyncSourceCheckpointStore:
         A ``None`` position replaces (removes) the stored one; the sequence is kept. Raises
         ``TypeError``/``ValueError`` for a bad id, sequence or position — including one
         larger than ``max_position_size`` — without changing anything staged or stored,
-        and ``RuntimeError`` outside a session on a persistent store.
+        and ``RuntimeError`` outside a session on a persistent store. On ``memory://``
+        outside a session it commits at once, so it raises what :meth:`commit` raises
+        (e.g. :class:`~objstore.errors.ConflictError` for a sequence below the committed).
         """
         escape_name(source_id, what="source id")
         checkpoint = SourceCheckpoint(sequence, _check_position(source_position))
