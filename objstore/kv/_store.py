@@ -322,7 +322,9 @@ class AsyncKVStore:
         overwritten with a tiny tombstone rather than deleted, so its sequence number can
         never be allocated again. Resumable: a prune that crashed midway (after moving
         ``retained_from``, before recording its tombstones) is finished by the next call,
-        whatever its cutoff.
+        whatever its cutoff. Raises ``ValueError`` for a cutoff below 1, and
+        :class:`~objstore.errors.ConflictError` (nothing pruned) if the compaction it needs
+        gave up (it could not reference its snapshot in time).
         """
         if cutoff_exclusive < 1:
             raise ValueError("cutoff_exclusive must be at least 1")
