@@ -26,7 +26,8 @@ an equal or higher ``sequence_number`` (equal: a retried save, or a re-snapshot 
 schema version at the same position); an older one is refused with
 :class:`~objstore.errors.ConflictError` (``expected`` = its sequence number, ``actual`` = the
 stored one) and nothing is written — mako's contract says a save that returned persisted
-its snapshot, so a refused save must not return quietly. A damaged stored snapshot counts
+its snapshot, so a refused save must not return quietly. A refusal is judged on a fresh
+read (what the store object remembers is re-read first). A damaged stored snapshot counts
 as absent and is replaced by any save. Steady state: 1 write per save, after a ``load`` or
 an earlier ``save`` of the stream by the same store object; otherwise 1 create, or 1 GET +
 1 write when the stream already has a snapshot.
@@ -246,16 +247,21 @@ class AsyncSnapshotStore:
         key = self.key_for(snapshot.stream_id)
         blob = encode_snapshot(snapshot, level=self.compression_level)
         stored = self._known.get(key)
+        fresh = False  # read by this call, not remembered from an earlier one
         for _ in range(_MAX_SAVE_ATTEMPTS):
-            if stored is not None and stored[1] is not None:
-                _refuse_older(key, snapshot, stored[1])
+            stored_sequence = None if stored is None else stored[1]
+            if stored_sequence is not None and stored_sequence > snapshot.sequence_number:
+                if not fresh:  # a refusal is judged on what is stored now
+                    stored, fresh = await self._read_stored(key, snapshot.stream_id), True
+                    continue
+                _refuse_older(key, snapshot, stored_sequence)
             try:
                 if stored is None:
                     version = await self.backend.put_if_absent(key, blob)
                 else:
                     version = await self.backend.put_if_match(key, blob, stored[0])
             except (AlreadyExistsError, PreconditionFailedError, NotFoundError):
-                stored = await self._read_stored(key, snapshot.stream_id)
+                stored, fresh = await self._read_stored(key, snapshot.stream_id), True
                 continue
             self._remember(key, (version, snapshot.sequence_number))
             return

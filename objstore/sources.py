@@ -31,7 +31,9 @@ typically a stale committer that lost the race to a newer commit — the whole c
 refused with :class:`~objstore.errors.ConflictError` (``expected`` = ``{source_id: staged
 sequence}``, ``actual`` = ``{source_id: committed sequence}``), nothing is written, and the
 session stays open (roll it back, re-read, re-stage). An equal sequence is accepted (a
-retried commit, or a new position for the same sequence). To start a source over, use
+retried commit, or a new position for the same sequence). A refusal is always judged
+against state read from the store (what the store object remembers is re-read first, 1
+GET, so a reset by another process is not mistaken for a conflict). To start a source over, use
 :meth:`clear_checkpoints`. After ``max_commit_attempts`` consecutive lost races
 :meth:`commit` raises :class:`~objstore.errors.CheckpointConflict` (``checkpoint_id`` = the
 state generation it tried to write; ``epoch`` 0, sources have no epochs), leaving the
@@ -452,12 +454,16 @@ class AsyncSourceCheckpointStore:
         re-reading and re-applying them after each lost race; refused whole with
         :class:`~objstore.errors.ConflictError` if it would move a source backward."""
         known = self._known
+        fresh = known is None  # read by this call, not remembered from an earlier one
         try:
             if known is None:
                 known = await self._fetch()
             for _ in range(self.max_commit_attempts):
                 if backward_sources(known.sources, changes):
-                    break
+                    if fresh:
+                        break
+                    known, fresh = await self._fetch(), True  # e.g. cleared since: confirm
+                    continue
                 sources = {**known.sources, **changes}
                 generation = known.generation + 1
                 blob = encode_state(self.query_id, generation, sources, uuid.uuid4().hex)
@@ -475,7 +481,7 @@ class AsyncSourceCheckpointStore:
                         self.query_id,
                         len(changes),
                     )
-                    known = await self._fetch()
+                    known, fresh = await self._fetch(), True
                     continue
                 self._known = _Committed(version, generation, sources)
                 return
