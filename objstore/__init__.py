@@ -31,6 +31,7 @@ from objstore.checkpoint import (
 from objstore.errors import (
     AlreadyExistsError,
     CheckpointConflict,
+    ConflictError,
     CorruptionError,
     FencedError,
     NotFoundError,
@@ -86,6 +87,7 @@ __all__ = [
     "ValidationResult",
     "Backend",
     "CheckpointConflict",
+    "ConflictError",
     "CorruptionError",
     "FencedError",
     "NotFoundError",
