@@ -134,13 +134,14 @@ def test_retries_and_expected_conflicts_are_reported(
         ("get", 1, "ok"),  # read back: it is ours
     ]
     assert [e.is_retry for e in events if e.key == manifest_key(2)] == [False, True, False]
-    lines = [r.getMessage() for r in caplog.records if manifest_key(2) in r.getMessage()]
+    observed_records = [r for r in caplog.records if r.name == "objstore.backends._observe"]
+    lines = [r.getMessage() for r in observed_records if manifest_key(2) in r.getMessage()]
     assert len(lines) == 3
     assert "transient_error" in lines[0]
     assert "attempt 1" in lines[0]
     assert "already_exists" in lines[1]
     assert "attempt 2" in lines[1]
-    assert all(r.levelno == logging.DEBUG for r in caplog.records)
+    assert all(r.levelno == logging.DEBUG for r in observed_records)
 
 
 def test_a_failing_hook_never_fails_a_request(url: str, caplog: pytest.LogCaptureFixture) -> None:
