@@ -114,7 +114,7 @@ STORES = [
         (),
         _save_projection,
     ),
-    Kind("snapshots", SnapshotStore, AsyncSnapshotStore, (), _save_snapshot, conditional=False),
+    Kind("snapshots", SnapshotStore, AsyncSnapshotStore, (), _save_snapshot),
     Kind("kv", KVStore, AsyncKVStore, (), _put_batch),
 ]
 store_kinds = pytest.mark.parametrize("kind", STORES, ids=lambda kind: kind.name)
