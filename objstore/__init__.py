@@ -31,6 +31,7 @@ from objstore.checkpoint import (
 from objstore.errors import (
     AlreadyExistsError,
     CheckpointConflict,
+    ConflictError,
     CorruptionError,
     FencedError,
     NotFoundError,
@@ -40,6 +41,7 @@ from objstore.errors import (
     TransientStorageError,
 )
 from objstore.kv import AsyncKVStore, KVBatch, KVStore
+from objstore.observability import OpenTelemetryMetrics, RequestEvent, RequestHook, request_hooks
 from objstore.projections import (
     AsyncProjectionCheckpointStore,
     GlobalProjectionCheckpoint,
@@ -69,6 +71,7 @@ __all__ = [
     "KVBatch",
     "KVStore",
     "NoopSnapshotStore",
+    "OpenTelemetryMetrics",
     "ProjectionCheckpointStore",
     "Snapshot",
     "SnapshotStore",
@@ -84,6 +87,7 @@ __all__ = [
     "ValidationResult",
     "Backend",
     "CheckpointConflict",
+    "ConflictError",
     "CorruptionError",
     "FencedError",
     "NotFoundError",
@@ -91,6 +95,8 @@ __all__ = [
     "ObjectInfo",
     "ObjstoreError",
     "PreconditionFailedError",
+    "RequestEvent",
+    "RequestHook",
     "RetryPolicy",
     "TransientStorageError",
     "copy_checkpoint",
@@ -102,6 +108,7 @@ __all__ = [
     "read_pointer_async",
     "repair_pointer",
     "repair_pointer_async",
+    "request_hooks",
     "validate_checkpoint_streaming",
     "validate_checkpoint_streaming_async",
 ]

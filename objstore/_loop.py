@@ -12,9 +12,10 @@ import functools
 import os
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, Protocol, TypeVar, cast
+from types import TracebackType
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, Self, TypeVar, cast
 
-__all__ = ["StoreFacade", "blocking", "run_sync"]
+__all__ = ["AsyncClosing", "StoreFacade", "blocking", "run_sync"]
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
@@ -83,21 +84,49 @@ class _AsyncStore(Protocol):
     @property
     def url(self) -> str: ...
 
+    async def close(self) -> None: ...
+
 
 _Core = TypeVar("_Core", bound=_AsyncStore)
 
 
-class StoreFacade(Generic[_Core]):
-    """Base of every blocking store: it builds the async core and drives it.
+class AsyncClosing:
+    """Mixin of every async store: ``async with store:`` closes it when the block ends."""
 
-    A subclass names its core in ``_core_class`` and lists the core's methods with
-    :func:`blocking`; constructor arguments are the core's, passed through unchanged.
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self: _AsyncStore,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class StoreFacade(Generic[_Core]):
+    """Base of every blocking store: it drives the async core it is given.
+
+    A subclass spells out the core's constructor arguments in its own typed ``__init__``
+    (so ``help()`` and type checkers see them), builds the core from them and hands it to
+    ``super().__init__``; it lists the core's methods with :func:`blocking`. ``with store:``
+    closes the store when the block ends.
     """
 
-    _core_class: ClassVar[Callable[..., Any]]
+    def __init__(self, core: _Core) -> None:
+        self._async: _Core = core
 
-    def __init__(self, *args: Any, **options: Any) -> None:
-        self._async: _Core = self._core_class(*args, **options)
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        run_sync(self._async.close())
 
     @property
     def async_store(self) -> _Core:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from objstore.backends import AsyncBackend, Backend, open_async_backend
+from objstore.backends import AsyncBackend, Backend, RequestHook, open_async_backend
 
 __all__ = ["StoreLocation", "as_async_backend"]
 
@@ -14,15 +14,38 @@ StoreLocation = str | os.PathLike[str] | Backend | AsyncBackend
 
 
 def as_async_backend(
-    url_or_backend: StoreLocation, storage_options: dict[str, Any] | None = None
+    url_or_backend: StoreLocation,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    verify_fencing: bool = True,
+    request_hook: RequestHook | None = None,
 ) -> AsyncBackend:
-    """The async backend for ``url_or_backend`` (a URL/path is opened with the options)."""
+    """The async backend for ``url_or_backend``: a URL/path is opened with the options.
+
+    An opened backend keeps its own settings, so ``storage_options``, ``request_hook`` and
+    ``verify_fencing=False`` raise ``ValueError`` with one (open the backend with them);
+    ``verify_fencing=False`` is accepted when the backend already skips the probe.
+    """
     if isinstance(url_or_backend, AsyncBackend):
         backend = url_or_backend
     elif isinstance(url_or_backend, Backend):
         backend = url_or_backend.async_backend
     else:
-        return open_async_backend(url_or_backend, **(storage_options or {}))
+        return open_async_backend(
+            url_or_backend,
+            verify_fencing=verify_fencing,
+            request_hook=request_hook,
+            **(storage_options or {}),
+        )
     if storage_options:
         raise ValueError("storage_options apply only when a URL is given, not an opened backend")
+    if request_hook is not None:
+        raise ValueError(
+            "request_hook applies only when a URL is given; pass it to open_backend() instead"
+        )
+    if not verify_fencing and backend.verify_fencing:
+        raise ValueError(
+            "verify_fencing=False applies only when a URL is given; open the backend with "
+            "open_backend(url, verify_fencing=False) instead"
+        )
     return backend

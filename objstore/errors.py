@@ -7,8 +7,9 @@ handler would do about it::
     ├── NotFoundError(FileNotFoundError)        the object is not there
     ├── AlreadyExistsError(FileExistsError)     create-if-absent lost: someone created it first
     ├── PreconditionFailedError                 compare-and-swap lost: the version moved
-    │   └── CheckpointConflict                  another writer claimed this checkpoint id
-    │       └── FencedError                     ... and that writer's epoch is newer than ours
+    │   ├── CheckpointConflict                  another writer claimed this checkpoint id
+    │   │   └── FencedError                     ... and that writer's epoch is newer than ours
+    │   └── ConflictError                       the store holds newer state than this write
     ├── CorruptionError                         bytes do not match their checksum or format
     ├── NotSupportedError(NotImplementedError)  the store cannot give the guarantees we need
     └── TransientStorageError(OSError)          5xx, throttling, timeouts: the only retried kind
@@ -24,6 +25,7 @@ from __future__ import annotations
 __all__ = [
     "AlreadyExistsError",
     "CheckpointConflict",
+    "ConflictError",
     "CorruptionError",
     "FencedError",
     "NotFoundError",
@@ -104,6 +106,35 @@ class CheckpointConflict(PreconditionFailedError):
 
 class FencedError(CheckpointConflict):
     """This writer lost to one with a newer epoch: it is a zombie and must stop writing."""
+
+
+class ConflictError(PreconditionFailedError):
+    """The store already holds newer state than this write, so the write was refused and
+    nothing was changed (e.g. a stale committer would move a source's sequence backward, or
+    an older snapshot would replace a newer one).
+
+    Carries both sides: ``expected`` is what this writer tried to store, ``actual`` what the
+    store holds instead (each a value or a mapping, as the raising store documents).
+    Pickles with both sides (e.g. across process pools).
+    """
+
+    def __init__(
+        self,
+        key: str,
+        message: str | None = None,
+        *,
+        expected: object = None,
+        actual: object = None,
+    ) -> None:
+        super().__init__(
+            key,
+            message or f"{key!r} holds newer state ({actual!r}) than this write ({expected!r})",
+        )
+        self.expected = expected
+        self.actual = actual
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.key, str(self)), self.__dict__)
 
 
 class CorruptionError(ObjstoreError):

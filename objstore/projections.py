@@ -51,9 +51,9 @@ from typing import Any, TypeVar
 
 from objstore._checks import MAX_U64, check_u64, is_int
 from objstore._keys import join_key, name_segment
-from objstore._loop import StoreFacade, blocking
+from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
-from objstore.backends import AsyncBackend
+from objstore.backends import AsyncBackend, RequestHook
 from objstore.codec import canonical_json, parse_json, seal, unseal
 from objstore.errors import (
     AlreadyExistsError,
@@ -287,12 +287,19 @@ async def _gather_bounded(jobs: Iterable[Awaitable[_T]]) -> list[_T]:
 _UNKNOWN = "unknown"
 
 
-class AsyncProjectionCheckpointStore:
+class AsyncProjectionCheckpointStore(AsyncClosing):
     """Named projection checkpoints under ``{root}/projections/`` (asyncio).
 
     Args:
         url_or_backend: store URL/path or an opened backend.
         storage_options: fsspec options when a URL is given.
+        verify_fencing: prove before the first conditional write that the store enforces
+            preconditions, refusing it with ``NotSupportedError`` if not (default). ``False``
+            skips that check, at a risk: on a store that ignores preconditions concurrent
+            writers cannot be fenced and create-once writes are not once, so a stale writer
+            may overwrite newer state. With an opened backend, set it on the backend instead.
+        request_hook: called with a :class:`~objstore.observability.RequestEvent` after
+            every request (see :mod:`objstore.observability`); URL only.
         compact_every: fold deltas into a new base once an advance leaves this many
             unfolded deltas known to this store object (at least 1).
     """
@@ -302,11 +309,18 @@ class AsyncProjectionCheckpointStore:
         url_or_backend: StoreLocation,
         *,
         storage_options: dict[str, Any] | None = None,
+        verify_fencing: bool = True,
+        request_hook: RequestHook | None = None,
         compact_every: int = DEFAULT_COMPACT_EVERY,
     ) -> None:
         if not is_int(compact_every) or compact_every < 1:
             raise ValueError("compact_every must be an int of at least 1")
-        self.backend: AsyncBackend = as_async_backend(url_or_backend, storage_options)
+        self.backend: AsyncBackend = as_async_backend(
+            url_or_backend,
+            storage_options,
+            verify_fencing=verify_fencing,
+            request_hook=request_hook,
+        )
         self.compact_every = compact_every
         # Per projection: unfolded deltas this object knows of, and the base version it last
         # saw (None: no base; absent from the dict: unknown).
@@ -489,7 +503,24 @@ class ProjectionCheckpointStore(StoreFacade[AsyncProjectionCheckpointStore]):
     """The blocking face of :class:`AsyncProjectionCheckpointStore`: same arguments,
     methods and errors, no ``await``."""
 
-    _core_class = AsyncProjectionCheckpointStore
+    def __init__(
+        self,
+        url_or_backend: StoreLocation,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        verify_fencing: bool = True,
+        request_hook: RequestHook | None = None,
+        compact_every: int = DEFAULT_COMPACT_EVERY,
+    ) -> None:
+        super().__init__(
+            AsyncProjectionCheckpointStore(
+                url_or_backend,
+                storage_options=storage_options,
+                verify_fencing=verify_fencing,
+                request_hook=request_hook,
+                compact_every=compact_every,
+            )
+        )
 
     load_projection_checkpoint = blocking(AsyncProjectionCheckpointStore.load_projection_checkpoint)
     save_projection_checkpoint = blocking(AsyncProjectionCheckpointStore.save_projection_checkpoint)

@@ -16,9 +16,21 @@ JSON value). The full stream id is checked on load, so even a shortened key segm
 never return another stream's snapshot.
 
 A snapshot is a cache of a fold over the stream's events, never the source of truth: a
-damaged one is logged at WARNING and treated as absent (the caller replays), and ``save``
-is one unconditional write — the last save wins even if its sequence number is older,
-which costs a longer replay but never correctness, and spares a read per save.
+damaged one is logged at WARNING and treated as absent (the caller replays).
+
+**Saving never moves a stream backward.** ``save`` is a conditional write against what is
+stored: create-if-absent when the store object knows of no snapshot, else compare-and-swap
+on the version it last read or wrote for that stream (``load`` remembers it too). A lost
+race re-reads the stored snapshot and tries again. A snapshot is replaced only by one with
+an equal or higher ``sequence_number`` (equal: a retried save, or a re-snapshot in a new
+schema version at the same position); an older one is refused with
+:class:`~objstore.errors.ConflictError` (``expected`` = its sequence number, ``actual`` = the
+stored one) and nothing is written — mako's contract says a save that returned persisted
+its snapshot, so a refused save must not return quietly. A refusal is judged on a fresh
+read (what the store object remembers is re-read first). A damaged stored snapshot counts
+as absent and is replaced by any save. Steady state: 1 write per save, after a ``load`` or
+an earlier ``save`` of the stream by the same store object; otherwise 1 create, or 1 GET +
+1 write when the stream already has a snapshot.
 
 :class:`AsyncSnapshotStore` holds all logic; :class:`SnapshotStore` is its blocking face.
 :class:`NoopSnapshotStore` / :class:`AsyncNoopSnapshotStore` store nothing (for tests and
@@ -29,17 +41,24 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Self, TypeAlias
 
 from objstore._checks import check_u64
 from objstore._keys import escape_name, join_key, name_segment
-from objstore._loop import StoreFacade, blocking
+from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
-from objstore.backends import AsyncBackend
+from objstore.backends import AsyncBackend, RequestHook
 from objstore.codec import canonical_json, parse_json, seal, unseal
-from objstore.errors import CorruptionError, NotFoundError
+from objstore.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    CorruptionError,
+    NotFoundError,
+    PreconditionFailedError,
+)
 
 __all__ = [
     "SNAPSHOT_FORMAT",
@@ -60,6 +79,8 @@ SNAPSHOT_FORMAT = 1
 JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
 _KIND = "objstore.snapshot"
 _HEADER_LENGTH = struct.Struct("<I")
+_MAX_SAVE_ATTEMPTS = 32
+_REMEMBERED_STREAMS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +175,20 @@ def _accepted(versions: Iterable[int] | None) -> frozenset[int] | None:
     return frozenset(check_u64(version, "accepted schema version") for version in versions)
 
 
+def _refuse_older(key: str, snapshot: Snapshot, stored_sequence: int) -> None:
+    """Raise :class:`ConflictError` if a stored snapshot at ``stored_sequence`` is newer
+    than ``snapshot`` (an equal sequence may replace it)."""
+    if stored_sequence > snapshot.sequence_number:
+        raise ConflictError(
+            key,
+            f"stream {snapshot.stream_id!r} already has a snapshot at sequence "
+            f"{stored_sequence}; refusing to replace it with sequence "
+            f"{snapshot.sequence_number}",
+            expected=snapshot.sequence_number,
+            actual=stored_sequence,
+        )
+
+
 def _check_snapshot(snapshot: object) -> Snapshot:
     if not isinstance(snapshot, Snapshot):
         raise TypeError(f"expected a Snapshot, not {type(snapshot).__name__}")
@@ -163,12 +198,19 @@ def _check_snapshot(snapshot: object) -> Snapshot:
 # -- the stores --------------------------------------------------------------------------------
 
 
-class AsyncSnapshotStore:
+class AsyncSnapshotStore(AsyncClosing):
     """The latest snapshot of each stream under ``{root}/snapshots/`` (asyncio).
 
     Args:
         url_or_backend: store URL/path or an opened backend.
         storage_options: fsspec options when a URL is given.
+        verify_fencing: prove before the first conditional write that the store enforces
+            preconditions, refusing it with ``NotSupportedError`` if not (default). ``False``
+            skips that check, at a risk: on a store that ignores preconditions concurrent
+            writers cannot be fenced and create-once writes are not once, so a stale writer
+            may overwrite newer state. With an opened backend, set it on the backend instead.
+        request_hook: called with a :class:`~objstore.observability.RequestEvent` after
+            every request (see :mod:`objstore.observability`); URL only.
         compression_level: zstd level for snapshot objects.
     """
 
@@ -177,12 +219,20 @@ class AsyncSnapshotStore:
         url_or_backend: StoreLocation,
         *,
         storage_options: dict[str, Any] | None = None,
+        verify_fencing: bool = True,
+        request_hook: RequestHook | None = None,
         compression_level: int = 3,
     ) -> None:
         if not -7 <= compression_level <= 22:
             raise ValueError("compression_level must be within zstd's [-7, 22]")
-        self.backend: AsyncBackend = as_async_backend(url_or_backend, storage_options)
+        self.backend: AsyncBackend = as_async_backend(
+            url_or_backend,
+            storage_options,
+            verify_fencing=verify_fencing,
+            request_hook=request_hook,
+        )
         self.compression_level = compression_level
+        self._known: OrderedDict[str, tuple[str, int | None]] = OrderedDict()
 
     @property
     def url(self) -> str:
@@ -198,14 +248,44 @@ class AsyncSnapshotStore:
         return join_key("snapshots", name_segment(stream_id, what="stream id") + ".snapshot")
 
     async def save(self, snapshot: Snapshot) -> None:
-        """Durably replace the stream's snapshot with ``snapshot`` (1 write).
+        """Durably replace the stream's snapshot with ``snapshot``, unless the stored one
+        has a higher ``sequence_number`` (1 conditional write in the steady state; see the
+        module docstring).
 
-        Raises ``TypeError``/``ValueError`` before any request if the state is neither
-        bytes nor JSON-serialisable.
+        Raises :class:`~objstore.errors.ConflictError` (nothing written) when the stored
+        snapshot is newer, or after losing many consecutive races to other savers;
+        ``TypeError``/``ValueError`` before any request if the state is neither bytes nor
+        JSON-serialisable.
         """
         snapshot = _check_snapshot(snapshot)
+        key = self.key_for(snapshot.stream_id)
         blob = encode_snapshot(snapshot, level=self.compression_level)
-        await self.backend.put(self.key_for(snapshot.stream_id), blob)
+        stored = self._known.get(key)
+        fresh = False  # read by this call, not remembered from an earlier one
+        for _ in range(_MAX_SAVE_ATTEMPTS):
+            stored_sequence = None if stored is None else stored[1]
+            if stored_sequence is not None and stored_sequence > snapshot.sequence_number:
+                if not fresh:  # a refusal is judged on what is stored now
+                    stored, fresh = await self._read_stored(key, snapshot.stream_id), True
+                    continue
+                _refuse_older(key, snapshot, stored_sequence)
+            try:
+                if stored is None:
+                    version = await self.backend.put_if_absent(key, blob)
+                else:
+                    version = await self.backend.put_if_match(key, blob, stored[0])
+            except (AlreadyExistsError, PreconditionFailedError, NotFoundError):
+                stored, fresh = await self._read_stored(key, snapshot.stream_id), True
+                continue
+            self._remember(key, (version, snapshot.sequence_number))
+            return
+        raise ConflictError(
+            key,
+            f"lost {_MAX_SAVE_ATTEMPTS} consecutive races to save the snapshot of stream "
+            f"{snapshot.stream_id!r}",
+            expected=snapshot.sequence_number,
+            actual=None if stored is None else stored[1],
+        )
 
     async def load(
         self, stream_id: str, accepted_schema_versions: Iterable[int] | None = None
@@ -220,21 +300,13 @@ class AsyncSnapshotStore:
         key = self.key_for(stream_id)
         accepted = _accepted(accepted_schema_versions)
         try:
-            blob, _ = await self.backend.get(key)
+            blob, version = await self.backend.get(key)
         except NotFoundError:
+            self._known.pop(key, None)
             return None
-        try:
-            snapshot = decode_snapshot(blob, key=key)
-        except CorruptionError as exc:
-            logger.warning("ignoring damaged snapshot of stream %r: %s", stream_id, exc)
-            return None
-        if snapshot.stream_id != stream_id:
-            logger.warning(
-                "ignoring snapshot at %s: it belongs to stream %r, not %r",
-                key,
-                snapshot.stream_id,
-                stream_id,
-            )
+        snapshot = self._decoded(blob, key, stream_id)
+        self._remember(key, (version, None if snapshot is None else snapshot.sequence_number))
+        if snapshot is None:
             return None
         if accepted is not None and snapshot.state_schema_version not in accepted:
             logger.debug(
@@ -250,12 +322,67 @@ class AsyncSnapshotStore:
         """Close the backend's connections."""
         await self.backend.close()
 
+    def _remember(self, key: str, stored: tuple[str, int | None]) -> None:
+        """Remember ``(version, sequence number or None if damaged)`` of a stream's stored
+        snapshot for the next save's compare-and-swap (a bounded, most-recent map)."""
+        self._known[key] = stored
+        self._known.move_to_end(key)
+        if len(self._known) > _REMEMBERED_STREAMS:
+            self._known.popitem(last=False)
+
+    async def _read_stored(self, key: str, stream_id: str) -> tuple[str, int | None] | None:
+        """``(version, sequence number)`` of the stored snapshot (1 GET); the sequence is
+        ``None`` when it is damaged; ``None`` when there is no snapshot."""
+        try:
+            blob, version = await self.backend.get(key)
+        except NotFoundError:
+            self._known.pop(key, None)
+            return None
+        snapshot = self._decoded(blob, key, stream_id)
+        return version, None if snapshot is None else snapshot.sequence_number
+
+    @staticmethod
+    def _decoded(blob: bytes, key: str, stream_id: str) -> Snapshot | None:
+        """The snapshot in ``blob``, or ``None`` (logged at WARNING) when it is damaged or
+        belongs to another stream."""
+        try:
+            snapshot = decode_snapshot(blob, key=key)
+        except CorruptionError as exc:
+            logger.warning("ignoring damaged snapshot of stream %r: %s", stream_id, exc)
+            return None
+        if snapshot.stream_id != stream_id:
+            logger.warning(
+                "ignoring snapshot at %s: it belongs to stream %r, not %r",
+                key,
+                snapshot.stream_id,
+                stream_id,
+            )
+            return None
+        return snapshot
+
 
 class SnapshotStore(StoreFacade[AsyncSnapshotStore]):
     """The blocking face of :class:`AsyncSnapshotStore`: same arguments, methods and
     errors, no ``await``."""
 
-    _core_class = AsyncSnapshotStore
+    def __init__(
+        self,
+        url_or_backend: StoreLocation,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        verify_fencing: bool = True,
+        request_hook: RequestHook | None = None,
+        compression_level: int = 3,
+    ) -> None:
+        super().__init__(
+            AsyncSnapshotStore(
+                url_or_backend,
+                storage_options=storage_options,
+                verify_fencing=verify_fencing,
+                request_hook=request_hook,
+                compression_level=compression_level,
+            )
+        )
 
     key_for = staticmethod(AsyncSnapshotStore.key_for)
     save = blocking(AsyncSnapshotStore.save)
@@ -263,7 +390,7 @@ class SnapshotStore(StoreFacade[AsyncSnapshotStore]):
     close = blocking(AsyncSnapshotStore.close)
 
 
-class AsyncNoopSnapshotStore:
+class AsyncNoopSnapshotStore(AsyncClosing):
     """Stores nothing: ``save`` checks its argument and drops it, ``load`` returns ``None``."""
 
     async def save(self, snapshot: Snapshot) -> None:
@@ -284,6 +411,12 @@ class AsyncNoopSnapshotStore:
 
 class NoopSnapshotStore:
     """The blocking :class:`AsyncNoopSnapshotStore` (no event loop involved)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def save(self, snapshot: Snapshot) -> None:
         """Check ``snapshot`` (``TypeError`` if it is not one) and forget it."""

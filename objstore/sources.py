@@ -22,10 +22,22 @@ lost).
 **Concurrent committers** (two processes, one query): the loser of the compare-and-swap
 re-reads the newer state and re-applies *only its own staged changes* on top, then retries
 (1 extra GET + 1 extra write per lost race). So neither process's sources are lost; for a
-source both processes staged, the later commit wins. Only after ``max_commit_attempts``
-consecutive lost races does :meth:`commit` raise
-:class:`~objstore.errors.CheckpointConflict` (``checkpoint_id`` = the state generation it
-tried to write; ``epoch`` 0, sources have no epochs), leaving the session open.
+source both processes staged, the higher sequence wins.
+
+**A source's committed sequence never moves backward through** :meth:`commit`. Before
+every write the staged changes are checked against the state they would replace (per
+source: :func:`backward_sources`); if any staged sequence is lower than the committed one —
+typically a stale committer that lost the race to a newer commit — the whole commit is
+refused with :class:`~objstore.errors.ConflictError` (``expected`` = ``{source_id: staged
+sequence}``, ``actual`` = ``{source_id: committed sequence}``), nothing is written, and the
+session stays open (roll it back, re-read, re-stage). An equal sequence is accepted (a
+retried commit, or a new position for the same sequence). A refusal is always judged
+against state read from the store (what the store object remembers is re-read first, 1
+GET, so a reset by another process is not mistaken for a conflict). To start a source over, use
+:meth:`clear_checkpoints`. After ``max_commit_attempts`` consecutive lost races
+:meth:`commit` raises :class:`~objstore.errors.CheckpointConflict` (``checkpoint_id`` = the
+state generation it tried to write; ``epoch`` 0, sources have no epochs), leaving the
+session open.
 
 :class:`AsyncSourceCheckpointStore` holds all logic; :class:`SourceCheckpointStore` is its
 blocking face.
@@ -44,13 +56,14 @@ from typing import Any
 
 from objstore._checks import MAX_U64, check_u64, is_int
 from objstore._keys import escape_name, join_key, name_segment
-from objstore._loop import StoreFacade, blocking
+from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
-from objstore.backends import AsyncBackend, Buffer
+from objstore.backends import AsyncBackend, Buffer, RequestHook
 from objstore.codec import canonical_json, parse_json, seal, unseal
 from objstore.errors import (
     AlreadyExistsError,
     CheckpointConflict,
+    ConflictError,
     CorruptionError,
     NotFoundError,
     PreconditionFailedError,
@@ -62,6 +75,7 @@ __all__ = [
     "AsyncSourceCheckpointStore",
     "SourceCheckpoint",
     "SourceCheckpointStore",
+    "backward_sources",
     "decode_config_hash",
     "decode_state",
     "encode_config_hash",
@@ -178,6 +192,18 @@ def decode_state(
     return generation, sources
 
 
+def backward_sources(
+    committed: Mapping[str, SourceCheckpoint], changes: Mapping[str, SourceCheckpoint]
+) -> dict[str, tuple[int, int]]:
+    """``{source_id: (staged sequence, committed sequence)}`` for every change that would
+    move a committed source's sequence backward (an equal sequence is not backward)."""
+    return {
+        source_id: (change.sequence, committed[source_id].sequence)
+        for source_id, change in changes.items()
+        if source_id in committed and change.sequence < committed[source_id].sequence
+    }
+
+
 def encode_config_hash(query_id: str, config_hash: int) -> bytes:
     """The sealed ``config_hash`` object."""
     return seal(
@@ -216,7 +242,7 @@ class _Committed:
 _ABSENT = _Committed(None, 0, {})
 
 
-class AsyncSourceCheckpointStore:
+class AsyncSourceCheckpointStore(AsyncClosing):
     """Per-source checkpoints of one query under ``{root}/sources/{query}/`` (asyncio).
 
     Sessions: :meth:`begin` opens one (or nests: a counter), :meth:`commit` closes a level
@@ -240,6 +266,13 @@ class AsyncSourceCheckpointStore:
         url_or_backend: store URL/path or an opened backend.
         query_id: the query whose sources these are (any non-empty str without NUL).
         storage_options: fsspec options when a URL is given.
+        verify_fencing: prove before the first conditional write that the store enforces
+            preconditions, refusing it with ``NotSupportedError`` if not (default). ``False``
+            skips that check, at a risk: on a store that ignores preconditions concurrent
+            writers cannot be fenced and create-once writes are not once, so a stale writer
+            may overwrite newer state. With an opened backend, set it on the backend instead.
+        request_hook: called with a :class:`~objstore.observability.RequestEvent` after
+            every request (see :mod:`objstore.observability`); URL only.
         max_position_size: a larger ``source_position`` is refused with ``ValueError``.
         max_commit_attempts: lost compare-and-swap races a commit absorbs before raising
             :class:`~objstore.errors.CheckpointConflict`.
@@ -251,6 +284,8 @@ class AsyncSourceCheckpointStore:
         query_id: str,
         *,
         storage_options: dict[str, Any] | None = None,
+        verify_fencing: bool = True,
+        request_hook: RequestHook | None = None,
         max_position_size: int = DEFAULT_MAX_POSITION_SIZE,
         max_commit_attempts: int = DEFAULT_MAX_COMMIT_ATTEMPTS,
     ) -> None:
@@ -259,7 +294,12 @@ class AsyncSourceCheckpointStore:
             raise ValueError("max_position_size must not be negative")
         if max_commit_attempts < 1:
             raise ValueError("max_commit_attempts must be at least 1")
-        self.backend: AsyncBackend = as_async_backend(url_or_backend, storage_options)
+        self.backend: AsyncBackend = as_async_backend(
+            url_or_backend,
+            storage_options,
+            verify_fencing=verify_fencing,
+            request_hook=request_hook,
+        )
         self.query_id = query_id
         self.max_position_size = max_position_size
         self.max_commit_attempts = max_commit_attempts
@@ -301,6 +341,8 @@ class AsyncSourceCheckpointStore:
         Costs nothing when nothing was staged, 1 write in the steady state, 1 GET + 1 write
         when this store object has not read the state yet, plus 1 GET + 1 write per lost
         race with another committer. Raises ``RuntimeError`` without a session,
+        :class:`~objstore.errors.ConflictError` (nothing written) if a staged sequence is
+        lower than the committed one of its source,
         :class:`~objstore.errors.CheckpointConflict` after ``max_commit_attempts`` lost
         races, :class:`~objstore.errors.CorruptionError` if the stored state is damaged
         (:meth:`clear_checkpoints` resets it); on any error the session stays open.
@@ -342,7 +384,9 @@ class AsyncSourceCheckpointStore:
         A ``None`` position replaces (removes) the stored one; the sequence is kept. Raises
         ``TypeError``/``ValueError`` for a bad id, sequence or position — including one
         larger than ``max_position_size`` — without changing anything staged or stored,
-        and ``RuntimeError`` outside a session on a persistent store.
+        and ``RuntimeError`` outside a session on a persistent store. On ``memory://``
+        outside a session it commits at once, so it raises what :meth:`commit` raises
+        (e.g. :class:`~objstore.errors.ConflictError` for a sequence below the committed).
         """
         escape_name(source_id, what="source id")
         checkpoint = SourceCheckpoint(sequence, _check_position(source_position))
@@ -421,10 +465,19 @@ class AsyncSourceCheckpointStore:
 
     async def _commit_changes(self, changes: Mapping[str, SourceCheckpoint]) -> None:
         """Apply ``changes`` on top of the newest committed state with one conditional write,
-        re-reading and re-applying them after each lost race."""
+        re-reading and re-applying them after each lost race; refused whole with
+        :class:`~objstore.errors.ConflictError` if it would move a source backward."""
+        known = self._known
+        fresh = known is None  # read by this call, not remembered from an earlier one
         try:
-            known = self._known if self._known is not None else await self._fetch()
+            if known is None:
+                known = await self._fetch()
             for _ in range(self.max_commit_attempts):
+                if backward_sources(known.sources, changes):
+                    if fresh:
+                        break
+                    known, fresh = await self._fetch(), True  # e.g. cleared since: confirm
+                    continue
                 sources = {**known.sources, **changes}
                 generation = known.generation + 1
                 blob = encode_state(self.query_id, generation, sources, uuid.uuid4().hex)
@@ -442,13 +495,26 @@ class AsyncSourceCheckpointStore:
                         self.query_id,
                         len(changes),
                     )
-                    known = await self._fetch()
+                    known, fresh = await self._fetch(), True
                     continue
                 self._known = _Committed(version, generation, sources)
                 return
         except BaseException:
             self._known = None  # the write may or may not have landed: read before the next
             raise
+        backward = backward_sources(known.sources, changes)
+        if backward:
+            raise ConflictError(
+                self.state_key,
+                f"query {self.query_id!r}: committing would move source(s) backward "
+                + ", ".join(
+                    f"{sid!r} {ours} < {theirs}" for sid, (ours, theirs) in backward.items()
+                )
+                + " (a newer commit landed first); nothing was written and the session is "
+                "still open",
+                expected={sid: ours for sid, (ours, _) in backward.items()},
+                actual={sid: theirs for sid, (_, theirs) in backward.items()},
+            )
         raise CheckpointConflict(
             self.state_key,
             f"query {self.query_id!r}: lost {self.max_commit_attempts} consecutive races to "
@@ -463,7 +529,28 @@ class SourceCheckpointStore(StoreFacade[AsyncSourceCheckpointStore]):
     """The blocking face of :class:`AsyncSourceCheckpointStore`: same arguments, methods
     and errors, no ``await``. ``with store.session():`` begins, commits or rolls back."""
 
-    _core_class = AsyncSourceCheckpointStore
+    def __init__(
+        self,
+        url_or_backend: StoreLocation,
+        query_id: str,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        verify_fencing: bool = True,
+        request_hook: RequestHook | None = None,
+        max_position_size: int = DEFAULT_MAX_POSITION_SIZE,
+        max_commit_attempts: int = DEFAULT_MAX_COMMIT_ATTEMPTS,
+    ) -> None:
+        super().__init__(
+            AsyncSourceCheckpointStore(
+                url_or_backend,
+                query_id,
+                storage_options=storage_options,
+                verify_fencing=verify_fencing,
+                request_hook=request_hook,
+                max_position_size=max_position_size,
+                max_commit_attempts=max_commit_attempts,
+            )
+        )
 
     @property
     def query_id(self) -> str:

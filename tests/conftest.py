@@ -6,7 +6,9 @@ The S3 (moto server) and GCS (gcp-storage-emulator) fixtures start their servers
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,14 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh store that other processes can reach (every backend but memory)."""
     return make_store_url(request.param, request, tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _reset_objstore_logging() -> Iterator[None]:
+    """Undo what a CLI run did to the ``objstore`` logger (``-v`` sets DEBUG and adds a
+    handler on the runner's stderr), so no test sees another test's logging set-up."""
+    yield
+    logger = logging.getLogger("objstore")
+    for handler in [h for h in logger.handlers if getattr(h, "objstore_cli", False)]:
+        logger.removeHandler(handler)
+    logger.setLevel(logging.NOTSET)

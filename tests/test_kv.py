@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
+import shutil
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from objstore.backends import AsyncBackend, Backend, RetryPolicy, open_transport
-from objstore.kv import KVStore
-from objstore.kv._format import LOG_PREFIX, MANIFEST_KEY, KVManifest, decode_manifest
+from objstore.errors import TransientStorageError
+from objstore.kv import DEFAULT_SNAPSHOT_GRACE_SECONDS, KVStore
+from objstore.kv._format import (
+    LOG_PREFIX,
+    MANIFEST_KEY,
+    SNAPSHOT_PREFIX,
+    KVManifest,
+    decode_batch,
+    decode_manifest,
+    log_key,
+)
 from objstore.testing import FaultInjectingTransport, SimulatedCrash
 from objstore.testing.contract import run_processes
+from tests.conftest import make_store_url
 
 Model = dict[bytes, bytes]
 
@@ -159,8 +175,9 @@ def test_compaction_keeps_every_key_and_reopen_reads_snapshot_plus_tail(store_ur
     snapshot = manifest(store_url).snapshot
     assert 24 <= snapshot <= 28
     assert [key.key for key in backend_for(store_url).list("kv/snapshots")] == [
-        f"kv/snapshots/{snapshot:020d}"
+        manifest(store_url).snapshot_key  # one per compaction; replaced ones deleted
     ]
+    assert manifest(store_url).snapshot_key.startswith(f"kv/snapshots/{snapshot:020d}-")
     fresh, faults = faulty_kv(store_url)
     assert state(fresh) == model
     # manifest + snapshot + tail listing + one GET per tail batch
@@ -359,3 +376,332 @@ def _collecting_writer(url: str, worker: int, barrier: Any, results: Any) -> Non
     collected = Collect()
     process_writer(url, worker, barrier, collected)
     results.put(collected.items)
+
+
+# -- a committed batch is never reported as failed (issue 10, item 7) ----------------------------
+
+
+class _DiskFull(FaultInjectingTransport):
+    """Snapshot writes fail with ``OSError(ENOSPC)`` while :attr:`full` — not an objstore
+    error, as a local disk reports it."""
+
+    full = True
+
+    async def put_if_absent(self, key: str, data: Any) -> str:
+        if self.full and "snapshots" in key:
+            raise OSError(errno.ENOSPC, "No space left on device", key)
+        return await super().put_if_absent(key, data)
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "s3"])
+def test_failing_compaction_never_fails_a_committed_batch(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = make_store_url(kind, request, tmp_path)
+    disk = _DiskFull(open_transport(url))
+    backend = Backend(AsyncBackend(disk, retry=RetryPolicy(sleep=no_sleep), verify_fencing=False))
+    store = KVStore(backend, compact_every=2)
+    model: Model = {}
+    with caplog.at_level(logging.WARNING, logger="objstore.kv"):
+        for n in range(1, 9):
+            pairs = [(b"k%d" % n, b"v%d" % n)]
+            for _attempt in range(3):  # a caller that retries what it was told failed
+                try:
+                    assert store.put_batch(pairs) == n
+                    break
+                except OSError:
+                    continue
+            model.update(pairs)
+    assert log_sequences(url) == list(range(1, 9))  # no batch appended twice
+    assert state(open_kv(url)) == model
+    assert any(
+        record.levelno == logging.WARNING and "No space left" in record.getMessage()
+        for record in caplog.records
+    )
+    assert not backend_for(url).exists(MANIFEST_KEY)  # never compacted
+    disk.full = False  # space again: a later batch compacts after all
+    for n in range(9, 9 + 2 * 2):
+        assert store.put_batch([(b"k%d" % n, b"v")]) == n
+        model[b"k%d" % n] = b"v"
+    assert manifest(url).snapshot >= 9
+    assert state(open_kv(url)) == model
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "s3"])
+def test_retry_after_an_unanswered_commit_does_not_append_the_batch_twice(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = make_store_url(kind, request, tmp_path)
+    store, faults = faulty_kv(url)
+    assert store.put_batch([(b"a", b"1")]) == 1
+    # The create lands but its answer is lost, and every retry fails: the caller is told
+    # the batch failed although it may be committed.
+    faults.lose_response("put_if_absent")
+    faults.fail_transiently(1.0, ["put_if_absent"])
+    with pytest.raises(TransientStorageError):
+        store.put_batch([(b"counter", b"+1")])
+    faults.clear_faults()
+    assert store.put_batch([(b"counter", b"+1")]) == 2  # recognised as its own, not appended
+    assert log_sequences(url) == [1, 2]
+    assert store.put_batch([(b"b", b"2")]) == 3
+    # Unanswered and not landed: the retry commits it (once).
+    faults.crash_before("put_if_absent")
+    with pytest.raises(SimulatedCrash):
+        store.delete_batch([b"a"])
+    assert store.delete_batch([b"a"]) == 4
+    # A different batch in between ends the retry window: the same pairs again are new.
+    faults.lose_response("put_if_absent")
+    faults.fail_transiently(1.0, ["put_if_absent"])
+    with pytest.raises(TransientStorageError):
+        store.put_batch([(b"c", b"1")])
+    faults.clear_faults()
+    assert store.put_batch([(b"d", b"1")]) == 6
+    assert store.put_batch([(b"c", b"1")]) == 7
+    assert log_sequences(url) == list(range(1, 8))
+    assert state(open_kv(url)) == {b"counter": b"+1", b"b": b"2", b"c": b"1", b"d": b"1"}
+
+
+# -- snapshots never leak (issue 10, item 8) -----------------------------------------------------
+
+
+def snapshot_keys(url: str) -> list[str]:
+    return [info.key for info in backend_for(url).list(SNAPSHOT_PREFIX)]
+
+
+def referenced_snapshot(url: str) -> list[str]:
+    """The manifest's snapshot key, as a one-element list (empty without a snapshot)."""
+    current = manifest(url)
+    return [current.snapshot_key] if current.snapshot else []
+
+
+COMPACTORS = 4
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "s3"])
+def test_racing_compactions_in_threads_leave_only_the_referenced_snapshot(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = make_store_url(kind, request, tmp_path)
+    barrier = threading.Barrier(COMPACTORS)
+    errors: list[BaseException] = []
+
+    def compactor(worker: int) -> None:
+        try:
+            store = open_kv(url, compact_every=1)
+            barrier.wait()
+            for n in range(BATCHES):
+                store.put_batch([(b"w%d-%d" % (worker, n), b"x")])
+                store.compact()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=compactor, args=(w,)) for w in range(COMPACTORS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    expected = {b"w%d-%d" % (w, n): b"x" for w in range(COMPACTORS) for n in range(BATCHES)}
+    assert state(open_kv(url)) == expected
+    # Losers delete their own snapshot, winners the one they replaced; what a crash or a
+    # failed delete leaves, the sweep of the next compaction collects.
+    open_kv(url).compact()
+    assert snapshot_keys(url) == referenced_snapshot(url)
+    assert state(open_kv(url)) == expected
+
+
+def compactor_process(url: str, worker: int, barrier: Any, results: Any) -> None:
+    """Child process: write BATCHES batches, compacting after each."""
+    try:
+        store = KVStore(url, compact_every=1)
+        store.current_sequence()
+        barrier.wait()
+        for n in range(BATCHES):
+            store.put_batch([(b"w%d-%d" % (worker, n), b"x")])
+            store.compact()
+        store.close()
+    except Exception as exc:  # reported to the parent, which fails the test
+        results.put(("error", repr(exc)))
+    else:
+        results.put(("done", worker))
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_racing_compactions_in_processes_leave_only_the_referenced_snapshot(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = make_store_url(kind, request, tmp_path)
+    processes = 3
+    outcomes = run_processes(compactor_process, [(url, w) for w in range(processes)])
+    assert sorted(outcomes) == [("done", w) for w in range(processes)]
+    open_kv(url).compact()
+    assert snapshot_keys(url) == referenced_snapshot(url)
+    expected = {b"w%d-%d" % (w, n): b"x" for w in range(processes) for n in range(BATCHES)}
+    assert state(open_kv(url)) == expected
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "s3"])
+def test_a_crashed_compaction_leaves_a_snapshot_the_sweep_collects_by_store_age(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = make_store_url(kind, request, tmp_path)
+    model = _base(url)
+    store, faults = faulty_kv(url, compact_every=0)
+    store.compact()
+    kept = referenced_snapshot(url)
+    store.put_batch([(b"x", b"1")])
+    faults.crash_after("put_if_absent", key_contains="snapshots")
+    with pytest.raises(SimulatedCrash):
+        store.compact()  # the snapshot of batch 4 is written, the manifest never moves
+    leaked = sorted(set(snapshot_keys(url)) - set(kept))
+    assert len(leaked) == 1
+    # Young by the store's clock: it could belong to a compaction about to reference it, so a
+    # sweep keeps it — even a sweeper whose own clock runs a day ahead.
+    real_time = time.time
+    if kind != "memory":  # a memory store's clock is this process's clock
+        monkeypatch.setattr(time, "time", lambda: real_time() + 86_400)
+    assert open_kv(url).sweep_snapshots() == []
+    assert sorted(snapshot_keys(url)) == sorted(kept + leaked)
+    monkeypatch.setattr(time, "time", real_time)
+    # Old by the store's clock: collected; the referenced snapshot stays.
+    if kind == "file":
+        old = real_time() - 3600
+        path = tmp_path / "store" / leaked[0]
+        os.utime(path, (old, old))
+        assert open_kv(url).sweep_snapshots() == leaked
+    else:
+        assert open_kv(url).sweep_snapshots(grace_seconds=0) == leaked
+    assert snapshot_keys(url) == kept == referenced_snapshot(url)
+    assert state(open_kv(url)) == model | {b"x": b"1"}
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_a_compaction_too_slow_to_reference_its_snapshot_abandons_it(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = make_store_url(kind, request, tmp_path)
+    model = _base(url)
+    store = open_kv(url, compact_every=0)
+    store.compact()
+    before = manifest(url)
+    store.put_batch([(b"x", b"1")])
+    ticks = iter([0.0, DEFAULT_SNAPSHOT_GRACE_SECONDS])  # snapshot written, then a long pause
+    store.async_store._monotonic = lambda: next(ticks)
+    assert store.compact() == before.snapshot  # gave up: a sweep may have judged it dead
+    assert manifest(url) == before
+    assert snapshot_keys(url) == [before.snapshot_key]
+    assert state(open_kv(url)) == model | {b"x": b"1"}
+
+
+# -- prune is resumable (issue 10, item 9) --------------------------------------------------------
+
+
+def _prune_base(url: str) -> Model:
+    """Batches 1..6 on ``url``; the state after them."""
+    store = open_kv(url, compact_every=0)
+    for n in range(1, 7):
+        store.put_batch([(b"k%d" % n, b"v%d" % n), (b"shared", b"%d" % n)])
+    return state(store)
+
+
+def _assert_pruned_below(url: str, cutoff: int, model: Model) -> None:
+    """Every batch below ``cutoff`` is a tombstone, the rest readable, no key lost."""
+    for sequence in range(1, 7):
+        blob, _ = backend_for(url).get(log_key(sequence))
+        batch = decode_batch(blob, key=log_key(sequence), sequence=sequence)
+        assert (batch is None) == (sequence < cutoff), sequence
+    current = manifest(url)
+    assert (current.retained_from, current.tombstoned_below) == (cutoff, cutoff)
+    assert current.snapshot >= cutoff - 1
+    fresh = open_kv(url)
+    assert fresh.oldest_retained_batch() == cutoff
+    assert state(fresh) == model
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "s3"])
+def test_a_prune_crashed_at_any_request_is_finished_by_the_next(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    cutoff = 5
+    for when in ("before", "after"):
+        for nth in range(1, 30):
+            url = make_store_url(kind, request, tmp_path / f"{when}-{nth}")
+            if kind == "s3":
+                url += f"/{when}-{nth}"  # one bucket per test: a fresh prefix per run
+            model = _prune_base(url)
+            store, faults = faulty_kv(url, compact_every=0)
+            store.current_sequence()
+            getattr(faults, f"crash_{when}")("*", nth)
+            try:
+                store.prune_batch_log(cutoff)
+            except SimulatedCrash:
+                pass
+            else:
+                break  # fewer than nth requests: every crash point was covered
+            current = manifest(url) if backend_for(url).exists(MANIFEST_KEY) else KVManifest()
+            finished = current.tombstoned_below == cutoff
+            again = open_kv(url).prune_batch_log(cutoff)
+            # A prune that crashed before recording its tombstones is finished now.
+            assert (again > 0) == (not finished), (when, nth, again)
+            _assert_pruned_below(url, cutoff, model)
+            assert open_kv(url).prune_batch_log(cutoff) == 0
+        else:
+            raise AssertionError("prune made more than 29 requests")
+
+
+# -- stored formats ------------------------------------------------------------------------------
+
+DATA = Path(__file__).parent / "data"
+
+
+def write_kv_format_2_store(url: str) -> None:
+    """The generator of ``tests/data/kv-format-2`` (manifest format 2: snapshot ids); run
+    from the repository root, then delete the ``.objstore-locks`` directory it leaves::
+
+        PYTHONPATH=. python -c "import tests.test_kv as t
+        t.write_kv_format_2_store('tests/data/kv-format-2')"
+    """
+    store = KVStore(url, compact_every=0)
+    store.put_batch([(b"user/1", b"alice"), (b"user/2", b"bob")])
+    store.put_batch([(b"user/3", b"carol"), (b"user/1", b"alice-2")])
+    store.delete_batch([b"user/2"])
+    store.prune_batch_log(3)  # compacts through batch 2, tombstones batches 1 and 2
+    store.put_batch([(b"user/4", b"dave"), (b"order/9", b"\x00\xff")])
+    store.close()
+
+
+def test_kv_format_2_is_readable(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    shutil.copytree(DATA / "kv-format-2", root)
+    current = manifest(str(root))
+    assert (current.snapshot, current.retained_from, current.tombstoned_below) == (3, 3, 3)
+    assert current.snapshot_id
+    assert snapshot_keys(str(root)) == [current.snapshot_key]
+    kv = KVStore(str(root), compact_every=0)
+    assert kv.current_sequence() == 4
+    assert kv.oldest_retained_batch() == 3
+    assert kv.range_scan() == [
+        (b"order/9", b"\x00\xff"),
+        (b"user/1", b"alice-2"),
+        (b"user/3", b"carol"),
+        (b"user/4", b"dave"),
+    ]
+    assert kv.get_batch(2) is None  # pruned
+    assert kv.get_batch(4) == [(b"user/4", b"dave"), (b"order/9", b"\x00\xff")]
+    assert kv.put_batch([(b"user/5", b"erin")]) == 5
+
+
+def test_a_format_1_store_moves_to_snapshot_ids_and_drops_its_shared_snapshot(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "kv"
+    shutil.copytree(DATA / "kv-format-1", root)
+    url = str(root)
+    assert snapshot_keys(url) == [f"{SNAPSHOT_PREFIX}/{2:020d}"] == referenced_snapshot(url)
+    kv = KVStore(url, compact_every=0)
+    before = state(kv)
+    assert kv.compact() == 4
+    current = manifest(url)
+    assert current.snapshot_id
+    assert snapshot_keys(url) == [current.snapshot_key]
+    assert state(open_kv(url)) == before

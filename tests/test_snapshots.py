@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
+import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from objstore.backends import Backend
+from objstore.backends import Backend, open_backend
 from objstore.codec import seal, unseal
+from objstore.errors import ConflictError, PreconditionFailedError
 from objstore.snapshots import (
     AsyncNoopSnapshotStore,
     AsyncSnapshotStore,
@@ -24,7 +28,8 @@ from objstore.snapshots import (
 )
 from objstore.testing import SimulatedCrash
 from tests import store_helpers as shared
-from tests.store_helpers import NASTY_NAMES, Faces, crash_points, local_backends
+from tests.conftest import make_store_url
+from tests.store_helpers import NASTY_NAMES, Faces, crash_points, local_backends, run_processes
 
 # The backend/face fixtures of the source tests, so every file pairs them the same way.
 combo = shared.combo
@@ -87,13 +92,45 @@ def test_bytes_and_json_states_round_trip(open_store: Any, url: str) -> None:
         assert fresh.load(snapshot.stream_id) == snapshot
 
 
-def test_save_replaces_even_with_an_older_sequence(open_store: Any, url: str) -> None:
+def test_an_older_snapshot_never_replaces_a_newer_one(
+    open_store: Any, url: str, raw: RawBackends
+) -> None:
     store = open_store(url)
     store.save(Snapshot("s", 10, 1, b"ten"))
     store.save(Snapshot("s", 20, 2, {"twenty": 20}))
     assert open_store(url).load("s") == Snapshot("s", 20, 2, {"twenty": 20})
-    store.save(Snapshot("s", 15, 2, b"fifteen"))  # last save wins: documented
-    assert open_store(url).load("s") == Snapshot("s", 15, 2, b"fifteen")
+    for saver in (store, open_store(url)):  # this object, and one that has read nothing
+        with pytest.raises(ConflictError) as caught:
+            saver.save(Snapshot("s", 15, 2, b"fifteen"))
+        assert (caught.value.expected, caught.value.actual) == (15, 20)
+        assert isinstance(caught.value, PreconditionFailedError)
+        clone = pickle.loads(pickle.dumps(caught.value))  # e.g. out of a process pool
+        assert (type(clone), clone.key, clone.expected, clone.actual, str(clone)) == (
+            ConflictError,
+            store.key_for("s"),
+            15,
+            20,
+            str(caught.value),
+        )
+        assert open_store(url).load("s") == Snapshot("s", 20, 2, {"twenty": 20})
+    # An equal sequence replaces (a retried save, or a re-snapshot in a new schema version).
+    open_store(url).save(Snapshot("s", 20, 3, b"twenty in v3"))
+    assert open_store(url).load("s") == Snapshot("s", 20, 3, b"twenty in v3")
+    store.save(Snapshot("s", 21, 3, b"newer"))  # a stale remembered version is re-read
+    assert open_store(url).load("s") == Snapshot("s", 21, 3, b"newer")
+    raw(url).delete(store.key_for("s"))  # removed behind its back: what it remembers is stale
+    store.save(Snapshot("s", 5, 1, b"five"))
+    assert open_store(url).load("s") == Snapshot("s", 5, 1, b"five")
+
+
+def test_a_damaged_snapshot_is_replaced_by_any_save(
+    open_store: Any, url: str, raw: RawBackends
+) -> None:
+    store = open_store(url)
+    store.save(Snapshot("s", 50, 1, b"fifty"))
+    raw(url).put(store.key_for("s"), b"garbage")
+    open_store(url).save(Snapshot("s", 3, 1, b"three"))  # a damaged one counts as absent
+    assert open_store(url).load("s") == Snapshot("s", 3, 1, b"three")
 
 
 @local_backends
@@ -143,12 +180,23 @@ def test_state_that_is_not_json_is_refused_before_any_request(
 def test_request_counts(faces: Faces, open_store: Any, url: str) -> None:
     faults, backend = faces.faulty(url)
     store = open_store(backend)
-    store.save(Snapshot("s", 1, 1, b"x" * 10_000))
-    assert [call.operation for call in faults.calls] == ["put"]
+    store.save(Snapshot("s", 1, 1, b"x" * 10_000))  # a new stream: one create
+    assert [call.operation for call in faults.calls] == ["put_if_absent"]
+    faults.clear_calls()
+    store.save(Snapshot("s", 2, 1, b"y"))  # the version it wrote: one compare-and-swap
+    assert [call.operation for call in faults.calls] == ["put_if_match"]
     faults.clear_calls()
     assert store.load("s", [1]) is not None
     assert store.load("missing") is None
     assert [call.operation for call in faults.calls] == ["get", "get"]
+    faults, backend = faces.faulty(url)
+    loader = open_store(backend)
+    assert loader.load("s") is not None  # a load remembers the version for the next save
+    loader.save(Snapshot("s", 3, 1, b"z"))
+    assert [call.operation for call in faults.calls] == ["get", "put_if_match"]
+    faults, backend = faces.faulty(url)
+    open_store(backend).save(Snapshot("s", 4, 1, b"w"))  # knows nothing: create, read, swap
+    assert [call.operation for call in faults.calls] == ["put_if_absent", "get", "put_if_match"]
 
 
 # -- damage --------------------------------------------------------------------------------------
@@ -231,30 +279,127 @@ def test_bad_stream_ids_are_rejected_before_any_request(
 # -- crash safety --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("first_save", [True, False], ids=["create", "replace"])
 def test_crash_at_every_write_of_a_save_leaves_old_or_new(
-    faces: Faces, open_store: Any, url: str
+    faces: Faces, open_store: Any, url: str, raw: RawBackends, first_save: bool
 ) -> None:
     old = Snapshot("s", 1, 1, {"version": "old"})
     new = Snapshot("s", 2, 1, {"version": "new"})
-    faults, backend = faces.faulty(url)
-    store = open_store(backend)
-    store.save(old)
-    faults.clear_calls()
-    store.save(new)
-    points = crash_points(faults)
-    assert points == [("put", 1)]
-    for when in ("before", "after", "lose-response"):
-        store.save(old)
+    key = open_store(url).key_for("s")
+
+    def fresh_store() -> tuple[Any, Any]:
+        """A store object that has loaded the old state (none, or ``old``)."""
+        if first_save:
+            raw(url).delete(key)
+        else:
+            raw(url).put(key, encode_snapshot(old))
         faults, backend = faces.faulty(url)
         store = open_store(backend)
+        store.load("s")
+        faults.clear_calls()
+        return faults, store
+
+    faults, store = fresh_store()
+    store.save(new)
+    points = crash_points(faults)
+    assert points == [("put_if_absent" if first_save else "put_if_match", 1)]
+    operation = points[0][0]
+    for when in ("before", "after", "lose-response"):
+        faults, store = fresh_store()
         if when == "lose-response":
-            faults.lose_response("put")
-            store.save(new)
+            faults.lose_response(operation)
+            store.save(new)  # the retry recognises its own landed write
         else:
-            getattr(faults, f"crash_{when}")("put")
+            getattr(faults, f"crash_{when}")(operation)
             with pytest.raises(SimulatedCrash):
                 store.save(new)
-        assert open_store(url).load("s") == (old if when == "before" else new), when
+        expected = new if when != "before" else (None if first_save else old)
+        assert open_store(url).load("s") == expected, when
+        open_store(url).save(new)  # a save after the crash completes (equal: replaces)
+        assert open_store(url).load("s") == new
+
+
+# -- racing savers --------------------------------------------------------------------------------
+
+SAVERS = 3
+SAVES_PER_SAVER = 8
+
+
+def _race_saves(url: str, saver: int) -> list[tuple[int, str]]:
+    """Save sequences ``n * SAVERS + saver`` (interleaved with the other savers), loading
+    after each; return ``(sequence, outcome)`` per save, outcome ``ok``, ``refused`` or an
+    error description (a load that went backward is one)."""
+    store = SnapshotStore(open_backend(url, verify_fencing=False))
+    outcomes: list[tuple[int, str]] = []
+    seen = -1
+    try:
+        for n in range(SAVES_PER_SAVER):
+            sequence = n * SAVERS + saver
+            try:
+                store.save(Snapshot("raced", sequence, 1, {"by": saver, "n": n}))
+                outcomes.append((sequence, "ok"))
+            except ConflictError as exc:
+                verdict = (
+                    "refused" if exc.expected == sequence and exc.actual > sequence else repr(exc)
+                )
+                outcomes.append((sequence, verdict))
+            loaded = store.load("raced")
+            if loaded is None or loaded.sequence_number < max(
+                seen, sequence if outcomes[-1][1] == "ok" else -1
+            ):
+                outcomes.append((sequence, f"load went backward: {loaded!r} after {seen}"))
+            seen = loaded.sequence_number if loaded is not None else seen
+    finally:
+        store.close()
+    return outcomes
+
+
+def _check_saver_race(url: str, outcomes: list[tuple[int, str]]) -> None:
+    assert {verdict for _, verdict in outcomes} <= {"ok", "refused"}, outcomes
+    assert sorted(seq for seq, _ in outcomes) == list(range(SAVERS * SAVES_PER_SAVER))
+    newest = SAVERS * SAVES_PER_SAVER - 1
+    assert (newest, "ok") in outcomes  # the newest save is never refused
+    stored = SnapshotStore(open_backend(url, verify_fencing=False)).load("raced")
+    assert stored is not None
+    assert stored.sequence_number == newest
+    assert stored.state == {"by": newest % SAVERS, "n": newest // SAVERS}
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "s3"])
+def test_racing_savers_in_threads_never_move_a_snapshot_backward(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = make_store_url(kind, request, tmp_path)
+    barrier = threading.Barrier(SAVERS)
+    outcomes: list[tuple[int, str]] = []
+
+    def saver(number: int) -> None:
+        barrier.wait()
+        try:
+            outcomes.extend(_race_saves(url, number))
+        except BaseException as exc:  # reported below, failing the test
+            outcomes.append((-1, repr(exc)))
+
+    threads = [threading.Thread(target=saver, args=(n,)) for n in range(SAVERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    _check_saver_race(url, outcomes)
+
+
+def saver_process(url: str, saver: int, barrier: Any, results: Any) -> None:
+    """Child process: :func:`_race_saves` after the barrier; sends its outcomes."""
+    try:
+        barrier.wait()
+        results.put(_race_saves(url, saver))
+    except Exception as exc:  # reported to the parent, which fails the test
+        results.put([(-1, repr(exc))])
+
+
+def test_racing_savers_in_processes_never_move_a_snapshot_backward(shared_store_url: str) -> None:
+    outcomes = run_processes(saver_process, [(shared_store_url, n) for n in range(SAVERS)])
+    _check_saver_race(shared_store_url, [item for batch in outcomes for item in batch])
 
 
 # -- no-op stores and the async face on every backend --------------------------------------------

@@ -8,13 +8,20 @@ driven by an event loop the test owns. The helpers at the top (:class:`Faces`,
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from objstore.backends import AsyncBackend, Backend, RetryPolicy, open_backend, open_transport
-from objstore.errors import CheckpointConflict, CorruptionError, TransientStorageError
+from objstore.errors import (
+    CheckpointConflict,
+    ConflictError,
+    CorruptionError,
+    TransientStorageError,
+)
 from objstore.sources import (
     AsyncSourceCheckpointStore,
     SourceCheckpoint,
@@ -23,6 +30,7 @@ from objstore.sources import (
 )
 from objstore.testing import FaultInjectingTransport, SimulatedCrash
 from tests import store_helpers as shared
+from tests.conftest import make_store_url
 from tests.store_helpers import (
     NASTY_NAMES,
     Faces,
@@ -412,6 +420,41 @@ def test_lost_race_rereads_once_and_reapplies_only_staged_changes(
     }
 
 
+def test_a_stale_committer_cannot_move_a_source_backward(
+    open_store: Callable[..., Any], url: str
+) -> None:
+    leader, stale = open_store(url), open_store(url)
+    commit(leader, {"s": cp(100, b"p100"), "other": cp(1)})
+    assert stale.read_all_checkpoints()["s"] == cp(100, b"p100")  # stale now knows 100
+    commit(leader, {"s": cp(250, b"p250")})
+    stale.begin()
+    stale.stage_checkpoint("s", 120, b"p120")
+    stale.stage_checkpoint("mine", 7)
+    with pytest.raises(ConflictError) as caught:
+        stale.commit()
+    assert (caught.value.expected, caught.value.actual) == ({"s": 120}, {"s": 250})
+    assert caught.value.key == "sources/q/state"
+    assert stale.in_session  # the session is kept, as after any failed commit
+    committed = open_store(url).read_all_checkpoints()
+    assert committed == {"s": cp(250, b"p250"), "other": cp(1)}  # nothing of it applied
+    stale.rollback()
+    commit(stale, {"s": cp(300, b"p300"), "mine": cp(7)})  # forward is fine
+    commit(stale, {"s": cp(300, b"again")})  # and so is the same sequence
+    assert open_store(url).read_all_checkpoints() == {
+        "s": cp(300, b"again"),
+        "other": cp(1),
+        "mine": cp(7),
+    }
+    with pytest.raises(ConflictError):  # its own last commit forbids a step back too
+        commit(stale, {"s": cp(299)})
+    assert open_store(url).read_checkpoint("s") == cp(300, b"again")
+    # After a reset by another store object, what it remembers is stale: not a conflict.
+    stale.rollback()
+    open_store(url).clear_checkpoints()
+    commit(stale, {"s": cp(10)})
+    assert open_store(url).read_all_checkpoints() == {"s": cp(10)}
+
+
 class _Meddler(FaultInjectingTransport):
     """Before each compare-and-swap, another "process" replaces the state object."""
 
@@ -614,38 +657,92 @@ def test_session_context_manager_rolls_back_a_failed_commit(local_url: str) -> N
     assert store.read_all_checkpoints() == {}
 
 
-# -- concurrent committers in separate processes -------------------------------------------------
+# -- concurrent committers in threads and separate processes ------------------------------------
 
-PROCESSES = 3
-COMMITS_PER_PROCESS = 6
+COMMITTERS = 3
+COMMITS_PER_COMMITTER = 6
+
+
+def _race_commits(url: str, worker: int) -> list[tuple[int, str]]:
+    """Commit ``shared`` at sequences ``n * COMMITTERS + worker`` (interleaved with the other
+    committers) plus a source of its own per commit; return ``(n, outcome)`` per commit,
+    outcome ``ok``, ``refused`` or an error description (a read that went backward is one)."""
+    store = SourceCheckpointStore(open_backend(url, verify_fencing=False), "query/shared")
+    outcomes: list[tuple[int, str]] = []
+    seen = -1
+    try:
+        for n in range(COMMITS_PER_COMMITTER):
+            sequence = n * COMMITTERS + worker
+            try:
+                with store.session():
+                    store.stage_checkpoint(f"worker-{worker}/source-{n}", n, b"%d" % worker)
+                    store.stage_checkpoint("shared", sequence, b"%d" % worker)
+                outcomes.append((n, "ok"))
+                seen = max(seen, sequence)
+            except ConflictError as exc:
+                theirs = exc.actual.get("shared", -1) if isinstance(exc.actual, dict) else -1
+                refused = exc.expected == {"shared": sequence} and theirs > sequence
+                outcomes.append((n, "refused" if refused else repr(exc)))
+            shared = store.read_checkpoint("shared")
+            if shared is None or shared.sequence < seen:
+                outcomes.append((n, f"read went backward: {shared!r} after {seen}"))
+            else:
+                seen = shared.sequence
+    finally:
+        store.close()
+    return outcomes
+
+
+def _check_commit_race(url: str, outcomes: dict[int, list[tuple[int, str]]]) -> None:
+    """Every commit was applied whole or refused whole, and ``shared`` ended at the newest."""
+    verdicts = {verdict for results in outcomes.values() for _, verdict in results}
+    assert verdicts <= {"ok", "refused"}, outcomes
+    newest = COMMITTERS * COMMITS_PER_COMMITTER - 1
+    assert (newest // COMMITTERS, "ok") in outcomes[newest % COMMITTERS]
+    checkpoints = SourceCheckpointStore(url, "query/shared").read_all_checkpoints()
+    assert checkpoints.pop("shared") == cp(newest, b"%d" % (newest % COMMITTERS))
+    assert checkpoints == {
+        f"worker-{w}/source-{n}": cp(n, b"%d" % w)
+        for w, results in outcomes.items()
+        for n, verdict in results
+        if verdict == "ok"
+    }
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "s3"])
+def test_racing_committers_in_threads_never_move_a_source_backward(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = make_store_url(kind, request, tmp_path)
+    barrier = threading.Barrier(COMMITTERS)
+    outcomes: dict[int, list[tuple[int, str]]] = {}
+
+    def committer(worker: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[worker] = _race_commits(url, worker)
+        except BaseException as exc:  # reported below, failing the test
+            outcomes[worker] = [(-1, repr(exc))]
+
+    threads = [threading.Thread(target=committer, args=(w,)) for w in range(COMMITTERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    _check_commit_race(url, outcomes)
 
 
 def commit_worker(url: str, worker: int, barrier: Any, results: Any) -> None:
-    """Child process: commit its own sources and a shared one, one session per commit."""
+    """Child process: :func:`_race_commits` after the barrier; sends its outcomes."""
     try:
-        store = SourceCheckpointStore(url, "query/shared")
-        store.read_all_checkpoints()
         barrier.wait()
-        for n in range(COMMITS_PER_PROCESS):
-            with store.session():
-                store.stage_checkpoint(f"worker-{worker}/source-{n}", n, f"{worker}:{n}".encode())
-                store.stage_checkpoint("shared", worker * 1000 + n, None)
-        store.close()
+        results.put((worker, _race_commits(url, worker)))
     except Exception as exc:  # reported to the parent, which fails the test
-        results.put(("error", repr(exc)))
-    else:
-        results.put(("done", worker))
+        results.put((worker, [(-1, repr(exc))]))
 
 
-def test_concurrent_committers_in_processes_lose_no_source(shared_store_url: str) -> None:
-    outcomes = run_processes(commit_worker, [(shared_store_url, w) for w in range(PROCESSES)])
-    assert sorted(outcomes) == [("done", w) for w in range(PROCESSES)]
-    checkpoints = SourceCheckpointStore(shared_store_url, "query/shared").read_all_checkpoints()
-    expected = {
-        f"worker-{w}/source-{n}": cp(n, f"{w}:{n}".encode())
-        for w in range(PROCESSES)
-        for n in range(COMMITS_PER_PROCESS)
-    }
-    shared = checkpoints.pop("shared")
-    assert checkpoints == expected
-    assert shared.sequence in {w * 1000 + COMMITS_PER_PROCESS - 1 for w in range(PROCESSES)}
+def test_racing_committers_in_processes_never_move_a_source_backward(
+    shared_store_url: str,
+) -> None:
+    outcomes = run_processes(commit_worker, [(shared_store_url, w) for w in range(COMMITTERS)])
+    _check_commit_race(shared_store_url, dict(outcomes))

@@ -20,6 +20,7 @@ from objstore.backends._backend import PROBE_PREFIX, AsyncBackend, Backend, Prob
 from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
 from objstore.backends._local import LocalTransport
 from objstore.backends._memory import MemoryTransport
+from objstore.backends._observe import Operation, Outcome, RequestEvent, RequestHook
 from objstore.backends._retry import RetryPolicy
 
 __all__ = [
@@ -31,7 +32,11 @@ __all__ = [
     "MemoryTransport",
     "ObjectInfo",
     "ObjectListing",
+    "Operation",
+    "Outcome",
     "ProbeResult",
+    "RequestEvent",
+    "RequestHook",
     "RetryPolicy",
     "Transport",
     "open_async_backend",
@@ -89,11 +94,14 @@ def open_async_backend(
     *,
     retry: RetryPolicy | None = None,
     verify_fencing: bool = True,
+    request_hook: RequestHook | None = None,
     **storage_options: Any,
 ) -> AsyncBackend:
     """Open the store at ``url`` for asyncio use. See :class:`AsyncBackend` for options."""
     transport = open_transport(url, **storage_options)
-    return AsyncBackend(transport, retry=retry, verify_fencing=verify_fencing)
+    return AsyncBackend(
+        transport, retry=retry, verify_fencing=verify_fencing, request_hook=request_hook
+    )
 
 
 def open_backend(
@@ -101,9 +109,16 @@ def open_backend(
     *,
     retry: RetryPolicy | None = None,
     verify_fencing: bool = True,
+    request_hook: RequestHook | None = None,
     **storage_options: Any,
 ) -> Backend:
     """Open the store at ``url`` for blocking use. See :class:`AsyncBackend` for options."""
     return Backend(
-        open_async_backend(url, retry=retry, verify_fencing=verify_fencing, **storage_options)
+        open_async_backend(
+            url,
+            retry=retry,
+            verify_fencing=verify_fencing,
+            request_hook=request_hook,
+            **storage_options,
+        )
     )

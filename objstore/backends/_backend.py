@@ -4,7 +4,10 @@
 storage system alike: keys checked before any request, transient errors retried with jittered
 backoff, a conditional write that met a conflict *after a retry* read back and compared with
 what it wrote (the conflict may be its own first attempt, whose response was lost), and a
-one-time capability probe that refuses stores which ignore preconditions.
+one-time capability probe that refuses stores which ignore preconditions. Every attempt of
+every request it sends (retries, read-backs and probe requests included) passes through
+:meth:`AsyncBackend._send`, which times it and reports it as a
+:class:`~objstore.backends.RequestEvent` (DEBUG log line, optional request hook).
 :class:`Backend` is the blocking face of the same object.
 """
 
@@ -12,13 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Self, TypeVar
 
 from objstore._keys import validate_key, validate_prefix
 from objstore._loop import blocking
 from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
+from objstore.backends._observe import Operation, RequestHook, RequestObserver
 from objstore.backends._retry import RetryPolicy
 from objstore.errors import (
     AlreadyExistsError,
@@ -29,6 +36,7 @@ from objstore.errors import (
 
 __all__ = ["AsyncBackend", "Backend", "ProbeResult", "PROBE_PREFIX"]
 
+_T = TypeVar("_T")
 logger = logging.getLogger(__name__)
 
 PROBE_PREFIX = ".objstore-probe"
@@ -71,6 +79,14 @@ def _as_bytes(data: Buffer) -> Buffer:
     return data
 
 
+def _nothing(_: object) -> int:
+    return 0
+
+
+def _data_size(result: tuple[bytes, str]) -> int:
+    return len(result[0])
+
+
 class AsyncBackend:
     """Conditional object I/O on one store, safe to use from many tasks of one event loop.
 
@@ -81,6 +97,10 @@ class AsyncBackend:
             refuse a store that ignores preconditions with ``NotSupportedError``. Setting it to
             ``False`` is an explicit opt-out for users who accept that racing writers can then
             corrupt each other's checkpoints.
+        request_hook: called with a :class:`~objstore.backends.RequestEvent` after every
+            attempt of every request (see :mod:`objstore.observability`).
+
+    Usable as ``async with``: leaving the block closes the transport.
     """
 
     def __init__(
@@ -89,12 +109,19 @@ class AsyncBackend:
         *,
         retry: RetryPolicy | None = None,
         verify_fencing: bool = True,
+        request_hook: RequestHook | None = None,
     ) -> None:
         self.transport = transport
         self.retry = retry or RetryPolicy()
         self.verify_fencing = verify_fencing
+        self._observer = RequestObserver(transport.url, transport.scheme, request_hook)
         self._probe_result: ProbeResult | None = None
         self._probe_lock: asyncio.Lock | None = None
+
+    @property
+    def request_hook(self) -> RequestHook | None:
+        """The hook called with every request's :class:`~objstore.backends.RequestEvent`."""
+        return self._observer.hook
 
     @property
     def url(self) -> str:
@@ -109,10 +136,88 @@ class AsyncBackend:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
 
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _send(
+        self,
+        operation: Operation,
+        key: str,
+        attempt: int,
+        request: Callable[[], Awaitable[_T]],
+        *,
+        sent: int | Callable[[], int] = 0,
+        received: Callable[[_T], int] = _nothing,
+    ) -> _T:
+        """Send one attempt of one request and report it to the observer.
+
+        The one place every request to the transport passes through; ``sent`` may be a
+        callable for a stream whose size is known only afterwards.
+        """
+        observer = self._observer
+        if not observer.wanted:
+            return await request()
+        start = time.perf_counter()
+        try:
+            result = await request()
+        except BaseException as error:
+            observer.record(
+                operation,
+                key,
+                attempt,
+                time.perf_counter() - start,
+                sent=sent() if callable(sent) else sent,
+                received=0,
+                error=error,
+            )
+            raise
+        observer.record(
+            operation,
+            key,
+            attempt,
+            time.perf_counter() - start,
+            sent=sent() if callable(sent) else sent,
+            received=received(result),
+            error=None,
+        )
+        return result
+
+    async def _retried(
+        self,
+        operation: Operation,
+        key: str,
+        request: Callable[[], Awaitable[_T]],
+        *,
+        sent: int = 0,
+        received: Callable[[_T], int] = _nothing,
+        description: str,
+    ) -> _T:
+        """Send a request, retrying transient failures; every attempt is observed."""
+        return await self.retry.call(
+            lambda attempt: self._send(
+                operation, key, attempt, request, sent=sent, received=received
+            ),
+            description=description,
+        )
+
     async def get(self, key: str) -> tuple[bytes, str]:
         """Return the whole object and its version; ``NotFoundError`` if absent."""
         key = validate_key(key)
-        return await self.retry.call(lambda _: self.transport.get(key), description=f"GET {key}")
+        return await self._retried(
+            "get",
+            key,
+            lambda: self.transport.get(key),
+            received=_data_size,
+            description=f"GET {key}",
+        )
 
     async def get_range(self, key: str, start: int, end: int) -> bytes:
         """Return bytes ``[start, end)``; ``NotFoundError`` if absent."""
@@ -122,14 +227,20 @@ class AsyncBackend:
         if end == start:
             await self.head(key)
             return b""
-        return await self.retry.call(
-            lambda _: self.transport.get_range(key, start, end), description=f"GET {key} range"
+        return await self._retried(
+            "get_range",
+            key,
+            lambda: self.transport.get_range(key, start, end),
+            received=len,
+            description=f"GET {key} range",
         )
 
     async def head(self, key: str) -> ObjectInfo:
         """Return size, version and mtime; ``NotFoundError`` if absent."""
         key = validate_key(key)
-        return await self.retry.call(lambda _: self.transport.head(key), description=f"HEAD {key}")
+        return await self._retried(
+            "head", key, lambda: self.transport.head(key), description=f"HEAD {key}"
+        )
 
     async def exists(self, key: str) -> bool:
         """Whether the object exists (one HEAD)."""
@@ -143,8 +254,12 @@ class AsyncBackend:
         """Write unconditionally; use only where losing a race is harmless."""
         key = validate_key(key)
         data = _as_bytes(data)
-        return await self.retry.call(
-            lambda _: self.transport.put(key, data), description=f"PUT {key}"
+        return await self._retried(
+            "put",
+            key,
+            lambda: self.transport.put(key, data),
+            sent=len(data),
+            description=f"PUT {key}",
         )
 
     async def put_if_absent(self, key: str, data: Buffer) -> str:
@@ -155,7 +270,13 @@ class AsyncBackend:
 
         async def attempt(number: int) -> str:
             try:
-                return await self.transport.put_if_absent(key, data)
+                return await self._send(
+                    "put_if_absent",
+                    key,
+                    number,
+                    lambda: self.transport.put_if_absent(key, data),
+                    sent=len(data),
+                )
             except AlreadyExistsError:
                 if number > 1:
                     mine = await self._read_back_if_mine(key, data)
@@ -173,7 +294,21 @@ class AsyncBackend:
         """
         key = validate_key(key)
         await self._ensure_fencing()
-        return await self.transport.put_if_absent_stream(key, parts)
+        sent = 0
+
+        async def counted() -> AsyncIterator[Buffer]:
+            nonlocal sent
+            async for part in parts:
+                sent += len(part)
+                yield part
+
+        return await self._send(
+            "put_if_absent_stream",
+            key,
+            1,
+            lambda: self.transport.put_if_absent_stream(key, counted()),
+            sent=lambda: sent,
+        )
 
     async def put_if_match(self, key: str, data: Buffer, version: str) -> str:
         """Compare-and-swap: replace only if the object is still at ``version``.
@@ -188,7 +323,13 @@ class AsyncBackend:
 
         async def attempt(number: int) -> str:
             try:
-                return await self.transport.put_if_match(key, data, version)
+                return await self._send(
+                    "put_if_match",
+                    key,
+                    number,
+                    lambda: self.transport.put_if_match(key, data, version),
+                    sent=len(data),
+                )
             except PreconditionFailedError:
                 if number > 1:
                     mine = await self._read_back_if_mine(key, data)
@@ -201,8 +342,8 @@ class AsyncBackend:
     async def list(self, prefix: str = "") -> ObjectListing:
         """Objects under ``prefix`` (a whole path segment: ``a/b`` never lists ``a/bc``)."""
         prefix = validate_prefix(prefix)
-        listing = await self.retry.call(
-            lambda _: self.transport.list(prefix), description=f"LIST {prefix}"
+        listing = await self._retried(
+            "list", prefix, lambda: self.transport.list(prefix), description=f"LIST {prefix}"
         )
         return [info for info in listing if not info.key.startswith(PROBE_PREFIX + "/")]
 
@@ -211,8 +352,10 @@ class AsyncBackend:
         prefix = validate_prefix(prefix)
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        listing = await self.retry.call(
-            lambda _: self.transport.list_after(prefix, start_after, limit),
+        listing = await self._retried(
+            "list_after",
+            prefix,
+            lambda: self.transport.list_after(prefix, start_after, limit),
             description=f"LIST {prefix} after {start_after}",
         )
         return [info for info in listing if not info.key.startswith(PROBE_PREFIX + "/")]
@@ -223,8 +366,8 @@ class AsyncBackend:
         if version is not None:
             await self._ensure_fencing()
 
-        await self.retry.call(
-            lambda _: self.transport.delete(key, version), description=f"DELETE {key}"
+        await self._retried(
+            "delete", key, lambda: self.transport.delete(key, version), description=f"DELETE {key}"
         )
 
     async def delete_many(self, keys: Iterable[str]) -> None:
@@ -248,8 +391,12 @@ class AsyncBackend:
         mean our own earlier attempt landed and only its response was lost.
         """
         try:
-            stored, version = await self.retry.call(
-                lambda _: self.transport.get(key), description=f"GET {key} (read-back)"
+            stored, version = await self._retried(
+                "get",
+                key,
+                lambda: self.transport.get(key),
+                received=_data_size,
+                description=f"GET {key} (read-back)",
             )
         except NotFoundError:
             return None
@@ -267,23 +414,33 @@ class AsyncBackend:
         key = f"{PROBE_PREFIX}/{uuid.uuid4().hex}"
         transport = self.transport
 
-        async def step(operation: Callable[[], Awaitable[object]]) -> bool:
+        async def step(
+            operation: Operation, request: Callable[[], Awaitable[object]], sent: int = 0
+        ) -> bool:
             """Run one probe request (retried); True if it raised a precondition error."""
             try:
-                await self.retry.call(lambda _: operation(), description=f"probe {key}")
+                await self._retried(operation, key, request, sent=sent, description=f"probe {key}")
             except (AlreadyExistsError, PreconditionFailedError):
                 return True
             return False
 
-        await step(lambda: transport.put_if_absent(key, b"1"))
+        await step("put_if_absent", lambda: transport.put_if_absent(key, b"1"), 1)
         try:
-            create_enforced = await step(lambda: transport.put_if_absent(key, b"2"))
-            _, stale = await self.retry.call(lambda _: transport.get(key), description="probe")
-            await step(lambda: transport.put_if_match(key, b"3", stale))
-            cas_enforced = await step(lambda: transport.put_if_match(key, b"4", stale))
-            delete_enforced = await step(lambda: transport.delete(key, stale))
+            create_enforced = await step(
+                "put_if_absent", lambda: transport.put_if_absent(key, b"2"), 1
+            )
+            _, stale = await self._retried(
+                "get", key, lambda: transport.get(key), received=_data_size, description="probe"
+            )
+            await step("put_if_match", lambda: transport.put_if_match(key, b"3", stale), 1)
+            cas_enforced = await step(
+                "put_if_match", lambda: transport.put_if_match(key, b"4", stale), 1
+            )
+            delete_enforced = await step("delete", lambda: transport.delete(key, stale))
         finally:
-            await self.retry.call(lambda _: transport.delete(key), description="probe cleanup")
+            await self._retried(
+                "delete", key, lambda: transport.delete(key), description="probe cleanup"
+            )
         result = ProbeResult(self.url, create_enforced, cas_enforced, delete_enforced)
         self._probe_result = result
         return result
@@ -299,8 +456,11 @@ class AsyncBackend:
                 raise NotSupportedError(
                     f"{self.url} does not enforce write preconditions ("
                     + "; ".join(result.failures())
-                    + "). objstore cannot fence concurrent writers there; pass "
-                    "verify_fencing=False to accept that risk."
+                    + "). objstore cannot fence concurrent writers there. To accept that risk "
+                    "(racing writers may then overwrite each other's checkpoints), open the "
+                    "store with verify_fencing=False, e.g. CheckpointStore(url, "
+                    "verify_fencing=False), or pass --unsafe-skip-fencing-check to the "
+                    "objstore command."
                 )
 
 
@@ -327,6 +487,17 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     get = blocking(AsyncBackend.get)
     get_range = blocking(AsyncBackend.get_range)

@@ -22,11 +22,14 @@ objstore's private loop.
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeAlias
 
 from objstore._loop import run_sync
-from objstore.backends import AsyncBackend
+from objstore._open import StoreLocation
+from objstore.backends import AsyncBackend, Backend
 from objstore.checkpoint._layout import (
     LATEST,
     PointerRecord,
@@ -324,15 +327,47 @@ def _same_commit(a: StoredManifest, b: StoredManifest) -> bool:
     return a.writer_nonce == b.writer_nonce and a.state_nonce == b.state_nonce
 
 
+CopyEndpoint: TypeAlias = AsyncCheckpointStore | CheckpointStore | StoreLocation
+"""Either side of a copy: a checkpoint store (either face), a store URL/path, or a backend."""
+
+
+@contextlib.asynccontextmanager
+async def _checkpoint_store(
+    endpoint: CopyEndpoint, role: str
+) -> AsyncIterator[AsyncCheckpointStore]:
+    """``endpoint`` as an async checkpoint store; one opened here from a URL is closed after."""
+    if isinstance(endpoint, AsyncCheckpointStore):
+        yield endpoint
+    elif isinstance(endpoint, CheckpointStore):
+        yield endpoint.async_store
+    elif isinstance(endpoint, Backend | AsyncBackend):
+        yield AsyncCheckpointStore(endpoint)  # the caller's backend: the caller closes it
+    elif isinstance(endpoint, str | os.PathLike):
+        store = AsyncCheckpointStore(endpoint)
+        try:
+            yield store
+        finally:
+            await store.close()
+    else:
+        raise TypeError(
+            f"copy {role} must be a checkpoint store, a store URL or a backend, "
+            f"not {type(endpoint).__name__}"
+        )
+
+
 async def copy_checkpoint_async(
-    src: AsyncCheckpointStore,
-    dst: AsyncCheckpointStore,
+    src: CopyEndpoint,
+    dst: CopyEndpoint,
     checkpoint_id: int,
     *,
     progress: Progress | None = None,
     range_size: int | None = None,
 ) -> CopyResult:
     """Copy one checkpoint from ``src`` to ``dst`` byte for byte, committing it there.
+
+    ``src`` and ``dst`` are checkpoint stores (either face), store URLs/paths (opened with
+    default options and closed afterwards; pass a store for other options) or opened
+    backends; anything else raises ``TypeError``.
 
     ``state.bin`` then ``manifest.json``, each create-if-absent, so the copy commits exactly
     as a save does and its checksums carry over; the sidecar is checked against its manifest
@@ -349,6 +384,23 @@ async def copy_checkpoint_async(
     different commit of that id (or an unreadable one); nothing on ``dst`` is overwritten.
     """
     check_checkpoint_id(checkpoint_id)
+    async with (
+        _checkpoint_store(src, "source") as source,
+        _checkpoint_store(dst, "destination") as destination,
+    ):
+        return await _copy_checkpoint(
+            source, destination, checkpoint_id, progress=progress, range_size=range_size
+        )
+
+
+async def _copy_checkpoint(
+    src: AsyncCheckpointStore,
+    dst: AsyncCheckpointStore,
+    checkpoint_id: int,
+    *,
+    progress: Progress | None,
+    range_size: int | None,
+) -> CopyResult:
     advance = progress or no_progress
     ranges = _range_size(range_size)
     data, stored = await _read_manifest(src.backend, checkpoint_id)
@@ -481,19 +533,19 @@ def validate_checkpoint_streaming(
 
 
 def copy_checkpoint(
-    src: CheckpointStore,
-    dst: CheckpointStore,
+    src: CheckpointStore | StoreLocation,
+    dst: CheckpointStore | StoreLocation,
     checkpoint_id: int,
     *,
     progress: Progress | None = None,
     range_size: int | None = None,
 ) -> CopyResult:
-    """The blocking face of :func:`copy_checkpoint_async`; ``progress`` is called on
-    objstore's loop thread."""
+    """The blocking face of :func:`copy_checkpoint_async` (stores, URLs/paths or backends);
+    ``progress`` is called on objstore's loop thread."""
     return run_sync(
         copy_checkpoint_async(
-            src.async_store,
-            dst.async_store,
+            src,
+            dst,
             checkpoint_id,
             progress=progress,
             range_size=range_size,

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from objstore._checks import check_u64
-from objstore._loop import StoreFacade, blocking
+from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
-from objstore.backends import AsyncBackend
+from objstore.backends import AsyncBackend, RequestHook
 from objstore.checkpoint._layout import (
     CHECKPOINTS,
     LATEST,
@@ -39,6 +39,7 @@ from objstore.checkpoint._layout import (
 )
 from objstore.checkpoint._manifest import (
     CheckpointManifest,
+    OperatorState,
     StoredManifest,
     check_checkpoint_id,
     decode_manifest,
@@ -142,12 +143,24 @@ async def _gather_bounded(jobs: Iterable[Awaitable[_T]], limit: int = PARALLEL_R
     return list(await asyncio.gather(*(one(job) for job in jobs)))
 
 
-class AsyncCheckpointStore:
+class AsyncCheckpointStore(AsyncClosing):
     """Checkpoints under ``{root}/checkpoints/`` on any objstore backend (asyncio).
+
+    ``async with AsyncCheckpointStore(url) as store:`` closes the store's connections when
+    the block ends.
 
     Args:
         url_or_backend: store URL/path or an opened backend.
         storage_options: fsspec options when a URL is given.
+        verify_fencing: before the first conditional write, prove that the store enforces
+            create-if-absent and compare-and-swap, and refuse it with ``NotSupportedError``
+            if not (default). ``False`` skips that check, at a risk: on a store that ignores
+            preconditions objstore can neither fence a zombie writer of an older epoch nor
+            keep an id created once, so racing writers may overwrite each other's
+            checkpoints. With an opened backend, set it on the backend instead.
+        request_hook: called with a :class:`~objstore.observability.RequestEvent` after
+            every request (see :mod:`objstore.observability`); URL only, like
+            ``storage_options``.
         max_retained: if set, :meth:`prune` to this many after every committed save.
         vnode_count: the vnode count manifests are expected to carry; a mismatch is
             reported as a validation warning.
@@ -165,6 +178,8 @@ class AsyncCheckpointStore:
         url_or_backend: StoreLocation,
         *,
         storage_options: dict[str, Any] | None = None,
+        verify_fencing: bool = True,
+        request_hook: RequestHook | None = None,
         max_retained: int | None = None,
         vnode_count: int = 256,
         compression_level: int = 3,
@@ -178,7 +193,12 @@ class AsyncCheckpointStore:
             raise ValueError("vnode_count must be within [1, 65535]")
         if not -7 <= compression_level <= 22:
             raise ValueError("compression_level must be within zstd's [-7, 22]")
-        self.backend: AsyncBackend = as_async_backend(url_or_backend, storage_options)
+        self.backend: AsyncBackend = as_async_backend(
+            url_or_backend,
+            storage_options,
+            verify_fencing=verify_fencing,
+            request_hook=request_hook,
+        )
         self.max_retained = max_retained
         self._vnode_count = vnode_count
         self.compression_level = compression_level
@@ -782,6 +802,45 @@ class AsyncCheckpointStore:
         decompressed in parallel (up to ``chunks_in_flight`` at a time) straight into the
         returned ``bytes``, the only full-size buffer besides the downloaded sidecar.
         """
+        loaded = await self._read_state(checkpoint_id)
+        return None if loaded is None else loaded[1]
+
+    async def load_state(self, checkpoint_id: int) -> dict[str, bytes] | None:
+        """The saved chunks of ``checkpoint_id`` by name, verified and decompressed.
+
+        State saved as a mapping comes back as that mapping (same names, same order). A
+        chunk saved without a name — state saved as plain bytes, or as a list of buffers —
+        is keyed by its position as a decimal string: plain bytes come back as
+        ``{"0": data}``. If such a position equals the name of another chunk, the state
+        cannot be told apart by name and ``ValueError`` is raised (read it with
+        :meth:`load_operator_state` by position). ``None`` exactly when
+        :meth:`load_state_data` gives ``None``: the checkpoint does not exist or was saved
+        without state. Raises ``CorruptionError`` like :meth:`load_state_data`, with the
+        same requests (one GET of the manifest, one of the sidecar).
+        """
+        loaded = await self._read_state(checkpoint_id)
+        if loaded is None:
+            return None
+        entries, data = loaded
+        names = {entry.name for entry in entries if entry.name is not None}
+        chunks: dict[str, bytes] = {}
+        view = memoryview(data)
+        start = 0
+        for position, entry in enumerate(entries):
+            name = str(position) if entry.name is None else entry.name
+            if name in chunks or (entry.name is None and name in names):
+                raise ValueError(
+                    f"checkpoint {checkpoint_id}: unnamed chunk {position} and a chunk named "
+                    f"{name!r} collide; read them with load_operator_state"
+                )
+            chunks[name] = bytes(view[start : start + entry.raw_length])
+            start += entry.raw_length
+        return chunks
+
+    async def _read_state(
+        self, checkpoint_id: int
+    ) -> tuple[tuple[OperatorState, ...], bytes] | None:
+        """The manifest's chunk index and all chunks joined (see :meth:`load_state_data`)."""
         check_checkpoint_id(checkpoint_id)
         try:
             stored = await self._load_stored(checkpoint_id)
@@ -798,7 +857,7 @@ class AsyncCheckpointStore:
             # have to compute by hashing the whole file once more; the extra byte reveals a
             # sidecar longer than recorded.
             data = await self.backend.get_range(key, 0, manifest.state_size + 1)
-        return await decode_sidecar(
+        joined = await decode_sidecar(
             data,
             key=key,
             checkpoint_id=checkpoint_id,
@@ -808,6 +867,7 @@ class AsyncCheckpointStore:
             entries=manifest.operator_states,
             parallelism=self.chunks_in_flight,
         )
+        return tuple(manifest.operator_states), joined
 
     async def load_operator_state(self, checkpoint_id: int, name_or_index: str | int) -> bytes:
         """One saved chunk, by operator name or position, fetched with a ranged read.
@@ -1150,9 +1210,39 @@ def _check_manifest(manifest: object) -> None:
 
 
 class CheckpointStore(StoreFacade[AsyncCheckpointStore]):
-    """The blocking face of :class:`AsyncCheckpointStore`: same arguments and methods."""
+    """The blocking face of :class:`AsyncCheckpointStore`: same arguments and methods.
 
-    _core_class = AsyncCheckpointStore
+    ``with CheckpointStore(url) as store:`` closes the store when the block ends.
+    """
+
+    def __init__(
+        self,
+        url_or_backend: StoreLocation,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        verify_fencing: bool = True,
+        request_hook: RequestHook | None = None,
+        max_retained: int | None = None,
+        vnode_count: int = 256,
+        compression_level: int = 3,
+        orphan_grace_seconds: float = 3600.0,
+        chunks_in_flight: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            AsyncCheckpointStore(
+                url_or_backend,
+                storage_options=storage_options,
+                verify_fencing=verify_fencing,
+                request_hook=request_hook,
+                max_retained=max_retained,
+                vnode_count=vnode_count,
+                compression_level=compression_level,
+                orphan_grace_seconds=orphan_grace_seconds,
+                chunks_in_flight=chunks_in_flight,
+                clock=clock,
+            )
+        )
 
     @property
     def vnode_count(self) -> int:
@@ -1169,6 +1259,7 @@ class CheckpointStore(StoreFacade[AsyncCheckpointStore]):
     list_ids = blocking(AsyncCheckpointStore.list_ids)
     next_checkpoint_id = blocking(AsyncCheckpointStore.next_checkpoint_id)
     load_state_data = blocking(AsyncCheckpointStore.load_state_data)
+    load_state = blocking(AsyncCheckpointStore.load_state)
     load_operator_state = blocking(AsyncCheckpointStore.load_operator_state)
     update_manifest = blocking(AsyncCheckpointStore.update_manifest)
     validate_checkpoint = blocking(AsyncCheckpointStore.validate_checkpoint)

@@ -17,8 +17,10 @@ from objstore.cli._demo import demo_command
 from objstore.cli._errors import ExitCode, fail
 from objstore.cli._inspect import show_command, verify_command
 from objstore.cli._list import ls_command
+from objstore.cli._options import UnsafeSkipFencingOption
 from objstore.cli._probe import probe_command
 from objstore.cli._repair import cp_command, recover_command
+from objstore.cli._stores import set_verify_fencing
 
 __all__ = ["app", "main"]
 
@@ -90,6 +92,7 @@ def _root(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log objstore's requests and retries on stderr.")
     ] = False,
+    unsafe_skip_fencing_check: UnsafeSkipFencingOption = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -98,6 +101,7 @@ def _root(
     ] = False,
 ) -> None:
     """Crash-safe, fenced checkpoints on S3, GCS or a local directory."""
+    set_verify_fencing(not unsafe_skip_fencing_check)
     logger = logging.getLogger("objstore")
     for previous in [h for h in logger.handlers if getattr(h, "objstore_cli", False)]:
         logger.removeHandler(previous)  # from an earlier run in this process
@@ -105,10 +109,11 @@ def _root(
     if verbose:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        logger.setLevel(logging.INFO)
+        logger.setLevel(logging.DEBUG)  # every request (objstore.backends._observe)
     else:
         # Library warnings are summarised in each command's report; keep stderr to one line.
         handler = logging.NullHandler()
+        logger.setLevel(logging.NOTSET)  # undo an earlier -v run in this process
     setattr(handler, "objstore_cli", True)  # noqa: B010 - a marker attribute, not typed
     logger.addHandler(handler)
 

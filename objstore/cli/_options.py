@@ -16,6 +16,7 @@ __all__ = [
     "DryRunOption",
     "JsonOption",
     "StorageOption",
+    "UnsafeSkipFencingOption",
     "UrlArgument",
     "parse_checkpoint_id",
     "parse_duration",
@@ -123,6 +124,15 @@ StorageOption = Annotated[
         metavar="KEY=VALUE",
         help="fsspec storage option (repeatable); values are JSON if they parse as JSON.",
         show_default=False,
+    ),
+]
+UnsafeSkipFencingOption = Annotated[
+    bool,
+    typer.Option(
+        "--unsafe-skip-fencing-check",
+        help="Write to a store even if it ignores write preconditions (the library's "
+        "verify_fencing=False). UNSAFE: racing writers can then overwrite each other's "
+        "checkpoints and a zombie writer cannot be fenced.",
     ),
 ]
 DryRunOption = Annotated[

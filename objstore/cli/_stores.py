@@ -21,6 +21,7 @@ __all__ = [
     "open_store",
     "pointer_document",
     "read_stored",
+    "set_verify_fencing",
     "state_size",
 ]
 
@@ -30,10 +31,20 @@ PARALLEL = 4
 """Checkpoints examined at once by ``ls`` (each streams its sidecar in bounded ranges)."""
 
 
+_verify_fencing = True
+"""Whether stores opened by this command refuse stores that ignore preconditions."""
+
+
+def set_verify_fencing(enabled: bool) -> None:
+    """Set by the global ``--unsafe-skip-fencing-check`` option, once per command line."""
+    global _verify_fencing
+    _verify_fencing = enabled
+
+
 @contextlib.asynccontextmanager
 async def open_store(url: str, options: dict[str, Any]) -> AsyncIterator[AsyncCheckpointStore]:
     """The checkpoint store at ``url``, closed (quietly) afterwards."""
-    store = AsyncCheckpointStore(url, storage_options=options)
+    store = AsyncCheckpointStore(url, storage_options=options, verify_fencing=_verify_fencing)
     try:
         yield store
     finally:

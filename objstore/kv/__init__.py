@@ -2,10 +2,13 @@
 
 The contract is exoware's ``StoreEngine`` (DESIGN §4). Layout::
 
-    {root}/kv/log/{seq:020d}         one committed batch (put pairs or deleted keys), or a
-                                     tombstone once pruned
-    {root}/kv/snapshots/{seq:020d}   every live key, sorted, after batch ``seq``
-    {root}/kv/manifest               the snapshot readers start from, the prune marks
+    {root}/kv/log/{seq:020d}              one committed batch (put pairs or deleted keys),
+                                          or a tombstone once pruned
+    {root}/kv/snapshots/{seq:020d}-{id}   every live key, sorted, after batch ``seq``, written
+                                          by compaction ``id`` (format-1 stores:
+                                          ``snapshots/{seq:020d}``, still read)
+    {root}/kv/manifest                    the snapshot readers start from, the prune marks
+    {root}/kv/clock                       rewritten by a sweep to read the store's time
 
 **Sequences.** A batch's sequence number is allocated by the write that commits it: one
 create-if-absent of ``log/{seq}`` where ``seq`` is one past the newest batch the writer
@@ -21,26 +24,58 @@ so only the tail is listed) → GET those batches. Afterwards every call catches
 LIST after the newest batch the store object knows. If a batch it reads turned out pruned,
 or the snapshot the manifest named was replaced, the reader starts over.
 
+**A committed batch returns its sequence.** Once the create landed, nothing after it —
+compaction, sweeping, even a full disk (``OSError``) — is reported as a failed write:
+housekeeping failures are logged at WARNING and retried after a few more batches. A create
+that got no answer (transient errors past the retries) may have landed; the store object
+remembers the bytes it sent, and when the caller retries the *same* batch it reads that log
+object back first (1 GET) and returns its sequence if it holds them (writer nonce) instead
+of appending the batch twice. Another batch committing in between ends that window.
+
 **Compaction** (every ``compact_every`` batches, or :meth:`AsyncKVStore.compact`): write
-``snapshots/{seq}`` create-if-absent (the state after batch ``seq`` is the same whoever writes
-it), compare-and-swap the manifest forward to it (fields only ever grow: retries merge by
-maximum), then delete the snapshot it replaced. A crash at any step leaves the old manifest
-(and an unreferenced snapshot) or the new one.
+``snapshots/{seq}-{id}`` (create-if-absent, a key of its own: no two compactions share a
+snapshot), compare-and-swap the manifest forward to it (fields only ever grow: retries
+merge by maximum; of two snapshots of the same batch the stored one stays), then delete the
+snapshot it replaced — or, if another compaction's snapshot won, its own: once the manifest
+is past a snapshot it can never reference it again. A crash at any step leaves the old
+manifest (and an unreferenced snapshot) or the new one.
+
+**Sweeping** (:meth:`AsyncKVStore.sweep_snapshots`, and after every compaction): snapshots
+older than the manifest's go at once; newer unreferenced ones (a crashed compaction's, or a
+running one's) only once :data:`DEFAULT_SNAPSHOT_GRACE_SECONDS` old by the store's clock —
+object times, read against a fresh write of ``kv/clock``, never the local clock. A
+compaction that has not moved the manifest within half that grace (by its own monotonic
+clock) abandons its snapshot, so a sweep never deletes one about to be referenced.
 
 **Pruning** ``prune_batch_log(cutoff)``: compact through ``cutoff - 1`` if needed, CAS the
 manifest's ``retained_from`` to the cutoff, overwrite every log object below it with a
-tombstone, then CAS ``tombstoned_below`` (so a crashed prune is finished by the next). Log
-objects are tombstoned rather than deleted because deleting ``log/{n}`` would let a writer
-that has not seen ``n`` create it again and be told it committed batch ``n`` — which every
-reader ignores, as the snapshot already covers ``n``. The cost is one tiny object per batch
-ever written; the tail listing never sees them.
+tombstone, then CAS ``tombstoned_below``. Resumable: any prune first finishes tombstoning up
+to ``retained_from`` (a crashed prune's work), whatever its cutoff. Log objects are
+tombstoned rather than deleted because deleting ``log/{n}`` would let a writer that has not
+seen ``n`` create it again and be told it committed batch ``n`` — which every reader
+ignores, as the snapshot already covers ``n``. The cost is one tiny object per batch ever
+written; the tail listing never sees them.
 
 **Delete batches and get_batch.** ``get_batch`` returns the pairs of a put batch and ``[]``
 for a delete batch (it wrote no pairs); :meth:`AsyncKVStore.read_batch` returns either kind
 with its keys.
 """
 
-from objstore.kv._format import KV_FORMAT, KVBatch, KVManifest
-from objstore.kv._store import DEFAULT_COMPACT_EVERY, AsyncKVStore, KVStore
+from objstore.kv._format import KV_FORMAT, KV_MANIFEST_FORMAT, KVBatch, KVManifest
+from objstore.kv._store import (
+    DEFAULT_COMPACT_EVERY,
+    DEFAULT_SNAPSHOT_GRACE_SECONDS,
+    AsyncKVStore,
+    KVStore,
+)
 
-__all__ = ["DEFAULT_COMPACT_EVERY", "KV_FORMAT", "AsyncKVStore", "KVBatch", "KVManifest", "KVStore"]
+__all__ = [
+    "DEFAULT_COMPACT_EVERY",
+    "DEFAULT_SNAPSHOT_GRACE_SECONDS",
+    "KV_FORMAT",
+    "KV_MANIFEST_FORMAT",
+    "AsyncKVStore",
+    "KVBatch",
+    "KVManifest",
+    "KVStore",
+]

@@ -7,6 +7,12 @@ Every KV object is a sealed blob (see :mod:`objstore.codec`) whose payload is::
 Entries are ``u32 key length | key`` for a delete batch and ``u32 key length | key | u32 value
 length | value`` for a put batch or a snapshot. The header carries ``format``, ``kind`` and
 the object's ``sequence``, which is checked against the key it was read from.
+
+The manifest is sealed canonical JSON. Format 2 (written since snapshots got unique keys)
+adds ``snapshot_id``: the snapshot is ``snapshots/{seq:020d}-{snapshot_id}``, one object per
+compaction, so no two compactors ever share one and a sweep can delete any unreferenced one
+(see :func:`plan_snapshot_sweep`). Format-1 manifests (no ``snapshot_id``) name the shared
+key ``snapshots/{seq:020d}`` and are still read.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ from objstore.errors import CorruptionError
 
 __all__ = [
     "KV_FORMAT",
+    "KV_MANIFEST_FORMAT",
     "KVBatch",
     "KVManifest",
+    "SnapshotSweep",
     "decode_batch",
     "decode_manifest",
     "decode_snapshot",
@@ -33,12 +41,17 @@ __all__ = [
     "encode_tombstone",
     "contiguous_tail",
     "log_key",
+    "parse_snapshot_key",
+    "plan_snapshot_sweep",
     "sequence_of",
     "snapshot_key",
 ]
 
 KV_FORMAT = 1
-"""Format version of every KV object (batch, tombstone, snapshot, manifest)."""
+"""Format version of KV log objects (batches, tombstones) and snapshots."""
+KV_MANIFEST_FORMAT = 2
+"""Format version of the KV manifest this code writes (it reads 1 and 2)."""
+_MANIFEST_FORMATS = frozenset({1, KV_MANIFEST_FORMAT})
 
 LOG_PREFIX = "kv/log"
 SNAPSHOT_PREFIX = "kv/snapshots"
@@ -54,9 +67,28 @@ def log_key(sequence: int) -> str:
     return f"{LOG_PREFIX}/{sequence:020d}"
 
 
-def snapshot_key(sequence: int) -> str:
-    """The snapshot object holding every live key after batch ``sequence``."""
+def snapshot_key(sequence: int, snapshot_id: str = "") -> str:
+    """The snapshot object holding every live key after batch ``sequence``, written by the
+    compaction ``snapshot_id`` (``""``: the shared key of format-1 stores)."""
+    if snapshot_id:
+        return f"{SNAPSHOT_PREFIX}/{sequence:020d}-{snapshot_id}"
     return f"{SNAPSHOT_PREFIX}/{sequence:020d}"
+
+
+def _is_snapshot_id(text: str) -> bool:
+    return text.isascii() and text.isalnum()
+
+
+def parse_snapshot_key(key: str) -> tuple[int, str] | None:
+    """``(sequence, snapshot_id)`` of a snapshot key (id ``""`` for a format-1 key), or
+    ``None`` for a key that is not a snapshot's."""
+    name = key[len(SNAPSHOT_PREFIX) + 1 :] if key.startswith(SNAPSHOT_PREFIX + "/") else ""
+    digits, _, snapshot_id = name.partition("-")
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    if "-" in name and not _is_snapshot_id(snapshot_id):
+        return None
+    return int(digits), snapshot_id
 
 
 def sequence_of(key: str, prefix: str) -> int | None:
@@ -222,32 +254,44 @@ def decode_snapshot(blob: bytes, *, key: str, sequence: int) -> dict[bytes, byte
 
 @dataclass(frozen=True, slots=True)
 class KVManifest:
-    """Where a reader starts: ``snapshot`` (0 = none) covers batches ``1..snapshot``; batches
-    below ``retained_from`` are pruned (``retained_from <= snapshot + 1``); log objects below
-    ``tombstoned_below`` are known to be tombstones already. Every field only grows."""
+    """Where a reader starts: ``snapshot`` (0 = none) covers batches ``1..snapshot`` and is
+    the object :attr:`snapshot_key` (written by compaction ``snapshot_id``; ``""`` in
+    format-1 stores); batches below ``retained_from`` are pruned (``retained_from <=
+    snapshot + 1``); log objects below ``tombstoned_below`` are known to be tombstones
+    already. Every field only grows (the snapshot id moves with its snapshot)."""
 
     snapshot: int = 0
     retained_from: int = 1
     tombstoned_below: int = 1
+    snapshot_id: str = ""
+
+    @property
+    def snapshot_key(self) -> str:
+        """The key of the snapshot readers start from (meaningless while ``snapshot`` is 0)."""
+        return snapshot_key(self.snapshot, self.snapshot_id)
 
     def merged(self, other: KVManifest) -> KVManifest:
         """The field-wise maximum: what a compare-and-swap retry writes, so two maintainers
-        racing each other can never move a field backward."""
+        racing each other can never move a field backward. Of two snapshots at the same
+        sequence, ``self``'s (the stored one) is kept: the other compaction lost."""
+        newer = other if other.snapshot > self.snapshot else self
         return KVManifest(
-            max(self.snapshot, other.snapshot),
+            newer.snapshot,
             max(self.retained_from, other.retained_from),
             max(self.tombstoned_below, other.tombstoned_below),
+            newer.snapshot_id,
         )
 
 
 def encode_manifest(manifest: KVManifest, nonce: str) -> bytes:
-    """The sealed manifest object (canonical JSON)."""
+    """The sealed manifest object (canonical JSON, format :data:`KV_MANIFEST_FORMAT`)."""
     return seal(
         canonical_json(
             {
-                "format": KV_FORMAT,
+                "format": KV_MANIFEST_FORMAT,
                 "kind": _MANIFEST_KIND,
                 "snapshot": manifest.snapshot,
+                "snapshot_id": manifest.snapshot_id,
                 "retained_from": manifest.retained_from,
                 "tombstoned_below": manifest.tombstoned_below,
                 "nonce": nonce,
@@ -257,9 +301,10 @@ def encode_manifest(manifest: KVManifest, nonce: str) -> bytes:
 
 
 def decode_manifest(blob: bytes, *, key: str) -> KVManifest:
-    """The manifest in a blob; :class:`CorruptionError` if damaged or inconsistent."""
+    """The manifest in a blob (format 1 or 2); :class:`CorruptionError` if damaged or
+    inconsistent."""
     document = parse_json(unseal(blob, key=key), key=key)
-    if not isinstance(document, dict) or document.get("format") != KV_FORMAT:
+    if not isinstance(document, dict) or document.get("format") not in _MANIFEST_FORMATS:
         raise CorruptionError(key, "unknown KV manifest format")
     if document.get("kind") != _MANIFEST_KIND:
         raise CorruptionError(key, "not a KV manifest")
@@ -269,7 +314,56 @@ def decode_manifest(blob: bytes, *, key: str) -> KVManifest:
         if not is_int(value) or value < 0:
             raise CorruptionError(key, f"bad manifest field {name}={value!r}")
         fields.append(value)
-    manifest = KVManifest(*fields)
+    snapshot_id = document.get("snapshot_id", "") if document["format"] > 1 else ""
+    if not isinstance(snapshot_id, str) or (snapshot_id and not _is_snapshot_id(snapshot_id)):
+        raise CorruptionError(key, f"bad manifest field snapshot_id={snapshot_id!r}")
+    manifest = KVManifest(fields[0], fields[1], fields[2], snapshot_id)
     if not 1 <= manifest.tombstoned_below <= manifest.retained_from <= manifest.snapshot + 1:
         raise CorruptionError(key, f"inconsistent manifest {manifest!r}")
     return manifest
+
+
+# -- sweeping unreferenced snapshots ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotSweep:
+    """What a sweep may delete, given a listing of ``snapshots/`` and a manifest read *after*
+    it: ``now`` — snapshots the manifest can never reference again (below its snapshot, or
+    at its sequence but another compaction's: the manifest's snapshot only grows, and of
+    equal sequences the stored one is kept); ``if_old`` — snapshots newer than the
+    manifest's, which a running compaction may still be about to reference, so they may go
+    only once old by the store's clock (:meth:`old`)."""
+
+    now: tuple[str, ...]
+    if_old: tuple[tuple[str, float | None], ...]
+
+    def old(self, store_now: float | None, grace_seconds: float) -> tuple[str, ...]:
+        """The ``if_old`` keys written at least ``grace_seconds`` before ``store_now`` (a
+        time from the store's clock; ``None``, or a listing without times, keeps them)."""
+        if store_now is None:
+            return ()
+        return tuple(
+            key
+            for key, mtime in self.if_old
+            if mtime is not None and store_now - mtime >= grace_seconds
+        )
+
+
+def plan_snapshot_sweep(
+    listing: Iterable[tuple[str, float | None]], manifest: KVManifest
+) -> SnapshotSweep:
+    """Sort listed ``(key, mtime)`` snapshots into :class:`SnapshotSweep` ``now`` / ``if_old``;
+    the manifest's own snapshot and keys that are not snapshots are never in either."""
+    now: list[str] = []
+    if_old: list[tuple[str, float | None]] = []
+    referenced = manifest.snapshot_key if manifest.snapshot else None
+    for key, mtime in listing:
+        parsed = parse_snapshot_key(key)
+        if parsed is None or key == referenced:
+            continue
+        if parsed[0] <= manifest.snapshot:
+            now.append(key)
+        else:
+            if_old.append((key, mtime))
+    return SnapshotSweep(tuple(now), tuple(if_old))

@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import logging
+import time
 import uuid
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from objstore._loop import StoreFacade, blocking
+from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
-from objstore.backends import AsyncBackend, Buffer
+from objstore.backends import AsyncBackend, Buffer, RequestHook
 from objstore.errors import (
     AlreadyExistsError,
     CheckpointConflict,
+    ConflictError,
     CorruptionError,
     NotFoundError,
-    ObjstoreError,
     PreconditionFailedError,
 )
 from objstore.kv._format import (
     LOG_PREFIX,
     MANIFEST_KEY,
+    SNAPSHOT_PREFIX,
     KVBatch,
     KVManifest,
     contiguous_tail,
@@ -35,17 +37,24 @@ from objstore.kv._format import (
     encode_snapshot,
     encode_tombstone,
     log_key,
+    plan_snapshot_sweep,
     sequence_of,
     snapshot_key,
 )
 
-__all__ = ["DEFAULT_COMPACT_EVERY", "AsyncKVStore", "KVStore"]
+__all__ = ["DEFAULT_COMPACT_EVERY", "DEFAULT_SNAPSHOT_GRACE_SECONDS", "AsyncKVStore", "KVStore"]
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 DEFAULT_COMPACT_EVERY = 256
 """Batches in the log tail after which a writer folds the state into a new snapshot."""
+DEFAULT_SNAPSHOT_GRACE_SECONDS = 600.0
+"""How old, by the store's clock, an unreferenced snapshot newer than the manifest's must be
+before a sweep deletes it. A compaction that has not moved the manifest to its snapshot
+within half of this (by its own monotonic clock) abandons the snapshot instead."""
+CLOCK_KEY = "kv/clock"
+"""Rewritten by a sweep to read the store's current time (its mtime) when it must judge ages."""
 _LIST_PAGE = 1000
 _MAX_RELOADS = 16
 _PARALLEL = 16
@@ -107,7 +116,29 @@ class _Stale(Exception):
     """What a reader read was superseded under it (pruned or re-snapshotted): reload."""
 
 
-class AsyncKVStore:
+class _Abandoned(Exception):
+    """A compaction took too long to reference its snapshot: a sweep may have deleted it."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Unanswered:
+    """A batch whose create got no answer (it may have landed): the exact bytes sent to
+    ``log/{sequence}``, so a retry of the same batch can recognise them (writer nonce)."""
+
+    sequence: int
+    blob: bytes
+    kind: str
+    pairs: tuple[tuple[bytes, bytes], ...]
+    keys: tuple[bytes, ...]
+
+    def is_retry(
+        self, kind: str, pairs: tuple[tuple[bytes, bytes], ...], keys: tuple[bytes, ...]
+    ) -> bool:
+        """Whether a new batch is the same as this one (a caller retrying it)."""
+        return (self.kind, self.pairs, self.keys) == (kind, pairs, keys)
+
+
+class AsyncKVStore(AsyncClosing):
     """Sorted bytes keys with a sequence-numbered batch log under ``{root}/kv/`` (asyncio).
 
     Every call first catches up with batches other writers committed (1 LIST, plus 1 GET per
@@ -118,6 +149,13 @@ class AsyncKVStore:
     Args:
         url_or_backend: store URL/path or an opened backend.
         storage_options: fsspec options when a URL is given.
+        verify_fencing: prove before the first conditional write that the store enforces
+            preconditions, refusing it with ``NotSupportedError`` if not (default). ``False``
+            skips that check, at a risk: on a store that ignores preconditions concurrent
+            writers cannot be fenced and create-once writes are not once, so a stale writer
+            may overwrite newer state. With an opened backend, set it on the backend instead.
+        request_hook: called with a :class:`~objstore.observability.RequestEvent` after
+            every request (see :mod:`objstore.observability`); URL only.
         compact_every: fold the state into a new snapshot once this many batches follow the
             newest one (0 disables automatic compaction; :meth:`compact` still works).
         max_write_attempts: lost races for a sequence number a write absorbs before raising
@@ -129,6 +167,8 @@ class AsyncKVStore:
         url_or_backend: StoreLocation,
         *,
         storage_options: dict[str, Any] | None = None,
+        verify_fencing: bool = True,
+        request_hook: RequestHook | None = None,
         compact_every: int = DEFAULT_COMPACT_EVERY,
         max_write_attempts: int = 1000,
     ) -> None:
@@ -136,11 +176,20 @@ class AsyncKVStore:
             raise ValueError("compact_every must not be negative")
         if max_write_attempts < 1:
             raise ValueError("max_write_attempts must be at least 1")
-        self.backend: AsyncBackend = as_async_backend(url_or_backend, storage_options)
+        self.backend: AsyncBackend = as_async_backend(
+            url_or_backend,
+            storage_options,
+            verify_fencing=verify_fencing,
+            request_hook=request_hook,
+        )
         self.compact_every = compact_every
         self.max_write_attempts = max_write_attempts
         self._view: _View | None = None
         self._lock = asyncio.Lock()
+        self._unanswered: _Unanswered | None = None
+        self._compact_failures = 0
+        self._compact_not_before = 0
+        self._monotonic: Callable[[], float] = time.monotonic
 
     @property
     def url(self) -> str:
@@ -251,39 +300,72 @@ class AsyncKVStore:
     # -- maintenance -------------------------------------------------------------------------
 
     async def compact(self) -> int:
-        """Fold every visible batch into a snapshot the manifest points to; return the
-        sequence it covers (nothing is written when the manifest already covers it)."""
+        """Fold every visible batch into a snapshot the manifest points to, then sweep
+        snapshots no manifest can reference (see :meth:`sweep_snapshots`); return the
+        sequence the manifest's snapshot covers (no snapshot is written when it already
+        covers every visible batch)."""
         async with self._lock:
             view = await self._catch_up()
             await self._compact(view)
+            await self._sweep(DEFAULT_SNAPSHOT_GRACE_SECONDS)
             return view.manifest.snapshot
 
+    async def sweep_snapshots(
+        self, grace_seconds: float = DEFAULT_SNAPSHOT_GRACE_SECONDS
+    ) -> list[str]:
+        """Delete snapshots the manifest does not reference and never will; return their keys.
+
+        Snapshots older than the manifest's go at once (the manifest's snapshot only grows).
+        Newer ones may belong to a compaction about to reference them, so they go only once
+        ``grace_seconds`` old by the **store's** clock (object times, never this machine's).
+        Safe while other writers compact as long as ``grace_seconds`` is at least
+        :data:`DEFAULT_SNAPSHOT_GRACE_SECONDS` (compactions abandon their snapshot after half
+        of it); a smaller grace is for when no compaction runs. Costs 1 LIST + 1 GET, plus
+        1 PUT + 1 HEAD + 1 GET when newer unreferenced snapshots exist, plus the deletes.
+        """
+        if grace_seconds < 0:
+            raise ValueError("grace_seconds must not be negative")
+        async with self._lock:
+            return await self._sweep(grace_seconds)
+
     async def prune_batch_log(self, cutoff_exclusive: int) -> int:
-        """Drop the data of every batch below ``cutoff_exclusive``; return how many batches
-        this call pruned.
+        """Drop the data of every batch below ``cutoff_exclusive``; return how many log
+        objects this call tombstoned.
 
         Compacts through the cutoff first, so no key is ever lost. A pruned log object is
         overwritten with a tiny tombstone rather than deleted, so its sequence number can
-        never be allocated again.
+        never be allocated again. Resumable: a prune that crashed midway (after moving
+        ``retained_from``, before recording its tombstones) is finished by the next call,
+        whatever its cutoff. Raises ``ValueError`` for a cutoff below 1, and
+        :class:`~objstore.errors.ConflictError` (nothing pruned) if the compaction it needs
+        gave up (it could not reference its snapshot in time).
         """
         if cutoff_exclusive < 1:
             raise ValueError("cutoff_exclusive must be at least 1")
         async with self._lock:
             view = await self._catch_up()
+            view.manifest, view.manifest_version = await self._read_manifest()
             cutoff = min(cutoff_exclusive, view.sequence + 1)
-            before = view.manifest.retained_from
-            if cutoff <= before:
+            if cutoff > view.manifest.retained_from:
+                if view.manifest.snapshot < cutoff - 1:
+                    await self._compact(view)
+                if view.manifest.snapshot < cutoff - 1:
+                    raise ConflictError(
+                        MANIFEST_KEY,
+                        f"could not compact through batch {cutoff - 1} before pruning",
+                        expected=cutoff - 1,
+                        actual=view.manifest.snapshot,
+                    )
+                await self._advance_manifest(view, KVManifest(view.manifest.snapshot, cutoff, 1))
+            start, target = view.manifest.tombstoned_below, view.manifest.retained_from
+            if start >= target:
                 return 0
-            if view.manifest.snapshot < cutoff - 1:
-                await self._compact(view)
-            await self._advance_manifest(view, KVManifest(view.manifest.snapshot, cutoff, 1))
-            target = view.manifest.retained_from
             await _gather(
                 self.backend.put(log_key(sequence), encode_tombstone(sequence))
-                for sequence in range(view.manifest.tombstoned_below, target)
+                for sequence in range(start, target)
             )
             await self._advance_manifest(view, KVManifest(0, 1, target))
-            return max(0, target - before)
+            return target - start
 
     async def close(self) -> None:
         """Close the backend's connections."""
@@ -294,40 +376,96 @@ class AsyncKVStore:
     async def _commit(
         self, kind: str, pairs: tuple[tuple[bytes, bytes], ...], keys: tuple[bytes, ...]
     ) -> int:
-        """Claim the next sequence with one create-if-absent of its log object, catching up
-        and trying the next number after each lost race."""
+        """Append the batch (:meth:`_append`), then keep house: a committed batch returns
+        its sequence whatever housekeeping does."""
         async with self._lock:
-            try:
-                view = await self._catch_up() if self._view is None else self._view
-                for _ in range(self.max_write_attempts):
-                    sequence = view.sequence + 1
-                    batch = KVBatch(sequence, "put" if kind == "put" else "delete", pairs, keys)
-                    try:
-                        await self.backend.put_if_absent(
-                            log_key(sequence), encode_batch(batch, uuid.uuid4().hex)
-                        )
-                    except AlreadyExistsError:
-                        view = await self._catch_up()
-                        continue
-                    view.apply(batch)
-                    break
-                else:
-                    raise CheckpointConflict(
-                        log_key(view.sequence + 1),
-                        f"lost {self.max_write_attempts} consecutive races for a sequence number",
-                        checkpoint_id=view.sequence + 1,
-                        epoch=0,
-                        winner_epoch=None,
-                    )
-            except BaseException:
-                self._view = None  # the write may or may not have landed: reload next time
-                raise
-            if self.compact_every and sequence - view.manifest.snapshot >= self.compact_every:
-                try:
-                    await self._compact(view)
-                except ObjstoreError as exc:  # the batch is committed; compaction can wait
-                    logger.warning("KV compaction after batch %d failed: %s", sequence, exc)
+            sequence = await self._append(kind, pairs, keys)
+            await self._housekeeping(sequence)
             return sequence
+
+    async def _append(
+        self, kind: str, pairs: tuple[tuple[bytes, bytes], ...], keys: tuple[bytes, ...]
+    ) -> int:
+        """Claim the next sequence with one create-if-absent of its log object, catching up
+        and trying the next number after each lost race.
+
+        A create that got no answer is remembered; when the caller retries the same batch,
+        the log object it may have created is read back first (1 GET) and, if it holds the
+        bytes sent (writer nonce), its sequence is returned instead of appending again.
+        """
+        try:
+            unanswered, self._unanswered = self._unanswered, None
+            if unanswered is not None and unanswered.is_retry(kind, pairs, keys):
+                if await self._landed(unanswered):
+                    logger.info("KV batch %d had landed before its retry", unanswered.sequence)
+                    return unanswered.sequence
+            elif unanswered is not None:
+                self._unanswered = unanswered  # until another batch commits
+            view = await self._catch_up() if self._view is None else self._view
+            for _ in range(self.max_write_attempts):
+                sequence = view.sequence + 1
+                batch = KVBatch(sequence, "put" if kind == "put" else "delete", pairs, keys)
+                blob = encode_batch(batch, uuid.uuid4().hex)
+                try:
+                    await self.backend.put_if_absent(log_key(sequence), blob)
+                except AlreadyExistsError:
+                    view = await self._catch_up()
+                    continue
+                except BaseException:
+                    self._unanswered = _Unanswered(sequence, blob, kind, pairs, keys)
+                    raise
+                view.apply(batch)
+                self._unanswered = None
+                return sequence
+            raise CheckpointConflict(
+                log_key(view.sequence + 1),
+                f"lost {self.max_write_attempts} consecutive races for a sequence number",
+                checkpoint_id=view.sequence + 1,
+                epoch=0,
+                winner_epoch=None,
+            )
+        except BaseException:
+            self._view = None  # the write may or may not have landed: reload next time
+            raise
+
+    async def _landed(self, unanswered: _Unanswered) -> bool:
+        """Whether the log object of an unanswered create holds exactly what it sent."""
+        try:
+            stored, _ = await self.backend.get(log_key(unanswered.sequence))
+        except NotFoundError:
+            return False
+        return stored == unanswered.blob
+
+    async def _housekeeping(self, sequence: int) -> None:
+        """Compact once ``compact_every`` batches follow the snapshot. Never raises: the
+        batch is committed, so a failure (of any kind: a full disk is an ``OSError``) is
+        logged at WARNING and compaction retried after a few more batches (doubling the
+        wait, up to ``compact_every``)."""
+        view = self._view
+        if (
+            not self.compact_every
+            or view is None
+            or sequence - view.manifest.snapshot < self.compact_every
+            or sequence < self._compact_not_before
+        ):
+            return
+        try:
+            await self._compact(view)
+            await self._sweep(DEFAULT_SNAPSHOT_GRACE_SECONDS)
+        except Exception as exc:
+            self._compact_failures += 1
+            wait = min(self.compact_every, 2 ** min(self._compact_failures - 1, 30))
+            self._compact_not_before = sequence + wait
+            logger.warning(
+                "KV batch %d is committed, but compaction after it failed (%s: %s); "
+                "retrying after batch %d",
+                sequence,
+                type(exc).__name__,
+                exc,
+                self._compact_not_before,
+            )
+        else:
+            self._compact_failures = 0
 
     async def _catch_up(self) -> _View:
         """This object's view brought up to the newest visible batch: the log tail after
@@ -352,7 +490,7 @@ class AsyncKVStore:
         view = _View()
         view.manifest, view.manifest_version = await self._read_manifest()
         if view.manifest.snapshot:
-            key = snapshot_key(view.manifest.snapshot)
+            key = view.manifest.snapshot_key
             try:
                 blob, _ = await self.backend.get(key)
             except NotFoundError as exc:  # replaced by a newer snapshot since we read the manifest
@@ -392,30 +530,75 @@ class AsyncKVStore:
         return decode_manifest(blob, key=MANIFEST_KEY), version
 
     async def _compact(self, view: _View) -> None:
-        """Write the snapshot of ``view`` (create-if-absent: the state after batch N is the
-        same whoever writes it), then move the manifest to it and delete the snapshot it
-        replaced. A crash before the manifest moves leaves an unreferenced snapshot."""
+        """Write the snapshot of ``view`` under a key of its own, then move the manifest to
+        it and delete the snapshot it replaced; if another compaction's snapshot won the
+        manifest instead, delete ours (the manifest can never reference it any more).
+
+        A crash before the manifest moves leaves an unreferenced snapshot for a later sweep.
+        A compaction that cannot move the manifest within half the sweep grace abandons its
+        snapshot, as a sweep may judge it dead."""
         sequence = view.sequence
         if sequence <= view.manifest.snapshot:
             return
         items = [(key, view.data[key]) for key in view.sorted_keys()]
-        with contextlib.suppress(AlreadyExistsError):  # another writer compacted this state
-            await self.backend.put_if_absent(
-                snapshot_key(sequence), encode_snapshot(sequence, items)
+        snapshot_id = uuid.uuid4().hex[:16]
+        key = snapshot_key(sequence, snapshot_id)
+        deadline = self._monotonic() + DEFAULT_SNAPSHOT_GRACE_SECONDS / 2
+        await self.backend.put_if_absent(key, encode_snapshot(sequence, items))
+        try:
+            replaced = await self._advance_manifest(
+                view, KVManifest(sequence, 1, 1, snapshot_id), deadline=deadline
             )
-        previous = view.manifest.snapshot
-        await self._advance_manifest(view, KVManifest(sequence, 1, 1))
-        if previous and view.manifest.snapshot > previous:
-            await self.backend.delete(snapshot_key(previous))
+        except _Abandoned:
+            logger.warning("KV compaction through batch %d took too long; abandoned", sequence)
+            await self.backend.delete(key)
+            return
+        if view.manifest.snapshot_key != key:
+            await self.backend.delete(key)  # lost to a snapshot at the same or a later batch
+        elif replaced is not None and replaced.snapshot:
+            await self.backend.delete(replaced.snapshot_key)
 
-    async def _advance_manifest(self, view: _View, wanted: KVManifest) -> None:
-        """Compare-and-swap the manifest to the field-wise max of itself and ``wanted``."""
+    async def _sweep(self, grace_seconds: float) -> list[str]:
+        """Delete unreferenced snapshots (see :meth:`sweep_snapshots`); return their keys."""
+        listing = [(info.key, info.mtime) for info in await self.backend.list(SNAPSHOT_PREFIX)]
+        manifest, _ = await self._read_manifest()
+        plan = plan_snapshot_sweep(listing, manifest)
+        doomed = list(plan.now)
+        if plan.if_old:
+            # The store's time first, then the manifest again: a compaction that had not
+            # referenced its snapshot by now never will (it gives up after half the grace).
+            store_now = await self._store_now()
+            manifest, _ = await self._read_manifest()
+            fresh = plan_snapshot_sweep(plan.if_old, manifest)
+            doomed += [*fresh.now, *fresh.old(store_now, grace_seconds)]
+        await self.backend.delete_many(doomed)
+        if doomed:
+            logger.info("swept %d unreferenced KV snapshot(s)", len(doomed))
+        return sorted(doomed)
+
+    async def _store_now(self) -> float | None:
+        """The store's current time: the mtime it gives a fresh write of :data:`CLOCK_KEY`
+        (1 PUT + 1 HEAD); ``None`` if it reports no times."""
+        await self.backend.put(CLOCK_KEY, uuid.uuid4().hex.encode())
+        return (await self.backend.head(CLOCK_KEY)).mtime
+
+    async def _advance_manifest(
+        self, view: _View, wanted: KVManifest, *, deadline: float | None = None
+    ) -> KVManifest | None:
+        """Compare-and-swap the manifest to the field-wise max of itself and ``wanted``;
+        return the manifest our write replaced (``None`` if nothing was written or there was
+        none). With ``deadline`` (monotonic), raise ``_Abandoned`` instead of writing after it.
+        """
         manifest, version = view.manifest, view.manifest_version
+        replaced: KVManifest | None = None
         for _ in range(self.max_write_attempts):
             target = manifest.merged(wanted)
             if target == manifest and version is not None:
                 break
+            if deadline is not None and self._monotonic() > deadline:
+                raise _Abandoned
             blob = encode_manifest(target, uuid.uuid4().hex)
+            previous = None if version is None else manifest
             try:
                 if version is None:
                     version = await self.backend.put_if_absent(MANIFEST_KEY, blob)
@@ -424,7 +607,7 @@ class AsyncKVStore:
             except (AlreadyExistsError, PreconditionFailedError, NotFoundError):
                 manifest, version = await self._read_manifest()
                 continue
-            manifest = target
+            replaced, manifest = previous, target
             break
         else:
             raise CheckpointConflict(
@@ -435,13 +618,33 @@ class AsyncKVStore:
                 winner_epoch=None,
             )
         view.manifest, view.manifest_version = manifest, version
+        return replaced
 
 
 class KVStore(StoreFacade[AsyncKVStore]):
     """The blocking face of :class:`AsyncKVStore`: same arguments, methods and errors, no
     ``await``. Safe to share between threads (calls on one store object run one at a time)."""
 
-    _core_class = AsyncKVStore
+    def __init__(
+        self,
+        url_or_backend: StoreLocation,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        verify_fencing: bool = True,
+        request_hook: RequestHook | None = None,
+        compact_every: int = DEFAULT_COMPACT_EVERY,
+        max_write_attempts: int = 1000,
+    ) -> None:
+        super().__init__(
+            AsyncKVStore(
+                url_or_backend,
+                storage_options=storage_options,
+                verify_fencing=verify_fencing,
+                request_hook=request_hook,
+                compact_every=compact_every,
+                max_write_attempts=max_write_attempts,
+            )
+        )
 
     put_batch = blocking(AsyncKVStore.put_batch)
     delete_batch = blocking(AsyncKVStore.delete_batch)
@@ -453,5 +656,6 @@ class KVStore(StoreFacade[AsyncKVStore]):
     read_batch = blocking(AsyncKVStore.read_batch)
     oldest_retained_batch = blocking(AsyncKVStore.oldest_retained_batch)
     compact = blocking(AsyncKVStore.compact)
+    sweep_snapshots = blocking(AsyncKVStore.sweep_snapshots)
     prune_batch_log = blocking(AsyncKVStore.prune_batch_log)
     close = blocking(AsyncKVStore.close)
