@@ -25,6 +25,8 @@ from objstore import (
 )
 from objstore.backends import open_backend
 from objstore.checkpoint import LATEST, manifest_key, state_key
+from objstore.checkpoint._layout import PointerRecord, parse_pointer, pointer_text
+from objstore.checkpoint._plan import LatestChoice, spare_newer_epochs
 from objstore.testing import SimulatedCrash
 from objstore.testing.contract import run_processes
 from tests.checkpoint_helpers import faulty_store, joined_state, manifest, state_for
@@ -264,6 +266,57 @@ def test_claim_keeps_a_commit_that_landed_past_a_lagging_pointer(store_url: str)
     fresh = CheckpointStore(store_url)
     assert fresh.load_latest().checkpoint_id == 2  # type: ignore[union-attr]
     assert fresh.recover_latest_validated().chosen_id == 2
+
+
+# -- the pure parts: pointer format, reader order, prune filter ----------------------------------
+
+
+def test_pointer_formats_parse_and_garbage_is_none() -> None:
+    assert parse_pointer(b"checkpoint_00000000000000000042") == PointerRecord(42)
+    assert parse_pointer(b"checkpoint_7\n") == PointerRecord(7)
+    text = pointer_text(6, 2, 3)
+    assert text == b'{"checkpoint_id":6,"epoch":2,"fence_epoch":3,"format_version":2}'
+    assert parse_pointer(text) == PointerRecord(6, 2, 3)
+    assert parse_pointer(pointer_text(None, None, 4)) == PointerRecord(None, None, 4)
+    for garbage in (
+        b"",
+        b"\xff\x00",
+        b"[]",
+        b'{"checkpoint_id":6,"epoch":3,"fence_epoch":2,"format_version":2}',  # epoch > fence
+        b'{"checkpoint_id":0,"epoch":1,"fence_epoch":1,"format_version":2}',
+        b'{"checkpoint_id":6,"epoch":true,"fence_epoch":1,"format_version":2}',
+        b'{"checkpoint_id":6,"epoch":1,"fence_epoch":1,"format_version":3}',
+        b'{"checkpoint_id":6,"epoch":null,"fence_epoch":1,"format_version":2}',
+    ):
+        assert parse_pointer(garbage) is None, garbage
+
+
+def test_latest_choice_ranks_by_epoch_then_id_and_knows_when_to_stop() -> None:
+    choice = LatestChoice(PointerRecord(6, 2, 2))
+    assert choice.excluded(7, 1) is None  # first seen: best so far
+    assert choice.take(7, 1) is None
+    assert not choice.done_before(6)  # epoch 1 < fence 2: a lower id may still outrank it
+    assert choice.excluded(6, 2) is None
+    assert choice.take(6, 2) == (7, "epoch 1 is older than checkpoint 6's epoch 2")
+    assert choice.done_before(5)
+    assert choice.excluded(5, 1) == "epoch 1 is older than checkpoint 6's epoch 2"
+    claimed = LatestChoice(PointerRecord(5, 1, 2))  # epoch 2 claimed, nothing saved by it
+    claimed.take(9, 1)
+    assert not claimed.done_before(6)
+    assert claimed.done_before(5)  # below the pointer nothing returned outranks epoch 1
+    legacy = LatestChoice(PointerRecord(5))  # format 1: the epoch is learned on the way
+    legacy.take(6, 1)
+    assert not legacy.done_before(5)
+    assert legacy.excluded(5, 1) == "older than checkpoint 6 of the same epoch"
+    assert legacy.done_before(4)
+    nothing = LatestChoice(None)
+    nothing.take(3, 9)
+    assert not nothing.done_before(2)  # no pointer: every manifest must be read
+
+
+def test_spare_newer_epochs_keeps_what_outranks_the_pruner() -> None:
+    assert spare_newer_epochs([1, 2, 3, 4], [1, 2, None, 1], 1) == [1, 3, 4]
+    assert spare_newer_epochs([1, 2], [1, 2], 2) == [1, 2]
 
 
 # -- request counts (DESIGN §6) ----------------------------------------------------------------

@@ -172,11 +172,6 @@ class LatestChoice:
         """``(epoch, id)`` of the best candidate so far."""
         self._pointed_epoch = pointer.epoch if pointer is not None else None
 
-    @property
-    def chosen_id(self) -> int | None:
-        """The id of the best candidate so far."""
-        return self.best[1] if self.best is not None else None
-
     def done_before(self, checkpoint_id: int) -> bool:
         """Whether no checkpoint at ``checkpoint_id`` or below can outrank the best."""
         if self.best is None or self.pointer is None:
