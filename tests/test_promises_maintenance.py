@@ -202,6 +202,28 @@ def test_the_store_clock_costs_one_marker_write_and_one_head_only_when_orphans_e
     assert CheckpointStore(url).load_latest().checkpoint_id == 1  # type: ignore[union-attr]
 
 
+def test_a_janitor_never_deletes_a_sidecar_rewritten_since_its_listing(
+    url: str, raw: Backend
+) -> None:
+    """Janitor A lists a stale orphan; meanwhile janitor B deletes it and a writer stages
+    the freed id afresh. A must not take the new sidecar on the strength of the old one."""
+    CheckpointStore(url).save_with_state(manifest(1), state_for(1))
+    CheckpointStore(url).save_state_data(2, [b"abandoned"], epoch=1)
+    writer = CheckpointStore(url)
+    later = store_clock_ahead(7200)
+
+    def janitor_b_then_writer() -> None:
+        assert CheckpointStore(url, store_clock=later).cleanup_orphans() == 1
+        writer.save_state_data(2, state_for(2), epoch=1)
+
+    janitor_a, faults = faulty_store(url, store_clock=later)
+    faults.on_call("list", in_thread(janitor_b_then_writer), key_contains="checkpoints")
+    assert janitor_a.cleanup_orphans() == 0
+    assert raw.exists(state_key(2))
+    writer.save(manifest(2))
+    assert writer.load_state_data(2) == joined_state(2)
+
+
 # -- 4. update_manifest never loses a transition -----------------------------------------------
 
 

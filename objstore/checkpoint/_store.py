@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from objstore._loop import StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
-from objstore.backends import AsyncBackend
+from objstore.backends import AsyncBackend, ObjectInfo
 from objstore.checkpoint._clock import (
     StoreClock,
     commit_too_late,
@@ -367,6 +367,11 @@ class AsyncCheckpointStore:
         :mod:`objstore.checkpoint._clock`."""
         elapsed = self._clock() - started
         if not staged_too_long(elapsed, self.orphan_grace_seconds):
+            return
+        if await self.backend.exists(manifest_key(checkpoint_id)):
+            # Committed already: by an earlier attempt of this save (no janitor takes a
+            # committed sidecar, and the commit path recognises its own) or by another
+            # writer (the create below conflicts). Either way the sidecar is not ours to drop.
             return
         with contextlib.suppress(PreconditionFailedError):
             await self.backend.delete(state_key(checkpoint_id), state_version)
@@ -925,13 +930,26 @@ class AsyncCheckpointStore:
                 continue  # committed since the listing: no longer an orphan
             try:
                 for info in entries[checkpoint_id].objects:
-                    # Conditional on the version judged, where the listing gives one: an
-                    # object rewritten since (a new writer of a freed id) is not ours to take.
-                    await self.backend.delete(info.key, info.version)
+                    await self.backend.delete(info.key, await self._judged_version(info))
             except PreconditionFailedError:
-                continue
+                continue  # rewritten since the listing (a writer staged the freed id anew)
             deleted += 1
         return deleted
+
+    async def _judged_version(self, info: ObjectInfo) -> str:
+        """The version of the object the listing showed, for a conditional delete: an
+        object rewritten since (another janitor deleted it and a writer staged the freed id
+        again) is not the one judged, and must not be taken. A listing without versions (a
+        local directory) costs one HEAD, and a changed mtime counts as rewritten."""
+        if info.version is not None:
+            return info.version
+        try:
+            now = await self.backend.head(info.key)
+        except NotFoundError as exc:
+            raise PreconditionFailedError(info.key, "deleted since the listing") from exc
+        if now.mtime != info.mtime or now.version is None:
+            raise PreconditionFailedError(info.key, "rewritten since the listing")
+        return now.version
 
     async def close(self) -> None:
         """Close the backend's connections."""
