@@ -132,10 +132,10 @@ def orphans_to_delete(
     return doomed
 
 
-def age_matters(entries: dict[int, CheckpointEntry], fenced: Collection[int]) -> bool:
-    """Whether any uncommitted directory's fate hangs on its age (not already ``fenced``):
-    only then is the store's clock read."""
-    return any(not e.committed and cid not in fenced for cid, e in entries.items())
+def age_matters(entries: dict[int, CheckpointEntry], settled: Collection[int]) -> bool:
+    """Whether any uncommitted directory not already ``settled`` (doomed as fenced, or
+    kept) would be deleted or kept by its age: only then is the store's clock read."""
+    return any(not e.committed and cid not in settled for cid, e in entries.items())
 
 
 def fencing_candidates(entries: dict[int, CheckpointEntry]) -> list[int]:

@@ -289,7 +289,7 @@ class AsyncCheckpointStore:
         bounded by the encoder's window plus what the transport holds in flight.
         """
         nonce = os.urandom(16)
-        self._sidecar_started[nonce.hex()] = self._clock()
+        started = self._clock()  # before any request: no later than the sidecar's mtime
         encoder = SidecarEncoder(
             manifest.checkpoint_id,
             manifest.epoch,
@@ -318,6 +318,7 @@ class AsyncCheckpointStore:
             raise await self._conflict(manifest, exc, what="state.bin") from exc
         finally:
             await pieces.aclose()  # cancels compressions still in flight after a failure
+        self._sidecar_started[nonce.hex()] = started
         return encoder.result(), nonce.hex(), version
 
     async def _commit(
@@ -485,7 +486,9 @@ class AsyncCheckpointStore:
                 return await self._newer_epoch_between(previous, checkpoint_id, epoch)
             return None
 
-    async def _newer_epoch_between(self, low: int, high: int, epoch: int) -> tuple[int, int] | None:
+    async def _newer_epoch_between(
+        self, low: int, high: int, epoch: int
+    ) -> tuple[int, int] | None:
         """A checkpoint committed with an id in ``(low, high)`` by a newer epoch than
         ``epoch``, as ``(id, epoch)``; ``None`` if there is none.
 
