@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 from objstore import (
     CheckpointManifest,
     CheckpointStore,
+    NotFoundError,
     PreconditionFailedError,
     cli,
     open_backend,
@@ -40,6 +42,8 @@ from objstore.checkpoint import (
 )
 from objstore.checkpoint._clock import STORE_CLOCK_KEY
 from objstore.checkpoint._quarantine import quarantine_key
+from objstore.checkpoint._updates import merge_update
+from objstore.testing import SimulatedCrash
 from tests.checkpoint_helpers import faulty_store, joined_state, manifest, state_for
 from tests.conftest import make_store_url
 
@@ -299,6 +303,29 @@ def test_update_manifest_that_loses_its_compare_and_swap_merges_and_retries(url:
     assert final.sink_commit_statuses == merged.sink_commit_statuses
 
 
+def test_merging_updates_gives_one_result_in_any_order_and_is_idempotent() -> None:
+    base = manifest(1, sink_commit_statuses={"a": "pending", "b": "pending", "c": "failed"})
+    updates = [
+        _with(base, {"a": "committed", "b": "pending"}, {"a": 2}, 10),
+        _with(base, {"b": "failed", "c": "pending"}, {"a": 1, "b": 4}, None),
+        _with(base, {"b": "committed", "d": "pending"}, {}, 7),
+    ]
+    results = set()
+    for order in itertools.permutations(updates):
+        merged = base
+        for update in (*order, *order):  # each applied twice: a retried update
+            merged = merge_update(merged, update)
+        results.add(repr(merged))
+    assert len(results) == 1
+    assert merged.sink_commit_statuses == {
+        "a": "committed",
+        "b": "committed",
+        "c": "failed",
+        "d": "pending",
+    }
+    assert (merged.sink_epochs, merged.watermark) == ({"a": 2, "b": 4}, 10)
+
+
 # -- 5. recovery racing a prune ----------------------------------------------------------------
 
 
@@ -401,6 +428,48 @@ def test_after_a_repair_readers_skip_the_quarantined_checkpoint(url: str, raw: B
     assert not raw.exists(quarantine_key(3))
     assert list_quarantined(fresh) == []
     assert fresh.load_latest().checkpoint_id == 3  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_quarantine_interrupted_at_any_request_is_completed_by_a_rerun(
+    url: str, raw: Backend, when: str
+) -> None:
+    _corrupt_newest(url, raw)
+    original = raw.get(manifest_key(3))[0]
+    store, faults = faulty_store(url)
+    report = store.recover_latest_validated()
+    faults.clear_calls()
+    quarantine_invalid(store, report)
+    total = len(faults.calls)
+    restore_quarantined(store, 3)
+    for nth in range(1, total + 1):
+        faults.clear_faults()
+        getattr(faults, f"crash_{when}")("*", nth)
+        with pytest.raises(SimulatedCrash):
+            quarantine_invalid(store, report)
+        faults.clear_faults()
+        fresh = CheckpointStore(url)
+        assert fresh.recover_latest_validated().chosen_id == 2
+        assert [q.checkpoint_id for q in quarantine_invalid(fresh)] in ([3], [])
+        assert fresh.load_latest().checkpoint_id == 2  # type: ignore[union-attr]
+        assert raw.get(quarantine_key(3))[0] == original
+        assert not raw.exists(manifest_key(3))
+        restore_quarantined(fresh, 3)
+        assert fresh.load_latest().checkpoint_id == 3  # type: ignore[union-attr]
+
+
+def test_restore_never_overwrites_a_newer_commit_of_the_id(url: str, raw: Backend) -> None:
+    _corrupt_newest(url, raw)
+    store = CheckpointStore(url)
+    assert [q.checkpoint_id for q in quarantine_invalid(store)] == [3]
+    raw.delete(state_key(3))  # an operator cleared the damaged sidecar; the id is reused
+    store.save(manifest(3, epoch=2))
+    with pytest.raises(PreconditionFailedError, match="committed again"):
+        restore_quarantined(store, 3)
+    assert store.load_by_id(3).epoch == 2  # type: ignore[union-attr]
+    assert raw.exists(quarantine_key(3))
+    with pytest.raises(NotFoundError):
+        restore_quarantined(store, 2)
 
 
 def test_quarantine_leaves_valid_checkpoints_and_a_store_with_nothing_valid_alone(
