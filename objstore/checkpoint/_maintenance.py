@@ -13,6 +13,10 @@ built on them):
   reports progress as it reads.
 - :func:`copy_checkpoint_async` copies one checkpoint's bytes to another store, where it
   commits exactly as a save would, and moves the destination's pointer forward last.
+- :func:`quarantine_invalid_async` takes checkpoints a recovery walk found invalid out of
+  what readers see (their manifests move to ``quarantine/``, see
+  :mod:`objstore.checkpoint._quarantine`); :func:`list_quarantined_async` and
+  :func:`restore_quarantined_async` show and undo that.
 
 Every ``*_async`` function has a blocking twin of the same name without the suffix, taking
 :class:`~objstore.checkpoint.CheckpointStore` objects and running the same coroutine on
@@ -38,7 +42,10 @@ from objstore.checkpoint._layout import (
     state_key,
 )
 from objstore.checkpoint._manifest import StoredManifest, check_checkpoint_id, decode_manifest
+from objstore.checkpoint._quarantine import Quarantined, move_to_quarantine, restore
+from objstore.checkpoint._quarantine import list_quarantined as _list_quarantined
 from objstore.checkpoint._store import (
+    NEVER_COMMITTED,
     AsyncCheckpointStore,
     CheckpointStore,
     RecoveryReport,
@@ -63,13 +70,20 @@ __all__ = [
     "CopyResult",
     "Pointer",
     "PointerRepair",
+    "Quarantined",
     "copy_checkpoint",
     "copy_checkpoint_async",
+    "list_quarantined",
+    "list_quarantined_async",
     "plan_pointer_repair",
+    "quarantine_invalid",
+    "quarantine_invalid_async",
     "read_pointer",
     "read_pointer_async",
     "repair_pointer",
     "repair_pointer_async",
+    "restore_quarantined",
+    "restore_quarantined_async",
     "validate_checkpoint_streaming",
     "validate_checkpoint_streaming_async",
 ]
@@ -251,6 +265,69 @@ async def _advance_pointer(store: AsyncCheckpointStore, target: int) -> tuple[Po
         if await _swap_pointer(store.backend, pointer, target):
             return pointer, True
     raise PreconditionFailedError(LATEST, "latest.txt keeps changing under concurrent writers")
+
+
+# -- quarantine --------------------------------------------------------------------------------
+
+
+async def quarantine_invalid_async(
+    store: AsyncCheckpointStore, report: RecoveryReport | None = None
+) -> list[Quarantined]:
+    """Quarantine every committed checkpoint newer than the newest valid one that a
+    recovery walk found invalid, so that no reader (``load_latest``, ``objstore show``, a
+    restarting job) returns it; return what was quarantined, ascending.
+
+    ``report`` is the walk to act on (default: a new
+    :meth:`~AsyncCheckpointStore.recover_latest_validated`). Each checkpoint is validated
+    again just before it moves, and one that turns out valid, or is gone, is left alone.
+    With nothing valid, nothing is quarantined: an operator must look first (as ``prune``
+    refuses). Older invalid checkpoints are not touched (readers never reach them). Raises
+    :class:`PreconditionFailedError` if a manifest changed while it was being moved (it
+    then stays where it is) and what the backend raises; a re-run completes a partial one.
+    """
+    if report is None:
+        report = await store.recover_latest_validated()
+    if report.chosen_id is None:
+        return []
+    moved = []
+    for checkpoint_id, reason in sorted(report.skipped):
+        if checkpoint_id > report.chosen_id and reason != NEVER_COMMITTED:
+            record = await _quarantine_one(store, checkpoint_id)
+            if record is not None:
+                moved.append(record)
+    return moved
+
+
+async def _quarantine_one(store: AsyncCheckpointStore, checkpoint_id: int) -> Quarantined | None:
+    """Move one checkpoint's manifest to quarantine if, read now, it is still invalid."""
+    key = manifest_key(checkpoint_id)
+    try:
+        data, version = await store.backend.get(key)
+    except NotFoundError:
+        return None
+    result = await store.validate_checkpoint(checkpoint_id)
+    if result.valid or result.issues == ("manifest missing",):
+        return None
+    return await move_to_quarantine(
+        store.backend, checkpoint_id, data, version, "; ".join(result.issues)
+    )
+
+
+async def list_quarantined_async(store: AsyncCheckpointStore) -> list[Quarantined]:
+    """Every quarantined checkpoint of ``store`` with its reason, ascending (one listing and
+    one GET per checkpoint)."""
+    return await _list_quarantined(store.backend)
+
+
+async def restore_quarantined_async(store: AsyncCheckpointStore, checkpoint_id: int) -> None:
+    """Put a quarantined checkpoint's manifest back, byte for byte, so readers see it again
+    (it is as valid or invalid as before; ``latest.txt`` is not moved).
+
+    Raises ``NotFoundError`` if it is not quarantined and
+    :class:`PreconditionFailedError` if that id was committed again since.
+    """
+    check_checkpoint_id(checkpoint_id)
+    await restore(store.backend, checkpoint_id)
 
 
 # -- streamed validation ----------------------------------------------------------------------
@@ -503,6 +580,23 @@ def read_pointer(store: CheckpointStore) -> Pointer:
 def repair_pointer(store: CheckpointStore, plan: PointerRepair | None = None) -> PointerRepair:
     """The blocking face of :func:`repair_pointer_async`."""
     return run_sync(repair_pointer_async(store.async_store, plan))
+
+
+def quarantine_invalid(
+    store: CheckpointStore, report: RecoveryReport | None = None
+) -> list[Quarantined]:
+    """The blocking face of :func:`quarantine_invalid_async`."""
+    return run_sync(quarantine_invalid_async(store.async_store, report))
+
+
+def list_quarantined(store: CheckpointStore) -> list[Quarantined]:
+    """The blocking face of :func:`list_quarantined_async`."""
+    return run_sync(list_quarantined_async(store.async_store))
+
+
+def restore_quarantined(store: CheckpointStore, checkpoint_id: int) -> None:
+    """The blocking face of :func:`restore_quarantined_async`."""
+    run_sync(restore_quarantined_async(store.async_store, checkpoint_id))
 
 
 def validate_checkpoint_streaming(

@@ -24,7 +24,13 @@ from typing import Any, TypeVar
 
 from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
-from objstore.backends import AsyncBackend, RequestHook
+from objstore.backends import AsyncBackend, ObjectInfo, RequestHook
+from objstore.checkpoint._clock import (
+    StoreClock,
+    commit_too_late,
+    read_store_clock,
+    staged_too_long,
+)
 from objstore.checkpoint._layout import (
     CHECKPOINTS,
     LATEST,
@@ -45,11 +51,13 @@ from objstore.checkpoint._manifest import (
 )
 from objstore.checkpoint._plan import (
     CheckpointEntry,
+    age_matters,
     fencing_candidates,
     orphans_to_delete,
     plan_prune,
     scan,
 )
+from objstore.checkpoint._quarantine import quarantined_ids
 from objstore.checkpoint._sidecar import (
     HEADER,
     EncodedState,
@@ -62,6 +70,7 @@ from objstore.checkpoint._sidecar import (
     verify_sidecar,
 )
 from objstore.checkpoint._streamed_sidecar import RANGE_SIZE, Progress, check_sidecar, no_progress
+from objstore.checkpoint._updates import merge_update
 from objstore.errors import (
     AlreadyExistsError,
     CheckpointConflict,
@@ -99,6 +108,13 @@ STREAMED_VALIDATION_THRESHOLD = 64 * 1024 * 1024
 LOOKAHEAD_KEYS = 16
 """How many keys after the pointer's checkpoint one listing checks for newer commits."""
 PARALLEL_READS = 16
+UPDATE_ATTEMPTS = 100
+"""Compare-and-swaps :meth:`AsyncCheckpointStore.update_manifest` tries before giving up."""
+NEVER_COMMITTED = "no manifest (never committed)"
+"""The reason a recovery walk gives for a directory without a manifest."""
+RELIST_ATTEMPTS = 5
+"""Listings a reader walks before concluding that nothing is valid while checkpoints keep
+vanishing under it (a concurrent prune); then it raises instead of reporting a fresh start."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,12 +175,19 @@ class AsyncCheckpointStore(AsyncClosing):
         vnode_count: the vnode count manifests are expected to carry; a mismatch is
             reported as a validation warning.
         compression_level: zstd level for ``state.bin`` frames.
-        orphan_grace_seconds: an uncommitted sidecar younger than this is presumed to
-            belong to a live writer and is left alone by :meth:`cleanup_orphans`.
+        orphan_grace_seconds: an uncommitted sidecar younger than this *by the store's
+            clock* is presumed to belong to a live writer and is left alone by
+            :meth:`cleanup_orphans`; a save refuses to commit state staged longer than half
+            of it (see :mod:`objstore.checkpoint._clock`). Janitors must use a grace at
+            least as long as the writers'.
         chunks_in_flight: how many state chunks are compressed/uploaded (and frames
             decompressed) at once; bounds the memory a streamed save holds. Default
             :func:`default_chunks_in_flight`.
-        clock: seconds since the epoch (injectable for tests).
+        clock: a monotonic clock in seconds, used only for durations (how long a save's
+            sidecar has waited for its commit), never compared with the store's times.
+        store_clock: the store's current time, for orphan ages (default
+            :func:`~objstore.checkpoint._clock.read_store_clock`: the mtime the store stamps
+            on a marker written for the purpose).
     """
 
     def __init__(
@@ -179,7 +202,8 @@ class AsyncCheckpointStore(AsyncClosing):
         compression_level: int = 3,
         orphan_grace_seconds: float = 3600.0,
         chunks_in_flight: int | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+        store_clock: StoreClock | None = None,
     ) -> None:
         if max_retained is not None and max_retained < 1:
             raise ValueError("max_retained must be at least 1")
@@ -199,8 +223,10 @@ class AsyncCheckpointStore(AsyncClosing):
         self.orphan_grace_seconds = orphan_grace_seconds
         self.chunks_in_flight = chunks_in_flight or default_chunks_in_flight()
         self._clock = clock
+        self._store_clock = store_clock
         self._pointer: tuple[int | None, str] | None = None
         self._staged: dict[int, tuple[EncodedState, str, str]] = {}
+        self._sidecar_started: dict[str, float] = {}  # writer nonce -> clock() before its write
 
     @property
     def vnode_count(self) -> int:
@@ -235,8 +261,10 @@ class AsyncCheckpointStore(AsyncClosing):
             # Definitely not ours any more; anything else (an outage, a cancellation) keeps
             # the staged sidecar so a retried save commits *with* its state.
             self._staged.pop(manifest.checkpoint_id, None)
+            self._sidecar_started.pop(nonce, None)
             raise
         self._staged.pop(manifest.checkpoint_id, None)
+        self._sidecar_started.pop(nonce, None)
         return committed
 
     async def save_with_state(
@@ -252,7 +280,10 @@ class AsyncCheckpointStore(AsyncClosing):
         _check_manifest(manifest)
         chunks = iter_chunks(state)
         encoded, nonce, version = await self._write_sidecar(manifest, chunks)
-        return await self._commit(manifest, encoded, nonce, version)
+        try:
+            return await self._commit(manifest, encoded, nonce, version)
+        finally:
+            self._sidecar_started.pop(nonce, None)
 
     async def save_state_data(
         self, checkpoint_id: int, chunks: StateInput, *, epoch: int = 0
@@ -278,6 +309,7 @@ class AsyncCheckpointStore(AsyncClosing):
         bounded by the encoder's window plus what the transport holds in flight.
         """
         nonce = os.urandom(16)
+        started = self._clock()  # before any request: no later than the sidecar's mtime
         encoder = SidecarEncoder(
             manifest.checkpoint_id,
             manifest.epoch,
@@ -306,6 +338,7 @@ class AsyncCheckpointStore(AsyncClosing):
             raise await self._conflict(manifest, exc, what="state.bin") from exc
         finally:
             await pieces.aclose()  # cancels compressions still in flight after a failure
+        self._sidecar_started[nonce.hex()] = started
         return encoder.result(), nonce.hex(), version
 
     async def _commit(
@@ -324,6 +357,9 @@ class AsyncCheckpointStore(AsyncClosing):
         writer_nonce = nonce or os.urandom(16).hex()
         stored = StoredManifest(final, writer_nonce, nonce, revision=0)
         key = manifest_key(manifest.checkpoint_id)
+        started = self._sidecar_started.get(nonce) if nonce is not None else None
+        if started is not None and state_version is not None:
+            await self._refuse_if_staged_too_long(manifest.checkpoint_id, started, state_version)
         try:
             manifest_version = await self.backend.put_if_absent(key, encode_manifest(stored))
         except AlreadyExistsError as exc:
@@ -332,12 +368,61 @@ class AsyncCheckpointStore(AsyncClosing):
                 with contextlib.suppress(PreconditionFailedError):
                     await self.backend.delete(state_key(manifest.checkpoint_id), state_version)
             raise await self._conflict(manifest, exc, what="manifest.json") from exc
+        if started is not None and state_version is not None:
+            await self._withdraw_if_late(
+                manifest.checkpoint_id, started, manifest_version, state_version
+            )
         newer = await self._advance_pointer(manifest.checkpoint_id, manifest.epoch)
         if newer is not None:
             raise await self._retract(manifest, manifest_version, state_version, newer)
         if self.max_retained is not None:
             await self._prune(self.max_retained, known_valid=manifest.checkpoint_id)
         return final
+
+    async def _refuse_if_staged_too_long(
+        self, checkpoint_id: int, started: float, state_version: str
+    ) -> None:
+        """Refuse to commit a sidecar that a janitor may be about to delete (its write began
+        half the grace period ago or more): delete it, so the id can be staged again, and
+        raise :class:`PreconditionFailedError`. Why this keeps a returned save whole:
+        :mod:`objstore.checkpoint._clock`."""
+        elapsed = self._clock() - started
+        if not staged_too_long(elapsed, self.orphan_grace_seconds):
+            return
+        if await self.backend.exists(manifest_key(checkpoint_id)):
+            # Committed already: by an earlier attempt of this save (no janitor takes a
+            # committed sidecar, and the commit path recognises its own) or by another
+            # writer (the create below conflicts). Either way the sidecar is not ours to drop.
+            return
+        with contextlib.suppress(PreconditionFailedError):
+            await self.backend.delete(state_key(checkpoint_id), state_version)
+        raise PreconditionFailedError(
+            state_key(checkpoint_id),
+            f"checkpoint {checkpoint_id}: its state was written {elapsed:.0f} s ago, at least "
+            f"half the orphan grace period ({self.orphan_grace_seconds:.0f} s), so a janitor "
+            "may delete it; nothing was committed: stage the state again and save",
+        )
+
+    async def _withdraw_if_late(
+        self, checkpoint_id: int, started: float, manifest_version: str, state_version: str
+    ) -> None:
+        """After the manifest landed: if it landed so long after the sidecar's write began
+        that a janitor may have deleted the sidecar, withdraw our manifest, then our sidecar
+        (each only if still ours), and raise :class:`PreconditionFailedError`."""
+        elapsed = self._clock() - started
+        if not commit_too_late(elapsed, self.orphan_grace_seconds):
+            return
+        try:
+            await self.backend.delete(manifest_key(checkpoint_id), manifest_version)
+            await self.backend.delete(state_key(checkpoint_id), state_version)
+        except (PreconditionFailedError, TransientStorageError) as exc:
+            logger.warning("could not withdraw late checkpoint %d: %s", checkpoint_id, exc)
+        raise PreconditionFailedError(
+            manifest_key(checkpoint_id),
+            f"checkpoint {checkpoint_id}: the manifest landed {elapsed:.0f} s after its state "
+            f"was written (orphan grace {self.orphan_grace_seconds:.0f} s), so a janitor may "
+            "have deleted the state; the commit was withdrawn: stage the state again and save",
+        )
 
     async def _conflict(
         self, manifest: CheckpointManifest, cause: Exception, *, what: str
@@ -502,7 +587,12 @@ class AsyncCheckpointStore(AsyncClosing):
             )
             if not newer and window_complete and loaded is not None:
                 return loaded
-        entries = scan(await self.backend.list(CHECKPOINTS))
+        return await _until_settled(self._entries, self._newest_readable, lambda m: m is None)
+
+    async def _newest_readable(
+        self, entries: dict[int, CheckpointEntry]
+    ) -> CheckpointManifest | None:
+        """The newest readable manifest of one listing (``None``: none)."""
         for checkpoint_id in sorted(entries, reverse=True):
             if entries[checkpoint_id].committed:
                 manifest = await self._try_load(checkpoint_id)
@@ -649,32 +739,43 @@ class AsyncCheckpointStore(AsyncClosing):
     # -- updating ------------------------------------------------------------------------------
 
     async def update_manifest(self, manifest: CheckpointManifest) -> CheckpointManifest:
-        """Compare-and-swap the sink statuses, sink epochs, watermark and metadata of an
-        existing checkpoint; everything else (checksums, index, offsets) is kept as stored.
+        """Merge the sink statuses, sink epochs, watermark and metadata of ``manifest`` into
+        the stored checkpoint by compare-and-swap; return the manifest as stored.
 
-        Raises ``NotFoundError`` if the checkpoint does not exist, ``ValueError`` if the
-        epoch differs from the stored one, and ``PreconditionFailedError`` if another update
-        landed since it was read (re-read and retry; nothing is clobbered).
+        ``manifest`` may be an older copy: a sink's status only moves forward (``pending`` <
+        ``failed`` < ``committed``), epochs and the watermark only grow, metadata keys are
+        added or replaced, never removed (:mod:`objstore.checkpoint._updates`), so two
+        committers that loaded it earlier both keep their transition. A lost compare-and-swap
+        is re-read and merged again. Everything else (checksums, index, offsets) is kept.
+        Costs one GET and one PUT (none when nothing changes).
+
+        Raises ``NotFoundError`` if the checkpoint does not exist (or was pruned meanwhile),
+        ``CorruptionError`` if its manifest is unreadable, ``ValueError`` if the epoch differs
+        from the stored one, and ``PreconditionFailedError`` if
+        :data:`UPDATE_ATTEMPTS` compare-and-swaps in a row lost to other updaters.
         """
         _check_manifest(manifest)
         key = manifest_key(manifest.checkpoint_id)
-        data, version = await self.backend.get(key)
-        stored = decode_manifest(data, key=key, expected_id=manifest.checkpoint_id)
-        if stored.manifest.epoch != manifest.epoch:
-            raise ValueError(
-                f"checkpoint {manifest.checkpoint_id} has epoch {stored.manifest.epoch}; "
-                f"update_manifest cannot change it to {manifest.epoch}"
-            )
-        updated = dataclasses.replace(
-            stored.manifest,
-            sink_commit_statuses=dict(manifest.sink_commit_statuses),
-            sink_epochs=dict(manifest.sink_epochs),
-            watermark=manifest.watermark,
-            metadata=dict(manifest.metadata),
+        for _ in range(UPDATE_ATTEMPTS):
+            data, version = await self.backend.get(key)
+            stored = decode_manifest(data, key=key, expected_id=manifest.checkpoint_id)
+            if stored.manifest.epoch != manifest.epoch:
+                raise ValueError(
+                    f"checkpoint {manifest.checkpoint_id} has epoch {stored.manifest.epoch}; "
+                    f"update_manifest cannot change it to {manifest.epoch}"
+                )
+            updated = merge_update(stored.manifest, manifest)
+            if updated == stored.manifest:
+                return updated
+            new_stored = dataclasses.replace(stored, manifest=updated, revision=stored.revision + 1)
+            try:
+                await self.backend.put_if_match(key, encode_manifest(new_stored), version)
+            except PreconditionFailedError:
+                continue  # another update landed: merge into it
+            return updated
+        raise PreconditionFailedError(
+            key, f"checkpoint {manifest.checkpoint_id}: the manifest keeps changing under updates"
         )
-        new_stored = dataclasses.replace(stored, manifest=updated, revision=stored.revision + 1)
-        await self.backend.put_if_match(key, encode_manifest(new_stored), version)
-        return updated
 
     # -- validation and recovery ---------------------------------------------------------------
 
@@ -756,15 +857,22 @@ class AsyncCheckpointStore(AsyncClosing):
 
         Every checkpoint passed over is reported with its reason, including uncommitted
         directories newer than the one chosen. ``chosen_id is None`` means nothing valid
-        exists (a fresh start is then correct).
+        exists (a fresh start is then correct): a walk that found nothing valid is confirmed
+        by a second listing, and walked again if the committed checkpoints changed meanwhile
+        (a concurrent prune deleted what the first listing named). Raises
+        :class:`TransientStorageError` if they keep changing for :data:`RELIST_ATTEMPTS`
+        listings, rather than report a fresh start that may be false.
         """
-        entries = await self._entries()
+        return await _until_settled(self._entries, self._walk, lambda r: r.chosen_id is None)
+
+    async def _walk(self, entries: dict[int, CheckpointEntry]) -> RecoveryReport:
+        """The backward walk of :meth:`recover_latest_validated` over one listing."""
         examined: list[int] = []
         skipped: list[tuple[int, str]] = []
         for checkpoint_id in sorted(entries, reverse=True):
             examined.append(checkpoint_id)
             if not entries[checkpoint_id].committed:
-                skipped.append((checkpoint_id, "no manifest (never committed)"))
+                skipped.append((checkpoint_id, NEVER_COMMITTED))
                 continue
             result, manifest = await self._validate(checkpoint_id)
             if result.valid:
@@ -812,14 +920,22 @@ class AsyncCheckpointStore(AsyncClosing):
         return doomed
 
     async def plan_cleanup_orphans(self, grace_seconds: float | None = None) -> list[int]:
-        """The uncommitted checkpoint ids :meth:`cleanup_orphans` would delete now."""
-        return (await self._plan_orphans(grace_seconds))[1]
+        """The uncommitted checkpoint ids :meth:`cleanup_orphans` would delete now; writes
+        nothing, so ages are judged against the newest mtime listed (a lower bound of the
+        store's time): it may name fewer ids than the cleanup deletes, never more."""
+        return (await self._plan_orphans(grace_seconds, writes=False))[1]
 
     async def _plan_orphans(
-        self, grace_seconds: float | None
+        self, grace_seconds: float | None, *, writes: bool = True
     ) -> tuple[dict[int, CheckpointEntry], list[int]]:
+        """The listing and the orphans to delete. Ages are judged by the store's clock,
+        read (one marker PUT + HEAD, unless ``writes`` is false) only when some orphan's
+        fate depends on its age; quarantined ids (one listing, only when orphans exist)
+        are never doomed."""
         grace = self.orphan_grace_seconds if grace_seconds is None else grace_seconds
         entries = await self._entries()
+        if all(entry.committed for entry in entries.values()):
+            return entries, []
         candidates = fencing_candidates(entries)
         newest_epoch: int | None = None
         orphan_epochs: dict[int, int | None] = {}
@@ -828,14 +944,33 @@ class AsyncCheckpointStore(AsyncClosing):
             newest_epoch = await self._epoch_of(newest)
             epochs = await _gather_bounded(self._orphan_epoch(cid) for cid in candidates)
             orphan_epochs = dict(zip(candidates, epochs, strict=True))
-        doomed = orphans_to_delete(
-            entries,
-            now=self._clock(),
-            grace_seconds=grace,
-            newest_committed_epoch=newest_epoch,
-            orphan_epochs=orphan_epochs,
-        )
+        kept = await quarantined_ids(self.backend)
+
+        def plan(store_now: float | None) -> list[int]:
+            return orphans_to_delete(
+                entries,
+                now=store_now,
+                grace_seconds=grace,
+                newest_committed_epoch=newest_epoch,
+                orphan_epochs=orphan_epochs,
+                kept=kept,
+            )
+
+        doomed = plan(None)
+        if age_matters(entries, {*doomed, *kept}):
+            doomed = plan(await self._store_now(entries, writes=writes))
         return entries, doomed
+
+    async def _store_now(
+        self, entries: dict[int, CheckpointEntry], *, writes: bool
+    ) -> float | None:
+        """The store's time: the injected ``store_clock``, else a marker's mtime, or without
+        ``writes`` the newest mtime in ``entries`` (a lower bound)."""
+        if self._store_clock is not None:
+            return await self._store_clock()
+        if writes:
+            return await read_store_clock(self.backend)
+        return max((e.newest_mtime for e in entries.values() if e.newest_mtime), default=None)
 
     async def _orphan_epoch(self, checkpoint_id: int) -> int | None:
         """The epoch in an orphan's sidecar header (one ranged read); ``None`` if none."""
@@ -854,10 +989,28 @@ class AsyncCheckpointStore(AsyncClosing):
         for checkpoint_id in doomed:
             if await self.backend.exists(manifest_key(checkpoint_id)):
                 continue  # committed since the listing: no longer an orphan
-            for key in entries[checkpoint_id].keys:
-                await self.backend.delete(key)
+            try:
+                for info in entries[checkpoint_id].objects:
+                    await self.backend.delete(info.key, await self._judged_version(info))
+            except PreconditionFailedError:
+                continue  # rewritten since the listing (a writer staged the freed id anew)
             deleted += 1
         return deleted
+
+    async def _judged_version(self, info: ObjectInfo) -> str:
+        """The version of the object the listing showed, for a conditional delete: an
+        object rewritten since (another janitor deleted it and a writer staged the freed id
+        again) is not the one judged, and must not be taken. A listing without versions (a
+        local directory) costs one HEAD, and a changed mtime counts as rewritten."""
+        if info.version is not None:
+            return info.version
+        try:
+            now = await self.backend.head(info.key)
+        except NotFoundError as exc:
+            raise PreconditionFailedError(info.key, "deleted since the listing") from exc
+        if now.mtime != info.mtime or now.version is None:
+            raise PreconditionFailedError(info.key, "rewritten since the listing")
+        return now.version
 
     async def close(self) -> None:
         """Close the backend's connections."""
@@ -868,6 +1021,32 @@ class AsyncCheckpointStore(AsyncClosing):
         ids = await self.list_ids()
         manifests = await _gather_bounded(self._try_load(cid) for cid in ids)
         return [(m.checkpoint_id, m.epoch) for m in manifests if m is not None]
+
+
+async def _until_settled(
+    listing: Callable[[], Awaitable[dict[int, CheckpointEntry]]],
+    walk: Callable[[dict[int, CheckpointEntry]], Awaitable[_T]],
+    found_nothing: Callable[[_T], bool],
+) -> _T:
+    """``walk`` over a listing; when it found nothing although the listing had committed
+    checkpoints, list again and walk again while the committed ids changed in between (a
+    concurrent prune removed what was listed while a newer checkpoint committed). "Nothing"
+    stands only when a listing taken *after* the walk names the same committed ids, so a
+    reader never reports a fresh start from a listing that was out of date. Raises
+    :class:`TransientStorageError` after :data:`RELIST_ATTEMPTS` unsettled listings."""
+    entries = await listing()
+    for _ in range(RELIST_ATTEMPTS):
+        result = await walk(entries)
+        committed = {cid for cid, entry in entries.items() if entry.committed}
+        if not found_nothing(result) or not committed:
+            return result
+        entries = await listing()
+        if {cid for cid, entry in entries.items() if entry.committed} == committed:
+            return result
+    raise TransientStorageError(
+        f"checkpoints kept vanishing while reading {CHECKPOINTS}/ ({RELIST_ATTEMPTS} listings; "
+        "a prune or gc is running?): retry"
+    )
 
 
 async def _chain(head: collections.deque[bytes], rest: Any) -> Any:
@@ -901,7 +1080,8 @@ class CheckpointStore(StoreFacade[AsyncCheckpointStore]):
         compression_level: int = 3,
         orphan_grace_seconds: float = 3600.0,
         chunks_in_flight: int | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+        store_clock: StoreClock | None = None,
     ) -> None:
         super().__init__(
             AsyncCheckpointStore(
@@ -915,6 +1095,7 @@ class CheckpointStore(StoreFacade[AsyncCheckpointStore]):
                 orphan_grace_seconds=orphan_grace_seconds,
                 chunks_in_flight=chunks_in_flight,
                 clock=clock,
+                store_clock=store_clock,
             )
         )
 

@@ -19,6 +19,7 @@ from objstore.checkpoint import (
     PointerRepair,
     copy_checkpoint_async,
     plan_pointer_repair,
+    quarantine_invalid_async,
     read_pointer_async,
     repair_pointer_async,
 )
@@ -108,8 +109,11 @@ async def recover(store: AsyncCheckpointStore, *, repair: bool, dry_run: bool) -
         }
     plan = plan_pointer_repair(pointer, report)
     repair_doc = _repair_document(plan, dry_run=dry_run)
+    quarantined = []
     if repair and not dry_run:
         repair_doc["applied"] = await _apply(store, plan)
+        # Readers must stop returning what the walk found invalid, not only the pointer.
+        quarantined = await quarantine_invalid_async(store, report)
     document = {
         "url": store.url,
         "chosen_id": report.chosen_id,
@@ -119,6 +123,7 @@ async def recover(store: AsyncCheckpointStore, *, repair: bool, dry_run: bool) -
         "skipped": [{"id": cid, "reason": reason} for cid, reason in report.skipped],
         "latest": pointer_document(pointer, validity, report.chosen_id),
         "repair": repair_doc,
+        "quarantined": [{"id": q.checkpoint_id, "reason": q.reason} for q in quarantined],
     }
     return Outcome(document, ExitCode.INVALID if report.chosen_id is None else ExitCode.OK)
 
@@ -158,6 +163,8 @@ def render_recover(console: Console, document: dict[str, Any]) -> None:
             table.add_row(str(item["id"]), Text(item["reason"], style="red"))
         console.print(table)
     console.print(pointer_line(document["latest"]))
+    for item in document["quarantined"]:
+        console.print(Text(f"quarantined {item['id']}: {item['reason']}", style="yellow"))
     repair = document["repair"]
     if not repair["needed"]:
         console.print(f"repair: not needed ({repair['reason']})")
@@ -189,7 +196,9 @@ def recover_command(
     """Report what a restart would restore (recover_latest_validated) and what it skipped.
 
     With --repair, latest.txt is moved to the newest valid checkpoint: forward always, and
-    backward only off a checkpoint found invalid or missing. Exit 1 when nothing is valid.
+    backward only off a checkpoint found invalid or missing, and the invalid checkpoints
+    newer than it are quarantined (manifest moved to quarantine/, sidecar kept) so readers
+    stop returning them. Exit 1 when nothing is valid.
     """
 
     async def work(options: dict[str, Any], progress: ByteProgress) -> Outcome:
