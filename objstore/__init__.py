@@ -37,6 +37,7 @@ from objstore.errors import (
     NotSupportedError,
     ObjstoreError,
     PreconditionFailedError,
+    StoreNotFoundError,
     TransientStorageError,
 )
 from objstore.kv import AsyncKVStore, KVBatch, KVStore
@@ -92,6 +93,7 @@ __all__ = [
     "ObjstoreError",
     "PreconditionFailedError",
     "RetryPolicy",
+    "StoreNotFoundError",
     "TransientStorageError",
     "copy_checkpoint",
     "copy_checkpoint_async",

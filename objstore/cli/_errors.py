@@ -19,6 +19,7 @@ from objstore.errors import (
     NotFoundError,
     NotSupportedError,
     PreconditionFailedError,
+    StoreNotFoundError,
     TransientStorageError,
 )
 
@@ -53,6 +54,8 @@ def classify_error(exc: BaseException) -> tuple[ExitCode, str] | None:
     """The exit code and one-line message for an expected failure; ``None`` for a bug."""
     if isinstance(exc, CliError):
         return exc.code, exc.message
+    if isinstance(exc, StoreNotFoundError):
+        return ExitCode.STORAGE, f"store not found: {exc}"
     if isinstance(exc, FencedError):
         return ExitCode.CONFLICT, f"fenced: {exc}"
     if isinstance(exc, PreconditionFailedError | AlreadyExistsError):

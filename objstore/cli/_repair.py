@@ -315,7 +315,7 @@ def cp_command(
         dst_options = {**options, **parse_storage_options(dst_option or [])}
         async with (
             open_store(src_url, src_options) as src,
-            open_store(dst_url, dst_options) as dst,
+            open_store(dst_url, dst_options, create=True) as dst,
         ):
             return await copy_checkpoints(src, dst, list(ids or []), all_=all_, progress=progress)
 

@@ -31,10 +31,20 @@ PARALLEL = 4
 
 
 @contextlib.asynccontextmanager
-async def open_store(url: str, options: dict[str, Any]) -> AsyncIterator[AsyncCheckpointStore]:
-    """The checkpoint store at ``url``, closed (quietly) afterwards."""
+async def open_store(
+    url: str, options: dict[str, Any], *, create: bool = False
+) -> AsyncIterator[AsyncCheckpointStore]:
+    """The checkpoint store at ``url``, closed (quietly) afterwards.
+
+    Unless ``create`` (the command writes and may start a new store, like a copy's
+    destination), the store must exist: a missing bucket or root directory raises
+    :class:`~objstore.errors.StoreNotFoundError` and a path that can never hold a store
+    ``ValueError``, instead of reading as an empty store.
+    """
     store = AsyncCheckpointStore(url, storage_options=options)
     try:
+        if not create:
+            await store.backend.check_root()
         yield store
     finally:
         with contextlib.suppress(Exception):
