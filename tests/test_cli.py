@@ -478,17 +478,22 @@ def test_prune_dry_run_then_prune(url: str) -> None:
     before = snapshot(url)
     code, doc = invoke_json("prune", url, "--keep", "1", "--dry-run")
     assert code == 0
-    assert doc["deleted"] == [1, 2, 4]
+    assert (doc["planned"], doc["deleted"]) == ([1, 2, 4], [])
     assert doc["kept"] == [3, 5]
     assert doc["newest_valid_id"] == 3
     assert doc["deleted_count"] == 0
     assert snapshot(url) == before
     code, doc = invoke_json("prune", url, "--keep", "1")
-    assert (code, doc["deleted"], doc["deleted_count"]) == (0, [1, 2, 4], 3)
+    assert (code, doc["planned"], doc["deleted"], doc["deleted_count"]) == (
+        0,
+        [1, 2, 4],
+        [1, 2, 4],
+        3,
+    )
     _, listing = invoke_json("ls", url)
     assert [row["id"] for row in listing["checkpoints"]] == [3, 5, 6]
     code, doc = invoke_json("prune", url, "--keep", "5")
-    assert (code, doc["deleted"]) == (0, [])
+    assert (code, doc["planned"], doc["deleted"]) == (0, [], [])
 
 
 def test_prune_refuses_without_a_valid_checkpoint(tmp_path: Path) -> None:
@@ -516,9 +521,9 @@ def test_gc_respects_the_grace_period(url: str) -> None:
     assert code == 0
     assert doc["grace_seconds"] == 3600
     assert [(o["id"], o["eligible"]) for o in doc["orphans"]] == [(3, False)]
-    assert doc["deleted"] == []
+    assert (doc["planned"], doc["deleted"]) == ([], [])
     code, doc = invoke_json("gc", url, "--grace", "0s", "--dry-run")
-    assert doc["deleted"] == [3]
+    assert (doc["planned"], doc["deleted"]) == ([3], [])
     assert doc["deleted_count"] == 0
     assert snapshot(url) == before
     code, doc = invoke_json("gc", url, "--grace", "0")

@@ -8,18 +8,30 @@ Helpers and the S3/GCS fixtures are shared with ``tests/test_cli.py``.
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
-from objstore import open_backend
-from objstore.checkpoint import AsyncCheckpointStore
-from objstore.errors import NotFoundError, ObjstoreError, StoreNotFoundError
+from objstore import CheckpointManifest, CheckpointStore, cli, open_backend
+from objstore.backends import MemoryTransport
+from objstore.checkpoint import LATEST, AsyncCheckpointStore, manifest_key, state_key
+from objstore.cli import _list, _output
+from objstore.codec import parse_json
+from objstore.errors import CorruptionError, NotFoundError, ObjstoreError, StoreNotFoundError
 from tests.test_cli import (
+    damaged_store,
     invoke,
     invoke_json,
+    name,
     one_error_line,
+    put_raw,
+    runner,
     save,
 )
 
@@ -163,3 +175,191 @@ def test_an_invalid_gcs_bucket_name_is_a_usage_error(gcs_emulator: object) -> No
 def test_a_valid_unusual_s3_bucket_name_is_accepted(moto_server: str) -> None:
     result = invoke("ls", "s3://my.bucket-1/root")  # valid, just not there
     assert result.exit_code == 5
+
+
+# -- 5. prune and gc: ranges for people, full lists for scripts, planned apart from deleted ---
+
+
+def test_ranges_text() -> None:
+    assert _output.ranges_text([]) == "-"
+    assert _output.ranges_text([7]) == "7"
+    assert _output.ranges_text([1, 2]) == "1, 2"
+    assert _output.ranges_text([*range(1, 9999), 10_000]) == "1\u20139,998, 10,000"
+    assert _output.ranges_text([5, 1, 3, 2, 9, 10, 11]) == "1\u20133, 5, 9\u201311"
+
+
+def test_prune_summarises_ranges_and_names_planned_apart_from_deleted() -> None:
+    url = f"memory://prune-ranges-{os.getpid()}"
+    store = CheckpointStore(url)
+    for checkpoint_id in [*range(1, 1200), 1201, 1202]:
+        store.save(CheckpointManifest(checkpoint_id=checkpoint_id, epoch=1))
+    store.close()
+    try:
+        code, doc = invoke_json("prune", url, "--keep", "1", "--dry-run")
+        doomed = [*range(1, 1200), 1201]
+        assert code == 0
+        assert (doc["planned"], doc["deleted"], doc["deleted_count"]) == (doomed, [], 0)
+        human = invoke("prune", url, "--keep", "1", "--dry-run")
+        assert "would delete 1,200 checkpoints: 1\u20131,199, 1,201" in human.stdout
+        assert max(len(line) for line in human.stdout.splitlines()) < 120
+        human = invoke("prune", url, "--keep", "1")
+        assert human.exit_code == 0
+        assert "deleted 1,200 checkpoints: 1\u20131,199, 1,201" in human.stdout
+        assert "kept 1: 1,202" in human.stdout
+        code, doc = invoke_json("ls", url)
+        assert [row["id"] for row in doc["checkpoints"]] == [1202]
+    finally:
+        MemoryTransport.discard(url.removeprefix("memory://"))
+
+
+def test_prune_json_lists_what_was_deleted(tmp_path: Path) -> None:
+    url = str(tmp_path / "store")
+    save(url, 1, 2, 3)
+    code, doc = invoke_json("prune", url, "--keep", "1")
+    assert (code, doc["planned"], doc["deleted"], doc["deleted_count"]) == (0, [1, 2], [1, 2], 2)
+    assert doc["kept"] == [3]
+
+
+def test_gc_json_names_planned_apart_from_deleted(tmp_path: Path) -> None:
+    url = str(tmp_path / "store")
+    save(url, 1)
+    put_raw(url, state_key(2), b"lost writer")
+    save(url, 3)
+    code, doc = invoke_json("gc", url, "--dry-run")
+    assert (code, doc["planned"], doc["deleted"], doc["deleted_count"]) == (0, [2], [], 0)
+    assert "would delete 1 orphaned" in invoke("gc", url, "--dry-run").stdout
+    code, doc = invoke_json("gc", url)
+    assert (code, doc["planned"], doc["deleted"], doc["deleted_count"]) == (0, [2], [2], 1)
+
+
+# -- 6. a narrow terminal never loses the status ---------------------------------------------
+
+
+@pytest.mark.parametrize("width", [60, 40, 80, 200])
+def test_ls_keeps_the_status_on_a_narrow_terminal(width: int, tmp_path: Path) -> None:
+    url = str(tmp_path / "store")
+    damaged_store(url)
+    code, doc = invoke_json("ls", url)
+    result = runner.invoke(cli.app, ["ls", url], env={"COLUMNS": str(width)})
+    assert result.exit_code == code == 1
+    lines = result.stdout.splitlines()
+    table = [line for line in lines if "│" in line or "┃" in line]  # text lines soft-wrap
+    assert table
+    assert max(len(line) for line in table) <= width
+    statuses = {"pending_sinks": "valid", "corrupt": "corrupt", "orphan": "orphan"}
+    for row in doc["checkpoints"]:
+        first = [line for line in lines if _first_number(line) == str(row["id"])]
+        assert first, (row["id"], result.stdout)
+        assert statuses.get(row["status"], row["status"]) in first[0], (row["id"], result.stdout)
+    console = Console(width=60, record=True)
+    _list.render_ls(console, doc)
+    assert "corrupt" in console.export_text()
+
+
+def _first_number(line: str) -> str | None:
+    """The first cell of a table line that is a number (the id column)."""
+    for token in line.replace("│", " ").split():
+        if token.isdigit():
+            return token
+        if token != "→":
+            return None
+    return None
+
+
+# -- 7. what operators and scripts were told wrong --------------------------------------------
+
+
+def test_ls_into_a_closed_pipe_exits_with_the_stores_code(tmp_path: Path) -> None:
+    url = str(tmp_path / "store")
+    save(url, 1, 2)
+    for extra in ([], ["--json"]):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "objstore", "ls", url, *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        )
+        assert process.stdout is not None
+        assert process.stderr is not None
+        process.stdout.close()  # like `| head` that has already read what it wanted
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=120) == 0, stderr
+        assert stderr == ""
+
+
+def test_ls_into_head_in_a_shell(tmp_path: Path) -> None:
+    url = str(tmp_path / "store")
+    save(url, *range(1, 30))
+    done = subprocess.run(
+        ["bash", "-c", f'set -o pipefail; "{sys.executable}" -m objstore ls "{url}" | head -n 1'],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Store ")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["demo", "--events", "99999999999999999999"],
+        ["demo", "--events", "100", "--every", "99999999999999999999"],
+        ["demo", "--events", "10000000", "--every", "1"],  # ten million checkpoints
+        ["demo", "--seed", "-1"],
+        ["demo", "--seed", str(2**64)],
+        ["prune", "MISSING", "--keep", str(2**64)],
+    ],
+)
+def test_numeric_options_are_range_checked(args: list[str], tmp_path: Path) -> None:
+    args = [str(tmp_path / "store") if arg == "MISSING" else arg for arg in args]
+    done = subprocess.run(
+        [sys.executable, "-m", "objstore", *args, str(tmp_path / "demo")][: len(args) + 3],
+        capture_output=True,
+        text=True,
+        timeout=60,  # unchecked, the demo would run "forever"
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "demo").exists()
+
+
+def test_json_errors_never_say_at_at(tmp_path: Path) -> None:
+    with pytest.raises(CorruptionError) as caught:
+        parse_json(b'{"a": "unterminated', key="k")
+    assert " at at " not in str(caught.value)
+    assert "at character" in str(caught.value)
+    url = str(tmp_path / "store")
+    save(url, 1, 2)
+    put_raw(url, manifest_key(2), b'"unterminated')
+    _, doc = invoke_json("ls", url)
+    assert "at at" not in doc["checkpoints"][1]["reason"]
+
+
+def test_show_never_prints_none(tmp_path: Path) -> None:
+    url = str(tmp_path / "store")
+    save(url, 1)  # no watermark
+    result = invoke("show", url)
+    assert result.exit_code == 0
+    assert "None" not in result.stdout
+    assert re.search(r"watermark\s+-", result.stdout)
+
+
+def test_the_arrow_legend_only_with_an_arrow(tmp_path: Path) -> None:
+    url = str(tmp_path / "store")
+    save(url, 1, 2)
+    assert "(→ in the table)" in invoke("ls", url).stdout
+    put_raw(url, LATEST, name(9).encode())  # dangling: no row has the arrow
+    result = invoke("ls", url)
+    assert "→" not in result.stdout
+    backend = open_backend(url)
+    backend.delete(LATEST)
+    backend.close()
+    result = invoke("ls", url)
+    assert "latest.txt does not exist" in result.stdout
+    assert "→" not in result.stdout
