@@ -13,6 +13,7 @@ import pickle
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,19 +21,33 @@ from rich.console import Console
 
 from objstore import CheckpointManifest, CheckpointStore, cli, open_backend
 from objstore.backends import MemoryTransport
-from objstore.checkpoint import LATEST, AsyncCheckpointStore, manifest_key, state_key
+from objstore.checkpoint import (
+    LATEST,
+    AsyncCheckpointStore,
+    Removal,
+    manifest_key,
+    remove_checkpoints,
+    remove_checkpoints_async,
+    state_key,
+)
 from objstore.cli import _list, _output
 from objstore.codec import parse_json
 from objstore.errors import CorruptionError, NotFoundError, ObjstoreError, StoreNotFoundError
+from objstore.testing import SimulatedCrash
+from tests.checkpoint_helpers import faulty_store
+from tests.conftest import make_store_url
 from tests.test_cli import (
     damaged_store,
+    flip_state_byte,
     invoke,
     invoke_json,
     name,
     one_error_line,
+    pointer,
     put_raw,
     runner,
     save,
+    snapshot,
 )
 
 # -- 1. a missing bucket is a storage error (5), never "nothing valid" (1) ----------------------
@@ -363,3 +378,171 @@ def test_the_arrow_legend_only_with_an_arrow(tmp_path: Path) -> None:
     result = invoke("ls", url)
     assert "latest.txt does not exist" in result.stdout
     assert "→" not in result.stdout
+
+
+# -- 8. objstore rm and remove_checkpoints -----------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "file", "s3"])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh store on memory, a local directory and moto S3."""
+    url = make_store_url(request.param, request, tmp_path)
+    yield url
+    if url.startswith("memory://"):
+        MemoryTransport.discard(url.removeprefix("memory://"))
+
+
+def _keys(url: str, checkpoint_id: int) -> set[str]:
+    return {key for key in snapshot(url) if f"{checkpoint_id:020d}" in key}
+
+
+def test_remove_a_corrupt_newest_checkpoint(any_url: str) -> None:
+    save(any_url, 1, 2, 3)
+    flip_state_byte(any_url, 3)  # the newest is corrupt; latest.txt names it
+    store = CheckpointStore(any_url)
+    try:
+        before = snapshot(any_url)
+        plan = remove_checkpoints(store, [3], dry_run=True)
+        assert (plan.planned, plan.removed, plan.refused) == ((3,), (), None)
+        assert (plan.newest_valid_id, plan.pointer_before.checkpoint_id) == (2, 3)
+        assert plan.pointer_repair is None
+        assert snapshot(any_url) == before  # a dry run changes nothing
+        done = remove_checkpoints(store, [3])
+        assert (done.planned, done.removed, done.absent) == ((3,), (3,), ())
+        assert done.pointer_repair is not None
+        assert (done.pointer_repair.action, done.pointer_repair.target_id) == ("backward", 2)
+        assert _keys(any_url, 3) == set()
+        assert pointer(any_url) == name(2)
+        loaded = store.load_latest()
+        assert loaded is not None
+        assert loaded.checkpoint_id == 2
+    finally:
+        store.close()
+    code, doc = invoke_json("ls", any_url)
+    assert (code, doc["latest"]["state"]) == (0, "ok")  # ls is healthy again
+
+
+def test_remove_refuses_the_newest_valid_checkpoint_unless_forced(any_url: str) -> None:
+    save(any_url, 1, 2, 3)
+    store = CheckpointStore(any_url)
+    try:
+        before = snapshot(any_url)
+        plan = remove_checkpoints(store, [2, 3], dry_run=True)
+        assert plan.refused is not None
+        assert "newest valid checkpoint 3" in plan.refused
+        with pytest.raises(ValueError, match="newest valid checkpoint 3"):
+            remove_checkpoints(store, [2, 3])
+        assert snapshot(any_url) == before  # refused: nothing deleted
+        done = remove_checkpoints(store, [2, 3], force=True)
+        assert done.removed == (2, 3)
+        assert pointer(any_url) == name(1)  # moved backward off the removed checkpoint
+        assert [cid for cid, _ in store.list()] == [1]
+        everything = remove_checkpoints(store, [1], force=True)
+        assert everything.removed == (1,)
+        assert everything.pointer_repair is not None
+        assert everything.pointer_repair.action == "none"  # nothing valid to point at
+        assert store.load_latest() is None
+    finally:
+        store.close()
+
+
+def test_remove_refuses_an_uncommitted_checkpoint_unless_forced(any_url: str) -> None:
+    save(any_url, 1)
+    put_raw(any_url, state_key(2), b"a live writer's sidecar?")
+    store = CheckpointStore(any_url)
+    try:
+        with pytest.raises(ValueError, match="not committed"):
+            remove_checkpoints(store, [2])
+        assert _keys(any_url, 2) == {state_key(2)}
+        assert remove_checkpoints(store, [2], force=True).removed == (2,)
+        assert _keys(any_url, 2) == set()
+        absent = remove_checkpoints(store, [7, 8])
+        assert (absent.planned, absent.absent, absent.removed) == ((), (7, 8), ())
+        with pytest.raises(ValueError, match="checkpoint_id"):
+            remove_checkpoints(store, [0])
+    finally:
+        store.close()
+
+
+def test_remove_deletes_the_manifest_before_the_sidecar(tmp_path: Path) -> None:
+    url = str(tmp_path / "store")
+    save(url, 1, 2, 3)
+    store, faults = faulty_store(url)
+    try:
+        faults.crash_after("delete", 1)  # dies right after the first delete
+        with pytest.raises(SimulatedCrash):
+            remove_checkpoints(store, [2])
+    finally:
+        store.close()
+    assert _keys(url, 2) == {state_key(2)}  # an orphan for gc, never a sidecar-less commit
+    assert remove_checkpoints_sync_on(url, [2], force=True).removed == (2,)
+
+
+def remove_checkpoints_sync_on(url: str, ids: list[int], **options: bool) -> Removal:
+    store = CheckpointStore(url)
+    try:
+        return remove_checkpoints(store, ids, **options)
+    finally:
+        store.close()
+
+
+def test_remove_checkpoints_async(tmp_path: Path) -> None:
+    url = str(tmp_path / "store")
+    save(url, 1, 2)
+
+    async def scenario() -> Removal:
+        store = AsyncCheckpointStore(url)
+        try:
+            return await remove_checkpoints_async(store, [1])
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()).removed == (1,)
+    assert _keys(url, 1) == set()
+
+
+def test_rm_command_is_a_dry_run_unless_yes(any_url: str) -> None:
+    save(any_url, 1, 2, 3)
+    flip_state_byte(any_url, 3)
+    before = snapshot(any_url)
+    result = invoke("rm", any_url, "3")
+    assert result.exit_code == 0, result.stderr
+    assert "dry run: would remove 1 checkpoint: 3" in result.stdout
+    assert "--yes" in result.stdout
+    assert "latest.txt would move" in result.stdout
+    assert snapshot(any_url) == before
+    code, doc = invoke_json("rm", any_url, "3", "checkpoint_00000000000000000009", "--yes")
+    assert code == 0
+    assert doc["dry_run"] is False
+    assert (doc["requested"], doc["planned"], doc["removed"], doc["absent"]) == (
+        [3, 9],
+        [3],
+        [3],
+        [9],
+    )
+    assert doc["latest"] == {"before": 3, "after": 2, "moved": True}
+    assert pointer(any_url) == name(2)
+    assert invoke("ls", any_url).exit_code == 0
+
+
+def test_rm_command_refusals_and_usage(tmp_path: Path) -> None:
+    url = str(tmp_path / "store")
+    save(url, 1, 2)
+    before = snapshot(url)
+    for extra in ([], ["--yes"]):
+        result = invoke("rm", url, "2", *extra)
+        assert result.exit_code == 2, result.stdout
+        line = one_error_line(result)
+        assert "newest valid checkpoint 2" in line
+        assert "--force" in line
+    code, doc = invoke_json("rm", url, "2")
+    assert code == 2
+    assert doc["refused"]
+    assert snapshot(url) == before
+    result = invoke("rm", url, "2", "--yes", "--force")
+    assert result.exit_code == 0
+    assert "removed 1 checkpoint: 2" in result.stdout
+    assert pointer(url) == name(1)
+    for bad in (["rm", url], ["rm", url, "zero"], ["rm", url, "0"]):
+        assert invoke(*bad).exit_code == 2
+    assert invoke("rm", str(tmp_path / "missing"), "1").exit_code == 5

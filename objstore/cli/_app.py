@@ -18,6 +18,7 @@ from objstore.cli._errors import ExitCode, fail
 from objstore.cli._inspect import show_command, verify_command
 from objstore.cli._list import ls_command
 from objstore.cli._probe import probe_command
+from objstore.cli._remove import rm_command
 from objstore.cli._repair import cp_command, recover_command
 
 __all__ = ["app", "main"]
@@ -68,7 +69,7 @@ class _OneLineErrors(typer.core.TyperGroup):
 app = typer.Typer(
     name="objstore",
     cls=_OneLineErrors,
-    help="Inspect, verify, recover, repair, prune, gc and copy objstore checkpoints.\n\n"
+    help="Inspect, verify, recover, repair, prune, gc, remove and copy objstore checkpoints.\n\n"
     "Exit codes: 0 ok; 1 nothing valid or corruption found; 2 usage error; "
     "3 conflict or fenced; 4 store does not enforce preconditions; 5 storage error.",
     no_args_is_help=True,
@@ -120,6 +121,7 @@ app.command("verify")(verify_command)
 app.command("recover")(recover_command)
 app.command("prune")(prune_command)
 app.command("gc")(gc_command)
+app.command("rm")(rm_command)
 app.command("cp")(cp_command)
 app.command("probe")(probe_command)
 app.command("demo")(demo_command)
