@@ -8,11 +8,13 @@ Helpers and the S3/GCS fixtures are shared with ``tests/test_cli.py``.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
 import pickle
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -546,3 +548,47 @@ def test_rm_command_refusals_and_usage(tmp_path: Path) -> None:
     for bad in (["rm", url], ["rm", url, "zero"], ["rm", url, "0"]):
         assert invoke(*bad).exit_code == 2
     assert invoke("rm", str(tmp_path / "missing"), "1").exit_code == 5
+
+
+# -- 9. shell completion, --version ------------------------------------------------------------
+
+
+def _objstore(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "objstore", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **env},
+        check=False,
+    )
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    done = _objstore("--version")
+    assert done.returncode == 0
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert done.stdout == f"objstore {pyproject['project']['version']}\n"
+    assert done.stdout == f"objstore {importlib.metadata.version('objstore')}\n"
+
+
+def test_shell_completion_options_are_offered() -> None:
+    help_text = invoke("--help").stdout
+    assert "--install-completion" in help_text
+    assert "--show-completion" in help_text
+    script = _objstore(
+        "--show-completion", "bash", _TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION="1"
+    )
+    assert script.returncode == 0, script.stderr
+    assert "_OBJSTORE_COMPLETE" in script.stdout
+    assert "complete " in script.stdout
+
+
+def test_completion_completes_commands_and_options() -> None:
+    done = _objstore(_OBJSTORE_COMPLETE="complete_bash", COMP_WORDS="objstore r", COMP_CWORD="1")
+    assert done.returncode == 0, done.stderr
+    assert set(done.stdout.split()) == {"recover", "rm"}
+    done = _objstore(
+        _OBJSTORE_COMPLETE="complete_bash", COMP_WORDS="objstore rm x --f", COMP_CWORD="3"
+    )
+    assert done.stdout.split() == ["--force"]

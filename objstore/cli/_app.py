@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import logging
 import sys
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from objstore.cli._probe import probe_command
 from objstore.cli._remove import rm_command
 from objstore.cli._repair import cp_command, recover_command
 
-__all__ = ["app", "main"]
+__all__ = ["app", "installed_version", "main"]
 
 
 class _OneLineErrors(typer.core.TyperGroup):
@@ -73,16 +74,25 @@ app = typer.Typer(
     "Exit codes: 0 ok; 1 nothing valid or corruption found; 2 usage error; "
     "3 conflict or fenced; 4 store does not enforce preconditions; 5 storage error.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
+def installed_version() -> str:
+    """objstore's version as installed (package metadata); the source's own when run from a
+    checkout that is not installed."""
+    try:
+        return importlib.metadata.version("objstore")
+    except importlib.metadata.PackageNotFoundError:
+        return __version__
+
+
 def _version_callback(value: bool) -> None:
     if value:
-        typer.echo(f"objstore {__version__}")
+        typer.echo(f"objstore {installed_version()}")
         raise typer.Exit()
 
 
