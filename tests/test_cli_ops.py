@@ -142,6 +142,11 @@ def test_paths_that_can_never_be_a_store_exit_2(tmp_path: Path) -> None:
             result = invoke(command[0], path, *command[1:])
             assert result.exit_code == 2, (path, command, result.stderr)
             assert "can never hold a store" in one_error_line(result)
+    src = str(tmp_path / "src")
+    save(src, 1)
+    result = invoke("cp", src, str(regular / "dst"))  # a writer cannot create a store there
+    assert result.exit_code == 2, result.stderr
+    assert "can never hold a store" in one_error_line(result)
     assert regular.read_text() == "not a directory"
 
 

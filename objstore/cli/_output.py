@@ -37,7 +37,6 @@ __all__ = [
     "Outcome",
     "Render",
     "Work",
-    "ids_text",
     "iso",
     "iso_ms",
     "pointer_line",
@@ -96,11 +95,6 @@ def size_text(value: int | None) -> str:
     if value is None:
         return "-"
     return f"{value} B" if value < 1000 else human_size(value)
-
-
-def ids_text(ids: list[int]) -> str:
-    """Checkpoint ids as one comma-separated line."""
-    return ", ".join(str(cid) for cid in ids) or "-"
 
 
 _RANGE_DASH = "\u2013"

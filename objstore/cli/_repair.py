@@ -34,9 +34,9 @@ from objstore.cli._options import (
 from objstore.cli._output import (
     ByteProgress,
     Outcome,
-    ids_text,
     iso_ms,
     pointer_line,
+    ranges_text,
     run_command,
     size_text,
     when_text,
@@ -266,9 +266,9 @@ async def copy_checkpoints(
 def render_cp(console: Console, document: dict[str, Any]) -> None:
     """Human view of ``objstore cp``."""
     console.print(Text.assemble(("Copy ", "bold"), document["src"], " → ", document["dst"]))
-    console.print(Text(f"copied and validated: {ids_text(document['copied'])}", style="green"))
+    console.print(Text(f"copied and validated: {ranges_text(document['copied'])}", style="green"))
     if document["already_present"]:
-        console.print(f"already present (same commit): {ids_text(document['already_present'])}")
+        console.print(f"already present (same commit): {ranges_text(document['already_present'])}")
     for item in document["skipped"]:
         console.print(Text(f"skipped {item['id']}: {item['reason']}", style="bold red"))
     pointer = document["latest"]

@@ -13,6 +13,7 @@ from objstore.checkpoint import AsyncCheckpointStore, Pointer
 from objstore.checkpoint._layout import CHECKPOINTS, manifest_key
 from objstore.checkpoint._manifest import StoredManifest, decode_manifest
 from objstore.checkpoint._plan import CheckpointEntry, scan
+from objstore.errors import StoreNotFoundError
 
 __all__ = [
     "PARALLEL",
@@ -38,13 +39,16 @@ async def open_store(
 
     Unless ``create`` (the command writes and may start a new store, like a copy's
     destination), the store must exist: a missing bucket or root directory raises
-    :class:`~objstore.errors.StoreNotFoundError` and a path that can never hold a store
-    ``ValueError``, instead of reading as an empty store.
+    :class:`~objstore.errors.StoreNotFoundError` instead of reading as an empty store. A
+    path that can never hold a store raises ``ValueError`` either way.
     """
     store = AsyncCheckpointStore(url, storage_options=options)
     try:
-        if not create:
+        try:
             await store.backend.check_root()
+        except StoreNotFoundError:
+            if not create:
+                raise
         yield store
     finally:
         with contextlib.suppress(Exception):
