@@ -34,7 +34,13 @@ from objstore.checkpoint import (
 )
 from objstore.cli import _list, _output
 from objstore.codec import parse_json
-from objstore.errors import CorruptionError, NotFoundError, ObjstoreError, StoreNotFoundError
+from objstore.errors import (
+    CorruptionError,
+    NotFoundError,
+    ObjstoreError,
+    StoreNotFoundError,
+    TransientStorageError,
+)
 from objstore.testing import SimulatedCrash
 from tests.checkpoint_helpers import faulty_store
 from tests.conftest import make_store_url
@@ -105,6 +111,36 @@ def test_a_missing_bucket_is_a_typed_error_in_the_library(
             await existing.close()
 
     asyncio.run(scenario())
+
+
+def test_gcs_tells_a_missing_object_from_a_missing_bucket_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One bucket GET after an object's 404 decides; a 503 there is retried, never read as
+    either answer; once the bucket was seen, a 404 costs nothing more."""
+    from objstore.backends import _gcs
+
+    transport = _gcs.GCSTransport("some-bucket", "root")
+    bucket_answers = [503, 200]
+    sent: list[str] = []
+
+    async def fake_request(what: str, method: str, path: str, **_: object) -> _gcs._Response:
+        sent.append(what)
+        status = bucket_answers.pop(0) if what == "bucket GET" else 404
+        return _gcs._Response(status, {}, b"{}", path)
+
+    monkeypatch.setattr(transport, "_request", fake_request)
+
+    async def scenario() -> None:
+        with pytest.raises(TransientStorageError):
+            await transport.get("k")
+        with pytest.raises(NotFoundError):
+            await transport.get("k")
+        with pytest.raises(NotFoundError):
+            await transport.get("k")
+
+    asyncio.run(scenario())
+    assert sent == ["GET", "bucket GET", "GET", "bucket GET", "GET"]
 
 
 def test_store_not_found_survives_pickling() -> None:

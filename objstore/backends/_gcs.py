@@ -436,6 +436,10 @@ class GCSTransport(Transport):
         response = await self._request("bucket GET", "GET", f"b/{_quote(self._bucket)}")
         if response.status == 404:
             return True
+        if response.status in _TRANSIENT_STATUSES:  # cannot tell yet: let the caller retry
+            raise TransientStorageError(
+                f"GCS bucket GET {self._bucket!r}: {_error_message(response)}"
+            ) from _native_error(response)
         # 200, or no permission to read bucket metadata (403): the bucket is there.
         self._bucket_seen = response.status in (200, 403)
         return False
