@@ -387,6 +387,13 @@ def test_numeric_options_are_range_checked(args: list[str], tmp_path: Path) -> N
     assert not (tmp_path / "demo").exists()
 
 
+def test_durations_out_of_range_are_usage_errors(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    result = invoke("gc", str(tmp_path / "store"), "--grace", "9" * 400 + "s", "--json")
+    assert result.exit_code == 2, result.stdout  # never "grace_seconds": Infinity
+    assert "out of range" in one_error_line(result)
+
+
 def test_json_errors_never_say_at_at(tmp_path: Path) -> None:
     with pytest.raises(CorruptionError) as caught:
         parse_json(b'{"a": "unterminated', key="k")
