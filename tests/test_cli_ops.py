@@ -27,6 +27,7 @@ from objstore.checkpoint import (
     LATEST,
     AsyncCheckpointStore,
     Removal,
+    RemovalRefused,
     manifest_key,
     remove_checkpoints,
     remove_checkpoints_async,
@@ -480,8 +481,11 @@ def test_remove_refuses_the_newest_valid_checkpoint_unless_forced(any_url: str) 
         plan = remove_checkpoints(store, [2, 3], dry_run=True)
         assert plan.refused is not None
         assert "newest valid checkpoint 3" in plan.refused
-        with pytest.raises(ValueError, match="newest valid checkpoint 3"):
+        with pytest.raises(RemovalRefused, match="newest valid checkpoint 3") as caught:
             remove_checkpoints(store, [2, 3])
+        assert isinstance(caught.value, ValueError)
+        assert caught.value.removal.planned == (2, 3)
+        assert pickle.loads(pickle.dumps(caught.value)).removal == caught.value.removal
         assert snapshot(any_url) == before  # refused: nothing deleted
         done = remove_checkpoints(store, [2, 3], force=True)
         assert done.removed == (2, 3)
@@ -501,7 +505,7 @@ def test_remove_refuses_an_uncommitted_checkpoint_unless_forced(any_url: str) ->
     put_raw(any_url, state_key(2), b"a live writer's sidecar?")
     store = CheckpointStore(any_url)
     try:
-        with pytest.raises(ValueError, match="not committed"):
+        with pytest.raises(RemovalRefused, match="not committed"):
             remove_checkpoints(store, [2])
         assert _keys(any_url, 2) == {state_key(2)}
         assert remove_checkpoints(store, [2], force=True).removed == (2,)
@@ -525,10 +529,10 @@ def test_remove_deletes_the_manifest_before_the_sidecar(tmp_path: Path) -> None:
     finally:
         store.close()
     assert _keys(url, 2) == {state_key(2)}  # an orphan for gc, never a sidecar-less commit
-    assert remove_checkpoints_sync_on(url, [2], force=True).removed == (2,)
+    assert _remove_on(url, [2], force=True).removed == (2,)
 
 
-def remove_checkpoints_sync_on(url: str, ids: list[int], **options: bool) -> Removal:
+def _remove_on(url: str, ids: list[int], **options: bool) -> Removal:
     store = CheckpointStore(url)
     try:
         return remove_checkpoints(store, ids, **options)
