@@ -17,6 +17,9 @@ built on them):
   what readers see (their manifests move to ``quarantine/``, see
   :mod:`objstore.checkpoint._quarantine`); :func:`list_quarantined_async` and
   :func:`restore_quarantined_async` show and undo that.
+- :func:`remove_checkpoints_async` deletes chosen checkpoints by id (a corrupt one that keeps
+  failing checks), never the newest valid one unless forced, and moves ``latest.txt`` off a
+  removed checkpoint with :func:`repair_pointer_async`.
 
 Every ``*_async`` function has a blocking twin of the same name without the suffix, taking
 :class:`~objstore.checkpoint.CheckpointStore` objects and running the same coroutine on
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
@@ -35,6 +38,7 @@ from objstore._loop import run_sync
 from objstore._open import StoreLocation
 from objstore.backends import AsyncBackend, Backend
 from objstore.checkpoint._layout import (
+    CHECKPOINTS,
     LATEST,
     manifest_key,
     parse_checkpoint_name,
@@ -42,6 +46,7 @@ from objstore.checkpoint._layout import (
     state_key,
 )
 from objstore.checkpoint._manifest import StoredManifest, check_checkpoint_id, decode_manifest
+from objstore.checkpoint._plan import CheckpointEntry, scan
 from objstore.checkpoint._quarantine import Quarantined, move_to_quarantine, restore
 from objstore.checkpoint._quarantine import list_quarantined as _list_quarantined
 from objstore.checkpoint._store import (
@@ -71,6 +76,8 @@ __all__ = [
     "Pointer",
     "PointerRepair",
     "Quarantined",
+    "Removal",
+    "RemovalRefused",
     "copy_checkpoint",
     "copy_checkpoint_async",
     "list_quarantined",
@@ -78,8 +85,11 @@ __all__ = [
     "plan_pointer_repair",
     "quarantine_invalid",
     "quarantine_invalid_async",
+    "plan_removal",
     "read_pointer",
     "read_pointer_async",
+    "remove_checkpoints",
+    "remove_checkpoints_async",
     "repair_pointer",
     "repair_pointer_async",
     "restore_quarantined",
@@ -569,6 +579,134 @@ async def _adopt_sidecar(
         raise _conflict(dst, stored, None) from exc
 
 
+# -- removal -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """What :func:`remove_checkpoints_async` planned and, unless a dry run, did.
+
+    ``requested`` are the ids asked for (sorted, once each); ``planned`` those with objects in
+    the store, in the order they are removed; ``absent`` those with nothing stored; ``removed``
+    those whose objects were deleted (empty on a dry run). ``newest_valid_id`` is the newest
+    valid checkpoint before the removal, ``refused`` why the removal may not go ahead (``None``
+    when it may; only a dry run returns a refusal, a real run raises it). ``pointer_before`` is
+    ``latest.txt`` as found; ``pointer_repair`` how it was moved off a removed checkpoint
+    (``None`` when it did not name one, or on a dry run).
+    """
+
+    requested: tuple[int, ...]
+    planned: tuple[int, ...]
+    absent: tuple[int, ...]
+    removed: tuple[int, ...]
+    newest_valid_id: int | None
+    refused: str | None
+    pointer_before: Pointer
+    pointer_repair: PointerRepair | None
+    dry_run: bool
+
+
+class RemovalRefused(ValueError):
+    """:func:`remove_checkpoints_async` will not remove these checkpoints without ``force``;
+    nothing was deleted. ``removal`` is the refused plan (its ``refused`` says why)."""
+
+    def __init__(self, removal: Removal) -> None:
+        super().__init__(f"not removing checkpoints: {removal.refused}")
+        self.removal = removal
+
+    def __reduce__(self) -> tuple[type[RemovalRefused], tuple[Removal]]:
+        return type(self), (self.removal,)
+
+
+def plan_removal(
+    requested: Iterable[int],
+    entries: dict[int, CheckpointEntry],
+    newest_valid: int | None,
+    *,
+    force: bool,
+) -> tuple[tuple[int, ...], tuple[int, ...], str | None]:
+    """Decide a removal (pure): the ids to remove, the ids with nothing stored, and why the
+    removal is refused (``None`` if it is not).
+
+    Without ``force`` it is refused when it would remove the newest valid checkpoint (a
+    restart would fall back to an older one, or start fresh) or a checkpoint that is not
+    committed (a live writer may be about to commit it; ``gc`` removes orphans safely).
+    Raises ``ValueError``/``TypeError`` for an id outside [1, 2**64).
+    """
+    ids = sorted({check_checkpoint_id(cid) for cid in requested})
+    planned = tuple(cid for cid in ids if cid in entries)
+    absent = tuple(cid for cid in ids if cid not in entries)
+    reasons = []
+    if not force and newest_valid is not None and newest_valid in planned:
+        reasons.append(
+            f"it would remove the newest valid checkpoint {newest_valid}: a restart would "
+            "then fall back to an older one or start fresh"
+        )
+    uncommitted = [cid for cid in planned if not entries[cid].committed]
+    if not force and uncommitted:
+        reasons.append(
+            f"checkpoint(s) {', '.join(map(str, uncommitted))} not committed: a live writer "
+            "may still commit them (gc removes orphans once no writer can)"
+        )
+    return planned, absent, "; ".join(reasons) or None
+
+
+async def remove_checkpoints_async(
+    store: AsyncCheckpointStore,
+    checkpoint_ids: Iterable[int],
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+) -> Removal:
+    """Delete the checkpoints ``checkpoint_ids`` (every object of each), then move
+    ``latest.txt`` off them.
+
+    Refused without ``force`` when the removal takes the newest valid checkpoint or an
+    uncommitted one (see :func:`plan_removal`): a real run then raises
+    :class:`RemovalRefused` (a ``ValueError``) having deleted nothing, a dry run returns the
+    refusal in :attr:`Removal.refused`. Ids with
+    nothing stored are reported as ``absent``, not an error, so a removal can be re-run.
+    Each checkpoint loses its manifest before its sidecar, so a crash leaves at worst an
+    orphan for ``gc``. If ``latest.txt`` names a removed checkpoint afterwards, it is
+    repaired with :func:`repair_pointer_async` (backward to the newest valid one left, by
+    compare-and-swap; left alone when nothing valid is left, which readers handle). Requests:
+    a listing, the recovery walk, one DELETE per object, and the pointer repair if needed.
+    """
+    requested = tuple(sorted({check_checkpoint_id(cid) for cid in checkpoint_ids}))
+    entries = scan(await store.backend.list(CHECKPOINTS))
+    pointer = await read_pointer_async(store)
+    newest_valid = await store.newest_valid_id()
+    planned, absent, refused = plan_removal(requested, entries, newest_valid, force=force)
+    plan = Removal(requested, planned, absent, (), newest_valid, refused, pointer, None, dry_run)
+    if dry_run or not planned:
+        return plan
+    if refused is not None:
+        raise RemovalRefused(plan)
+    for checkpoint_id in planned:
+        for key in entries[checkpoint_id].keys:  # manifest first
+            await store.backend.delete(key)
+    repair = await _move_pointer_off(store, set(planned))
+    return Removal(
+        requested, planned, absent, planned, newest_valid, None, pointer, repair, dry_run
+    )
+
+
+async def _move_pointer_off(store: AsyncCheckpointStore, removed: set[int]) -> PointerRepair | None:
+    """Repair ``latest.txt`` if it names a removed checkpoint; the repair applied, if any.
+
+    A writer moving the pointer meanwhile makes the compare-and-swap fail: the pointer is
+    then read again, and repaired again only if it still names a removed checkpoint.
+    """
+    for _ in range(POINTER_ATTEMPTS):
+        if (await read_pointer_async(store)).checkpoint_id not in removed:
+            return None
+        try:
+            return await repair_pointer_async(store)
+        except PreconditionFailedError:
+            continue
+    raise PreconditionFailedError(LATEST, "latest.txt keeps changing under concurrent writers")
+
+
 # -- the blocking faces ------------------------------------------------------------------------
 
 
@@ -632,5 +770,20 @@ def copy_checkpoint(
             checkpoint_id,
             progress=progress,
             range_size=range_size,
+        )
+    )
+
+
+def remove_checkpoints(
+    store: CheckpointStore,
+    checkpoint_ids: Iterable[int],
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+) -> Removal:
+    """The blocking face of :func:`remove_checkpoints_async`."""
+    return run_sync(
+        remove_checkpoints_async(
+            store.async_store, list(checkpoint_ids), force=force, dry_run=dry_run
         )
     )

@@ -35,9 +35,9 @@ from objstore.cli._options import (
 from objstore.cli._output import (
     ByteProgress,
     Outcome,
-    ids_text,
     iso_ms,
     pointer_line,
+    ranges_text,
     run_command,
     size_text,
     when_text,
@@ -275,9 +275,9 @@ async def copy_checkpoints(
 def render_cp(console: Console, document: dict[str, Any]) -> None:
     """Human view of ``objstore cp``."""
     console.print(Text.assemble(("Copy ", "bold"), document["src"], " → ", document["dst"]))
-    console.print(Text(f"copied and validated: {ids_text(document['copied'])}", style="green"))
+    console.print(Text(f"copied and validated: {ranges_text(document['copied'])}", style="green"))
     if document["already_present"]:
-        console.print(f"already present (same commit): {ids_text(document['already_present'])}")
+        console.print(f"already present (same commit): {ranges_text(document['already_present'])}")
     for item in document["skipped"]:
         console.print(Text(f"skipped {item['id']}: {item['reason']}", style="bold red"))
     pointer = document["latest"]
@@ -324,7 +324,7 @@ def cp_command(
         dst_options = {**options, **parse_storage_options(dst_option or [])}
         async with (
             open_store(src_url, src_options) as src,
-            open_store(dst_url, dst_options) as dst,
+            open_store(dst_url, dst_options, create=True) as dst,
         ):
             return await copy_checkpoints(src, dst, list(ids or []), all_=all_, progress=progress)
 
