@@ -20,7 +20,8 @@ failure prints the seed, the broken promise, a shrunk schedule and the command t
 Command line::
 
     python -m objstore.testing.simulate --seeds 2000 --store checkpoint
-    python -m objstore.testing.simulate --store kv --seed 17 --actors kw1,kc --replay 'kw1 kc:crash-after kw1'
+    python -m objstore.testing.simulate --store kv --seed 17 --actors kw1,kc \
+        --replay 'kw1 kc:crash-after kw1'
 
 Programmatic use (e.g. in a pytest test)::
 

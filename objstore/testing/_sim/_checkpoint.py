@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from objstore.checkpoint import (
@@ -90,7 +91,7 @@ async def _writer(ctx: ActorContext) -> None:
     )
     claim = getattr(store, "claim_epoch", None)
     if claim is not None:
-        record = await ctx.call("claim_epoch", lambda: claim(epoch), epoch=epoch)
+        record = await ctx.call("claim_epoch", partial(claim, epoch), epoch=epoch)
         if isinstance(record.error, CheckpointConflict):
             return
     start = await ctx.call("next_checkpoint_id", store.next_checkpoint_id)
@@ -109,7 +110,7 @@ async def _writer(ctx: ActorContext) -> None:
         if mode == "state_data":
             staged = await ctx.call(
                 "save_state_data",
-                lambda: store.save_state_data(checkpoint_id, state, epoch=epoch),
+                partial(store.save_state_data, checkpoint_id, state, epoch=epoch),
                 id=checkpoint_id,
                 epoch=epoch,
             )
@@ -122,9 +123,9 @@ async def _writer(ctx: ActorContext) -> None:
                 await ctx.think(rng.uniform(0.5, 1.5) * GRACE)
         for attempt in range(3):
             if mode == "with_state":
-                operation: Any = lambda: store.save_with_state(manifest, state)  # noqa: E731
+                operation: Any = partial(store.save_with_state, manifest, state)
             else:
-                operation = lambda: store.save(manifest)  # noqa: E731
+                operation = partial(store.save, manifest)
             record = await ctx.call(
                 "save", operation, id=checkpoint_id, epoch=epoch, mode=mode, attempt=attempt
             )
@@ -149,11 +150,11 @@ async def _janitor(ctx: ActorContext) -> None:
         job = rng.choice(["prune", "cleanup_orphans", "repair"])
         if job == "prune":
             keep = rng.choice([1, 2])
-            await ctx.call("prune", lambda: store.prune(keep), keep=keep)
+            await ctx.call("prune", partial(store.prune, keep), keep=keep)
         elif job == "cleanup_orphans":
             await ctx.call("cleanup_orphans", store.cleanup_orphans)
         else:
-            await ctx.call("repair", lambda: repair_pointer_async(store))
+            await ctx.call("repair", partial(repair_pointer_async, store))
         await ctx.think(rng.uniform(0.0, 5.0))
 
 
@@ -183,7 +184,7 @@ async def _sink_committer(ctx: ActorContext) -> None:
         updated = manifest.with_status(sink, "committed")
         await ctx.call(
             "update_manifest",
-            lambda: store.update_manifest(updated),
+            partial(store.update_manifest, updated),
             id=manifest.checkpoint_id,
             epoch=manifest.epoch,
             sink=sink,
@@ -297,8 +298,10 @@ class CheckpointScenario(Scenario):
                     f"manifest after step {world.step}: {_describe(step_writes)}",
                 )
         for write in step_writes:
-            if write.ok and write.operation == "put_if_absent" and write.key.endswith(
-                "manifest.json"
+            if (
+                write.ok
+                and write.operation == "put_if_absent"
+                and write.key.endswith("manifest.json")
             ):
                 cid = _id_of(write.key)
                 if cid not in oracle.valid and cid not in oracle.damaged:
@@ -348,7 +351,9 @@ class CheckpointScenario(Scenario):
     async def check_call(self, world: World, record: CallRecord) -> None:
         oracle = _oracle(world)
         if record.label == "update_manifest" and record.ok:
-            oracle.transitions.append((record.info["id"], record.info["epoch"], record.info["sink"]))
+            oracle.transitions.append(
+                (record.info["id"], record.info["epoch"], record.info["sink"])
+            )
             world.dirty = True
         if record.label == "repair" and record.ok:
             await self._refresh(world)

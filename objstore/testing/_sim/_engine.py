@@ -29,7 +29,6 @@ from objstore.testing._sim._world import (
     Request,
     SimulatedTransport,
     WriteEvent,
-    crash,
     disk_full,
 )
 
@@ -176,7 +175,7 @@ class ActorContext:
             record.result = await operation()
         except (asyncio.CancelledError, SimulatedCrash):
             raise
-        except Exception as exc:  # noqa: BLE001 - every outcome is history to be judged
+        except Exception as exc:
             record.error = exc
         finally:
             CURRENT_LABEL.set(previous)
@@ -242,11 +241,13 @@ class _InlineExecutor(concurrent.futures.ThreadPoolExecutor):
     """Runs ``asyncio.to_thread`` work at once on the loop's thread, so no thread finishes
     at a time the seed does not decide."""
 
-    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[_T]:
+    def submit(
+        self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[_T]:
         future: concurrent.futures.Future[_T] = concurrent.futures.Future()
         try:
             future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+        except BaseException as exc:
             future.set_exception(exc)
         return future
 
@@ -435,7 +436,7 @@ class World:
             return
         try:
             result = await request.perform()
-        except Exception as exc:  # noqa: BLE001 - the request's own answer
+        except Exception as exc:
             outcome: tuple[bool, Any] = (False, exc)
         else:
             outcome = (True, result)
@@ -513,7 +514,6 @@ class World:
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
             return violation
         return None
-
 
     async def _check(self, check: Awaitable[None]) -> None:
         """Run one check; a violation of an ignored promise is noted, not raised."""

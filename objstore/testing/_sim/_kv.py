@@ -18,6 +18,7 @@ Promises checked:
 from __future__ import annotations
 
 import random
+from functools import partial
 
 from objstore.errors import NotFoundError, TransientStorageError
 from objstore.kv import AsyncKVStore
@@ -53,10 +54,10 @@ async def _kv_writer(ctx: ActorContext) -> None:
         token = f"{ctx.name}.{ctx.incarnation}.{number}"
         if rng.random() < 0.2:
             keys = [rng.choice(KEYS)]
-            label, operation = "delete_batch", lambda: store.delete_batch(keys)
+            label, operation = "delete_batch", partial(store.delete_batch, keys)
         else:
             pairs = [(rng.choice(KEYS), token.encode())]
-            label, operation = "put_batch", lambda: store.put_batch(pairs)
+            label, operation = "put_batch", partial(store.put_batch, pairs)
         for attempt in range(3):
             record = await ctx.call(label, operation, token=token, attempt=attempt)
             if record.ok or rng.random() < 0.3:
@@ -77,9 +78,7 @@ async def _kv_pruner(ctx: ActorContext) -> None:
         if current.ok and current.result > 1:
             cutoff = ctx.rng.randint(2, current.result)
             ctx.world.notes["max_cutoff"] = max(ctx.world.notes.get("max_cutoff", 0), cutoff)
-            await ctx.call(
-                "prune_batch_log", lambda: store.prune_batch_log(cutoff), cutoff=cutoff
-            )
+            await ctx.call("prune_batch_log", partial(store.prune_batch_log, cutoff), cutoff=cutoff)
         await ctx.think(ctx.rng.uniform(0, 2))
 
 
@@ -89,7 +88,9 @@ async def _kv_reader(ctx: ActorContext) -> None:
         await ctx.call("range_scan", store.range_scan)
 
 
-def _landed(world: World) -> dict[int, list[tuple[str, tuple[tuple[bytes, bytes], ...], tuple[bytes, ...]]]]:
+def _landed(
+    world: World,
+) -> dict[int, list[tuple[str, tuple[tuple[bytes, bytes], ...], tuple[bytes, ...]]]]:
     """Every batch that reached the log, by sequence (tombstones excluded)."""
     batches: dict[int, list[tuple[str, tuple[tuple[bytes, bytes], ...], tuple[bytes, ...]]]] = {}
     for write in world.writes:

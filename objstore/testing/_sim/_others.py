@@ -14,6 +14,7 @@ Promises checked:
 from __future__ import annotations
 
 import random
+from functools import partial
 
 from objstore.projections import AsyncProjectionCheckpointStore, GlobalProjectionCheckpoint
 from objstore.snapshots import AsyncSnapshotStore, Snapshot, decode_snapshot
@@ -40,7 +41,7 @@ async def _committer(ctx: ActorContext) -> None:
     for _ in range(rng.randint(2, 4)):
         source = rng.choice(SOURCES)
         await store.begin()
-        current = await ctx.call("read_checkpoint", lambda: store.read_checkpoint(source))
+        current = await ctx.call("read_checkpoint", partial(store.read_checkpoint, source))
         if not current.ok:
             await store.rollback()
             continue
@@ -92,7 +93,7 @@ async def _snapshot_saver(ctx: ActorContext) -> None:
     for _ in range(rng.randint(2, 4)):
         sequence += rng.randint(1, 100)
         snapshot = Snapshot("stream", sequence, 1, {"by": ctx.name, "at": sequence})
-        await ctx.call("save", lambda: store.save(snapshot), sequence=sequence)
+        await ctx.call("save", partial(store.save, snapshot), sequence=sequence)
 
 
 async def _snapshot_loader(ctx: ActorContext) -> None:
@@ -156,7 +157,7 @@ async def _projector(ctx: ActorContext) -> None:
         current = previous.advance(stream, previous.cursor_for(stream) + rng.randint(1, 20))
         record = await ctx.call(
             "advance",
-            lambda: store.advance_projection_cursors("p", previous, current),
+            partial(store.advance_projection_cursors, "p", previous, current),
             cursors=dict(current.cursors),
         )
         if record.ok:

@@ -162,9 +162,7 @@ class SimulatedTransport(Transport):
         return await self.put_if_absent(key, data)
 
     async def list(self, prefix: str) -> ObjectListing:
-        result: ObjectListing = await self._request(
-            "list", prefix, lambda: self.inner.list(prefix)
-        )
+        result: ObjectListing = await self._request("list", prefix, lambda: self.inner.list(prefix))
         return result
 
     async def list_after(self, prefix: str, start_after: str, limit: int) -> ObjectListing:
