@@ -244,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--ignore", default="", help="comma-separated promises not to report (e.g. P2-told-older)"
     )
+    parser.add_argument("--only", help="report only this promise (e.g. P3)")
     parser.add_argument("--max-failures", type=int, default=1, help="stop after this many")
     parser.add_argument("--no-shrink", action="store_true", help="report failures unshrunk")
     args = parser.parse_args(argv)
@@ -251,6 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("objstore").addHandler(logging.NullHandler())
     scenario = SCENARIOS[args.store]
     ignore = frozenset(filter(None, args.ignore.split(",")))
+    if args.only:
+        if args.only not in scenario.promises:
+            parser.error(f"--only: {args.store} checks {', '.join(sorted(scenario.promises))}")
+        ignore |= scenario.promises - {args.only}
     if args.seed is not None:
         actors = args.actors.split(",") if args.actors else None
         decisions = parse_schedule(args.replay) if args.replay else []

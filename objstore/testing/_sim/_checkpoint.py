@@ -15,8 +15,8 @@ Promises checked (names appear in reports):
 - ``P3``  recovery / ``load_latest`` never report nothing if at every step of the call some
   checkpoint was valid (not necessarily the same one: a save and a prune may overlap it).
 - ``P4``  a sink transition ``update_manifest`` returned is never lost.
-- ``P6``  after a repair returned, ``load_latest`` never returns a checkpoint the repair
-  found invalid (while it is still invalid).
+- ``P6``  after a repair returned, ``load_latest`` never returns a checkpoint newer than the
+  one the repair's walk chose that the walk found invalid (while it is still invalid).
 """
 
 from __future__ import annotations
@@ -26,11 +26,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import objstore.checkpoint as checkpoint_api
 from objstore.checkpoint import (
     AsyncCheckpointStore,
     CheckpointManifest,
     RecoveryReport,
     manifest_key,
+    plan_pointer_repair,
+    read_pointer_async,
     repair_pointer_async,
     state_key,
 )
@@ -147,15 +150,30 @@ async def _janitor(ctx: ActorContext) -> None:
     rng = ctx.rng
     store = AsyncCheckpointStore(ctx.backend(), orphan_grace_seconds=GRACE, clock=ctx.clock)
     for _ in range(rng.randint(2, 4)):
-        job = rng.choice(["prune", "cleanup_orphans", "repair"])
+        job = rng.choice(["prune", "cleanup_orphans", "repair", "repair"])
         if job == "prune":
             keep = rng.choice([1, 2])
             await ctx.call("prune", partial(store.prune, keep), keep=keep)
         elif job == "cleanup_orphans":
             await ctx.call("cleanup_orphans", store.cleanup_orphans)
         else:
-            await ctx.call("repair", partial(repair_pointer_async, store))
+            repaired = await ctx.call("repair", partial(_repair, store))
+            if repaired.ok:  # then `objstore show`, as the operator would
+                shown = AsyncCheckpointStore(ctx.backend(), orphan_grace_seconds=GRACE)
+                await ctx.call("load_latest", shown.load_latest)
         await ctx.think(rng.uniform(0.0, 5.0))
+
+
+async def _repair(store: AsyncCheckpointStore) -> RecoveryReport:
+    """What ``objstore recover --repair`` does: walk, move the pointer off what the walk
+    found invalid, and quarantine it when this objstore can (``quarantine_invalid_async``)."""
+    pointer = await read_pointer_async(store)
+    report = await store.recover_latest_validated()
+    await repair_pointer_async(store, plan_pointer_repair(pointer, report))
+    quarantine = getattr(checkpoint_api, "quarantine_invalid_async", None)
+    if quarantine is not None:
+        await quarantine(store, report)
+    return report
 
 
 async def _reader(ctx: ActorContext) -> None:
@@ -193,13 +211,17 @@ async def _sink_committer(ctx: ActorContext) -> None:
 
 async def _bit_rot(ctx: ActorContext) -> None:
     """Something outside objstore damages one committed sidecar (a flipped byte)."""
-    await ctx.think(ctx.rng.uniform(1.0, 10.0))
     raw = ctx.world.raw
-    entries = scan(await raw.list("checkpoints"))
-    victims = sorted(cid for cid, e in entries.items() if e.committed and e.state is not None)
+    victims: list[int] = []
+    for _ in range(8):  # waits for a committed checkpoint with state to damage
+        await ctx.think(ctx.rng.uniform(0.0, 2.0))
+        entries = scan(await raw.list("checkpoints"))
+        victims = sorted(cid for cid, e in entries.items() if e.committed and e.state is not None)
+        if victims and ctx.rng.random() < 0.5:
+            break
     if not victims:
         return
-    victim = ctx.rng.choice(victims)
+    victim = victims[-1] if ctx.rng.random() < 0.7 else ctx.rng.choice(victims)
     data, _ = await raw.get(state_key(victim))
     flipped = bytearray(data)
     flipped[len(flipped) // 2] ^= 0xFF
@@ -215,6 +237,20 @@ class CheckpointScenario(Scenario):
 
     name = "checkpoint"
     max_steps = 160
+    promises = frozenset(
+        {
+            "P1",
+            "P1-undone",
+            "P1-stateless",
+            "P1-own",
+            "P2-read",
+            "P2-fence",
+            "P2-told-older",
+            "P3",
+            "P4",
+            "P6",
+        }
+    )
 
     def actors(self, rng: random.Random) -> list[ActorSpec]:
         writers = 3 if rng.random() < 0.35 else 2
@@ -222,15 +258,16 @@ class CheckpointScenario(Scenario):
             ActorSpec(f"w{i}", _writer, restarts=rng.choice([0, 1, 1, 2]), skew=rng.uniform(-5, 5))
             for i in range(1, writers + 1)
         ]
-        if rng.random() < 0.6:
+        rot = rng.random() < 0.15
+        if rot or rng.random() < 0.6:
             skew = rng.choice([0.0, 0.0, 2.5 * GRACE, -GRACE])
             cast.append(ActorSpec("j", _janitor, restarts=1, skew=skew))
-        if rng.random() < 0.7:
+        if rot or rng.random() < 0.7:
             cast.append(ActorSpec("r", _reader, restarts=0))
         if rng.random() < 0.35:
             cast.append(ActorSpec("s1", _sink_committer, restarts=0))
             cast.append(ActorSpec("s2", _sink_committer, restarts=0))
-        if rng.random() < 0.12:
+        if rot:
             cast.append(ActorSpec("env", _bit_rot, restarts=0))
         return cast
 
@@ -355,9 +392,15 @@ class CheckpointScenario(Scenario):
                 (record.info["id"], record.info["epoch"], record.info["sink"])
             )
             world.dirty = True
-        if record.label == "repair" and record.ok:
-            await self._refresh(world)
-            invalid = {cid for cid in oracle.present if cid not in oracle.valid}
+        if record.label == "repair" and record.ok and record.result.chosen_id is not None:
+            chosen = record.result.chosen_id
+            invalid = {
+                cid
+                for cid, reason in record.result.skipped
+                if cid > chosen
+                and cid in record.result.examined
+                and "never committed" not in reason
+            }
             oracle.repaired_invalid.append((record.end, invalid))
         if record.label == "save":
             self._check_save(world, record)
@@ -445,7 +488,7 @@ class CheckpointScenario(Scenario):
                 )
         if record.label == "load_latest" and chosen is not None:
             for step, invalid in oracle.repaired_invalid:
-                if step < record.start and chosen in invalid and chosen not in oracle.valid:
+                if step <= record.start and chosen in invalid and chosen not in oracle.valid:
                     raise Violation(
                         "P6",
                         f"{record.actor}'s load_latest returned checkpoint {chosen}, which a "

@@ -215,6 +215,8 @@ class Scenario:
 
     name = "scenario"
     max_steps = 120
+    promises: frozenset[str] = frozenset()
+    """The names of the promises the checks raise (for ``--only``)."""
 
     def actors(self, rng: random.Random) -> list[ActorSpec]:
         """The cast of one run, chosen with ``rng`` (the run's seed)."""

@@ -119,6 +119,9 @@ class KVScenario(Scenario):
 
     name = "kv"
     max_steps = 140
+    promises = frozenset(
+        {"KV-visible", "KV-state", "KV-failed", "KV-dup", "KV-gap", "KV-leak", "KV-prune"}
+    )
 
     def actors(self, rng: random.Random) -> list[ActorSpec]:
         cast = [ActorSpec("kw1", _kv_writer, restarts=rng.choice([0, 1]))]

@@ -60,6 +60,7 @@ class SourceScenario(Scenario):
 
     name = "sources"
     max_steps = 100
+    promises = frozenset({"SRC-backward"})
 
     def actors(self, rng: random.Random) -> list[ActorSpec]:
         count = rng.choice([2, 2, 3])
@@ -107,6 +108,7 @@ class SnapshotScenario(Scenario):
 
     name = "snapshots"
     max_steps = 80
+    promises = frozenset({"SNAP-older"})
 
     def actors(self, rng: random.Random) -> list[ActorSpec]:
         cast = [ActorSpec("n1", _snapshot_saver), ActorSpec("n2", _snapshot_saver)]
@@ -175,6 +177,7 @@ class ProjectionScenario(Scenario):
 
     name = "projections"
     max_steps = 100
+    promises = frozenset({"PROJ-lost"})
 
     def actors(self, rng: random.Random) -> list[ActorSpec]:
         cast = [ActorSpec("p1", _projector), ActorSpec("p2", _projector)]
