@@ -228,3 +228,19 @@ def test_store_keeps_its_promises(store: str) -> None:
     scale = float(os.environ.get("OBJSTORE_SIM_SEEDS", "1"))
     failures = explore(SCENARIOS[store], range(int(SEEDS[store] * scale)), stop_after=1)
     assert not failures, failures[0].report()
+
+
+def test_checkpoint_writers_claim_their_epoch_when_the_store_can(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from objstore.checkpoint import AsyncCheckpointStore
+
+    async def claim_epoch(self: AsyncCheckpointStore, epoch: int) -> None:
+        await self.backend.put(f"claims/{epoch}", b"claimed")
+
+    monkeypatch.setattr(AsyncCheckpointStore, "claim_epoch", claim_epoch, raising=False)
+    result = run(SCENARIOS["checkpoint"], 2)
+    claims = [call for call in result.calls if call.label == "claim_epoch"]
+    assert claims
+    assert {call.info["epoch"] for call in claims} >= {1, 2}
+    assert any("claims/" in line for line in result.trace)

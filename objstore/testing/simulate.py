@@ -36,13 +36,8 @@ transport; wrap each store call in ``await ctx.call(label, fn)`` to put it in th
 :class:`Violation`. :func:`run` and :func:`explore` do the rest; ``World.raw`` reads the store
 without scheduling, for the checks.
 
-Seeds that find the issue-10 violations on the unfixed code (store, seed, promise):
-
-=====  ===========  ====  ===============  ==============================================
- #     store        seed  promise          what the run shows
-=====  ===========  ====  ===============  ==============================================
-see ``objstore/testing/README.md`` (kept next to this module, with the exact commands).
-=====  ===========  ====  ===============  ==============================================
+``objstore/testing/README.md`` lists the promises each scenario checks and the seed that
+finds each violation of issue 10 on the unfixed code.
 """
 
 from __future__ import annotations

@@ -66,6 +66,7 @@ class _Oracle:
     )
     nonempty_since: int | None = None  # step since which some checkpoint is always valid
     damaged: set[int] = field(default_factory=set)
+    retired: set[tuple[int, int]] = field(default_factory=set)  # (id, epoch) pruned legitimately
     repaired_invalid: list[tuple[int, set[int]]] = field(default_factory=list)
     transitions: list[tuple[int, int, str]] = field(default_factory=list)  # id, epoch, sink
 
@@ -347,12 +348,15 @@ class CheckpointScenario(Scenario):
                         f"{write.actor} committed {write.key} but checkpoint {cid} does not "
                         "validate (its state is gone or not its own)",
                     )
-        newest_valid = max(oracle.valid, default=0)
+        # Damage from outside counts as valid here: a prune that trusted it is not at fault.
+        newest_valid = max([*oracle.valid, *oracle.damaged], default=0)
         for record in world.calls:
             if record.label != "save" or not record.ok:
                 continue
             cid, epoch = record.info["id"], record.info["epoch"]
             if oracle.valid.get(cid) == epoch or cid in oracle.damaged:
+                continue
+            if (cid, epoch) in oracle.retired:
                 continue
             deleted_by = [
                 w for w in world.writes if w.key == manifest_key(cid) and w.operation == "delete"
@@ -363,7 +367,8 @@ class CheckpointScenario(Scenario):
                 and deleted_by[-1].label in ("prune", "save")
                 and newest_valid > cid
             ):
-                continue  # pruned while a newer valid checkpoint existed
+                oracle.retired.add((cid, epoch))  # pruned while a newer valid one existed
+                continue
             raise Violation(
                 "P1",
                 f"save of checkpoint {cid} by {record.actor} (epoch {epoch}) returned at step "
