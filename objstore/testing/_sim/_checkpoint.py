@@ -37,6 +37,7 @@ from objstore.checkpoint import (
     repair_pointer_async,
     state_key,
 )
+from objstore.checkpoint._layout import parse_listing_key
 from objstore.checkpoint._plan import scan
 from objstore.errors import CheckpointConflict, CorruptionError, FencedError
 from objstore.testing._sim._engine import (
@@ -336,12 +337,14 @@ class CheckpointScenario(Scenario):
                     f"manifest after step {world.step}: {_describe(step_writes)}",
                 )
         for write in step_writes:
+            parsed = parse_listing_key(write.key)
             if (
                 write.ok
                 and write.operation == "put_if_absent"
-                and write.key.endswith("manifest.json")
+                and parsed is not None
+                and parsed[1] == "manifest.json"
             ):
-                cid = _id_of(write.key)
+                cid = parsed[0]
                 if cid not in oracle.valid and cid not in oracle.damaged:
                     raise Violation(
                         "P1-stateless",
@@ -499,10 +502,6 @@ class CheckpointScenario(Scenario):
                         f"{record.actor}'s load_latest returned checkpoint {chosen}, which a "
                         f"repair (step {step}) found invalid and which is still invalid",
                     )
-
-
-def _id_of(key: str) -> int:
-    return int(key.split("/")[1].removeprefix("checkpoint_"))
 
 
 def _describe(writes: list[Any]) -> str:

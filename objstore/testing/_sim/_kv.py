@@ -88,12 +88,15 @@ async def _kv_reader(ctx: ActorContext) -> None:
         await ctx.call("range_scan", store.range_scan)
 
 
-def _landed(
-    world: World,
-) -> dict[int, list[tuple[str, tuple[tuple[bytes, bytes], ...], tuple[bytes, ...]]]]:
-    """Every batch that reached the log, by sequence (tombstones excluded)."""
-    batches: dict[int, list[tuple[str, tuple[tuple[bytes, bytes], ...], tuple[bytes, ...]]]] = {}
-    for write in world.writes:
+_Landed = dict[int, list[tuple[str, tuple[tuple[bytes, bytes], ...], tuple[bytes, ...]]]]
+
+
+def _landed(world: World) -> _Landed:
+    """Every batch that reached the log, by sequence (tombstones excluded); decoded once per
+    write and kept in ``world.notes``."""
+    batches: _Landed = world.notes.setdefault("kv_landed", {})
+    seen: int = world.notes.get("kv_seen", 0)
+    for write in world.writes[seen:]:
         if not write.ok or write.operation != "put_if_absent" or write.data is None:
             continue
         sequence = sequence_of(write.key, LOG_PREFIX)
@@ -102,6 +105,7 @@ def _landed(
         batch = decode_batch(write.data, key=write.key, sequence=sequence)
         if batch is not None:
             batches.setdefault(sequence, []).append((batch.kind, batch.pairs, batch.keys))
+    world.notes["kv_seen"] = len(world.writes)
     return batches
 
 
