@@ -45,7 +45,6 @@ from objstore.testing._sim._engine import (
     ActorSpec,
     CallRecord,
     Scenario,
-    Violation,
     World,
 )
 
@@ -331,7 +330,7 @@ class CheckpointScenario(Scenario):
                 and oracle.present.get(cid) == epoch
                 and cid not in oracle.damaged
             ):
-                raise Violation(
+                world.fail(
                     "P1-undone",
                     f"checkpoint {cid} (epoch {epoch}) was valid and is now invalid under its "
                     f"manifest after step {world.step}: {_describe(step_writes)}",
@@ -346,7 +345,7 @@ class CheckpointScenario(Scenario):
             ):
                 cid = parsed[0]
                 if cid not in oracle.valid and cid not in oracle.damaged:
-                    raise Violation(
+                    world.fail(
                         "P1-stateless",
                         f"{write.actor} committed {write.key} but checkpoint {cid} does not "
                         "validate (its state is gone or not its own)",
@@ -372,7 +371,7 @@ class CheckpointScenario(Scenario):
             ):
                 oracle.retired.add((cid, epoch))  # pruned while a newer valid one existed
                 continue
-            raise Violation(
+            world.fail(
                 "P1",
                 f"save of checkpoint {cid} by {record.actor} (epoch {epoch}) returned at step "
                 f"{record.end} but the checkpoint is no longer valid at step {world.step}: "
@@ -386,7 +385,7 @@ class CheckpointScenario(Scenario):
             if manifest is None or manifest.epoch != epoch:
                 continue
             if manifest.sink_commit_statuses.get(sink) != "committed":
-                raise Violation(
+                world.fail(
                     "P4",
                     f"sink {sink!r} of checkpoint {cid} was committed by update_manifest but "
                     f"is now {manifest.sink_commit_statuses.get(sink)!r} after step "
@@ -424,7 +423,7 @@ class CheckpointScenario(Scenario):
             r for r in self._returned_saves_before(world, record.start) if r.info["epoch"] > epoch
         ]
         if record.ok and newer:
-            raise Violation(
+            world.fail(
                 "P2-fence",
                 f"{record.actor}'s save of checkpoint {record.info['id']} by epoch {epoch} "
                 f"returned although {newer[0].actor}'s save by epoch {newer[0].info['epoch']} "
@@ -434,7 +433,7 @@ class CheckpointScenario(Scenario):
         if isinstance(error, CheckpointConflict):
             winner = error.winner_epoch
             if winner is not None and winner < epoch:
-                raise Violation(
+                world.fail(
                     "P2-told-older",
                     f"{record.actor} (epoch {epoch}) was told it lost checkpoint "
                     f"{record.info['id']} to an older epoch {winner}: {error}",
@@ -453,7 +452,7 @@ class CheckpointScenario(Scenario):
                     == (record.actor, record.incarnation)
                     and record.info["id"] in _oracle(world).present
                 ):
-                    raise Violation(
+                    world.fail(
                         "P1-own",
                         f"{record.actor}'s save of checkpoint {record.info['id']} was told "
                         f"{type(error).__name__} against its own commit (step "
@@ -475,7 +474,7 @@ class CheckpointScenario(Scenario):
         }
         since = oracle.nonempty_since
         if chosen is None and since is not None and since <= record.start:
-            raise Violation(
+            world.fail(
                 "P3",
                 f"{record.actor}'s {record.label} (steps {record.start}..{record.end}) found "
                 f"nothing although some checkpoint was valid at every step of it (now "
@@ -488,7 +487,7 @@ class CheckpointScenario(Scenario):
         if fenced_by is not None and manifest.epoch < fenced_by:
             newer = {cid: e for cid, e in steady.items() if e >= fenced_by}
             if newer:
-                raise Violation(
+                world.fail(
                     "P2-read",
                     f"{record.actor}'s {record.label} returned checkpoint {chosen} of epoch "
                     f"{manifest.epoch} although a save by epoch {fenced_by} had returned and "
@@ -497,7 +496,7 @@ class CheckpointScenario(Scenario):
         if record.label == "load_latest" and chosen is not None:
             for step, invalid in oracle.repaired_invalid:
                 if step <= record.start and chosen in invalid and chosen not in oracle.valid:
-                    raise Violation(
+                    world.fail(
                         "P6",
                         f"{record.actor}'s load_latest returned checkpoint {chosen}, which a "
                         f"repair (step {step}) found invalid and which is still invalid",

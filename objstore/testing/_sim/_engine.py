@@ -210,7 +210,8 @@ class Scenario:
     ``actors(rng)`` chooses the cast from the seed; ``setup(world)`` prepares the store (runs
     outside the schedule); ``check_step`` runs after every step that wrote;
     ``check_call`` after every completed call; ``check_end`` once every actor is done.
-    Hooks raise :class:`Violation`.
+    Hooks report a broken promise with ``world.fail(promise, detail)`` (or raise
+    :class:`Violation`, which ends the hook even when the promise is ignored).
     """
 
     name = "scenario"
@@ -516,6 +517,14 @@ class World:
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
             return violation
         return None
+
+    def fail(self, promise: str, detail: str) -> None:
+        """Report a broken promise: raises :class:`Violation`, unless the promise is ignored
+        (then it is noted and the check goes on, so one known bug hides no other)."""
+        violation = Violation(promise, detail)
+        if promise not in self.ignore:
+            raise violation
+        self.ignored.append(violation)
 
     async def _check(self, check: Awaitable[None]) -> None:
         """Run one check; a violation of an ignored promise is noted, not raised."""

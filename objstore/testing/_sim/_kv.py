@@ -36,7 +36,6 @@ from objstore.testing._sim._engine import (
     ActorSpec,
     CallRecord,
     Scenario,
-    Violation,
     World,
 )
 
@@ -143,7 +142,7 @@ class KVScenario(Scenario):
         landed = _landed(world)
         for sequence, batches in landed.items():
             if len(batches) > 1:
-                raise Violation("KV-gap", f"sequence {sequence} was written twice")
+                world.fail("KV-gap", f"sequence {sequence} was written twice")
         expected: dict[bytes, bytes] = {}
         for sequence in sorted(landed):
             kind, pairs, keys = landed[sequence][0]
@@ -155,7 +154,7 @@ class KVScenario(Scenario):
         fresh = AsyncKVStore(world.raw, compact_every=0)
         actual = dict(await fresh.range_scan())
         if actual != expected:
-            raise Violation(
+            world.fail(
                 "KV-state",
                 f"after step {world.step} the store holds {_show(actual)} but the batches that "
                 f"landed make {_show(expected)}",
@@ -167,7 +166,7 @@ class KVScenario(Scenario):
             batch = await fresh.read_batch(record.result)
             token = record.info["token"].encode()
             if batch is None or all(value != token for _, value in batch.pairs):
-                raise Violation(
+                world.fail(
                     "KV-visible",
                     f"{record.actor}'s put_batch returned sequence {record.result} but that "
                     f"sequence now reads {batch!r} (step {world.step})",
@@ -181,7 +180,7 @@ class KVScenario(Scenario):
         token = record.info["token"].encode()
         sequences = _tokens(world).get(token, [])
         if sequences:
-            raise Violation(
+            world.fail(
                 "KV-failed",
                 f"{record.actor}'s put_batch raised {type(record.error).__name__}: "
                 f"{record.error} although its batch committed as sequence {sequences[0]}",
@@ -197,7 +196,7 @@ class KVScenario(Scenario):
         }
         for token, sequences in _tokens(world).items():
             if len(sequences) > 1 and token in definite_failures:
-                raise Violation(
+                world.fail(
                     "KV-dup",
                     f"batch {token.decode()} was appended {len(sequences)} times "
                     f"(sequences {sequences})",
@@ -218,7 +217,7 @@ class KVScenario(Scenario):
         ]
         leaked = sorted(s for s in snapshots if s is not None and s != manifest.snapshot)
         if leaked:
-            raise Violation(
+            world.fail(
                 "KV-leak",
                 f"snapshots {leaked} are not referenced (the manifest names "
                 f"{manifest.snapshot}) and survive a later compaction",
@@ -226,7 +225,7 @@ class KVScenario(Scenario):
         log = await world.raw.list(LOG_PREFIX)
         sequences = sorted(s for s in (sequence_of(i.key, LOG_PREFIX) for i in log) if s)
         if sequences and sequences != list(range(1, sequences[-1] + 1)):
-            raise Violation("KV-gap", f"the log has gaps: {sequences}")
+            world.fail("KV-gap", f"the log has gaps: {sequences}")
         if cutoff:
             for info in log:
                 sequence = sequence_of(info.key, LOG_PREFIX)
@@ -234,7 +233,7 @@ class KVScenario(Scenario):
                     continue
                 data, _ = await world.raw.get(info.key)
                 if decode_batch(data, key=info.key, sequence=sequence) is not None:
-                    raise Violation(
+                    world.fail(
                         "KV-prune",
                         f"batch {sequence} keeps its data after prune_batch_log({cutoff}) "
                         f"(retained_from {manifest.retained_from}): an interrupted prune was "

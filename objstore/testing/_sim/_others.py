@@ -24,7 +24,6 @@ from objstore.testing._sim._engine import (
     ActorSpec,
     CallRecord,
     Scenario,
-    Violation,
     World,
 )
 
@@ -78,7 +77,7 @@ class SourceScenario(Scenario):
             for source, checkpoint in sources.items():
                 before = previous.get(source, 0)
                 if checkpoint.sequence < before:
-                    raise Violation(
+                    world.fail(
                         "SRC-backward",
                         f"{write.actor}'s commit (step {write.step}) moved source {source!r} "
                         f"back from {before} to {checkpoint.sequence}",
@@ -124,7 +123,7 @@ class SnapshotScenario(Scenario):
                 continue
             sequence = decode_snapshot(write.data, key=key).sequence_number
             if sequence < stored:
-                raise Violation(
+                world.fail(
                     "SNAP-older",
                     f"{write.actor}'s save (step {write.step}) replaced the snapshot at "
                     f"sequence {stored} with an older one at {sequence}",
@@ -141,7 +140,7 @@ class SnapshotScenario(Scenario):
         ]
         loaded = record.result.sequence_number if record.result is not None else 0
         if saved and loaded < max(saved):
-            raise Violation(
+            world.fail(
                 "SNAP-older",
                 f"{record.actor}'s load returned sequence {loaded} although a save of "
                 f"{max(saved)} had returned before it started",
@@ -196,7 +195,7 @@ class ProjectionScenario(Scenario):
         loaded = await AsyncProjectionCheckpointStore(world.raw).load_projection_checkpoint("p")
         for stream, cursor in advanced.items():
             if loaded.cursor_for(stream) < cursor:
-                raise Violation(
+                world.fail(
                     "PROJ-lost",
                     f"stream {stream!r} was advanced to {cursor} but the stored cursor is "
                     f"{loaded.cursor_for(stream)} after step {world.step}",
