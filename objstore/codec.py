@@ -54,7 +54,9 @@ def parse_json(data: bytes, *, key: str) -> Any:
     except UnicodeDecodeError as exc:
         raise CorruptionError(key, f"not valid UTF-8 at byte {exc.start}") from exc
     except json.JSONDecodeError as exc:
-        raise CorruptionError(key, f"not valid JSON: {exc.msg} at {exc.pos}") from exc
+        # json's own messages may end in "at" ("Unterminated string starting at").
+        reason = exc.msg.removesuffix(" at")
+        raise CorruptionError(key, f"not valid JSON: {reason} at character {exc.pos}") from exc
 
 
 def checksum(data: Buffer) -> str:

@@ -12,6 +12,7 @@ handler would do about it::
     │   └── ConflictError                       the store holds newer state than this write
     ├── CorruptionError                         bytes do not match their checksum or format
     ├── NotSupportedError(NotImplementedError)  the store cannot give the guarantees we need
+    ├── StoreNotFoundError                      the store itself (bucket, root directory) is missing
     └── TransientStorageError(OSError)          5xx, throttling, timeouts: the only retried kind
 
 Backends translate fsspec, botocore and gcsfs errors into this tree exactly once, at the
@@ -32,6 +33,7 @@ __all__ = [
     "NotSupportedError",
     "ObjstoreError",
     "PreconditionFailedError",
+    "StoreNotFoundError",
     "TransientStorageError",
 ]
 
@@ -157,6 +159,24 @@ class CorruptionError(ObjstoreError):
 
 class NotSupportedError(ObjstoreError, NotImplementedError):
     """The store cannot provide a guarantee objstore relies on (e.g. it ignores preconditions)."""
+
+
+class StoreNotFoundError(ObjstoreError):
+    """The store itself does not exist: its bucket, or its root directory on local disk.
+
+    Deliberately neither a :class:`NotFoundError` nor a ``FileNotFoundError``: a missing
+    *object* reads as "nothing saved yet", while a mistyped bucket or an unmounted volume must
+    never read as an empty store, or a recovery would start fresh beside the real checkpoints.
+    ``url`` is the store's root URL.
+    """
+
+    def __init__(self, url: str, message: str | None = None) -> None:
+        super().__init__(url, message)  # both in ``args``: the error survives pickling
+        self.url = url
+        self.message = message or f"the store {url} does not exist"
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class TransientStorageError(ObjstoreError, OSError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -20,7 +21,6 @@ from objstore import (
     CorruptionError,
     FencedError,
     NotFoundError,
-    PreconditionFailedError,
     TransientStorageError,
 )
 from objstore.backends import open_backend
@@ -420,9 +420,18 @@ def test_max_retained_prunes_after_each_save(store_url: str) -> None:
     assert store.load_latest().checkpoint_id == 5  # type: ignore[union-attr]
 
 
+def _store_clock(now: list[float]) -> Callable[[], Awaitable[float]]:
+    """A store clock that reads ``now[0]``."""
+
+    async def read() -> float:
+        return now[0]
+
+    return read
+
+
 def test_cleanup_orphans_spares_in_flight_writers(store_url: str) -> None:
     now = [1_000_000.0]
-    store = CheckpointStore(store_url, clock=lambda: now[0], orphan_grace_seconds=600)
+    store = CheckpointStore(store_url, store_clock=_store_clock(now), orphan_grace_seconds=600)
     store.save_state_data(1, [b"lost writer"])  # below a committed id: dead
     store.save(manifest(2))
     store.save_state_data(3, [b"in flight"])  # above the newest commit, young: alive
@@ -433,7 +442,7 @@ def test_cleanup_orphans_spares_in_flight_writers(store_url: str) -> None:
     assert store.cleanup_orphans() == 1
     assert backend.exists(state_key(3))
     assert not backend.exists(state_key(1))
-    now[0] = real_now + 601
+    now[0] = real_now + 602  # past the grace and the mtime slack, by the store's clock
     assert store.cleanup_orphans() == 1
     assert not backend.exists(state_key(3))
     assert store.cleanup_orphans() == 0
@@ -464,7 +473,7 @@ def test_update_manifest_keeps_checksums_and_refuses_clobbering(store_url: str) 
         b.update_manifest(manifest(2))
 
 
-def test_concurrent_update_manifest_cannot_clobber(store_url: str) -> None:
+def test_concurrent_update_manifest_merges_instead_of_clobbering(store_url: str) -> None:
     faulty, faults = faulty_store(store_url)
     faulty.save(manifest(1, sink_commit_statuses={"a": "pending", "b": "pending"}))
     base = faulty.load_by_id(1)
@@ -483,12 +492,12 @@ def test_concurrent_update_manifest_cannot_clobber(store_url: str) -> None:
 
     raced: list[bool] = []
     faults.inner.get = get_then_race  # type: ignore[method-assign]
-    with pytest.raises(PreconditionFailedError):
-        faulty.update_manifest(base.with_status("a", "failed"))
+    merged = faulty.update_manifest(base.with_status("a", "failed"))  # re-read and merged
     faults.inner.get = original_get  # type: ignore[method-assign]
     final = other.load_by_id(1)
     assert final is not None
-    assert final.sink_commit_statuses == {"a": "pending", "b": "committed"}
+    assert final.sink_commit_statuses == merged.sink_commit_statuses
+    assert final.sink_commit_statuses == {"a": "failed", "b": "committed"}
 
 
 # -- bad input fails before any request ----------------------------------------------------------
@@ -711,7 +720,7 @@ def test_failed_commit_keeps_staged_state_for_the_retry(store_url: str) -> None:
 def test_cleanup_spares_a_same_epoch_sidecar_below_a_newer_commit(store_url: str) -> None:
     """Two overlapping saves of one writer: 11 commits while 10's sidecar is written."""
     now = [0.0]
-    store = CheckpointStore(store_url, clock=lambda: now[0], orphan_grace_seconds=600)
+    store = CheckpointStore(store_url, store_clock=_store_clock(now), orphan_grace_seconds=600)
     store.save_state_data(10, [b"still being committed"], epoch=5)
     store.save(manifest(11, epoch=5))
     store.save_state_data(9, [b"fenced writer"], epoch=4)

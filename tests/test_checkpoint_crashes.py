@@ -60,13 +60,13 @@ OPERATIONS: dict[str, tuple[Setup, Operation, set[int]]] = {
 
 def _count_requests(url: str, setup: Setup, operation: Operation) -> int:
     setup(CheckpointStore(url))
-    store, faults = faulty_store(url, clock=_far_future)
+    store, faults = faulty_store(url, store_clock=_far_future)
     operation(store)
     return len(faults.calls)
 
 
-def _far_future() -> float:
-    """A clock two centuries ahead, so every orphan is past its grace period."""
+async def _far_future() -> float:
+    """A store clock two centuries ahead, so every orphan is past its grace period."""
     return 8e9
 
 
@@ -81,7 +81,7 @@ def test_crash_before_or_after_any_request_leaves_a_recoverable_store(
         for when in ("before", "after"):
             url = sub_url(store_url, f"{when}-{nth}")
             setup(CheckpointStore(url))
-            store, faults = faulty_store(url, clock=_far_future)
+            store, faults = faulty_store(url, store_clock=_far_future)
             getattr(faults, f"crash_{when}")("*", nth)
             with pytest.raises(SimulatedCrash):
                 operation(store)

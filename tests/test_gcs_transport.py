@@ -33,6 +33,7 @@ from objstore.errors import (
     NotSupportedError,
     ObjstoreError,
     PreconditionFailedError,
+    StoreNotFoundError,
     TransientStorageError,
 )
 from tests.servers.gcs import (  # noqa: F401
@@ -303,14 +304,19 @@ def test_conditional_delete(transport: GCSTransport) -> None:
     run(body)
 
 
-def test_missing_bucket_is_not_found(gcs_emulator: GCSEmulator) -> None:
+def test_missing_bucket_is_not_an_empty_store(gcs_emulator: GCSEmulator) -> None:
     transport = transport_for("gs://objstore-no-such-bucket/root")
 
     async def body() -> None:
-        with pytest.raises(NotFoundError):
-            await transport.get("k")
-        with pytest.raises(NotFoundError):
-            await transport.list("")
+        for operation in (
+            lambda: transport.get("k"),
+            lambda: transport.head("k"),
+            lambda: transport.list(""),
+            lambda: transport.put_if_absent("k", b"1"),
+        ):
+            with pytest.raises(StoreNotFoundError, match="objstore-no-such-bucket") as caught:
+                await operation()
+            assert not isinstance(caught.value, NotFoundError)  # never "nothing saved yet"
         await transport.close()
 
     run(body)

@@ -11,6 +11,7 @@ Runs on memory, file, s3 (moto server) and gs (emulator), like the other checkpo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from typing import Any
 
@@ -109,6 +110,20 @@ def test_retried_save_with_state_after_its_sidecar_reply_was_lost(store_url: str
     _assert_committed_with_state(store_url, 2)
 
 
+def test_retry_after_a_sink_update_completes_its_commit(store_url: str) -> None:
+    store, faults = faulty_store(store_url)
+    store.save_with_state(manifest(1), state_for(1))
+    m = manifest(2, sink_commit_statuses={"kafka": "pending"})
+    faults.fail_transiently(1.0, ["put_if_match"])
+    with pytest.raises(TransientStorageError):
+        store.save_with_state(m, state_for(2))
+    faults.clear_faults()
+    CheckpointStore(store_url).update_manifest(m.with_status("kafka", "committed"))
+    saved = store.save_with_state(m, state_for(2))  # its own commit, updated since
+    assert saved.sink_commit_statuses == {"kafka": "committed"}  # as stored
+    _assert_committed_with_state(store_url, 2)
+
+
 def test_retry_with_a_different_manifest_is_a_conflict_that_deletes_nothing(
     store_url: str,
 ) -> None:
@@ -120,7 +135,7 @@ def test_retry_with_a_different_manifest_is_a_conflict_that_deletes_nothing(
         store.save(manifest(2))
     faults.clear_faults()
     with pytest.raises(CheckpointConflict) as conflict:
-        store.save(manifest(2, metadata={"changed": True}))
+        store.save(dataclasses.replace(manifest(2), source_offsets={"events": {"p": 999}}))
     assert not isinstance(conflict.value, FencedError)
     _assert_committed_with_state(store_url, 2, pointed=False)  # the landed commit is untouched
 
@@ -432,3 +447,23 @@ def test_processes_claiming_epochs_leave_the_newest_epoch_in_charge(shared_store
         assert store.load_state_data(checkpoint_id) == joined_state(4)
     with pytest.raises(FencedError):
         store.save(manifest(store.next_checkpoint_id(), epoch=3))
+
+
+def test_a_newer_epoch_is_never_told_it_lost_an_id_to_an_older_one(store_url: str) -> None:
+    zombie, faults = faulty_store(store_url)
+    leader = CheckpointStore(store_url)
+    leader.claim_epoch(2)
+    faults.crash_before("get", 1, key_contains="latest.txt")
+    with pytest.raises(SimulatedCrash):  # the zombie's manifest 1 landed after the claim
+        zombie.save_with_state(manifest(1, epoch=1), state_for(1))
+    for save in (
+        lambda: leader.save(manifest(1, epoch=2)),
+        lambda: leader.save_with_state(manifest(1, epoch=2), state_for(1)),
+    ):
+        with pytest.raises(CheckpointConflict) as occupied:
+            save()
+        assert not isinstance(occupied.value, FencedError)
+        assert occupied.value.winner_epoch is None  # it did not lose to epoch 1
+        assert "older epoch 1" in str(occupied.value)
+    leader.save_with_state(manifest(leader.next_checkpoint_id(), epoch=2), state_for(2))
+    assert CheckpointStore(store_url).load_latest().epoch == 2  # type: ignore[union-attr]

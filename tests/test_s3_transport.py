@@ -35,6 +35,7 @@ from objstore.errors import (
     NotFoundError,
     NotSupportedError,
     PreconditionFailedError,
+    StoreNotFoundError,
     TransientStorageError,
 )
 from tests.servers.s3 import S3Faults
@@ -100,7 +101,7 @@ def client_error(status: int, code: str, operation: str = "PutObject") -> Except
         ("put", 400, "RequestTimeout", TransientStorageError),
         ("read", 429, "TooManyRequests", TransientStorageError),
         ("create", 501, "NotImplemented", NotSupportedError),
-        ("read", 404, "NoSuchBucket", None),  # configuration error: propagate unchanged
+        ("read", 404, "NoSuchBucket", StoreNotFoundError),  # never an empty store
         ("put", 403, "AccessDenied", None),
         ("put", 400, "InvalidArgument", None),
         ("read", 412, "PreconditionFailed", None),  # objstore never sends conditional reads
@@ -201,9 +202,11 @@ def test_missing_bucket_is_not_an_empty_store(moto_server: str) -> None:
     transport = S3Transport("objstore-no-such-bucket", "root")
 
     async def scenario() -> None:
-        with pytest.raises(botocore.exceptions.ClientError, match="NoSuchBucket"):
+        with pytest.raises(StoreNotFoundError, match="NoSuchBucket") as caught:
             await transport.get("k")
-        with pytest.raises(botocore.exceptions.ClientError, match="NoSuchBucket"):
+        assert isinstance(caught.value.__cause__, botocore.exceptions.ClientError)
+        assert not isinstance(caught.value, NotFoundError)
+        with pytest.raises(StoreNotFoundError, match="objstore-no-such-bucket"):
             await transport.list("")
         await transport.close()
 

@@ -380,6 +380,15 @@ class AsyncBackend:
 
         await asyncio.gather(*(one(key) for key in keys))
 
+    async def check_root(self) -> None:
+        """Check that the store exists before reading it (see :meth:`Transport.check_root`).
+
+        Raises :class:`~objstore.errors.StoreNotFoundError` when its bucket or root directory
+        is missing and ``ValueError`` when the location can never hold a store; writes
+        nothing. Transient errors are retried.
+        """
+        await self._retried("check_root", "", self.transport.check_root, description="CHECK root")
+
     async def close(self) -> None:
         """Close the transport's connections."""
         await self.transport.close()
@@ -511,4 +520,5 @@ class Backend:
     delete = blocking(AsyncBackend.delete)
     delete_many = blocking(AsyncBackend.delete_many)
     probe = blocking(AsyncBackend.probe)
+    check_root = blocking(AsyncBackend.check_root)
     close = blocking(AsyncBackend.close)

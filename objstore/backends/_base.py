@@ -106,6 +106,18 @@ class Transport(abc.ABC):
         ``PreconditionFailedError``.
         """
 
+    async def check_root(self) -> None:
+        """Raise :class:`~objstore.errors.StoreNotFoundError` if the store's root (a bucket,
+        a local directory) does not exist, and ``ValueError`` if the location can never hold a
+        store; create nothing.
+
+        Writers do not need it (their first write creates what is missing); read-only tools
+        call it so that a mistyped location is reported instead of reading as an empty store.
+        The default makes one listing request for at most one key, which fails on a missing
+        bucket.
+        """
+        await self.list_after("", "", 1)
+
     async def put_if_absent_stream(self, key: str, parts: AsyncIterable[Buffer]) -> str:
         """Create the object from a stream of parts; same contract as :meth:`put_if_absent`.
 

@@ -33,6 +33,7 @@ import functools
 import json
 import logging
 import os
+import re
 import threading
 import urllib.parse
 from collections.abc import Mapping
@@ -51,6 +52,7 @@ from objstore.errors import (
     NotFoundError,
     ObjstoreError,
     PreconditionFailedError,
+    StoreNotFoundError,
     TransientStorageError,
 )
 
@@ -68,6 +70,11 @@ _CONSISTENT_READ_ATTEMPTS = 5
 _MANAGED_OPTIONS = ("asynchronous", "loop", "skip_instance_cache")
 # No overall deadline (a large object may take long to stream) but a stalled connection fails.
 _DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
+
+
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
+# Requests that name only the bucket, never one object: a 404 means the bucket is missing.
+_BUCKET_LEVEL = frozenset({"LIST", "PUT", "PUT-if-absent", "PUT-if-match"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +228,11 @@ class GCSTransport(Transport):
     page_size: int = 1000
 
     def __init__(self, bucket: str, prefix: str = "", **storage_options: Any) -> None:
-        if not bucket or "/" in bucket:
-            raise ValueError(f"invalid GCS bucket name {bucket!r}")
+        if not isinstance(bucket, str) or not _BUCKET_NAME.fullmatch(bucket) or ".." in bucket:
+            raise ValueError(
+                f"invalid GCS bucket name {bucket!r}: 3-63 lowercase letters, digits, dots, "
+                "hyphens and underscores, starting and ending with a letter or digit"
+            )
         self._bucket = bucket
         self._prefix = prefix.strip("/")
         self._options = {
@@ -231,6 +241,7 @@ class GCSTransport(Transport):
         self._reset_clients()
 
     def _reset_clients(self) -> None:
+        self._bucket_seen = False
         self._lock = threading.Lock()
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._pid = os.getpid()
@@ -398,16 +409,40 @@ class GCSTransport(Transport):
                 raise TransientStorageError(f"GCS {what} {url}: {exc}") from exc
             raise ObjstoreError(f"GCS {what} {url}: {exc}") from exc
 
-    def _fail(self, what: str, key: str, response: _Response) -> NoReturn:
-        """Raise the objstore error for an unexpected status, keeping gcsfs's as the cause."""
+    async def _fail(self, what: str, key: str, response: _Response) -> NoReturn:
+        """Raise the objstore error for an unexpected status, keeping gcsfs's as the cause.
+
+        A 404 is :class:`StoreNotFoundError` when the bucket itself is missing (GCS answers
+        404 for a missing object and for a missing bucket alike), else ``NotFoundError``.
+        """
         cause = _native_error(response)
         message = f"GCS {what} {self._name(key)!r} in bucket {self._bucket!r}: "
         message += _error_message(response)
         if response.status == 404:
+            if what in _BUCKET_LEVEL or await self._bucket_missing():
+                raise StoreNotFoundError(
+                    f"gs://{self._bucket}", f"{message}: bucket {self._bucket!r} does not exist"
+                ) from cause
             raise NotFoundError(key, message) from cause
         if response.status in _TRANSIENT_STATUSES:
             raise TransientStorageError(message) from cause
         raise ObjstoreError(message) from cause
+
+    async def _bucket_missing(self) -> bool:
+        """Whether the bucket does not exist: one bucket metadata GET after an object's 404,
+        until the bucket has been seen once (then a 404 is just a missing object)."""
+        if self._bucket_seen:
+            return False
+        response = await self._request("bucket GET", "GET", f"b/{_quote(self._bucket)}")
+        if response.status == 404:
+            return True
+        if response.status in _TRANSIENT_STATUSES:  # cannot tell yet: let the caller retry
+            raise TransientStorageError(
+                f"GCS bucket GET {self._bucket!r}: {_error_message(response)}"
+            ) from _native_error(response)
+        # 200, or no permission to read bucket metadata (403): the bucket is there.
+        self._bucket_seen = response.status in (200, 403)
+        return False
 
     def _object_path(self, key: str) -> str:
         return f"b/{_quote(self._bucket)}/o/{_quote(self._name(key))}"
@@ -417,7 +452,7 @@ class GCSTransport(Transport):
     async def _metadata(self, what: str, key: str) -> dict[str, Any]:
         response = await self._request(what, "GET", self._object_path(key))
         if response.status != 200:
-            self._fail(what, key, response)
+            await self._fail(what, key, response)
         metadata: dict[str, Any] = json.loads(response.body)
         return metadata
 
@@ -434,7 +469,7 @@ class GCSTransport(Transport):
             "GET", "GET", self._object_path(key), params={"alt": "media"}
         )
         if response.status != 200:
-            self._fail("GET", key, response)
+            await self._fail("GET", key, response)
         generation = response.headers.get("x-goog-generation")
         if generation is not None:
             return response.body, _version(generation, f"GET {self._name(key)!r}")
@@ -457,7 +492,7 @@ class GCSTransport(Transport):
             if response.status == 404:
                 continue  # replaced or deleted in between: look again
             if response.status != 200:
-                self._fail("GET", key, response)
+                await self._fail("GET", key, response)
             after = (await self._metadata("GET", key))["generation"]
             if str(after) == str(before):
                 return response.body, _version(before, f"GET {self._name(key)!r}")
@@ -482,7 +517,7 @@ class GCSTransport(Transport):
             return response.body[start:end]
         if response.status == 416:  # range starts at or beyond the end of the object
             return b""
-        self._fail("GET range", key, response)
+        await self._fail("GET range", key, response)
 
     async def head(self, key: str) -> ObjectInfo:
         return self._info(key, await self._metadata("HEAD", key))
@@ -515,7 +550,8 @@ class GCSTransport(Transport):
                 "LIST", "GET", f"b/{_quote(self._bucket)}/o", params=params
             )
             if response.status != 200:
-                self._fail("LIST", prefix, response)
+                await self._fail("LIST", prefix, response)
+            self._bucket_seen = True
             page = json.loads(response.body)
             for item in page.get("items") or ():
                 name = item.get("name", "")
@@ -549,9 +585,9 @@ class GCSTransport(Transport):
             upload=True,
         )
 
-    def _uploaded_version(self, what: str, key: str, response: _Response) -> str:
+    async def _uploaded_version(self, what: str, key: str, response: _Response) -> str:
         if response.status != 200:
-            self._fail(what, key, response)
+            await self._fail(what, key, response)
         try:
             generation = json.loads(response.body).get("generation")
         except (ValueError, AttributeError):
@@ -560,13 +596,13 @@ class GCSTransport(Transport):
 
     async def put(self, key: str, data: Buffer) -> str:
         response = await self._upload("PUT", key, data, None)
-        return self._uploaded_version("PUT", key, response)
+        return await self._uploaded_version("PUT", key, response)
 
     async def put_if_absent(self, key: str, data: Buffer) -> str:
         response = await self._upload("PUT-if-absent", key, data, 0)
         if response.status == 412:
             raise AlreadyExistsError(key) from _native_error(response)
-        return self._uploaded_version("PUT-if-absent", key, response)
+        return await self._uploaded_version("PUT-if-absent", key, response)
 
     async def put_if_match(self, key: str, data: Buffer, version: str) -> str:
         generation = _parse_generation(version)
@@ -576,7 +612,7 @@ class GCSTransport(Transport):
         response = await self._upload("PUT-if-match", key, data, generation)
         if response.status == 412:
             await self._raise_conflict(key, version, _native_error(response))
-        return self._uploaded_version("PUT-if-match", key, response)
+        return await self._uploaded_version("PUT-if-match", key, response)
 
     async def _raise_conflict(
         self, key: str, version: str, cause: BaseException | None
@@ -614,4 +650,4 @@ class GCSTransport(Transport):
                 await self._raise_conflict(key, version, _native_error(response))
             except NotFoundError:
                 return  # deleted by someone else meanwhile: deleting is idempotent
-        self._fail("DELETE", key, response)
+        await self._fail("DELETE", key, response)

@@ -20,6 +20,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import stat
 import sys
 import uuid
 from collections.abc import AsyncIterable, Callable, Iterator
@@ -29,7 +30,12 @@ from typing import cast
 import xxhash
 
 from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
-from objstore.errors import AlreadyExistsError, NotFoundError, PreconditionFailedError
+from objstore.errors import (
+    AlreadyExistsError,
+    NotFoundError,
+    PreconditionFailedError,
+    StoreNotFoundError,
+)
 
 __all__ = ["LocalTransport"]
 
@@ -141,6 +147,23 @@ class LocalTransport(Transport):
             return _version_of(self._read(key))
         except NotFoundError:
             return None
+
+    def _check_root(self) -> None:
+        """See :meth:`Transport.check_root`: the root must be an existing directory."""
+        try:
+            mode = os.stat(self._root).st_mode
+        except NotADirectoryError:
+            raise ValueError(
+                f"{self._root} is below a file that is not a directory: it can never hold a store"
+            ) from None
+        except FileNotFoundError:
+            raise StoreNotFoundError(
+                self.url,
+                f"the store {self._root} does not exist (a typo, or a volume not mounted?); "
+                "it is created by the first checkpoint written there",
+            ) from None
+        if not stat.S_ISDIR(mode):
+            raise ValueError(f"{self._root} is not a directory: it can never hold a store")
 
     # -- blocking implementations ------------------------------------------------------------
 
@@ -306,6 +329,9 @@ class LocalTransport(Transport):
             directory = directory.parent
 
     # -- async face ------------------------------------------------------------------------
+
+    async def check_root(self) -> None:
+        await asyncio.to_thread(self._check_root)
 
     async def get(self, key: str) -> tuple[bytes, str]:
         return await asyncio.to_thread(self._get, key)

@@ -37,6 +37,7 @@ Operation: TypeAlias = Literal[
     "list",
     "list_after",
     "delete",
+    "check_root",
 ]
 """The transport request an event describes (one per :class:`~objstore.backends.Transport`
 method)."""

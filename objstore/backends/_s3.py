@@ -24,9 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import AsyncIterable, Iterator
 from dataclasses import dataclass, field
@@ -45,10 +47,11 @@ from objstore.errors import (
     NotFoundError,
     NotSupportedError,
     PreconditionFailedError,
+    StoreNotFoundError,
     TransientStorageError,
 )
 
-__all__ = ["S3Transport", "translate_error"]
+__all__ = ["S3Transport", "translate_error", "validate_bucket_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,11 +114,11 @@ def translate_error(
 
     Returns the error to raise (the caller chains ``exc`` as its cause), or ``None`` when
     ``exc`` means nothing objstore understands and must propagate unchanged (credentials,
-    access denied, a missing bucket, a malformed request).
+    access denied, a malformed request).
 
-    * 404 ``NoSuchKey``/``NotFound`` -> :class:`NotFoundError`. ``NoSuchBucket`` is a
-      configuration error and is *not* translated: a mistyped bucket must not look like an
-      empty store.
+    * 404 ``NoSuchKey``/``NotFound`` -> :class:`NotFoundError`.
+    * ``NoSuchBucket`` -> :class:`StoreNotFoundError`, which is *not* a ``NotFoundError``: a
+      mistyped bucket must not look like an empty store.
     * 412 on ``create`` -> :class:`AlreadyExistsError`; on ``cas`` or ``delete`` ->
       :class:`PreconditionFailedError` (a missing object under If-Match is a 404, above).
     * 501 ``NotImplemented`` -> :class:`NotSupportedError` (a gateway without conditional
@@ -149,7 +152,10 @@ def _translate_client_error(
     if code in _TRANSIENT_CODES or status == 429 or (status is not None and status >= 500):
         return TransientStorageError(detail)
     if code == "NoSuchBucket":
-        return None
+        bucket = str(error.get("BucketName") or "")
+        return StoreNotFoundError(
+            f"s3://{bucket}", f"{detail}: bucket {bucket or '(unnamed)'!r} does not exist"
+        )
     if code in _NOT_FOUND_CODES or (status == 404 and not code):
         return NotFoundError(key)
     if code in _PRECONDITION_CODES or status == 412:
@@ -158,6 +164,30 @@ def _translate_client_error(
         if operation in ("cas", "delete"):
             return PreconditionFailedError(key, expected_version=version)
     return None
+
+
+_BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
+
+
+def validate_bucket_name(bucket: object) -> None:
+    """Raise ``ValueError`` unless ``bucket`` can name an S3 bucket.
+
+    S3's rules: 3 to 63 characters of lowercase letters, digits, dots and hyphens, starting
+    and ending with a letter or digit, no ``..``, not an IP address. Buckets created in
+    us-east-1 before 2018 may also hold capitals and underscores and run to 255 characters,
+    so those are accepted too; anything else could never name a bucket and is a usage error
+    rather than a storage error.
+    """
+    if not isinstance(bucket, str) or not _BUCKET_NAME.fullmatch(bucket) or ".." in bucket:
+        raise ValueError(
+            f"invalid S3 bucket name {bucket!r}: 3-63 lowercase letters, digits, dots and "
+            "hyphens, starting and ending with a letter or digit"
+        )
+    try:
+        ipaddress.ip_address(bucket)
+    except ValueError:
+        return
+    raise ValueError(f"invalid S3 bucket name {bucket!r}: not an IP address")
 
 
 @contextlib.contextmanager
@@ -281,8 +311,7 @@ class S3Transport(Transport):
         parts_in_flight: int = DEFAULT_PARTS_IN_FLIGHT,
         **storage_options: Any,
     ) -> None:
-        if not isinstance(bucket, str) or not bucket or "/" in bucket:
-            raise ValueError(f"invalid S3 bucket name {bucket!r}")
+        validate_bucket_name(bucket)
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum)")
         if parts_in_flight < 1:

@@ -13,6 +13,13 @@ built on them):
   reports progress as it reads.
 - :func:`copy_checkpoint_async` copies one checkpoint's bytes to another store, where it
   commits exactly as a save would, and moves the destination's pointer forward last.
+- :func:`quarantine_invalid_async` takes checkpoints a recovery walk found invalid out of
+  what readers see (their manifests move to ``quarantine/``, see
+  :mod:`objstore.checkpoint._quarantine`); :func:`list_quarantined_async` and
+  :func:`restore_quarantined_async` show and undo that.
+- :func:`remove_checkpoints_async` deletes chosen checkpoints by id (a corrupt one that keeps
+  failing checks), never the newest valid one unless forced, and moves ``latest.txt`` off a
+  removed checkpoint with :func:`repair_pointer_async`.
 
 Every ``*_async`` function has a blocking twin of the same name without the suffix, taking
 :class:`~objstore.checkpoint.CheckpointStore` objects and running the same coroutine on
@@ -23,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
@@ -31,6 +38,7 @@ from objstore._loop import run_sync
 from objstore._open import StoreLocation
 from objstore.backends import AsyncBackend, Backend
 from objstore.checkpoint._layout import (
+    CHECKPOINTS,
     LATEST,
     PointerRecord,
     manifest_key,
@@ -39,7 +47,11 @@ from objstore.checkpoint._layout import (
     state_key,
 )
 from objstore.checkpoint._manifest import StoredManifest, check_checkpoint_id, decode_manifest
+from objstore.checkpoint._plan import CheckpointEntry, scan
+from objstore.checkpoint._quarantine import Quarantined, move_to_quarantine, restore
+from objstore.checkpoint._quarantine import list_quarantined as _list_quarantined
 from objstore.checkpoint._store import (
+    NEVER_COMMITTED,
     AsyncCheckpointStore,
     CheckpointStore,
     RecoveryReport,
@@ -64,13 +76,25 @@ __all__ = [
     "CopyResult",
     "Pointer",
     "PointerRepair",
+    "Quarantined",
+    "Removal",
+    "RemovalRefused",
     "copy_checkpoint",
     "copy_checkpoint_async",
+    "list_quarantined",
+    "list_quarantined_async",
     "plan_pointer_repair",
+    "quarantine_invalid",
+    "quarantine_invalid_async",
+    "plan_removal",
     "read_pointer",
     "read_pointer_async",
+    "remove_checkpoints",
+    "remove_checkpoints_async",
     "repair_pointer",
     "repair_pointer_async",
+    "restore_quarantined",
+    "restore_quarantined_async",
     "validate_checkpoint_streaming",
     "validate_checkpoint_streaming_async",
 ]
@@ -262,6 +286,69 @@ async def _advance_pointer(
         if await _swap_pointer(store.backend, pointer, target, epoch):
             return pointer, True
     raise PreconditionFailedError(LATEST, "latest.txt keeps changing under concurrent writers")
+
+
+# -- quarantine --------------------------------------------------------------------------------
+
+
+async def quarantine_invalid_async(
+    store: AsyncCheckpointStore, report: RecoveryReport | None = None
+) -> list[Quarantined]:
+    """Quarantine every committed checkpoint newer than the newest valid one that a
+    recovery walk found invalid, so that no reader (``load_latest``, ``objstore show``, a
+    restarting job) returns it; return what was quarantined, ascending.
+
+    ``report`` is the walk to act on (default: a new
+    :meth:`~AsyncCheckpointStore.recover_latest_validated`). Each checkpoint is validated
+    again just before it moves, and one that turns out valid, or is gone, is left alone.
+    With nothing valid, nothing is quarantined: an operator must look first (as ``prune``
+    refuses). Older invalid checkpoints are not touched (readers never reach them). Raises
+    :class:`PreconditionFailedError` if a manifest changed while it was being moved (it
+    then stays where it is) and what the backend raises; a re-run completes a partial one.
+    """
+    if report is None:
+        report = await store.recover_latest_validated()
+    if report.chosen_id is None:
+        return []
+    moved = []
+    for checkpoint_id, reason in sorted(report.skipped):
+        if checkpoint_id > report.chosen_id and reason != NEVER_COMMITTED:
+            record = await _quarantine_one(store, checkpoint_id)
+            if record is not None:
+                moved.append(record)
+    return moved
+
+
+async def _quarantine_one(store: AsyncCheckpointStore, checkpoint_id: int) -> Quarantined | None:
+    """Move one checkpoint's manifest to quarantine if, read now, it is still invalid."""
+    key = manifest_key(checkpoint_id)
+    try:
+        data, version = await store.backend.get(key)
+    except NotFoundError:
+        return None
+    result = await store.validate_checkpoint(checkpoint_id)
+    if result.valid or result.issues == ("manifest missing",):
+        return None
+    return await move_to_quarantine(
+        store.backend, checkpoint_id, data, version, "; ".join(result.issues)
+    )
+
+
+async def list_quarantined_async(store: AsyncCheckpointStore) -> list[Quarantined]:
+    """Every quarantined checkpoint of ``store`` with its reason, ascending (one listing and
+    one GET per checkpoint)."""
+    return await _list_quarantined(store.backend)
+
+
+async def restore_quarantined_async(store: AsyncCheckpointStore, checkpoint_id: int) -> None:
+    """Put a quarantined checkpoint's manifest back, byte for byte, so readers see it again
+    (it is as valid or invalid as before; ``latest.txt`` is not moved).
+
+    Raises ``NotFoundError`` if it is not quarantined and
+    :class:`PreconditionFailedError` if that id was committed again since.
+    """
+    check_checkpoint_id(checkpoint_id)
+    await restore(store.backend, checkpoint_id)
 
 
 # -- streamed validation ----------------------------------------------------------------------
@@ -503,6 +590,134 @@ async def _adopt_sidecar(
         raise _conflict(dst, stored, None) from exc
 
 
+# -- removal -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """What :func:`remove_checkpoints_async` planned and, unless a dry run, did.
+
+    ``requested`` are the ids asked for (sorted, once each); ``planned`` those with objects in
+    the store, in the order they are removed; ``absent`` those with nothing stored; ``removed``
+    those whose objects were deleted (empty on a dry run). ``newest_valid_id`` is the newest
+    valid checkpoint before the removal, ``refused`` why the removal may not go ahead (``None``
+    when it may; only a dry run returns a refusal, a real run raises it). ``pointer_before`` is
+    ``latest.txt`` as found; ``pointer_repair`` how it was moved off a removed checkpoint
+    (``None`` when it did not name one, or on a dry run).
+    """
+
+    requested: tuple[int, ...]
+    planned: tuple[int, ...]
+    absent: tuple[int, ...]
+    removed: tuple[int, ...]
+    newest_valid_id: int | None
+    refused: str | None
+    pointer_before: Pointer
+    pointer_repair: PointerRepair | None
+    dry_run: bool
+
+
+class RemovalRefused(ValueError):
+    """:func:`remove_checkpoints_async` will not remove these checkpoints without ``force``;
+    nothing was deleted. ``removal`` is the refused plan (its ``refused`` says why)."""
+
+    def __init__(self, removal: Removal) -> None:
+        super().__init__(f"not removing checkpoints: {removal.refused}")
+        self.removal = removal
+
+    def __reduce__(self) -> tuple[type[RemovalRefused], tuple[Removal]]:
+        return type(self), (self.removal,)
+
+
+def plan_removal(
+    requested: Iterable[int],
+    entries: dict[int, CheckpointEntry],
+    newest_valid: int | None,
+    *,
+    force: bool,
+) -> tuple[tuple[int, ...], tuple[int, ...], str | None]:
+    """Decide a removal (pure): the ids to remove, the ids with nothing stored, and why the
+    removal is refused (``None`` if it is not).
+
+    Without ``force`` it is refused when it would remove the newest valid checkpoint (a
+    restart would fall back to an older one, or start fresh) or a checkpoint that is not
+    committed (a live writer may be about to commit it; ``gc`` removes orphans safely).
+    Raises ``ValueError``/``TypeError`` for an id outside [1, 2**64).
+    """
+    ids = sorted({check_checkpoint_id(cid) for cid in requested})
+    planned = tuple(cid for cid in ids if cid in entries)
+    absent = tuple(cid for cid in ids if cid not in entries)
+    reasons = []
+    if not force and newest_valid is not None and newest_valid in planned:
+        reasons.append(
+            f"it would remove the newest valid checkpoint {newest_valid}: a restart would "
+            "then fall back to an older one or start fresh"
+        )
+    uncommitted = [cid for cid in planned if not entries[cid].committed]
+    if not force and uncommitted:
+        reasons.append(
+            f"checkpoint(s) {', '.join(map(str, uncommitted))} not committed: a live writer "
+            "may still commit them (gc removes orphans once no writer can)"
+        )
+    return planned, absent, "; ".join(reasons) or None
+
+
+async def remove_checkpoints_async(
+    store: AsyncCheckpointStore,
+    checkpoint_ids: Iterable[int],
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+) -> Removal:
+    """Delete the checkpoints ``checkpoint_ids`` (every object of each), then move
+    ``latest.txt`` off them.
+
+    Refused without ``force`` when the removal takes the newest valid checkpoint or an
+    uncommitted one (see :func:`plan_removal`): a real run then raises
+    :class:`RemovalRefused` (a ``ValueError``) having deleted nothing, a dry run returns the
+    refusal in :attr:`Removal.refused`. Ids with
+    nothing stored are reported as ``absent``, not an error, so a removal can be re-run.
+    Each checkpoint loses its manifest before its sidecar, so a crash leaves at worst an
+    orphan for ``gc``. If ``latest.txt`` names a removed checkpoint afterwards, it is
+    repaired with :func:`repair_pointer_async` (backward to the newest valid one left, by
+    compare-and-swap; left alone when nothing valid is left, which readers handle). Requests:
+    a listing, the recovery walk, one DELETE per object, and the pointer repair if needed.
+    """
+    requested = tuple(sorted({check_checkpoint_id(cid) for cid in checkpoint_ids}))
+    entries = scan(await store.backend.list(CHECKPOINTS))
+    pointer = await read_pointer_async(store)
+    newest_valid = await store.newest_valid_id()
+    planned, absent, refused = plan_removal(requested, entries, newest_valid, force=force)
+    plan = Removal(requested, planned, absent, (), newest_valid, refused, pointer, None, dry_run)
+    if dry_run or not planned:
+        return plan
+    if refused is not None:
+        raise RemovalRefused(plan)
+    for checkpoint_id in planned:
+        for key in entries[checkpoint_id].keys:  # manifest first
+            await store.backend.delete(key)
+    repair = await _move_pointer_off(store, set(planned))
+    return Removal(
+        requested, planned, absent, planned, newest_valid, None, pointer, repair, dry_run
+    )
+
+
+async def _move_pointer_off(store: AsyncCheckpointStore, removed: set[int]) -> PointerRepair | None:
+    """Repair ``latest.txt`` if it names a removed checkpoint; the repair applied, if any.
+
+    A writer moving the pointer meanwhile makes the compare-and-swap fail: the pointer is
+    then read again, and repaired again only if it still names a removed checkpoint.
+    """
+    for _ in range(POINTER_ATTEMPTS):
+        if (await read_pointer_async(store)).checkpoint_id not in removed:
+            return None
+        try:
+            return await repair_pointer_async(store)
+        except PreconditionFailedError:
+            continue
+    raise PreconditionFailedError(LATEST, "latest.txt keeps changing under concurrent writers")
+
+
 # -- the blocking faces ------------------------------------------------------------------------
 
 
@@ -514,6 +729,23 @@ def read_pointer(store: CheckpointStore) -> Pointer:
 def repair_pointer(store: CheckpointStore, plan: PointerRepair | None = None) -> PointerRepair:
     """The blocking face of :func:`repair_pointer_async`."""
     return run_sync(repair_pointer_async(store.async_store, plan))
+
+
+def quarantine_invalid(
+    store: CheckpointStore, report: RecoveryReport | None = None
+) -> list[Quarantined]:
+    """The blocking face of :func:`quarantine_invalid_async`."""
+    return run_sync(quarantine_invalid_async(store.async_store, report))
+
+
+def list_quarantined(store: CheckpointStore) -> list[Quarantined]:
+    """The blocking face of :func:`list_quarantined_async`."""
+    return run_sync(list_quarantined_async(store.async_store))
+
+
+def restore_quarantined(store: CheckpointStore, checkpoint_id: int) -> None:
+    """The blocking face of :func:`restore_quarantined_async`."""
+    run_sync(restore_quarantined_async(store.async_store, checkpoint_id))
 
 
 def validate_checkpoint_streaming(
@@ -549,5 +781,20 @@ def copy_checkpoint(
             checkpoint_id,
             progress=progress,
             range_size=range_size,
+        )
+    )
+
+
+def remove_checkpoints(
+    store: CheckpointStore,
+    checkpoint_ids: Iterable[int],
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+) -> Removal:
+    """The blocking face of :func:`remove_checkpoints_async`."""
+    return run_sync(
+        remove_checkpoints_async(
+            store.async_store, list(checkpoint_ids), force=force, dry_run=dry_run
         )
     )

@@ -6,7 +6,7 @@ Shared by the sync and async faces and by the CLI; no I/O, so tests call them di
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from objstore.backends import ObjectInfo
@@ -20,6 +20,7 @@ from objstore.checkpoint._layout import (
 __all__ = [
     "CheckpointEntry",
     "LatestChoice",
+    "age_matters",
     "fencing_candidates",
     "orphans_to_delete",
     "plan_prune",
@@ -45,8 +46,13 @@ class CheckpointEntry:
     @property
     def keys(self) -> list[str]:
         """Every object of the directory, manifest first (the order prune deletes in)."""
-        first = [info.key for info in (self.manifest, self.state) if info is not None]
-        return first + [info.key for info in self.others]
+        return [info.key for info in self.objects]
+
+    @property
+    def objects(self) -> list[ObjectInfo]:
+        """What the listing said of every object of the directory, manifest first."""
+        first = [info for info in (self.manifest, self.state) if info is not None]
+        return first + self.others
 
     @property
     def newest_mtime(self) -> float | None:
@@ -112,15 +118,20 @@ def spare_newer_epochs(doomed: list[int], epochs: list[int | None], epoch: int) 
 def orphans_to_delete(
     entries: dict[int, CheckpointEntry],
     *,
-    now: float,
+    now: float | None,
     grace_seconds: float,
     newest_committed_epoch: int | None,
     orphan_epochs: dict[int, int | None],
+    kept: Collection[int] = (),
 ) -> list[int]:
     """Uncommitted directories that no live writer can still commit, oldest first.
 
-    A directory without a manifest is deleted if its newest object is older than the grace
-    period (its writer stalled or died), or if it lies below the newest committed checkpoint
+    ``now`` is the *store's* time (``None``: unknown, so nothing is old); ``kept`` ids are
+    never deleted (quarantined checkpoints keep their sidecar for an operator).
+    A directory without a manifest is deleted if its newest object is at least the grace
+    period old by the store's clock (its writer stalled or died; see
+    :mod:`objstore.checkpoint._clock` for why a writer can then no longer commit it), or if
+    it lies below the newest committed checkpoint
     and that checkpoint's epoch is newer than the orphan writer's (read from the sidecar
     header into ``orphan_epochs``; ``None`` = unreadable, so no writer can commit it): such a
     writer is fenced and can never win. An orphan of the same epoch below a newer commit may
@@ -130,10 +141,10 @@ def orphans_to_delete(
     newest_committed = max(committed, default=0)
     doomed = []
     for checkpoint_id, entry in sorted(entries.items()):
-        if entry.committed:
+        if entry.committed or checkpoint_id in kept:
             continue
         mtime = entry.newest_mtime
-        stale = mtime is not None and mtime < now - grace_seconds
+        stale = mtime is not None and now is not None and mtime <= now - grace_seconds
         orphan_epoch = orphan_epochs.get(checkpoint_id)
         fenced = checkpoint_id < newest_committed and (
             orphan_epoch is None
@@ -142,6 +153,12 @@ def orphans_to_delete(
         if stale or fenced:
             doomed.append(checkpoint_id)
     return doomed
+
+
+def age_matters(entries: dict[int, CheckpointEntry], settled: Collection[int]) -> bool:
+    """Whether any uncommitted directory not already ``settled`` (doomed as fenced, or
+    kept) would be deleted or kept by its age: only then is the store's clock read."""
+    return any(not e.committed and cid not in settled for cid, e in entries.items())
 
 
 def fencing_candidates(entries: dict[int, CheckpointEntry]) -> list[int]:

@@ -15,6 +15,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -25,7 +26,13 @@ from typing import Any, TypeVar
 from objstore._checks import check_u64
 from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
-from objstore.backends import AsyncBackend, RequestHook
+from objstore.backends import AsyncBackend, ObjectInfo, RequestHook
+from objstore.checkpoint._clock import (
+    StoreClock,
+    commit_too_late,
+    read_store_clock,
+    staged_too_long,
+)
 from objstore.checkpoint._layout import (
     CHECKPOINTS,
     LATEST,
@@ -48,12 +55,14 @@ from objstore.checkpoint._manifest import (
 from objstore.checkpoint._plan import (
     CheckpointEntry,
     LatestChoice,
+    age_matters,
     fencing_candidates,
     orphans_to_delete,
     plan_prune,
     scan,
     spare_newer_epochs,
 )
+from objstore.checkpoint._quarantine import quarantined_ids
 from objstore.checkpoint._sidecar import (
     HEADER,
     EncodedState,
@@ -67,6 +76,7 @@ from objstore.checkpoint._sidecar import (
     verify_sidecar,
 )
 from objstore.checkpoint._streamed_sidecar import RANGE_SIZE, Progress, check_sidecar, no_progress
+from objstore.checkpoint._updates import merge_update
 from objstore.errors import (
     AlreadyExistsError,
     CheckpointConflict,
@@ -105,6 +115,13 @@ STREAMED_VALIDATION_THRESHOLD = 64 * 1024 * 1024
 LOOKAHEAD_KEYS = 16
 """How many keys after the pointer's checkpoint one listing checks for newer commits."""
 PARALLEL_READS = 16
+UPDATE_ATTEMPTS = 100
+"""Compare-and-swaps :meth:`AsyncCheckpointStore.update_manifest` tries before giving up."""
+NEVER_COMMITTED = "no manifest (never committed)"
+"""The reason a recovery walk gives for a directory without a manifest."""
+RELIST_ATTEMPTS = 5
+"""Listings a reader walks before concluding that nothing is valid while checkpoints keep
+vanishing under it (a concurrent prune); then it raises instead of reporting a fresh start."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,12 +182,19 @@ class AsyncCheckpointStore(AsyncClosing):
         vnode_count: the vnode count manifests are expected to carry; a mismatch is
             reported as a validation warning.
         compression_level: zstd level for ``state.bin`` frames.
-        orphan_grace_seconds: an uncommitted sidecar younger than this is presumed to
-            belong to a live writer and is left alone by :meth:`cleanup_orphans`.
+        orphan_grace_seconds: an uncommitted sidecar younger than this *by the store's
+            clock* is presumed to belong to a live writer and is left alone by
+            :meth:`cleanup_orphans`; a save refuses to commit state staged longer than half
+            of it (see :mod:`objstore.checkpoint._clock`). Janitors must use a grace at
+            least as long as the writers'.
         chunks_in_flight: how many state chunks are compressed/uploaded (and frames
             decompressed) at once; bounds the memory a streamed save holds. Default
             :func:`default_chunks_in_flight`.
-        clock: seconds since the epoch (injectable for tests).
+        clock: a monotonic clock in seconds, used only for durations (how long a save's
+            sidecar has waited for its commit), never compared with the store's times.
+        store_clock: the store's current time, for orphan ages (default
+            :func:`~objstore.checkpoint._clock.read_store_clock`: the mtime the store stamps
+            on a marker written for the purpose).
     """
 
     def __init__(
@@ -185,7 +209,8 @@ class AsyncCheckpointStore(AsyncClosing):
         compression_level: int = 3,
         orphan_grace_seconds: float = 3600.0,
         chunks_in_flight: int | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+        store_clock: StoreClock | None = None,
     ) -> None:
         if max_retained is not None and max_retained < 1:
             raise ValueError("max_retained must be at least 1")
@@ -205,10 +230,18 @@ class AsyncCheckpointStore(AsyncClosing):
         self.orphan_grace_seconds = orphan_grace_seconds
         self.chunks_in_flight = chunks_in_flight or default_chunks_in_flight()
         self._clock = clock
+        self._store_clock = store_clock
         self._pointer: tuple[PointerRecord | None, str] | None = None
         self._staged: dict[int, tuple[EncodedState, str, str]] = {}
         self._unconfirmed: dict[int, str] = {}
         """Sidecar versions of saves that raised with their outcome unknown, by id."""
+        self._sidecar_started: dict[int, float] = {}
+        """clock() before each pending sidecar's write, by id (see ``_clock``)."""
+        self._state_withdrawn: set[int] = set()
+        """Ids whose staged sidecar this store object deleted as too old to commit."""
+        self._timely: set[int] = set()
+        """Ids whose manifest create was answered in time (no janitor can have taken their
+        sidecar), though their save has not finished yet."""
         self._writer_nonce = os.urandom(16)
         """Identifies this store object's writes (sidecar headers, manifests) across calls,
         so a retried save recognises its own earlier commit."""
@@ -239,19 +272,37 @@ class AsyncCheckpointStore(AsyncClosing):
         commit (recognised by this store object's writer nonce) instead of conflicting.
         """
         _check_manifest(manifest)
+        if manifest.checkpoint_id in self._state_withdrawn:
+            raise PreconditionFailedError(
+                state_key(manifest.checkpoint_id),
+                f"checkpoint {manifest.checkpoint_id}: its staged state was withdrawn (too old "
+                "to commit); nothing was committed: stage the state again and save",
+            )
         staged = self._staged.get(manifest.checkpoint_id)
-        if staged is None:
-            return await self._commit(manifest, None, None, None)
-        encoded, nonce, version = staged
+        encoded, nonce, version = staged if staged is not None else (None, None, None)
         try:
             committed = await self._commit(manifest, encoded, nonce, version)
         except CheckpointConflict:
             # Definitely not ours any more; anything else (an outage, a cancellation) keeps
             # the staged sidecar so a retried save commits *with* its state.
-            self._staged.pop(manifest.checkpoint_id, None)
+            self._forget(manifest.checkpoint_id)
             raise
-        self._staged.pop(manifest.checkpoint_id, None)
+        self._forget(manifest.checkpoint_id)
         return committed
+
+    def _withdrawn(self, checkpoint_id: int) -> None:
+        """Our sidecar of ``checkpoint_id`` was deleted (too old to commit): until state is
+        staged again, a retried :meth:`save` must refuse rather than commit without it."""
+        self._forget(checkpoint_id)
+        self._state_withdrawn.add(checkpoint_id)
+
+    def _forget(self, checkpoint_id: int) -> None:
+        """Drop what this store object remembers of a save of ``checkpoint_id`` that has
+        ended (committed, or lost to another writer): a retry has nothing left to finish."""
+        self._staged.pop(checkpoint_id, None)
+        self._unconfirmed.pop(checkpoint_id, None)
+        self._sidecar_started.pop(checkpoint_id, None)
+        self._timely.discard(checkpoint_id)
 
     async def save_with_state(
         self, manifest: CheckpointManifest, state: StateInput
@@ -270,16 +321,27 @@ class AsyncCheckpointStore(AsyncClosing):
         written = await self._write_sidecar(manifest, chunks)
         if isinstance(written, _Landed):
             state_version = self._unconfirmed.pop(manifest.checkpoint_id, None)
-            return await self._complete(manifest, written, state_version, compare_state=False)
+            try:
+                committed = await self._complete(
+                    manifest, written, state_version, compare_state=False
+                )
+            except CheckpointConflict:
+                self._forget(manifest.checkpoint_id)
+                raise
+            self._forget(manifest.checkpoint_id)
+            return committed
         encoded, nonce, version = written
         try:
-            return await self._commit(manifest, encoded, nonce, version)
+            committed = await self._commit(manifest, encoded, nonce, version)
         except CheckpointConflict:
+            self._forget(manifest.checkpoint_id)
             raise
         except BaseException:
             # The outcome is unknown: a retry on this store object finds its sidecar here.
             self._unconfirmed[manifest.checkpoint_id] = version
             raise
+        self._forget(manifest.checkpoint_id)
+        return committed
 
     async def save_state_data(
         self, checkpoint_id: int, chunks: StateInput, *, epoch: int = 0
@@ -359,6 +421,7 @@ class AsyncCheckpointStore(AsyncClosing):
         already there that this store object wrote is its own earlier attempt: see
         :meth:`_own_sidecar`.
         """
+        started = self._clock()  # before any request: no later than the sidecar's mtime
         encoder = SidecarEncoder(
             manifest.checkpoint_id,
             manifest.epoch,
@@ -403,6 +466,8 @@ class AsyncCheckpointStore(AsyncClosing):
         finally:
             await pieces.aclose()  # cancels compressions still in flight after a failure
         self._unconfirmed.pop(manifest.checkpoint_id, None)
+        self._state_withdrawn.discard(manifest.checkpoint_id)
+        self._sidecar_started[manifest.checkpoint_id] = started
         return encoder.result(), self._writer_nonce.hex(), version
 
     async def _own_sidecar(
@@ -465,6 +530,9 @@ class AsyncCheckpointStore(AsyncClosing):
         )
         stored = StoredManifest(final, self._writer_nonce.hex(), nonce, revision=0)
         key = manifest_key(manifest.checkpoint_id)
+        started = self._sidecar_started.get(manifest.checkpoint_id)
+        if started is not None and state_version is not None:
+            await self._refuse_if_staged_too_long(manifest.checkpoint_id, started, state_version)
         try:
             manifest_version = await self.backend.put_if_absent(key, encode_manifest(stored))
         except AlreadyExistsError as exc:
@@ -478,6 +546,11 @@ class AsyncCheckpointStore(AsyncClosing):
                 with contextlib.suppress(PreconditionFailedError):
                     await self.backend.delete(state_key(manifest.checkpoint_id), state_version)
             raise await self._conflict(manifest, exc, what="manifest.json") from exc
+        if started is not None and state_version is not None:
+            await self._withdraw_if_late(
+                manifest.checkpoint_id, started, manifest_version, state_version
+            )
+            self._timely.add(manifest.checkpoint_id)
         return await self._finish(final, manifest_version, state_version)
 
     async def _complete(
@@ -501,7 +574,14 @@ class AsyncCheckpointStore(AsyncClosing):
                 epoch=requested.epoch,
                 winner_epoch=stored.epoch,
             )
-        logger.info("completing checkpoint %d of an earlier attempt", stored.checkpoint_id)
+        checkpoint_id = stored.checkpoint_id
+        started = self._sidecar_started.get(checkpoint_id)
+        if state_version is not None and checkpoint_id not in self._timely:
+            # When the earlier create landed is unknown; now bounds it from above.
+            if started is None:
+                started = -float("inf")
+            await self._withdraw_if_late(checkpoint_id, started, landed.version, state_version)
+        logger.info("completing checkpoint %d of an earlier attempt", checkpoint_id)
         return await self._finish(stored, landed.version, state_version)
 
     async def _finish(
@@ -525,10 +605,61 @@ class AsyncCheckpointStore(AsyncClosing):
                 )
         return final
 
+    async def _refuse_if_staged_too_long(
+        self, checkpoint_id: int, started: float, state_version: str
+    ) -> None:
+        """Refuse to commit a sidecar that a janitor may be about to delete (its write began
+        half the grace period ago or more): delete it, so the id can be staged again, and
+        raise :class:`PreconditionFailedError`. Why this keeps a returned save whole:
+        :mod:`objstore.checkpoint._clock`."""
+        elapsed = self._clock() - started
+        if not staged_too_long(elapsed, self.orphan_grace_seconds):
+            return
+        if await self.backend.exists(manifest_key(checkpoint_id)):
+            # Committed already: by an earlier attempt of this save (no janitor takes a
+            # committed sidecar, and the commit path recognises its own) or by another
+            # writer (the create below conflicts). Either way the sidecar is not ours to drop.
+            return
+        with contextlib.suppress(PreconditionFailedError):
+            await self.backend.delete(state_key(checkpoint_id), state_version)
+        self._withdrawn(checkpoint_id)
+        raise PreconditionFailedError(
+            state_key(checkpoint_id),
+            f"checkpoint {checkpoint_id}: its state was written {elapsed:.0f} s ago, at least "
+            f"half the orphan grace period ({self.orphan_grace_seconds:.0f} s), so a janitor "
+            "may delete it; nothing was committed: stage the state again and save",
+        )
+
+    async def _withdraw_if_late(
+        self, checkpoint_id: int, started: float, manifest_version: str, state_version: str
+    ) -> None:
+        """After the manifest landed: if it landed so long after the sidecar's write began
+        that a janitor may have deleted the sidecar, withdraw our manifest, then our sidecar
+        (each only if still ours), and raise :class:`PreconditionFailedError`."""
+        elapsed = self._clock() - started
+        if not commit_too_late(elapsed, self.orphan_grace_seconds):
+            return
+        try:
+            await self.backend.delete(manifest_key(checkpoint_id), manifest_version)
+            await self.backend.delete(state_key(checkpoint_id), state_version)
+        except (PreconditionFailedError, TransientStorageError) as exc:
+            logger.warning("could not withdraw late checkpoint %d: %s", checkpoint_id, exc)
+        self._withdrawn(checkpoint_id)
+        raise PreconditionFailedError(
+            manifest_key(checkpoint_id),
+            f"checkpoint {checkpoint_id}: the manifest landed {elapsed:.0f} s after its state "
+            f"was written (orphan grace {self.orphan_grace_seconds:.0f} s), so a janitor may "
+            "have deleted the state; the commit was withdrawn: stage the state again and save",
+        )
+
     async def _conflict(
         self, manifest: CheckpointManifest, cause: Exception, *, what: str
     ) -> CheckpointConflict:
-        """The error for losing ``manifest.checkpoint_id`` to another writer."""
+        """The error for not getting ``manifest.checkpoint_id``: :class:`FencedError` if the
+        occupant's epoch or the claimed epoch is newer than ours; a plain conflict naming the
+        occupant's epoch if it is ours; one naming no winner (``winner_epoch=None``) if the
+        occupant is of an older epoch, which never wins over a newer one (its writer is
+        fenced at its pointer move) but holds the id."""
         key = manifest_key(manifest.checkpoint_id)
         winner_epoch: int | None = None
         detail = None
@@ -561,6 +692,18 @@ class AsyncCheckpointStore(AsyncClosing):
                     epoch=manifest.epoch,
                     winner_epoch=fence,
                 )
+        if winner_epoch is not None and winner_epoch < manifest.epoch:
+            # A newer epoch never loses to an older one: the id is merely occupied, by a
+            # writer that is fenced (or will be, at its pointer move) and withdraws it.
+            return CheckpointConflict(
+                key,
+                f"checkpoint {manifest.checkpoint_id}: {what} is occupied by a writer of the "
+                f"older epoch {winner_epoch}, which cannot win over epoch {manifest.epoch}; "
+                "nothing was written: save under another id (next_checkpoint_id)",
+                checkpoint_id=manifest.checkpoint_id,
+                epoch=manifest.epoch,
+                winner_epoch=None,
+            )
         error_type = (
             FencedError
             if winner_epoch is not None and winner_epoch > manifest.epoch
@@ -722,7 +865,6 @@ class AsyncCheckpointStore(AsyncClosing):
 
     async def _latest_after(self, record: PointerRecord | None) -> CheckpointManifest | None:
         """:meth:`load_latest` once the pointer was read."""
-        choice = LatestChoice(record)
         if record is not None and record.checkpoint_id is not None:
             pointed = record.checkpoint_id
             loaded, after = await asyncio.gather(
@@ -744,8 +886,17 @@ class AsyncCheckpointStore(AsyncClosing):
                 found = await _gather_bounded(
                     self._try_load(cid) for cid in sorted(newer, reverse=True)
                 )
-                return _best(choice, [*found, loaded])
-        entries = scan(await self.backend.list(CHECKPOINTS))
+                return _best(LatestChoice(record), [*found, loaded])
+        return await _until_settled(
+            self._entries, functools.partial(self._newest_readable, record), lambda m: m is None
+        )
+
+    async def _newest_readable(
+        self, record: PointerRecord | None, entries: dict[int, CheckpointEntry]
+    ) -> CheckpointManifest | None:
+        """The checkpoint readers restore among one listing's readable manifests, walked
+        from the newest id (``None``: none)."""
+        choice = LatestChoice(record)
         best: CheckpointManifest | None = None
         for checkpoint_id in sorted(entries, reverse=True):
             if choice.done_before(checkpoint_id):
@@ -896,32 +1047,43 @@ class AsyncCheckpointStore(AsyncClosing):
     # -- updating ------------------------------------------------------------------------------
 
     async def update_manifest(self, manifest: CheckpointManifest) -> CheckpointManifest:
-        """Compare-and-swap the sink statuses, sink epochs, watermark and metadata of an
-        existing checkpoint; everything else (checksums, index, offsets) is kept as stored.
+        """Merge the sink statuses, sink epochs, watermark and metadata of ``manifest`` into
+        the stored checkpoint by compare-and-swap; return the manifest as stored.
 
-        Raises ``NotFoundError`` if the checkpoint does not exist, ``ValueError`` if the
-        epoch differs from the stored one, and ``PreconditionFailedError`` if another update
-        landed since it was read (re-read and retry; nothing is clobbered).
+        ``manifest`` may be an older copy: a sink's status only moves forward (``pending`` <
+        ``failed`` < ``committed``), epochs and the watermark only grow, metadata keys are
+        added or replaced, never removed (:mod:`objstore.checkpoint._updates`), so two
+        committers that loaded it earlier both keep their transition. A lost compare-and-swap
+        is re-read and merged again. Everything else (checksums, index, offsets) is kept.
+        Costs one GET and one PUT (none when nothing changes).
+
+        Raises ``NotFoundError`` if the checkpoint does not exist (or was pruned meanwhile),
+        ``CorruptionError`` if its manifest is unreadable, ``ValueError`` if the epoch differs
+        from the stored one, and ``PreconditionFailedError`` if
+        :data:`UPDATE_ATTEMPTS` compare-and-swaps in a row lost to other updaters.
         """
         _check_manifest(manifest)
         key = manifest_key(manifest.checkpoint_id)
-        data, version = await self.backend.get(key)
-        stored = decode_manifest(data, key=key, expected_id=manifest.checkpoint_id)
-        if stored.manifest.epoch != manifest.epoch:
-            raise ValueError(
-                f"checkpoint {manifest.checkpoint_id} has epoch {stored.manifest.epoch}; "
-                f"update_manifest cannot change it to {manifest.epoch}"
-            )
-        updated = dataclasses.replace(
-            stored.manifest,
-            sink_commit_statuses=dict(manifest.sink_commit_statuses),
-            sink_epochs=dict(manifest.sink_epochs),
-            watermark=manifest.watermark,
-            metadata=dict(manifest.metadata),
+        for _ in range(UPDATE_ATTEMPTS):
+            data, version = await self.backend.get(key)
+            stored = decode_manifest(data, key=key, expected_id=manifest.checkpoint_id)
+            if stored.manifest.epoch != manifest.epoch:
+                raise ValueError(
+                    f"checkpoint {manifest.checkpoint_id} has epoch {stored.manifest.epoch}; "
+                    f"update_manifest cannot change it to {manifest.epoch}"
+                )
+            updated = merge_update(stored.manifest, manifest)
+            if updated == stored.manifest:
+                return updated
+            new_stored = dataclasses.replace(stored, manifest=updated, revision=stored.revision + 1)
+            try:
+                await self.backend.put_if_match(key, encode_manifest(new_stored), version)
+            except PreconditionFailedError:
+                continue  # another update landed: merge into it
+            return updated
+        raise PreconditionFailedError(
+            key, f"checkpoint {manifest.checkpoint_id}: the manifest keeps changing under updates"
         )
-        new_stored = dataclasses.replace(stored, manifest=updated, revision=stored.revision + 1)
-        await self.backend.put_if_match(key, encode_manifest(new_stored), version)
-        return updated
 
     # -- validation and recovery ---------------------------------------------------------------
 
@@ -1007,13 +1169,33 @@ class AsyncCheckpointStore(AsyncClosing):
 
         Every id above the chosen one is reported in ``skipped`` with its reason, including
         uncommitted directories and valid checkpoints of an older epoch. ``chosen_id is None``
-        means nothing valid exists (a fresh start is then correct). Reads ``latest.txt``
-        alongside the listing: its fence epoch tells when no lower id can outrank the best
-        found, so the walk usually stops at the first valid checkpoint; without a usable
-        pointer it reads every manifest (``examined`` lists every id it looked at).
+        means nothing valid exists (a fresh start is then correct): a walk that found nothing
+        valid is confirmed by a second listing, and walked again if the committed checkpoints
+        changed meanwhile (a concurrent prune deleted what the first listing named). Raises
+        :class:`TransientStorageError` if they keep changing for :data:`RELIST_ATTEMPTS`
+        listings, rather than report a fresh start that may be false.
+
+        Reads ``latest.txt`` alongside the first listing: its fence epoch tells when no lower
+        id can outrank the best found, so the walk usually stops at the first valid
+        checkpoint; without a usable pointer it reads every manifest (``examined`` lists
+        every id it looked at).
         """
-        entries, pointer = await asyncio.gather(self._entries(), self._read_pointer())
-        choice = LatestChoice(pointer[0] if pointer is not None else None)
+        first, pointer = await asyncio.gather(self._entries(), self._read_pointer())
+        record = pointer[0] if pointer is not None else None
+        unused = [first]
+
+        async def listing() -> dict[int, CheckpointEntry]:
+            return unused.pop() if unused else await self._entries()
+
+        return await _until_settled(
+            listing, functools.partial(self._walk, record), lambda r: r.chosen_id is None
+        )
+
+    async def _walk(
+        self, record: PointerRecord | None, entries: dict[int, CheckpointEntry]
+    ) -> RecoveryReport:
+        """The backward walk of :meth:`recover_latest_validated` over one listing."""
+        choice = LatestChoice(record)
         examined: list[int] = []
         skipped: list[tuple[int, str]] = []
         chosen: CheckpointManifest | None = None
@@ -1022,7 +1204,7 @@ class AsyncCheckpointStore(AsyncClosing):
                 break
             examined.append(checkpoint_id)
             if not entries[checkpoint_id].committed:
-                skipped.append((checkpoint_id, "no manifest (never committed)"))
+                skipped.append((checkpoint_id, NEVER_COMMITTED))
                 continue
             try:
                 stored = await self._load_stored(checkpoint_id)
@@ -1105,14 +1287,22 @@ class AsyncCheckpointStore(AsyncClosing):
         return spare_newer_epochs(doomed, epochs, newest_valid.epoch)
 
     async def plan_cleanup_orphans(self, grace_seconds: float | None = None) -> list[int]:
-        """The uncommitted checkpoint ids :meth:`cleanup_orphans` would delete now."""
-        return (await self._plan_orphans(grace_seconds))[1]
+        """The uncommitted checkpoint ids :meth:`cleanup_orphans` would delete now; writes
+        nothing, so ages are judged against the newest mtime listed (a lower bound of the
+        store's time): it may name fewer ids than the cleanup deletes, never more."""
+        return (await self._plan_orphans(grace_seconds, writes=False))[1]
 
     async def _plan_orphans(
-        self, grace_seconds: float | None
+        self, grace_seconds: float | None, *, writes: bool = True
     ) -> tuple[dict[int, CheckpointEntry], list[int]]:
+        """The listing and the orphans to delete. Ages are judged by the store's clock,
+        read (one marker PUT + HEAD, unless ``writes`` is false) only when some orphan's
+        fate depends on its age; quarantined ids (one listing, only when orphans exist)
+        are never doomed."""
         grace = self.orphan_grace_seconds if grace_seconds is None else grace_seconds
         entries = await self._entries()
+        if all(entry.committed for entry in entries.values()):
+            return entries, []
         candidates = fencing_candidates(entries)
         newest_epoch: int | None = None
         orphan_epochs: dict[int, int | None] = {}
@@ -1121,14 +1311,33 @@ class AsyncCheckpointStore(AsyncClosing):
             newest_epoch = await self._epoch_of(newest)
             epochs = await _gather_bounded(self._orphan_epoch(cid) for cid in candidates)
             orphan_epochs = dict(zip(candidates, epochs, strict=True))
-        doomed = orphans_to_delete(
-            entries,
-            now=self._clock(),
-            grace_seconds=grace,
-            newest_committed_epoch=newest_epoch,
-            orphan_epochs=orphan_epochs,
-        )
+        kept = await quarantined_ids(self.backend)
+
+        def plan(store_now: float | None) -> list[int]:
+            return orphans_to_delete(
+                entries,
+                now=store_now,
+                grace_seconds=grace,
+                newest_committed_epoch=newest_epoch,
+                orphan_epochs=orphan_epochs,
+                kept=kept,
+            )
+
+        doomed = plan(None)
+        if age_matters(entries, {*doomed, *kept}):
+            doomed = plan(await self._store_now(entries, writes=writes))
         return entries, doomed
+
+    async def _store_now(
+        self, entries: dict[int, CheckpointEntry], *, writes: bool
+    ) -> float | None:
+        """The store's time: the injected ``store_clock``, else a marker's mtime, or without
+        ``writes`` the newest mtime in ``entries`` (a lower bound)."""
+        if self._store_clock is not None:
+            return await self._store_clock()
+        if writes:
+            return await read_store_clock(self.backend)
+        return max((e.newest_mtime for e in entries.values() if e.newest_mtime), default=None)
 
     async def _orphan_epoch(self, checkpoint_id: int) -> int | None:
         """The epoch in an orphan's sidecar header (one ranged read); ``None`` if none."""
@@ -1147,10 +1356,28 @@ class AsyncCheckpointStore(AsyncClosing):
         for checkpoint_id in doomed:
             if await self.backend.exists(manifest_key(checkpoint_id)):
                 continue  # committed since the listing: no longer an orphan
-            for key in entries[checkpoint_id].keys:
-                await self.backend.delete(key)
+            try:
+                for info in entries[checkpoint_id].objects:
+                    await self.backend.delete(info.key, await self._judged_version(info))
+            except PreconditionFailedError:
+                continue  # rewritten since the listing (a writer staged the freed id anew)
             deleted += 1
         return deleted
+
+    async def _judged_version(self, info: ObjectInfo) -> str:
+        """The version of the object the listing showed, for a conditional delete: an
+        object rewritten since (another janitor deleted it and a writer staged the freed id
+        again) is not the one judged, and must not be taken. A listing without versions (a
+        local directory) costs one HEAD, and a changed mtime counts as rewritten."""
+        if info.version is not None:
+            return info.version
+        try:
+            now = await self.backend.head(info.key)
+        except NotFoundError as exc:
+            raise PreconditionFailedError(info.key, "deleted since the listing") from exc
+        if now.mtime != info.mtime or now.version is None:
+            raise PreconditionFailedError(info.key, "rewritten since the listing")
+        return now.version
 
     async def close(self) -> None:
         """Close the backend's connections."""
@@ -1174,9 +1401,16 @@ class _Landed:
 def _same_commit(
     stored: CheckpointManifest, requested: CheckpointManifest, *, compare_state: bool
 ) -> bool:
-    """Whether a commit found is the one requested again: equal but for the timestamp and,
-    unless ``compare_state``, the state fields."""
-    ignored: dict[str, Any] = {"timestamp_ms": 0}
+    """Whether a commit found is the one requested again: equal but for the timestamp, what
+    :meth:`~AsyncCheckpointStore.update_manifest` may have changed since (sink statuses and
+    epochs, watermark, metadata) and, unless ``compare_state``, the state fields."""
+    ignored: dict[str, Any] = {
+        "timestamp_ms": 0,
+        "sink_commit_statuses": {},
+        "sink_epochs": {},
+        "watermark": None,
+        "metadata": {},
+    }
     if not compare_state:
         ignored.update(operator_states=(), state_checksum=None, state_size=None)
     return dataclasses.replace(stored, **ignored) == dataclasses.replace(requested, **ignored)
@@ -1194,6 +1428,32 @@ def _best(
             choice.take(manifest.checkpoint_id, manifest.epoch)
             best = manifest
     return best
+
+
+async def _until_settled(
+    listing: Callable[[], Awaitable[dict[int, CheckpointEntry]]],
+    walk: Callable[[dict[int, CheckpointEntry]], Awaitable[_T]],
+    found_nothing: Callable[[_T], bool],
+) -> _T:
+    """``walk`` over a listing; when it found nothing although the listing had committed
+    checkpoints, list again and walk again while the committed ids changed in between (a
+    concurrent prune removed what was listed while a newer checkpoint committed). "Nothing"
+    stands only when a listing taken *after* the walk names the same committed ids, so a
+    reader never reports a fresh start from a listing that was out of date. Raises
+    :class:`TransientStorageError` after :data:`RELIST_ATTEMPTS` unsettled listings."""
+    entries = await listing()
+    for _ in range(RELIST_ATTEMPTS):
+        result = await walk(entries)
+        committed = {cid for cid, entry in entries.items() if entry.committed}
+        if not found_nothing(result) or not committed:
+            return result
+        entries = await listing()
+        if {cid for cid, entry in entries.items() if entry.committed} == committed:
+            return result
+    raise TransientStorageError(
+        f"checkpoints kept vanishing while reading {CHECKPOINTS}/ ({RELIST_ATTEMPTS} listings; "
+        "a prune or gc is running?): retry"
+    )
 
 
 async def _chain(head: collections.deque[bytes], rest: Any) -> Any:
@@ -1227,7 +1487,8 @@ class CheckpointStore(StoreFacade[AsyncCheckpointStore]):
         compression_level: int = 3,
         orphan_grace_seconds: float = 3600.0,
         chunks_in_flight: int | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+        store_clock: StoreClock | None = None,
     ) -> None:
         super().__init__(
             AsyncCheckpointStore(
@@ -1241,6 +1502,7 @@ class CheckpointStore(StoreFacade[AsyncCheckpointStore]):
                 orphan_grace_seconds=orphan_grace_seconds,
                 chunks_in_flight=chunks_in_flight,
                 clock=clock,
+                store_clock=store_clock,
             )
         )
 

@@ -1,4 +1,5 @@
-"""The ``objstore`` command: inspect, verify, recover, repair, prune, gc and copy checkpoints.
+"""The ``objstore`` command: inspect, verify, recover, repair, prune, gc, remove and copy
+checkpoints.
 
 Every command takes a store URL (a local path, ``file:///abs/path``, ``s3://bucket/prefix``,
 ``gs://bucket/prefix``), prints rich tables by default and exactly one JSON document on stdout
@@ -22,7 +23,7 @@ the command table), ``_errors`` (exit codes and the error → exit code mapping)
 (parsing what users type), ``_output`` (running a command, JSON and rich output, progress),
 ``_stores`` (store access shared by commands), and one module per group of commands:
 ``_list`` (ls), ``_inspect`` (show, verify), ``_repair`` (recover, cp), ``_cleanup`` (prune,
-gc), ``_probe`` and ``_demo``.
+gc), ``_remove`` (rm), ``_probe`` and ``_demo``.
 """
 
 from objstore.cli._app import app, main

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import logging
 import sys
 from collections.abc import Sequence
@@ -19,10 +20,11 @@ from objstore.cli._inspect import show_command, verify_command
 from objstore.cli._list import ls_command
 from objstore.cli._options import UnsafeSkipFencingOption
 from objstore.cli._probe import probe_command
+from objstore.cli._remove import rm_command
 from objstore.cli._repair import cp_command, recover_command
 from objstore.cli._stores import set_verify_fencing
 
-__all__ = ["app", "main"]
+__all__ = ["app", "installed_version", "main"]
 
 
 class _OneLineErrors(typer.core.TyperGroup):
@@ -70,20 +72,29 @@ class _OneLineErrors(typer.core.TyperGroup):
 app = typer.Typer(
     name="objstore",
     cls=_OneLineErrors,
-    help="Inspect, verify, recover, repair, prune, gc and copy objstore checkpoints.\n\n"
+    help="Inspect, verify, recover, repair, prune, gc, remove and copy objstore checkpoints.\n\n"
     "Exit codes: 0 ok; 1 nothing valid or corruption found; 2 usage error; "
     "3 conflict or fenced; 4 store does not enforce preconditions; 5 storage error.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
+def installed_version() -> str:
+    """objstore's version as installed (package metadata); the source's own when run from a
+    checkout that is not installed."""
+    try:
+        return importlib.metadata.version("objstore")
+    except importlib.metadata.PackageNotFoundError:
+        return __version__
+
+
 def _version_callback(value: bool) -> None:
     if value:
-        typer.echo(f"objstore {__version__}")
+        typer.echo(f"objstore {installed_version()}")
         raise typer.Exit()
 
 
@@ -125,6 +136,7 @@ app.command("verify")(verify_command)
 app.command("recover")(recover_command)
 app.command("prune")(prune_command)
 app.command("gc")(gc_command)
+app.command("rm")(rm_command)
 app.command("cp")(cp_command)
 app.command("probe")(probe_command)
 app.command("demo")(demo_command)

@@ -2,7 +2,9 @@
 
 The library decides and deletes (:meth:`~objstore.checkpoint.AsyncCheckpointStore.prune`,
 :meth:`~objstore.checkpoint.AsyncCheckpointStore.cleanup_orphans`); these commands show the
-plan first, and with ``--dry-run`` only the plan.
+plan first, and with ``--dry-run`` only the plan. Their JSON names ``planned`` (what the
+plan chose) apart from ``deleted`` (what is gone afterwards: empty on a dry run); the tables
+print ids as ranges, so 10,000 deleted checkpoints still make one short line.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from objstore.checkpoint import AsyncCheckpointStore
+from objstore.checkpoint._layout import MAX_CHECKPOINT_ID
 from objstore.checkpoint._plan import plan_prune
 from objstore.cli._errors import ExitCode
 from objstore.cli._options import (
@@ -25,7 +28,7 @@ from objstore.cli._options import (
     UrlArgument,
     parse_duration,
 )
-from objstore.cli._output import ByteProgress, Outcome, ids_text, run_command, size_text
+from objstore.cli._output import ByteProgress, Outcome, ranges_text, run_command, size_text
 from objstore.cli._stores import list_entries, open_store
 
 __all__ = ["gc", "gc_command", "prune", "prune_command", "render_gc", "render_prune"]
@@ -43,16 +46,19 @@ async def prune(store: AsyncCheckpointStore, keep: int, *, dry_run: bool) -> Out
     planned = plan_prune(committed, keep, newest_valid) if len(committed) > keep else []
     refused = len(committed) > keep and newest_valid is None
     deleted_count = 0
+    deleted: list[int] = []
     if planned and not dry_run:
         deleted_count = await store.prune(keep)
+        deleted = await _gone(store, planned)
     document = {
         "url": store.url,
         "keep": keep,
         "dry_run": dry_run,
         "newest_valid_id": newest_valid,
         "committed": committed,
-        "deleted": planned,
-        "deleted_count": 0 if dry_run else deleted_count,
+        "planned": planned,
+        "deleted": deleted,
+        "deleted_count": deleted_count,
         "kept": [cid for cid in committed if cid not in set(planned)],
         "refused": (
             "no valid checkpoint: prune deletes nothing until an operator has looked"
@@ -63,26 +69,42 @@ async def prune(store: AsyncCheckpointStore, keep: int, *, dry_run: bool) -> Out
     return Outcome(document, ExitCode.INVALID if refused else ExitCode.OK)
 
 
+async def _gone(store: AsyncCheckpointStore, ids: list[int]) -> list[int]:
+    """Which of ``ids`` are no longer committed (one listing): what a deletion achieved."""
+    entries = await list_entries(store)
+    return [cid for cid in ids if cid not in entries or not entries[cid].committed]
+
+
 def render_prune(console: Console, document: dict[str, Any]) -> None:
-    """Human view of ``objstore prune``."""
+    """Human view of ``objstore prune``: ids as ranges (``--json`` has every id)."""
     if document["refused"]:
         console.print(Text(f"prune refused: {document['refused']}", style="bold red"))
         return
-    deleted = document["deleted"]
-    verb = "would delete" if document["dry_run"] else "deleted"
-    if not deleted:
+    dry_run = document["dry_run"]
+    ids = document["planned"] if dry_run else document["deleted"]
+    if not document["planned"]:
         console.print(
             f"nothing to prune: {len(document['committed'])} committed, keeping {document['keep']}"
         )
         return
-    console.print(f"{verb} {len(deleted)} checkpoints: {ids_text(deleted)}")
-    console.print(f"kept {len(document['kept'])}: {ids_text(document['kept'])}")
+    verb = "would delete" if dry_run else "deleted"
+    console.print(f"{verb} {len(ids):,} checkpoints: {ranges_text(ids)}")
+    missed = sorted(set(document["planned"]) - set(ids))
+    if missed:
+        console.print(Text(f"not deleted: {ranges_text(missed)}", style="yellow"))
+    console.print(f"kept {len(document['kept']):,}: {ranges_text(document['kept'])}")
 
 
 def prune_command(
     url: UrlArgument,
     keep: Annotated[
-        int, typer.Option("--keep", min=1, help="How many newest committed checkpoints to keep.")
+        int,
+        typer.Option(
+            "--keep",
+            min=1,
+            max=MAX_CHECKPOINT_ID,
+            help="How many newest committed checkpoints to keep.",
+        ),
     ],
     dry_run: DryRunOption = False,
     json_output: JsonOption = False,
@@ -123,16 +145,20 @@ async def gc(store: AsyncCheckpointStore, grace_seconds: float | None, *, dry_ru
                 "eligible": checkpoint_id in eligible,
             }
         )
-    deleted = 0
+    deleted_count = 0
+    deleted: list[int] = []
     if eligible and not dry_run:
-        deleted = await store.cleanup_orphans(grace)
+        deleted_count = await store.cleanup_orphans(grace)
+        after = await list_entries(store)
+        deleted = [cid for cid in eligible if cid not in after]
     document = {
         "url": store.url,
         "grace_seconds": grace,
         "dry_run": dry_run,
         "orphans": orphans,
-        "deleted": eligible,
-        "deleted_count": 0 if dry_run else deleted,
+        "planned": eligible,
+        "deleted": deleted,
+        "deleted_count": deleted_count,
     }
     return Outcome(document)
 
@@ -160,8 +186,8 @@ def render_gc(console: Console, document: dict[str, Any]) -> None:
             else Text("kept: a live writer may still commit it", style="dim"),
         )
     console.print(table)
-    count = len(document["deleted"]) if document["dry_run"] else document["deleted_count"]
-    console.print(f"{verb} {count} orphaned checkpoints (grace {document['grace_seconds']:g}s)")
+    count = len(document["planned"] if document["dry_run"] else document["deleted"])
+    console.print(f"{verb} {count:,} orphaned checkpoints (grace {document['grace_seconds']:g}s)")
 
 
 def gc_command(

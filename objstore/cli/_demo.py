@@ -13,11 +13,17 @@ from typing import Annotated, Any
 
 import typer
 
-from objstore.cli._errors import ExitCode
+from objstore.cli._errors import CliError, ExitCode
 from objstore.cli._options import JsonOption, StorageOption
-from objstore.cli._output import expected_failures, stdout_console
+from objstore.cli._output import expected_failures, stdout_closed, stdout_console
 
-__all__ = ["demo_command"]
+__all__ = ["MAX_CHECKPOINTS", "MAX_EVENTS", "MAX_SEED", "demo_command"]
+
+MAX_EVENTS = 10_000_000
+"""The longest stream ``--events`` accepts (the demo holds it in memory)."""
+MAX_CHECKPOINTS = 10_000
+"""The most checkpoints ``--events``/``--every`` may ask for: each is a few real writes."""
+MAX_SEED = 2**64 - 1
 
 
 def demo_command(
@@ -30,10 +36,15 @@ def demo_command(
     s3: Annotated[
         bool, typer.Option("--s3", help="Run against a moto S3 server started on 127.0.0.1.")
     ] = False,
-    events: Annotated[int, typer.Option("--events", min=2, help="Events in the stream.")] = 1000,
-    every: Annotated[int, typer.Option("--every", min=1, help="Checkpoint every N events.")] = 100,
+    events: Annotated[
+        int, typer.Option("--events", min=2, max=MAX_EVENTS, help="Events in the stream.")
+    ] = 1000,
+    every: Annotated[
+        int, typer.Option("--every", min=1, max=MAX_EVENTS, help="Checkpoint every N events.")
+    ] = 100,
     seed: Annotated[
-        int | None, typer.Option("--seed", help="Makes the crash reproducible.")
+        int | None,
+        typer.Option("--seed", min=0, max=MAX_SEED, help="Makes the crash reproducible."),
     ] = None,
     crash: Annotated[
         str | None,
@@ -60,9 +71,16 @@ def demo_command(
     def report(step: demo.DemoStep) -> None:
         steps.append(step.to_json())
         if not json_output:
-            console.print(demo.format_step(step))
+            with stdout_closed():
+                console.print(demo.format_step(step))
 
     with expected_failures(storage_option) as options:
+        if -(-events // every) > MAX_CHECKPOINTS:
+            raise CliError(
+                ExitCode.USAGE,
+                f"--events {events} --every {every} asks for more than {MAX_CHECKPOINTS:,} "
+                "checkpoints: checkpoint less often",
+            )
         result = demo.run_demo_command(
             url,
             s3=s3,
@@ -74,5 +92,7 @@ def demo_command(
             report=report,
         )
     if json_output:
-        sys.stdout.write(json.dumps({**result.to_json(), "steps": steps}, indent=2) + "\n")
+        with stdout_closed():
+            sys.stdout.write(json.dumps({**result.to_json(), "steps": steps}, indent=2) + "\n")
+            sys.stdout.flush()
     raise typer.Exit(int(ExitCode.OK if result.exactly_once else ExitCode.INVALID))

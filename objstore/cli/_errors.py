@@ -19,10 +19,11 @@ from objstore.errors import (
     NotFoundError,
     NotSupportedError,
     PreconditionFailedError,
+    StoreNotFoundError,
     TransientStorageError,
 )
 
-__all__ = ["CliError", "ExitCode", "classify_error", "fail"]
+__all__ = ["CliError", "ExitCode", "classify_error", "fail", "print_error"]
 
 
 class ExitCode(enum.IntEnum):
@@ -53,6 +54,8 @@ def classify_error(exc: BaseException) -> tuple[ExitCode, str] | None:
     """The exit code and one-line message for an expected failure; ``None`` for a bug."""
     if isinstance(exc, CliError):
         return exc.code, exc.message
+    if isinstance(exc, StoreNotFoundError):
+        return ExitCode.STORAGE, f"store not found: {exc}"
     if isinstance(exc, FencedError):
         return ExitCode.CONFLICT, f"fenced: {exc}"
     if isinstance(exc, PreconditionFailedError | AlreadyExistsError):
@@ -80,9 +83,14 @@ def _one_line(message: str, secrets: Iterable[str]) -> str:
     return " ".join(message.split())
 
 
-def fail(code: ExitCode | int, message: str, secrets: Iterable[str] = ()) -> typer.Exit:
-    """Print ``objstore: error: …`` (one line, ``secrets`` masked) on stderr and return the
-    :class:`typer.Exit` to raise with ``code``."""
+def print_error(message: str, secrets: Iterable[str] = ()) -> None:
+    """Print ``objstore: error: …`` on stderr: one line, ``secrets`` masked."""
     sys.stderr.write(f"objstore: error: {_one_line(message, secrets)}\n")
     sys.stderr.flush()
+
+
+def fail(code: ExitCode | int, message: str, secrets: Iterable[str] = ()) -> typer.Exit:
+    """Print the error line (:func:`print_error`) and return the :class:`typer.Exit` to
+    raise with ``code``."""
+    print_error(message, secrets)
     return typer.Exit(int(code))

@@ -65,6 +65,11 @@ async def show_checkpoint(store: AsyncCheckpointStore, which: str) -> Outcome:
     return Outcome(document)
 
 
+def _value_text(value: object) -> str:
+    """A manifest field for a table cell: ``-`` when absent or null, never ``None``."""
+    return "-" if value is None else str(value)
+
+
 def render_show(console: Console, document: dict[str, Any]) -> None:
     """Human view of ``objstore show``."""
     manifest = document["manifest"]
@@ -75,9 +80,9 @@ def render_show(console: Console, document: dict[str, Any]) -> None:
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column(overflow="fold")
-    facts.add_row("epoch", str(manifest.get("epoch")))
+    facts.add_row("epoch", _value_text(manifest.get("epoch")))
     facts.add_row("time (UTC)", when_text(document["time"]))
-    facts.add_row("watermark", str(manifest.get("watermark")))
+    facts.add_row("watermark", _value_text(manifest.get("watermark")))
     facts.add_row("source offsets", json.dumps(manifest.get("source_offsets"), sort_keys=True))
     sinks = manifest.get("sink_commit_statuses") or {}
     epochs = manifest.get("sink_epochs") or {}
@@ -91,7 +96,7 @@ def render_show(console: Console, document: dict[str, Any]) -> None:
         if manifest.get("state_checksum")
         else "none",
     )
-    facts.add_row("revision", str(manifest.get("revision")))
+    facts.add_row("revision", _value_text(manifest.get("revision")))
     console.print(facts)
     operators = manifest.get("operator_states") or []
     if operators:
@@ -100,11 +105,11 @@ def render_show(console: Console, document: dict[str, Any]) -> None:
             table.add_column(column, justify="left" if column in ("name", "xxh3") else "right")
         for entry in operators:
             table.add_row(
-                str(entry.get("name")),
-                str(entry.get("offset")),
-                str(entry.get("length")),
-                str(entry.get("raw_length")),
-                str(entry.get("xxh3")),
+                _value_text(entry.get("name")),
+                _value_text(entry.get("offset")),
+                _value_text(entry.get("length")),
+                _value_text(entry.get("raw_length")),
+                _value_text(entry.get("xxh3")),
             )
         console.print(table)
     console.print(Text("manifest.json", style="bold"))

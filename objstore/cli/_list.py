@@ -175,33 +175,72 @@ def _status_text(row: dict[str, Any]) -> Text:
     return Text(label, style=_STATUS_STYLE.get(status, ""))
 
 
+STATUS_MIN_WIDTH = 16
+"""The status column's least width: wide enough for ``corrupt:``/``orphan:`` and a few words
+of the reason (the rest folds onto more lines)."""
+_COLUMN_GAP = 3  # " │ " between two columns
+# Optional columns, in the order they give way on a narrow terminal (first = first dropped).
+_OPTIONAL_COLUMNS = ("manifest", "state", "epoch", "time (UTC)")
+
+
+def _cells(row: dict[str, Any]) -> dict[str, str]:
+    return {
+        "id": str(row["id"]),
+        "epoch": "-" if row["epoch"] is None else str(row["epoch"]),
+        "time (UTC)": when_text(row["time"]),
+        "manifest": size_text(row["manifest_size"]),
+        "state": size_text(row["state_size"]),
+    }
+
+
+def _fitting_columns(cells: list[dict[str, str]], marker: int, width: int) -> list[str]:
+    """The columns to show at ``width``: id and status always; the others only while the
+    status keeps :data:`STATUS_MIN_WIDTH`, dropped in :data:`_OPTIONAL_COLUMNS` order."""
+    columns = ["id", "epoch", "time (UTC)", "manifest", "state"]
+
+    def needed(names: list[str]) -> int:
+        widths = [max(len(name), *(len(row[name]) for row in cells)) for name in names]
+        return marker + sum(w + _COLUMN_GAP for w in widths) + STATUS_MIN_WIDTH
+
+    for optional in _OPTIONAL_COLUMNS:
+        if needed(columns) <= width:
+            break
+        columns.remove(optional)
+    return columns
+
+
 def render_ls(console: Console, document: dict[str, Any]) -> None:
-    """Human view of ``objstore ls``."""
+    """Human view of ``objstore ls``.
+
+    The status is the one column that never gives way: on a narrow terminal the sizes, the
+    epoch and then the time are left out (``--json`` has them all) before the status would
+    be squeezed below :data:`STATUS_MIN_WIDTH`.
+    """
     rows = document["checkpoints"]
     console.print(Text.assemble(("Store ", "bold"), document["url"]))
-    console.print(pointer_line(document["latest"]), "(→ in the table)" if rows else "")
+    marked = any(row["latest"] for row in rows)
+    console.print(pointer_line(document["latest"]), "(→ in the table)" if marked else "")
     if not rows:
         console.print("No checkpoints.")
         return
+    cells = [_cells(row) for row in rows]
+    marker = 1 + _COLUMN_GAP if marked else 0
+    columns = _fitting_columns(cells, marker, console.width)
     table = Table(show_edge=False, pad_edge=False)
-    table.add_column("", no_wrap=True)
-    table.add_column("id", justify="right", no_wrap=True)
-    table.add_column("epoch", justify="right", no_wrap=True)
-    table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("manifest", justify="right", no_wrap=True)
-    table.add_column("state", justify="right", no_wrap=True)
-    table.add_column("status", overflow="fold", ratio=1)
-    for row in rows:
+    if marked:
+        table.add_column("", no_wrap=True)
+    for name in columns:
+        table.add_column(name, justify="left" if name == "time (UTC)" else "right", no_wrap=True)
+    table.add_column("status", overflow="fold", ratio=1, min_width=STATUS_MIN_WIDTH)
+    for row, cell in zip(rows, cells, strict=True):
+        arrow: list[Text | str] = [Text("→", style="bold") if row["latest"] else ""]
         table.add_row(
-            Text("→", style="bold") if row["latest"] else "",
-            str(row["id"]),
-            "-" if row["epoch"] is None else str(row["epoch"]),
-            when_text(row["time"]),
-            size_text(row["manifest_size"]),
-            size_text(row["state_size"]),
-            _status_text(row),
+            *(arrow if marked else []), *(cell[name] for name in columns), _status_text(row)
         )
     console.print(table)
+    left_out = [name for name in _OPTIONAL_COLUMNS if name not in columns]
+    if left_out:
+        console.print(Text(f"(narrow terminal: {', '.join(left_out)} not shown)", style="dim"))
     counts = document["counts"]
     console.print(
         f"{len(rows)} checkpoint directories: {counts['valid'] + counts['pending_sinks']} valid, "

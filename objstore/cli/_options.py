@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable
 from typing import Annotated, Any
@@ -47,6 +48,8 @@ def parse_duration(text: str) -> float:
             position += 1
     if position != len(stripped):
         raise ValueError(f"invalid duration {text!r}: use e.g. 30s, 15m, 2h, 1d or seconds")
+    if not math.isfinite(total):
+        raise ValueError(f"duration {text!r} is out of range")
     return total
 
 

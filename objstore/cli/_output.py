@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import datetime
 import json
+import os
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -36,11 +37,12 @@ __all__ = [
     "Outcome",
     "Render",
     "Work",
-    "ids_text",
     "iso",
     "iso_ms",
     "pointer_line",
+    "ranges_text",
     "run_command",
+    "stdout_closed",
     "size_text",
     "stdout_console",
     "want_progress",
@@ -56,9 +58,18 @@ class Outcome:
     code: ExitCode = ExitCode.OK
 
 
+class _StdoutConsole(Console):
+    """A console that goes quiet when its reader leaves, instead of exiting with 1."""
+
+    def on_broken_pipe(self) -> None:
+        """Stop printing; the command's exit code stands (see :func:`stdout_closed`)."""
+        self.quiet = True
+        _discard_stdout()
+
+
 def stdout_console() -> Console:
     """The console human views are printed on."""
-    return Console(highlight=False, soft_wrap=True)
+    return _StdoutConsole(highlight=False, soft_wrap=True)
 
 
 def iso(seconds: float | None) -> str | None:
@@ -86,9 +97,26 @@ def size_text(value: int | None) -> str:
     return f"{value} B" if value < 1000 else human_size(value)
 
 
-def ids_text(ids: list[int]) -> str:
-    """Checkpoint ids as one comma-separated line."""
-    return ", ".join(str(cid) for cid in ids) or "-"
+_RANGE_DASH = "\u2013"
+
+
+def ranges_text(ids: Iterable[int]) -> str:
+    """Checkpoint ids as runs joined by an en dash, for a line that stays short however many
+    there are: ids 1 to 9,998 and 10,000 read ``1\u20139,998, 10,000``. (``--json`` keeps
+    the full lists.)"""
+    ordered = sorted(set(ids))
+    runs: list[str] = []
+    start = 0
+    for index in range(1, len(ordered) + 1):
+        if index < len(ordered) and ordered[index] == ordered[index - 1] + 1:
+            continue
+        first, last = ordered[start], ordered[index - 1]
+        if last - first < 2:  # one id, or two: listed as they are
+            runs.extend(f"{cid:,}" for cid in ordered[start:index])
+        else:
+            runs.append(f"{first:,}{_RANGE_DASH}{last:,}")
+        start = index
+    return ", ".join(runs) or "-"
 
 
 def pointer_line(pointer: dict[str, Any]) -> Text:
@@ -185,8 +213,31 @@ def run_command(
         ByteProgress(want_progress(json_output)) as progress,
     ):
         outcome = asyncio.run(work(options, progress))
-    if json_output:
-        sys.stdout.write(json.dumps(outcome.document, indent=2, default=str) + "\n")
-    else:
-        render(stdout_console(), outcome.document)
+    with stdout_closed():
+        if json_output:
+            sys.stdout.write(json.dumps(outcome.document, indent=2, default=str) + "\n")
+        else:
+            render(stdout_console(), outcome.document)
+        sys.stdout.flush()
     raise typer.Exit(int(outcome.code))
+
+
+@contextlib.contextmanager
+def stdout_closed() -> Iterator[None]:
+    """Stop printing, quietly, once the reader of stdout has gone (``objstore ls | head``).
+
+    The command's work is done and its exit code stands: a closed pipe is the reader's
+    choice, not a failure. Later writes (and the flush at exit) go to ``/dev/null``.
+    """
+    try:
+        yield
+    except BrokenPipeError:
+        _discard_stdout()
+
+
+def _discard_stdout() -> None:
+    """Send whatever is still written to stdout, and its flush at exit, to ``/dev/null``."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

@@ -19,6 +19,7 @@ from objstore.checkpoint import (
     PointerRepair,
     copy_checkpoint_async,
     plan_pointer_repair,
+    quarantine_invalid_async,
     read_pointer_async,
     repair_pointer_async,
 )
@@ -34,9 +35,9 @@ from objstore.cli._options import (
 from objstore.cli._output import (
     ByteProgress,
     Outcome,
-    ids_text,
     iso_ms,
     pointer_line,
+    ranges_text,
     run_command,
     size_text,
     when_text,
@@ -108,8 +109,11 @@ async def recover(store: AsyncCheckpointStore, *, repair: bool, dry_run: bool) -
         }
     plan = plan_pointer_repair(pointer, report)
     repair_doc = _repair_document(plan, dry_run=dry_run)
+    quarantined = []
     if repair and not dry_run:
         repair_doc["applied"] = await _apply(store, plan)
+        # Readers must stop returning what the walk found invalid, not only the pointer.
+        quarantined = await quarantine_invalid_async(store, report)
     document = {
         "url": store.url,
         "chosen_id": report.chosen_id,
@@ -119,6 +123,7 @@ async def recover(store: AsyncCheckpointStore, *, repair: bool, dry_run: bool) -
         "skipped": [{"id": cid, "reason": reason} for cid, reason in report.skipped],
         "latest": pointer_document(pointer, validity, report.chosen_id),
         "repair": repair_doc,
+        "quarantined": [{"id": q.checkpoint_id, "reason": q.reason} for q in quarantined],
     }
     return Outcome(document, ExitCode.INVALID if report.chosen_id is None else ExitCode.OK)
 
@@ -158,6 +163,8 @@ def render_recover(console: Console, document: dict[str, Any]) -> None:
             table.add_row(str(item["id"]), Text(item["reason"], style="red"))
         console.print(table)
     console.print(pointer_line(document["latest"]))
+    for item in document["quarantined"]:
+        console.print(Text(f"quarantined {item['id']}: {item['reason']}", style="yellow"))
     repair = document["repair"]
     if not repair["needed"]:
         console.print(f"repair: not needed ({repair['reason']})")
@@ -189,7 +196,9 @@ def recover_command(
     """Report what a restart would restore (recover_latest_validated) and what it skipped.
 
     With --repair, latest.txt is moved to the newest valid checkpoint: forward always, and
-    backward only off a checkpoint found invalid or missing. Exit 1 when nothing is valid.
+    backward only off a checkpoint found invalid or missing, and the invalid checkpoints
+    newer than it are quarantined (manifest moved to quarantine/, sidecar kept) so readers
+    stop returning them. Exit 1 when nothing is valid.
     """
 
     async def work(options: dict[str, Any], progress: ByteProgress) -> Outcome:
@@ -266,9 +275,9 @@ async def copy_checkpoints(
 def render_cp(console: Console, document: dict[str, Any]) -> None:
     """Human view of ``objstore cp``."""
     console.print(Text.assemble(("Copy ", "bold"), document["src"], " → ", document["dst"]))
-    console.print(Text(f"copied and validated: {ids_text(document['copied'])}", style="green"))
+    console.print(Text(f"copied and validated: {ranges_text(document['copied'])}", style="green"))
     if document["already_present"]:
-        console.print(f"already present (same commit): {ids_text(document['already_present'])}")
+        console.print(f"already present (same commit): {ranges_text(document['already_present'])}")
     for item in document["skipped"]:
         console.print(Text(f"skipped {item['id']}: {item['reason']}", style="bold red"))
     pointer = document["latest"]
@@ -315,7 +324,7 @@ def cp_command(
         dst_options = {**options, **parse_storage_options(dst_option or [])}
         async with (
             open_store(src_url, src_options) as src,
-            open_store(dst_url, dst_options) as dst,
+            open_store(dst_url, dst_options, create=True) as dst,
         ):
             return await copy_checkpoints(src, dst, list(ids or []), all_=all_, progress=progress)
 

@@ -13,6 +13,7 @@ from objstore.checkpoint import AsyncCheckpointStore, Pointer
 from objstore.checkpoint._layout import CHECKPOINTS, manifest_key
 from objstore.checkpoint._manifest import StoredManifest, decode_manifest
 from objstore.checkpoint._plan import CheckpointEntry, scan
+from objstore.errors import StoreNotFoundError
 
 __all__ = [
     "PARALLEL",
@@ -42,10 +43,23 @@ def set_verify_fencing(enabled: bool) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_store(url: str, options: dict[str, Any]) -> AsyncIterator[AsyncCheckpointStore]:
-    """The checkpoint store at ``url``, closed (quietly) afterwards."""
+async def open_store(
+    url: str, options: dict[str, Any], *, create: bool = False
+) -> AsyncIterator[AsyncCheckpointStore]:
+    """The checkpoint store at ``url``, closed (quietly) afterwards.
+
+    Unless ``create`` (the command writes and may start a new store, like a copy's
+    destination), the store must exist: a missing bucket or root directory raises
+    :class:`~objstore.errors.StoreNotFoundError` instead of reading as an empty store. A
+    path that can never hold a store raises ``ValueError`` either way.
+    """
     store = AsyncCheckpointStore(url, storage_options=options, verify_fencing=_verify_fencing)
     try:
+        try:
+            await store.backend.check_root()
+        except StoreNotFoundError:
+            if not create:
+                raise
         yield store
     finally:
         with contextlib.suppress(Exception):

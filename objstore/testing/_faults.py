@@ -11,7 +11,9 @@ Wrap any transport, build a backend on it, and drive a store through it::
 Faults: crash (raise :class:`SimulatedCrash`, never retried) before or after the Nth call of
 an operation; transient errors at a rate (retried by the backend); a write that lands but
 whose response is lost (raised as transient, so the retry meets its own write); bytes
-flipped on read. :attr:`calls` logs each request for request counting.
+flipped on read. Interleavings: :meth:`FaultInjectingTransport.on_call` runs another actor's
+work at an exact request, deterministically. :attr:`calls` logs each request for request
+counting.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import random
 import threading
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
 from objstore.errors import TransientStorageError
@@ -60,13 +62,18 @@ class Call:
         return self.operation in WRITE_OPERATIONS
 
 
+Action = Callable[[], Awaitable[object]]
+"""Another actor's work, run by :meth:`FaultInjectingTransport.on_call` at a request."""
+
+
 @dataclass(slots=True)
 class _Trigger:
     operation: str
     nth: int
-    when: str  # "before", "after" or "lose-response"
+    when: str  # "before", "after", "lose-response", "hook-before" or "hook-after"
     key_contains: str
     seen: int = 0
+    action: Action | None = None
 
     def fires(self, operation: str, key: str) -> bool:
         if self.operation not in ("*", operation) or self.key_contains not in key:
@@ -117,6 +124,27 @@ class FaultInjectingTransport(Transport):
         connection dropped after the store applied the write)."""
         self._add(_Trigger(operation, nth, "lose-response", key_contains))
 
+    def on_call(
+        self,
+        operation: str,
+        action: Action,
+        *,
+        nth: int = 1,
+        when: Literal["before", "after"] = "after",
+        key_contains: str = "",
+    ) -> None:
+        """Await ``action()`` at the ``nth`` matching call: ``before`` it reaches the store,
+        or ``after`` it was answered and before the caller sees the answer.
+
+        A deterministic interleaving point: the caller is held at that request while
+        ``action`` runs another actor's work to completion (from a blocking store, run it in
+        a thread: ``lambda: asyncio.to_thread(other.prune, 1)``). An action's exception
+        propagates to the caller instead of the request's answer.
+        """
+        if when not in ("before", "after"):
+            raise ValueError("when is 'before' or 'after'")
+        self._add(_Trigger(operation, nth, f"hook-{when}", key_contains, action=action))
+
     def fail_transiently(self, rate: float, operations: Iterable[str] | None = None) -> None:
         """Fail each matching call with :class:`TransientStorageError` with ``rate`` odds,
         before it reaches the store."""
@@ -163,8 +191,12 @@ class FaultInjectingTransport(Transport):
 
     # -- the wrapping ----------------------------------------------------------------------
 
-    def _before(self, operation: str, key: str, size: int | None = None) -> str | None:
-        """Log the call and decide its fate: ``None``, ``"after"`` or ``"lose-response"``."""
+    def _before(
+        self, operation: str, key: str, size: int | None = None
+    ) -> tuple[str | None, list[_Trigger]]:
+        """Log the call and decide its fate (``None``, ``"after"`` or ``"lose-response"``),
+        with the :meth:`on_call` hooks that fire at it."""
+        hooks: list[_Trigger] = []
         with self._lock:
             self.calls.append(Call(operation, key, size))
             fate = None
@@ -172,14 +204,23 @@ class FaultInjectingTransport(Transport):
                 if trigger.fires(operation, key):
                     if trigger.when == "before":
                         raise SimulatedCrash(f"crash before {operation} {key}")
-                    fate = trigger.when
+                    if trigger.action is not None:
+                        hooks.append(trigger)
+                    else:
+                        fate = trigger.when
             if (
                 fate is None
                 and operation in self._state.transient_operations
                 and self._rng.random() < self._state.transient_rate
             ):
                 raise TransientStorageError(f"injected transient failure of {operation} {key}")
-        return fate
+        return fate, hooks
+
+    @staticmethod
+    async def _run_hooks(hooks: list[_Trigger], when: str) -> None:
+        for hook in hooks:
+            if hook.when == when and hook.action is not None:
+                await hook.action()
 
     async def _call(
         self,
@@ -190,13 +231,15 @@ class FaultInjectingTransport(Transport):
     ) -> _T:
         """Perform ``request`` with whatever fault is due; a crash "after" fires whether the
         request succeeded or failed, as a real process can die after either answer."""
-        fate = self._before(operation, key, size)
+        fate, hooks = self._before(operation, key, size)
+        await self._run_hooks(hooks, "hook-before")
         try:
             result = await request()
         except Exception as exc:
             if fate == "after":
                 raise SimulatedCrash(f"crash after {operation} {key}") from exc
             raise
+        await self._run_hooks(hooks, "hook-after")
         if fate == "after":
             raise SimulatedCrash(f"crash after {operation} {key}")
         if fate == "lose-response":

@@ -1,0 +1,1 @@
+"""The deterministic interleaving simulator behind :mod:`objstore.testing.simulate`."""
