@@ -300,9 +300,7 @@ def running_seaweedfs(root: Path) -> Iterator[SeaweedFS]:
         except Exception as exc:
             _stop(process)
             _remove_sockets(ports)
-            failures.append(
-                f"attempt {attempt}: {exc}\n$ {' '.join(command)}\n{server.log_tail()}"
-            )
+            failures.append(f"attempt {attempt}: {exc}\n$ {' '.join(command)}\n{server.log_tail()}")
             continue
         server.startup_seconds = time.monotonic() - started
         try:

@@ -1,0 +1,183 @@
+"""SeaweedFS, a second real S3 server: its differences from AWS are absorbed by the transport.
+
+The backend contract suite and the multi-process races run on SeaweedFS through
+``tests/conftest.py`` (kind ``seaweedfs``); this file pins down, at the transport level and on
+moto and SeaweedFS alike, each place where SeaweedFS answers differently from AWS, plus the
+parts of the S3 transport the contract suite does not reach (multipart creates, the probe,
+one client per endpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from objstore.backends import open_async_backend
+from objstore.backends._s3 import MIN_PART_SIZE, _MultipartUpload, multipart_etag
+from objstore.errors import AlreadyExistsError, NotFoundError, PreconditionFailedError
+from tests.conftest import make_store_url
+from tests.servers.s3 import _aws_environment
+from tests.servers.seaweedfs import SeaweedFS
+from tests.test_s3_transport import chunks, run, transport_for
+
+S3_SERVERS = ["s3", "seaweedfs"]
+"""moto (which answers like AWS) and SeaweedFS."""
+
+
+@pytest.fixture(params=S3_SERVERS)
+def s3_server_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh ``s3://`` store on moto, then on SeaweedFS."""
+    return make_store_url(request.param, request, tmp_path)
+
+
+def test_seaweedfs_server_listens_on_loopback(seaweedfs_server: SeaweedFS) -> None:
+    assert seaweedfs_server.endpoint_url.startswith("http://127.0.0.1:")
+    assert seaweedfs_server.process.poll() is None
+    assert seaweedfs_server.startup_seconds < 30
+
+
+# -- differences from AWS, absorbed by the transport ---------------------------------------------
+
+
+def test_put_if_match_on_missing_key_is_not_found(s3_server_url: str) -> None:
+    """AWS (and moto) answer 404; SeaweedFS answers 412 PreconditionFailed."""
+    transport = transport_for(s3_server_url)
+
+    async def scenario() -> None:
+        version = await transport.put_if_absent("k", b"1")
+        with pytest.raises(NotFoundError):
+            await transport.put_if_match("never-written", b"2", version)
+        await transport.delete("k")
+        with pytest.raises(NotFoundError):
+            await transport.put_if_match("k", b"2", version)
+        with pytest.raises(NotFoundError):
+            await transport.get("k")
+        await transport.close()
+
+    run(scenario)
+
+
+def test_put_if_match_with_stale_version_is_still_a_precondition_failure(
+    s3_server_url: str,
+) -> None:
+    transport = transport_for(s3_server_url)
+
+    async def scenario() -> None:
+        stale = await transport.put_if_absent("k", b"1")
+        current = await transport.put_if_match("k", b"2", stale)
+        with pytest.raises(PreconditionFailedError):
+            await transport.put_if_match("k", b"3", stale)
+        assert await transport.get("k") == (b"2", current)
+        await transport.close()
+
+    run(scenario)
+
+
+def test_conditional_delete_of_missing_key_is_a_no_op(s3_server_url: str) -> None:
+    """AWS (and moto) answer 404, which the transport treats as "already gone"; SeaweedFS
+    answers 412, which must not become a precondition failure."""
+    transport = transport_for(s3_server_url)
+
+    async def scenario() -> None:
+        version = await transport.put_if_absent("k", b"1")
+        await transport.delete("k", version)
+        await transport.delete("k", version)
+        await transport.delete("never-written", version)
+        other = await transport.put_if_absent("other", b"1")
+        newer = await transport.put_if_match("other", b"2", other)
+        with pytest.raises(PreconditionFailedError):
+            await transport.delete("other", other)
+        assert await transport.get("other") == (b"2", newer)
+        await transport.close()
+
+    run(scenario)
+
+
+def test_probe_accepts_both_servers(s3_server_url: str) -> None:
+    backend = open_async_backend(s3_server_url)
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        result = await backend.probe()
+        await backend.close()
+        return result.create_if_absent, result.compare_and_swap, result.conditional_delete
+
+    assert run(scenario) == (True, True, True)
+
+
+# -- multipart create-if-absent -----------------------------------------------------------------
+
+
+def test_stream_multipart_creates_if_absent_once(s3_server_url: str) -> None:
+    transport = transport_for(s3_server_url, part_size=MIN_PART_SIZE, parts_in_flight=2)
+    data = os.urandom(2 * MIN_PART_SIZE + 12345)
+    etags: dict[int, str] = {}
+    original = _MultipartUpload._upload
+
+    async def recording(self: _MultipartUpload, number: int, part: bytes) -> None:
+        await original(self, number, part)
+        etags[number] = self._etags[number]
+
+    async def scenario() -> str:
+        _MultipartUpload._upload = recording  # type: ignore[method-assign]
+        try:
+            version = await transport.put_if_absent_stream("big", chunks(data, 1_000_003))
+        finally:
+            _MultipartUpload._upload = original  # type: ignore[method-assign]
+        assert await transport.get("big") == (data, version)
+        with pytest.raises(AlreadyExistsError):
+            await transport.put_if_absent_stream("big", chunks(data[::-1], 3_000_000))
+        assert (await transport.get("big"))[0] == data
+        await transport.close()
+        return version
+
+    version = run(scenario)
+    # A lost completion is recognised by this ETag (see _MultipartUpload.complete).
+    assert multipart_etag([etags[number] for number in sorted(etags)]) == version
+
+
+def test_stream_racing_multipart_creates_have_one_winner(s3_server_url: str) -> None:
+    transport = transport_for(s3_server_url, part_size=MIN_PART_SIZE)
+    payloads = [bytes([n]) * (MIN_PART_SIZE + 1000 * n) for n in (1, 2, 3)]
+
+    async def create(payload: bytes) -> str | BaseException:
+        try:
+            return await transport.put_if_absent_stream("race", chunks(payload, 1 << 20))
+        except AlreadyExistsError as exc:
+            return exc
+
+    async def scenario() -> None:
+        outcomes = await asyncio.gather(*(create(p) for p in payloads))
+        winners = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, str)]
+        assert len(winners) == 1, outcomes
+        assert sum(isinstance(o, AlreadyExistsError) for o in outcomes) == 2, outcomes
+        assert await transport.get("race") == (payloads[winners[0]], outcomes[winners[0]])
+        await transport.close()
+
+    run(scenario)
+
+
+# -- clients --------------------------------------------------------------------------------------
+
+
+def test_transports_opened_under_different_endpoints_do_not_share_a_client(
+    s3_url: str, seaweedfs_server: SeaweedFS
+) -> None:
+    """The pool shares one client per loop and options; the endpoint the environment names
+    (``AWS_ENDPOINT_URL``) is part of that identity, so a second server is really reached."""
+    on_moto = transport_for(s3_url)
+    with _aws_environment(seaweedfs_server.endpoint_url):
+        on_seaweedfs = transport_for(seaweedfs_server.fresh_url())
+
+    async def scenario() -> None:
+        await on_moto.put("k", b"moto")
+        with _aws_environment(seaweedfs_server.endpoint_url):
+            await on_seaweedfs.put("k", b"seaweedfs")
+        assert (await on_moto.get("k"))[0] == b"moto"
+        assert (await on_seaweedfs.get("k"))[0] == b"seaweedfs"
+        await on_moto.close()
+        await on_seaweedfs.close()
+
+    run(scenario)
