@@ -5,11 +5,17 @@ The backend contract suite and the multi-process races run on SeaweedFS through
 moto and SeaweedFS alike, each place where SeaweedFS answers differently from AWS, plus the
 parts of the S3 transport the contract suite does not reach (multipart creates, the probe,
 one client per endpoint).
+
+Not tested here because it does not hold: SeaweedFS 4.48 checks ``If-None-Match: *`` on
+CompleteMultipartUpload and then writes, in separate steps. Three uploads of one key completed
+at once had two or three "winners" in 7 of 15 runs (single PutObject creates, CAS and
+conditional deletes had exactly one in 60 of 60). No client can make that atomic; see the
+S3 transport's module docstring. Racing streamed creates are tested on moto
+(``tests/test_s3_transport.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
@@ -136,27 +142,6 @@ def test_stream_multipart_creates_if_absent_once(s3_server_url: str) -> None:
     version = run(scenario)
     # A lost completion is recognised by this ETag (see _MultipartUpload.complete).
     assert multipart_etag([etags[number] for number in sorted(etags)]) == version
-
-
-def test_stream_racing_multipart_creates_have_one_winner(s3_server_url: str) -> None:
-    transport = transport_for(s3_server_url, part_size=MIN_PART_SIZE)
-    payloads = [bytes([n]) * (MIN_PART_SIZE + 1000 * n) for n in (1, 2, 3)]
-
-    async def create(payload: bytes) -> str | BaseException:
-        try:
-            return await transport.put_if_absent_stream("race", chunks(payload, 1 << 20))
-        except AlreadyExistsError as exc:
-            return exc
-
-    async def scenario() -> None:
-        outcomes = await asyncio.gather(*(create(p) for p in payloads))
-        winners = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, str)]
-        assert len(winners) == 1, outcomes
-        assert sum(isinstance(o, AlreadyExistsError) for o in outcomes) == 2, outcomes
-        assert await transport.get("race") == (payloads[winners[0]], outcomes[winners[0]])
-        await transport.close()
-
-    run(scenario)
 
 
 # -- clients --------------------------------------------------------------------------------------

@@ -25,6 +25,12 @@ callers see AWS's semantics; each is checked on moto and SeaweedFS by ``tests/te
   missing key makes the CAS :class:`NotFoundError` and the delete a no-op, as on AWS. (A
   failed conditional request changes nothing, so reporting what the HEAD saw is a correct
   answer for a request made at that moment.) On AWS this costs one HEAD per lost CAS.
+
+Known limitation, not fixable by a client: SeaweedFS (4.48) enforces ``If-None-Match: *`` on
+CompleteMultipartUpload one request at a time but not atomically: concurrent completions of
+one key can all succeed (the last one stays). Its single PutObject creates, CAS and conditional
+deletes are atomic. On SeaweedFS, two writers racing for one key with streams larger than one
+part can therefore both be told they created it; the object holds the last one's data.
 """
 
 from __future__ import annotations
