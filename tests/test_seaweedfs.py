@@ -19,14 +19,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import boto3
+import botocore.exceptions
 import pytest
 
-from objstore.backends import open_async_backend
+from objstore.backends import open_async_backend, open_backend
 from objstore.backends._s3 import MIN_PART_SIZE, _MultipartUpload, multipart_etag
 from objstore.errors import AlreadyExistsError, NotFoundError, PreconditionFailedError
 from tests.conftest import make_store_url
+from tests.servers import seaweedfs as seaweedfs_plugin
 from tests.servers.s3 import _aws_environment
-from tests.servers.seaweedfs import SeaweedFS
+from tests.servers.seaweedfs import ACCESS_KEY, STARTUP_TIMEOUT, SeaweedFS
 from tests.test_s3_transport import chunks, run, transport_for
 
 S3_SERVERS = ["s3", "seaweedfs"]
@@ -39,10 +42,42 @@ def s3_server_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return make_store_url(request.param, request, tmp_path)
 
 
-def test_seaweedfs_server_listens_on_loopback(seaweedfs_server: SeaweedFS) -> None:
+def test_seaweedfs_server_listens_on_loopback_and_checks_signatures(
+    seaweedfs_server: SeaweedFS,
+) -> None:
     assert seaweedfs_server.endpoint_url.startswith("http://127.0.0.1:")
     assert seaweedfs_server.process.poll() is None
-    assert seaweedfs_server.startup_seconds < 30
+    assert 0 < seaweedfs_server.startup_seconds < STARTUP_TIMEOUT
+    intruder = boto3.client(
+        "s3",
+        endpoint_url=seaweedfs_server.endpoint_url,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key="wrong",
+        region_name="us-east-1",
+    )
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        intruder.put_object(Bucket=seaweedfs_server.bucket, Key="intruder", Body=b"x")
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_storage_options_reach_seaweedfs_without_the_environment(
+    seaweedfs_server: SeaweedFS,
+) -> None:
+    backend = open_backend(seaweedfs_server.fresh_url(), **seaweedfs_server.storage_options)
+    version = backend.put_if_absent("k", b"explicit")
+    assert backend.get("k") == (b"explicit", version)
+    backend.close()
+
+
+def test_a_server_that_cannot_start_fails_loudly_with_its_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(seaweedfs_plugin, "weed_binary", lambda: Path("/bin/false"))
+    with (
+        pytest.raises(RuntimeError, match=r"did not start(.|\n)*exited with status 1"),
+        seaweedfs_plugin.running_seaweedfs(tmp_path),
+    ):
+        pass
 
 
 # -- differences from AWS, absorbed by the transport ---------------------------------------------
@@ -127,11 +162,9 @@ def test_stream_multipart_creates_if_absent_once(s3_server_url: str) -> None:
         etags[number] = self._etags[number]
 
     async def scenario() -> str:
-        _MultipartUpload._upload = recording  # type: ignore[method-assign]
-        try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(_MultipartUpload, "_upload", recording)
             version = await transport.put_if_absent_stream("big", chunks(data, 1_000_003))
-        finally:
-            _MultipartUpload._upload = original  # type: ignore[method-assign]
         assert await transport.get("big") == (data, version)
         with pytest.raises(AlreadyExistsError):
             await transport.put_if_absent_stream("big", chunks(data[::-1], 3_000_000))
