@@ -26,6 +26,7 @@ Fixtures:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.metadata
 import json
 import os
@@ -33,6 +34,7 @@ import random
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -63,6 +65,7 @@ environment, so either server accepts the session's credentials)."""
 
 _COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 """Components of ``weed mini`` that listen on an HTTP port and a gRPC port each."""
+_PR_SET_PDEATHSIG = 1
 _GRPC_OFFSET = 10_000
 """SeaweedFS's convention: gRPC port = HTTP port + 10000. Its maintenance worker dials the
 admin server there whatever ``-admin.port.grpc`` says, so every pair is chosen to follow it."""
@@ -200,6 +203,13 @@ def _server_environment() -> dict[str, str]:
     }
 
 
+def _die_with_parent() -> None:
+    """In the child before ``exec``: get SIGTERM when the test process dies, even killed
+    (Linux ``PR_SET_PDEATHSIG``), so no server outlives its session."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _wait_until_ready(server: SeaweedFS, deadline: float) -> None:
     """Poll until the gateway creates the bucket and serves a write, read and delete."""
     client = server.client()
@@ -284,7 +294,8 @@ def running_seaweedfs(root: Path) -> Iterator[SeaweedFS]:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C of pytest reaches it through our teardown
+                start_new_session=True,  # Ctrl-C stops it through the teardown, in order
+                preexec_fn=_die_with_parent,
             )
         server = SeaweedFS(
             endpoint_url=f"http://127.0.0.1:{ports['s3']}",
