@@ -31,6 +31,14 @@ CompleteMultipartUpload one request at a time but not atomically: concurrent com
 one key can all succeed (the last one stays). Its single PutObject creates, CAS and conditional
 deletes are atomic. On SeaweedFS, two writers racing for one key with streams larger than one
 part can therefore both be told they created it; the object holds the last one's data.
+
+Known limitation of SeaweedFS listings (4.48), which walk its directory tree instead of sorting
+keys: pages come in tree order (``a/b/x`` before ``a/b-1``; :meth:`S3Transport.list` sorts
+them, and every key is listed), and a ``StartAfter`` that names a "directory" skips every key
+under it (after ``c/002`` it omits ``c/002/m``). :meth:`S3Transport.list_after` is therefore
+exact there only when ``start_after`` is not itself a key prefix followed by ``/`` and no
+name beside a directory sorts before ``/`` (``-``, ``.``, ``%``...); the stores' markers
+(``checkpoints/checkpoint_<id>/~``) meet both conditions.
 """
 
 from __future__ import annotations
