@@ -25,6 +25,7 @@ import pytest
 
 from objstore.backends import open_async_backend, open_backend
 from objstore.backends._s3 import MIN_PART_SIZE, _MultipartUpload, multipart_etag
+from objstore.checkpoint import LATEST, checkpoint_dir
 from objstore.errors import AlreadyExistsError, NotFoundError, PreconditionFailedError
 from tests.conftest import make_store_url
 from tests.servers import seaweedfs as seaweedfs_plugin
@@ -146,6 +147,32 @@ def test_probe_accepts_both_servers(s3_server_url: str) -> None:
         return result.create_if_absent, result.compare_and_swap, result.conditional_delete
 
     assert run(scenario) == (True, True, True)
+
+
+@pytest.mark.parametrize("page_size", [1000, 2])
+def test_list_after_a_checkpoint_directory_marker_is_exact(
+    s3_server_url: str, page_size: int
+) -> None:
+    """SeaweedFS lists in tree order and skips keys under a ``StartAfter`` that names a
+    directory; the checkpoint store's markers (``checkpoints/checkpoint_<id>/~``) are exact
+    on it anyway (see the S3 transport's module docstring)."""
+    transport = transport_for(s3_server_url)
+    transport.list_page_size = page_size
+    keys = sorted(
+        [f"{checkpoint_dir(cid)}/{name}" for cid in (1, 2, 3, 5) for name in ("a", "b")] + [LATEST]
+    )
+
+    async def scenario() -> None:
+        for key in keys:
+            await transport.put(key, b"x")
+        for low in (0, 1, 2, 4, 5):
+            marker = checkpoint_dir(low) + "/~"
+            for limit in (1, 3, 100):
+                got = [i.key for i in await transport.list_after("checkpoints", marker, limit)]
+                assert got == [k for k in keys if k > marker][:limit], (marker, limit)
+        await transport.close()
+
+    run(scenario)
 
 
 # -- multipart create-if-absent -----------------------------------------------------------------
