@@ -213,7 +213,8 @@ _PoolKey = tuple[asyncio.AbstractEventLoop, str]
 
 
 class _ClientPool:
-    """The clients of this process, one per (event loop, storage options), shared.
+    """The clients of this process, one per (event loop, storage options, endpoint
+    environment), shared.
 
     Building an aiobotocore client costs ~0.2 s (service model, credential chain), two
     orders of magnitude more than a request, so every transport opened with the same
