@@ -2,10 +2,11 @@
 
 moto checks a condition and then writes in separate steps (``tests/servers/s3.py`` runs its
 handlers one at a time to make each request atomic); SeaweedFS is a second, independent S3
-implementation that enforces ``If-None-Match: *`` and ``If-Match`` on PutObject,
-``If-None-Match`` on CompleteMultipartUpload and ``If-Match`` on DeleteObject by itself, with
-requests served concurrently. Its known differences from AWS are handled in the S3 transport
-(see ``objstore/backends/_s3.py``), never in the tests.
+implementation that enforces ``If-None-Match: *`` and ``If-Match`` on PutObject and
+``If-Match`` on DeleteObject atomically by itself, with requests served concurrently (its
+CompleteMultipartUpload checks ``If-None-Match`` too, but not atomically: racing completions
+can all succeed). Its known differences from AWS are handled, or documented where no client
+can handle them, in the S3 transport (``objstore/backends/_s3.py``), never in the tests.
 
 Fixtures:
 
