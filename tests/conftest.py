@@ -1,7 +1,11 @@
 """Shared fixtures: one fresh store URL per test, on every backend.
 
-The S3 (moto server) and GCS (gcp-storage-emulator) fixtures start their servers on
-127.0.0.1 themselves; a missing dependency is an import error, never a skip.
+The S3 (moto server), SeaweedFS and GCS (gcp-storage-emulator) fixtures start their servers
+on 127.0.0.1 themselves; a missing dependency or a server that does not start is an error,
+never a skip.
+
+``seaweedfs`` (a second, real S3 server) is not in :data:`ALL_BACKENDS`: the backend contract
+suite and the multi-process races (:data:`SHARED_BACKENDS`) run on it, the store tests do not.
 """
 
 from __future__ import annotations
@@ -13,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.servers.s3", "tests.servers.gcs"]
+pytest_plugins = ["tests.servers.s3", "tests.servers.seaweedfs", "tests.servers.gcs"]
 
 ALL_BACKENDS = ["memory", "file", "s3", "gs"]
-SHARED_BACKENDS = ["file", "s3", "gs"]
+SHARED_BACKENDS = ["file", "s3", "seaweedfs", "gs"]
 
 
 def make_store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -27,6 +31,8 @@ def make_store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) ->
         return str(tmp_path / "store")
     if kind == "s3":
         return str(request.getfixturevalue("s3_url"))
+    if kind == "seaweedfs":
+        return str(request.getfixturevalue("seaweedfs_url"))
     if kind == "gs":
         return str(request.getfixturevalue("gs_url"))
     raise AssertionError(kind)

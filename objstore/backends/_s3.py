@@ -16,7 +16,29 @@ precondition failures into generic ``OSError``\\ s:
 * an aiobotocore client belongs to the event loop that created it, so one client is made per
   running loop (objstore's private sync loop, the user's loops, a child process's loop).
 
-Errors are translated once, here, by operation: see :func:`translate_error`.
+Errors are translated once, here, by operation: see :func:`translate_error`. Where an
+S3-compatible server answers differently from AWS, the transport absorbs the difference so
+callers see AWS's semantics; each is checked on moto and SeaweedFS by ``tests/test_seaweedfs.py``:
+
+* SeaweedFS answers 412 instead of 404 to a conditional write or delete (``If-Match``) of a
+  missing key. A 412 on CAS or a conditional delete is therefore followed by one HEAD: a
+  missing key makes the CAS :class:`NotFoundError` and the delete a no-op, as on AWS. (A
+  failed conditional request changes nothing, so reporting what the HEAD saw is a correct
+  answer for a request made at that moment.) On AWS this costs one HEAD per lost CAS.
+
+Known limitation, not fixable by a client: SeaweedFS (4.48) enforces ``If-None-Match: *`` on
+CompleteMultipartUpload one request at a time but not atomically: concurrent completions of
+one key can all succeed (the last one stays). Its single PutObject creates, CAS and conditional
+deletes are atomic. On SeaweedFS, two writers racing for one key with streams larger than one
+part can therefore both be told they created it; the object holds the last one's data.
+
+Known limitation of SeaweedFS listings (4.48), which walk its directory tree instead of sorting
+keys: pages come in tree order (``a/b/x`` before ``a/b-1``; :meth:`S3Transport.list` sorts
+them, and every key is listed), and a ``StartAfter`` that names a "directory" skips every key
+under it (after ``c/002`` it omits ``c/002/m``). :meth:`S3Transport.list_after` is therefore
+exact there only when ``start_after`` is not itself a key prefix followed by ``/`` and no
+name beside a directory sorts before ``/`` (``-``, ``.``, ``%``...); the stores' markers
+(``checkpoints/checkpoint_<id>/~``) meet both conditions.
 """
 
 from __future__ import annotations
@@ -120,7 +142,8 @@ def translate_error(
     * ``NoSuchBucket`` -> :class:`StoreNotFoundError`, which is *not* a ``NotFoundError``: a
       mistyped bucket must not look like an empty store.
     * 412 on ``create`` -> :class:`AlreadyExistsError`; on ``cas`` or ``delete`` ->
-      :class:`PreconditionFailedError` (a missing object under If-Match is a 404, above).
+      :class:`PreconditionFailedError` (a missing object under If-Match is a 404, above, on
+      AWS; SeaweedFS answers 412, which :class:`S3Transport` disambiguates with a HEAD).
     * 501 ``NotImplemented`` -> :class:`NotSupportedError` (a gateway without conditional
       requests).
     * other 5xx, 429, throttling, 409 ``ConditionalRequestConflict``, timeouts and dropped
@@ -220,7 +243,8 @@ _PoolKey = tuple[asyncio.AbstractEventLoop, str]
 
 
 class _ClientPool:
-    """The clients of this process, one per (event loop, storage options), shared.
+    """The clients of this process, one per (event loop, storage options, endpoint
+    environment), shared.
 
     Building an aiobotocore client costs ~0.2 s (service model, credential chain), two
     orders of magnitude more than a request, so every transport opened with the same
@@ -273,10 +297,25 @@ class _ClientPool:
 _POOL = _ClientPool()
 
 
+_ENDPOINT_ENVIRONMENT = (
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+    "AWS_PROFILE",
+)
+"""Environment variables from which botocore takes the endpoint when the options name none."""
+
+
 def _options_key(bucket: str, options: dict[str, Any]) -> str:
-    """A stable identity of a client configuration (per bucket only when regions differ)."""
+    """A stable identity of a client configuration (per bucket only when regions differ).
+
+    It includes the environment that chooses the endpoint, as it is when the transport is
+    opened: transports opened under different ``AWS_ENDPOINT_URL`` values talk to different
+    servers and must not share a client.
+    """
     scope = bucket if options.get("cache_regions") else ""
-    return json.dumps([scope, options], sort_keys=True, default=repr)
+    environment = {name: os.environ.get(name) for name in _ENDPOINT_ENVIRONMENT}
+    return json.dumps([scope, options, environment], sort_keys=True, default=repr)
 
 
 class S3Transport(Transport):
@@ -488,9 +527,16 @@ class S3Transport(Transport):
         return await self._put_object("create", key, data, IfNoneMatch="*")
 
     async def put_if_match(self, key: str, data: Buffer, version: str) -> str:
-        return await self._put_object("cas", key, data, version, IfMatch=version)
+        """CAS; a missing key is :class:`NotFoundError` also where the server answers 412."""
+        try:
+            return await self._put_object("cas", key, data, version, IfMatch=version)
+        except PreconditionFailedError as exc:
+            if await self._is_missing(key):  # SeaweedFS: 412 where AWS answers 404
+                raise NotFoundError(key) from exc
+            raise
 
     async def delete(self, key: str, version: str | None = None) -> None:
+        """Delete (with ``version``: only if unchanged); a missing key is already deleted."""
         client = await self._client()
         conditions = {"IfMatch": version} if version is not None else {}
         try:
@@ -500,6 +546,19 @@ class S3Transport(Transport):
                 )
         except NotFoundError:
             return  # only conditional deletes report a missing object; either way it is gone
+        except PreconditionFailedError:
+            if await self._is_missing(key):  # SeaweedFS: 412 where AWS answers 404
+                return
+            raise
+
+    async def _is_missing(self, key: str) -> bool:
+        """Whether ``key`` is absent now (one HEAD), to tell a 412 of a missing key from a
+        version mismatch on servers that do not answer 404 there."""
+        try:
+            await self.head(key)
+        except NotFoundError:
+            return True
+        return False
 
     async def put_if_absent_stream(self, key: str, parts: AsyncIterable[Buffer]) -> str:
         """Create the object from a stream; multipart once it outgrows one part.
