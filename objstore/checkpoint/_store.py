@@ -693,13 +693,14 @@ class AsyncCheckpointStore(AsyncClosing):
                     winner_epoch=fence,
                 )
         if winner_epoch is not None and winner_epoch < manifest.epoch:
-            # A newer epoch never loses to an older one: the id is merely occupied, by a
-            # writer that is fenced (or will be, at its pointer move) and withdraws it.
+            # A newer epoch never loses to an older one: the id is merely occupied (by an
+            # older checkpoint, which ours outranks anyway, or by a writer that is fenced at
+            # its pointer move and withdraws what it wrote).
             return CheckpointConflict(
                 key,
-                f"checkpoint {manifest.checkpoint_id}: {what} is occupied by a writer of the "
-                f"older epoch {winner_epoch}, which cannot win over epoch {manifest.epoch}; "
-                "nothing was written: save under another id (next_checkpoint_id)",
+                f"checkpoint {manifest.checkpoint_id}: {what} is occupied by the older epoch "
+                f"{winner_epoch}, which never outranks epoch {manifest.epoch}; nothing was "
+                "written: save under another id (next_checkpoint_id)",
                 checkpoint_id=manifest.checkpoint_id,
                 epoch=manifest.epoch,
                 winner_epoch=None,
