@@ -467,3 +467,28 @@ def test_a_newer_epoch_is_never_told_it_lost_an_id_to_an_older_one(store_url: st
         assert "older epoch 1" in str(occupied.value)
     leader.save_with_state(manifest(leader.next_checkpoint_id(), epoch=2), state_for(2))
     assert CheckpointStore(store_url).load_latest().epoch == 2  # type: ignore[union-attr]
+
+
+def test_retried_streamed_save_with_state_after_its_sidecar_reply_was_lost(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from objstore.checkpoint import _store
+
+    monkeypatch.setattr(_store, "SINGLE_PUT_LIMIT", 64)
+    monkeypatch.setattr(_store, "LOCAL_SINGLE_PUT_LIMIT", 64)
+    store, faults = faulty_store(store_url)
+    faults.lose_response("put_if_absent_stream", 1)
+    with pytest.raises(TransientStorageError):
+        store.save_with_state(manifest(1), state_for(1))
+    assert open_backend(store_url).exists(state_key(1))  # landed, unconfirmed
+    # A stream cannot be sent twice: the retry first removes its own stale sidecar.
+    store.save_with_state(manifest(1), state_for(1))
+    _assert_committed_with_state(store_url, 1)
+    faults.lose_response("put_if_absent", 1, key_contains="manifest.json")
+    faults.fail_transiently(1.0, ["put_if_absent", "get"])
+    with pytest.raises(TransientStorageError):  # sidecar and manifest landed, unconfirmed
+        store.save_with_state(manifest(2), state_for(2))
+    assert open_backend(store_url).exists(manifest_key(2))
+    faults.clear_faults()
+    store.save_with_state(manifest(2), state_for(2))  # completes the landed commit
+    _assert_committed_with_state(store_url, 2)

@@ -237,6 +237,8 @@ class AsyncCheckpointStore(AsyncClosing):
         """Sidecar versions of saves that raised with their outcome unknown, by id."""
         self._sidecar_started: dict[int, float] = {}
         """clock() before each pending sidecar's write, by id (see ``_clock``)."""
+        self._stream_unconfirmed: set[int] = set()
+        """Ids whose streamed sidecar upload failed with its outcome unknown."""
         self._state_withdrawn: set[int] = set()
         """Ids whose staged sidecar this store object deleted as too old to commit."""
         self._timely: set[int] = set()
@@ -303,6 +305,7 @@ class AsyncCheckpointStore(AsyncClosing):
         self._unconfirmed.pop(checkpoint_id, None)
         self._sidecar_started.pop(checkpoint_id, None)
         self._timely.discard(checkpoint_id)
+        self._stream_unconfirmed.discard(checkpoint_id)
 
     async def save_with_state(
         self, manifest: CheckpointManifest, state: StateInput
@@ -451,6 +454,13 @@ class AsyncCheckpointStore(AsyncClosing):
                         return landed
                     version = await self.backend.put_if_absent(key, data)
             else:
+                if manifest.checkpoint_id in self._stream_unconfirmed:
+                    # An earlier streamed attempt may have landed: a stream cannot be sent
+                    # twice, so settle that first (ours and committed, or removed).
+                    landed = await self._own_sidecar(manifest, AlreadyExistsError(key))
+                    if landed is not None:
+                        return landed
+                    self._stream_unconfirmed.discard(manifest.checkpoint_id)
                 try:
                     version = await self.backend.put_if_absent_stream(key, _chain(head, pieces))
                 except AlreadyExistsError as exc:
@@ -461,6 +471,9 @@ class AsyncCheckpointStore(AsyncClosing):
                         f"{key}: removed this store object's own unconfirmed sidecar of an "
                         "earlier attempt; the streamed state was consumed, retry the save"
                     ) from exc
+                except Exception:
+                    self._stream_unconfirmed.add(manifest.checkpoint_id)
+                    raise
         except AlreadyExistsError as exc:
             raise await self._conflict(manifest, exc, what="state.bin") from exc
         finally:
