@@ -465,7 +465,7 @@ class _Meddler(FaultInjectingTransport):
 
 
 @local_backends
-def test_commit_gives_up_with_checkpoint_conflict_after_max_attempts(
+def test_commit_gives_up_with_a_conflict_after_max_attempts(
     faces: Faces, open_store: Callable[..., Any], url: str
 ) -> None:
     meddler = _Meddler(open_transport(url))
@@ -475,8 +475,12 @@ def test_commit_gives_up_with_checkpoint_conflict_after_max_attempts(
     commit(store, {"old": cp(0)})  # creates the state; later commits compare-and-swap it
     store.begin()
     store.stage_checkpoint("mine", 1)
-    with pytest.raises(CheckpointConflict):
+    with pytest.raises(ConflictError) as caught:
         store.commit()
+    # Sources have no checkpoint ids or epochs: the conflict names generations, both sides.
+    assert not isinstance(caught.value, CheckpointConflict)
+    assert caught.value.key == store.async_store.state_key
+    assert (caught.value.expected, caught.value.actual) == (2, 1)  # tried 2, the store has 1
     assert meddler.count("put_if_match") == 3
     assert store.in_session
     assert "mine" not in open_store(url).read_all_checkpoints()

@@ -47,6 +47,8 @@ _T = TypeVar("_T")
 class SimulatedCrash(Exception):
     """The process "died" here: raised by an injected crash and never retried."""
 
+    __module__ = "objstore.testing"  # its public home (tracebacks, pickles, docs)
+
 
 @dataclass(frozen=True, slots=True)
 class Call:
