@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from objstore import CheckpointStore, cli, open_backend
 from objstore.checkpoint import manifest_key, state_key
-from objstore.demo import (
+from objstore.cli.demo import (
     CRASH_KINDS,
     MARKER,
     DemoError,

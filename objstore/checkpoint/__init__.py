@@ -1,6 +1,6 @@
 """CheckpointStore: manifests, ``state.bin`` sidecars and ``latest.txt`` (DESIGN §3)."""
 
-from objstore.checkpoint._layout import LATEST, checkpoint_dir, manifest_key, state_key
+from objstore.checkpoint._layout import CHECKPOINTS, LATEST, checkpoint_dir, manifest_key, state_key
 from objstore.checkpoint._maintenance import (
     CopyResult,
     Pointer,
@@ -42,6 +42,7 @@ from objstore.checkpoint._store import (
 )
 
 __all__ = [
+    "CHECKPOINTS",
     "LATEST",
     "MANIFEST_FORMAT",
     "AsyncCheckpointStore",
