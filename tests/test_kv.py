@@ -715,23 +715,8 @@ def test_a_prune_crashed_at_any_request_is_finished_by_the_next(
 DATA = Path(__file__).parent / "data"
 
 
-def write_kv_format_2_store(url: str) -> None:
-    """The generator of ``tests/data/kv-format-2`` (manifest format 2: snapshot ids); run
-    from the repository root, then delete the ``.objstore-locks`` directory it leaves::
-
-        PYTHONPATH=. python -c "import tests.test_kv as t
-        t.write_kv_format_2_store('tests/data/kv-format-2')"
-    """
-    store = KVStore(url, compact_every=0)
-    store.put_batch([(b"user/1", b"alice"), (b"user/2", b"bob")])
-    store.put_batch([(b"user/3", b"carol"), (b"user/1", b"alice-2")])
-    store.delete_batch([b"user/2"])
-    store.prune_batch_log(3)  # compacts through batch 2, tombstones batches 1 and 2
-    store.put_batch([(b"user/4", b"dave"), (b"order/9", b"\x00\xff")])
-    store.close()
-
-
 def test_kv_format_2_is_readable(tmp_path: Path) -> None:
+    """``tests/data/kv-format-2``, written by ``write_kv`` of ``tests/data/generate.py``."""
     root = tmp_path / "kv"
     shutil.copytree(DATA / "kv-format-2", root)
     current = manifest(str(root))
