@@ -47,7 +47,6 @@ __all__ = ["DEFAULT_S3_URL", "DEFAULT_URL", "DemoResult", "run_demo", "run_demo_
 
 DEFAULT_URL = "./objstore-demo"
 DEFAULT_S3_URL = "s3://objstore-demo/demo"
-DEFAULT_S3_URL = "s3://objstore-demo/demo"
 
 
 @dataclass(slots=True)
