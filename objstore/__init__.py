@@ -1,5 +1,6 @@
 """objstore: crash-safe, fenced checkpoints on S3, GCS or a local directory."""
 
+from objstore._version import __version__ as __version__
 from objstore.backends import (
     AsyncBackend,
     Backend,
@@ -67,8 +68,6 @@ from objstore.snapshots import (
     SnapshotStore,
 )
 from objstore.sources import AsyncSourceCheckpointStore, SourceCheckpoint, SourceCheckpointStore
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AlreadyExistsError",

@@ -18,7 +18,7 @@ from typing import Any
 import xxhash
 import zstandard
 
-from objstore.backends._base import Buffer
+from objstore.backends import Buffer
 from objstore.errors import CorruptionError
 
 __all__ = [

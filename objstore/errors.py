@@ -19,9 +19,15 @@ Backends translate fsspec, botocore and gcsfs errors into this tree exactly once
 transport boundary, keeping the original as ``__cause__``. Errors subclass the matching
 builtins so ``except FileNotFoundError`` keeps working for code that does not know objstore.
 Invalid arguments raise plain :class:`ValueError` / :class:`TypeError` before any request.
+
+Every error pickles with all its fields (``key``, versions, ids, epochs, both sides of a
+conflict), so one raised in a worker process arrives whole in the parent, and every class
+names this public module as its ``__module__``. ``tests/test_exception_tree.py`` pins the tree.
 """
 
 from __future__ import annotations
+
+from typing import Any, TypeVar
 
 __all__ = [
     "AlreadyExistsError",
@@ -38,8 +44,27 @@ __all__ = [
 ]
 
 
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _rebuild(cls: type[_E], args: tuple[Any, ...], state: dict[str, Any]) -> _E:
+    """Recreate a pickled error without calling its ``__init__`` (whose keyword-only fields
+    ``BaseException``'s default pickling cannot pass): the same ``args``, the same fields."""
+    error = cls.__new__(cls, *args)
+    error.args = args  # OSError subclasses with their own __init__ leave args empty in __new__
+    error.__dict__.update(state)
+    return error
+
+
 class ObjstoreError(Exception):
-    """Base class of every error objstore raises deliberately."""
+    """Base class of every error objstore raises deliberately.
+
+    Subclasses keep their fields as instance attributes; pickling copies ``args`` and those
+    attributes as they are, so a subclass needs no ``__reduce__`` of its own.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 
 class NotFoundError(ObjstoreError, FileNotFoundError):
@@ -135,9 +160,6 @@ class ConflictError(PreconditionFailedError):
         self.expected = expected
         self.actual = actual
 
-    def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.key, str(self)), self.__dict__)
-
 
 class CorruptionError(ObjstoreError):
     """Stored bytes failed validation: checksum mismatch, truncation or a bad format."""
@@ -171,7 +193,7 @@ class StoreNotFoundError(ObjstoreError):
     """
 
     def __init__(self, url: str, message: str | None = None) -> None:
-        super().__init__(url, message)  # both in ``args``: the error survives pickling
+        super().__init__(url, message)
         self.url = url
         self.message = message or f"the store {url} does not exist"
 

@@ -43,7 +43,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from objstore.backends._observe import Operation, Outcome, RequestEvent, RequestHook
+from objstore._version import __version__
+from objstore.backends import Operation, Outcome, RequestEvent, RequestHook
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -100,7 +101,6 @@ class OpenTelemetryMetrics:
             raise ImportError(
                 "OpenTelemetryMetrics needs opentelemetry-api: pip install 'objstore[otel]'"
             ) from exc
-        from objstore import __version__
 
         meter = metrics.get_meter("objstore", __version__, meter_provider=meter_provider)
         self._requests = meter.create_counter(

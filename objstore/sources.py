@@ -35,9 +35,9 @@ retried commit, or a new position for the same sequence). A refusal is always ju
 against state read from the store (what the store object remembers is re-read first, 1
 GET, so a reset by another process is not mistaken for a conflict). To start a source over, use
 :meth:`clear_checkpoints`. After ``max_commit_attempts`` consecutive lost races
-:meth:`commit` raises :class:`~objstore.errors.CheckpointConflict` (``checkpoint_id`` = the
-state generation it tried to write; ``epoch`` 0, sources have no epochs), leaving the
-session open.
+:meth:`commit` raises :class:`~objstore.errors.ConflictError` (``expected`` = the state
+generation it last tried to write, ``actual`` = the generation the store holds; sources have
+no checkpoint ids or epochs), leaving the session open.
 
 :class:`AsyncSourceCheckpointStore` holds all logic; :class:`SourceCheckpointStore` is its
 blocking face.
@@ -62,7 +62,6 @@ from objstore.backends import AsyncBackend, Buffer, RequestHook
 from objstore.codec import canonical_json, parse_json, seal, unseal
 from objstore.errors import (
     AlreadyExistsError,
-    CheckpointConflict,
     ConflictError,
     CorruptionError,
     NotFoundError,
@@ -275,7 +274,7 @@ class AsyncSourceCheckpointStore(AsyncClosing):
             every request (see :mod:`objstore.observability`); URL only.
         max_position_size: a larger ``source_position`` is refused with ``ValueError``.
         max_commit_attempts: lost compare-and-swap races a commit absorbs before raising
-            :class:`~objstore.errors.CheckpointConflict`.
+            :class:`~objstore.errors.ConflictError`.
     """
 
     def __init__(
@@ -343,7 +342,7 @@ class AsyncSourceCheckpointStore(AsyncClosing):
         race with another committer. Raises ``RuntimeError`` without a session,
         :class:`~objstore.errors.ConflictError` (nothing written) if a staged sequence is
         lower than the committed one of its source,
-        :class:`~objstore.errors.CheckpointConflict` after ``max_commit_attempts`` lost
+        :class:`~objstore.errors.ConflictError` after ``max_commit_attempts`` lost
         races, :class:`~objstore.errors.CorruptionError` if the stored state is damaged
         (:meth:`clear_checkpoints` resets it); on any error the session stays open.
         """
@@ -469,6 +468,7 @@ class AsyncSourceCheckpointStore(AsyncClosing):
         :class:`~objstore.errors.ConflictError` if it would move a source backward."""
         known = self._known
         fresh = known is None  # read by this call, not remembered from an earlier one
+        attempted: int | None = None  # the generation the last lost write tried to store
         try:
             if known is None:
                 known = await self._fetch()
@@ -479,7 +479,7 @@ class AsyncSourceCheckpointStore(AsyncClosing):
                     known, fresh = await self._fetch(), True  # e.g. cleared since: confirm
                     continue
                 sources = {**known.sources, **changes}
-                generation = known.generation + 1
+                generation = attempted = known.generation + 1
                 blob = encode_state(self.query_id, generation, sources, uuid.uuid4().hex)
                 try:
                     if known.version is None:
@@ -515,13 +515,13 @@ class AsyncSourceCheckpointStore(AsyncClosing):
                 expected={sid: ours for sid, (ours, _) in backward.items()},
                 actual={sid: theirs for sid, (_, theirs) in backward.items()},
             )
-        raise CheckpointConflict(
+        raise ConflictError(
             self.state_key,
             f"query {self.query_id!r}: lost {self.max_commit_attempts} consecutive races to "
-            "commit source checkpoints; the session is still open",
-            checkpoint_id=known.generation + 1,
-            epoch=0,
-            winner_epoch=None,
+            f"commit source checkpoints (last tried generation {attempted}, the store holds "
+            f"{known.generation}); the session is still open",
+            expected=attempted,
+            actual=known.generation,
         )
 
 

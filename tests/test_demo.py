@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from objstore import CheckpointStore, cli, open_backend
 from objstore.checkpoint import manifest_key, state_key
-from objstore.demo import (
+from objstore.cli.demo import (
     CRASH_KINDS,
     MARKER,
     DemoError,
@@ -29,6 +29,7 @@ from objstore.demo import (
     generate_events,
     plan_crash,
     run_demo,
+    run_demo_command,
 )
 
 runner = CliRunner()
@@ -171,6 +172,44 @@ def test_demo_on_s3_starts_its_own_moto_server(tmp_path: Path) -> None:
     assert after == before  # the demo restored the environment
     result = runner.invoke(cli.app, ["demo", str(tmp_path), "--s3"])
     assert result.exit_code == 2
+
+
+def test_demo_on_s3_never_rewrites_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The moto server is reached through ``storage_options``: at no step of the run does the
+    process environment (shared with every other thread) name it, and credentials the user
+    has set stay set (the explicit throw-away ones win for the run)."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "someone-elses-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "someone-elses-secret")
+    before = dict(os.environ)
+    seen: list[dict[str, str]] = []
+
+    def report(step: DemoStep) -> None:
+        seen.append(dict(os.environ))
+
+    result = run_demo_command(None, s3=True, events=40, interval=10, seed=3, report=report)
+    assert result.exactly_once
+    assert result.url.startswith("s3://objstore-demo/")
+    assert len(seen) > 5
+    assert all(environment == before for environment in seen)
+    assert dict(os.environ) == before
+
+
+def test_the_core_never_loads_the_demo_the_test_kit_or_the_terminal_libraries() -> None:
+    code = (
+        "import sys, objstore, objstore.checkpoint, objstore.kv, objstore.observability; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('rich', 'typer', 'moto', 'boto3') or m.startswith(('objstore.testing', 'objstore.cli'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_demo_s3_without_moto_is_a_clear_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:

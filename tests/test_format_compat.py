@@ -1,15 +1,160 @@
-"""Bytes written by released formats stay readable: tests/data holds one store per format."""
+"""Bytes written by released formats stay readable: tests/data holds one store per format.
+
+``tests/data/generate.py`` wrote them (see its docstring for the two frozen by hand); every
+check below runs on the committed directory and on a fresh run of the generator, so the two
+cannot drift apart, and a format change that forgets its old bytes fails here.
+"""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from objstore import CheckpointManifest, CheckpointStore, FencedError, KVStore
+from objstore import (
+    CheckpointManifest,
+    CheckpointStore,
+    CorruptionError,
+    FencedError,
+    GlobalProjectionCheckpoint,
+    KVStore,
+    ProjectionCheckpointStore,
+    Snapshot,
+    SnapshotStore,
+    SourceCheckpoint,
+    SourceCheckpointStore,
+)
+from objstore.checkpoint import POINTER_FORMAT
+from objstore.codec import SEALED_FORMAT, unseal
+from objstore.kv import KV_MANIFEST_FORMAT
+from objstore.projections import PROJECTION_FORMAT
+from objstore.snapshots import SNAPSHOT_FORMAT
+from objstore.sources import STATE_FORMAT
+from tests.data import generate
 
 DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh run of the generator script, as a user runs it (a subprocess)."""
+    out = tmp_path_factory.mktemp("generated")
+    done = subprocess.run(
+        [sys.executable, str(DATA / "generate.py"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(path.name for path in out.iterdir()) == sorted(generate.GENERATORS)
+    return out
+
+
+@pytest.fixture(params=["committed", "generated"])
+def source(request: pytest.FixtureRequest) -> Path:
+    """Where the store directories are read from: tests/data, or the generator's output."""
+    if request.param == "committed":
+        return DATA
+    return Path(request.getfixturevalue("generated"))
+
+
+def copy(source: Path, name: str, tmp_path: Path) -> str:
+    """A copy of store directory ``name`` (tests may write to it), as a URL."""
+    root = tmp_path / name
+    shutil.copytree(source / name, root)
+    return str(root)
+
+
+def test_every_format_written_today_has_committed_data() -> None:
+    """A format bump without its golden directory fails here: run tests/data/generate.py."""
+    assert set(generate.GENERATORS) == {
+        f"sources-format-{STATE_FORMAT}",
+        f"projections-format-{PROJECTION_FORMAT}",
+        f"snapshots-format-{SNAPSHOT_FORMAT}",
+        f"sealed-format-{SEALED_FORMAT}",
+        f"kv-format-{KV_MANIFEST_FORMAT}",
+        f"checkpoint-format-{POINTER_FORMAT}",
+    }
+    for name in generate.GENERATORS:
+        assert (DATA / name).is_dir(), f"tests/data/{name} is missing: run tests/data/generate.py"
+
+
+def test_sources_format_1(source: Path, tmp_path: Path) -> None:
+    url = copy(source, "sources-format-1", tmp_path)
+    store = SourceCheckpointStore(url, "q/1")
+    expected = {"src/ü": SourceCheckpoint(42, b"\x00pos"), "other": SourceCheckpoint(3)}
+    assert store.read_all_checkpoints() == expected == generate.SOURCES
+    assert store.read_config_hash() == 2**64 - 1
+    with store.session():
+        store.stage_checkpoint("other", 4)
+    assert SourceCheckpointStore(url, "q/1").read_checkpoint("other") == SourceCheckpoint(4)
+    store.close()
+
+
+def test_projections_format_1(source: Path, tmp_path: Path) -> None:
+    url = copy(source, "projections-format-1", tmp_path)
+    store = ProjectionCheckpointStore(url)
+    # The base already folded delta d1, so d1 is not applied twice.
+    expected = GlobalProjectionCheckpoint({"process/tenant/42": 9, "s": 1})
+    assert store.load_projection_checkpoint("proj/a") == expected
+    delta = Path(url) / "projections" / "proj%2Fa" / "deltas"
+    shutil.copy(delta / "d1", delta / "d2")  # an unfolded delta is applied
+    assert store.load_projection_checkpoint("proj/a") == GlobalProjectionCheckpoint(
+        {"process/tenant/42": 10, "s": 1}
+    )
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("store_name", "expected"),
+    [
+        ("bytes-state", Snapshot("order/ü", 12, 3, b"\x00\x01state")),
+        ("json-state", Snapshot("order/ü", 13, 4, {"total": 5, "items": ["a"]})),
+    ],
+)
+def test_snapshots_format_1(
+    source: Path, tmp_path: Path, store_name: str, expected: Snapshot
+) -> None:
+    url = copy(source / "snapshots-format-1", store_name, tmp_path)
+    store = SnapshotStore(url)
+    assert store.key_for("order/ü") == "snapshots/order%2F%C3%BC.snapshot"
+    assert store.load("order/ü") == expected == generate.SNAPSHOTS[store_name]
+    store.close()
+
+
+@pytest.mark.parametrize(("name", "compressed"), [("empty", 0), ("short", 0), ("long", 1)])
+def test_sealed_format_1(source: Path, name: str, compressed: int) -> None:
+    folder = source / "sealed-format-1"
+    blob = (folder / f"{name}.sealed").read_bytes()
+    payload = (folder / f"{name}.raw").read_bytes()
+    assert payload == generate.SEALED[name]
+    assert blob[:4] == b"OBJS"
+    assert (blob[4], blob[5] & 1) == (1, compressed)  # format 1; flag bit 0 = zstd body
+    assert unseal(blob, key=name) == payload
+    header = 30  # magic 4 | format 1 | flags 1 | raw length 8 | xxh3-128 16
+    damaged = blob[:-1] + bytes([blob[-1] ^ 1]) if len(blob) > header else blob[:-1]
+    with pytest.raises(CorruptionError):
+        unseal(damaged, key=name)
+
+
+def test_kv_format_2(source: Path, tmp_path: Path) -> None:
+    kv = KVStore(copy(source, "kv-format-2", tmp_path), compact_every=0)
+    assert kv.current_sequence() == 4
+    assert kv.oldest_retained_batch() == 3
+    assert kv.range_scan() == [
+        (b"order/9", b"\x00\xff"),
+        (b"user/1", b"alice-2"),
+        (b"user/3", b"carol"),
+        (b"user/4", b"dave"),
+    ]
+    assert kv.get_batch(2) is None  # pruned
+    assert kv.get_batch(4) == [(b"user/4", b"dave"), (b"order/9", b"\x00\xff")]
+    assert kv.put_batch([(b"user/5", b"erin")]) == 5
+    kv.close()
 
 
 def test_checkpoint_format_1_is_readable_and_valid(tmp_path: Path) -> None:
@@ -35,20 +180,21 @@ def test_checkpoint_format_1_is_readable_and_valid(tmp_path: Path) -> None:
     assert all(store.validate_checkpoint(i).valid for i in (1, 2))
 
 
-def test_checkpoint_format_2_pointer_ranks_by_epoch_and_fences(tmp_path: Path) -> None:
-    """tests/data/generate_checkpoint_format_2.py: epoch 1 saved 5 and 7, epoch 2 claimed
-    the store and saved 6; latest.txt is format 2 (epoch and fence epoch)."""
-    root = tmp_path / "store"
-    shutil.copytree(DATA / "checkpoint-format-2", root)
-    assert (root / "checkpoints" / "latest.txt").read_bytes() == (
+def test_checkpoint_format_2(source: Path, tmp_path: Path) -> None:
+    """Epoch 1 saved 5 and 7, epoch 2 claimed the store and saved 6: latest.txt is format 2
+    (the named checkpoint's epoch and the fence epoch), and epoch 1's 7 is never restored."""
+    url = copy(source, "checkpoint-format-2", tmp_path)
+    assert (Path(url) / "checkpoints" / "latest.txt").read_bytes() == (
         b'{"checkpoint_id":6,"epoch":2,"fence_epoch":2,"format_version":2}'
     )
-    store = CheckpointStore(str(root))
+    store = CheckpointStore(url)
     latest = store.load_latest()
     assert latest is not None
     assert (latest.checkpoint_id, latest.epoch) == (6, 2)
-    assert store.load_state_data(6) == b"epoch-2-checkpoint-6;" * 20
-    assert store.load_state_data(7) == b"epoch-1-checkpoint-7;" * 20  # kept, never restored
+    for checkpoint_id, epoch in generate.CHECKPOINT_SAVES:
+        assert store.load_state_data(checkpoint_id) == generate.checkpoint_state(
+            checkpoint_id, epoch
+        )
     report = store.recover_latest_validated()
     assert report.chosen_id == 6
     assert [checkpoint_id for checkpoint_id, _ in report.skipped] == [7]
@@ -57,6 +203,7 @@ def test_checkpoint_format_2_pointer_ranks_by_epoch_and_fences(tmp_path: Path) -
         store.save(CheckpointManifest(checkpoint_id=8, epoch=1))
     store.save(CheckpointManifest(checkpoint_id=8, epoch=2))
     assert store.load_latest().checkpoint_id == 8  # type: ignore[union-attr]
+    store.close()
 
 
 def test_kv_format_1_is_readable(tmp_path: Path) -> None:

@@ -8,21 +8,25 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from objstore.backends import AsyncBackend, Backend, RetryPolicy, open_transport
-from objstore.errors import TransientStorageError
+from objstore.errors import CheckpointConflict, ConflictError, TransientStorageError
 from objstore.kv import DEFAULT_SNAPSHOT_GRACE_SECONDS, KVStore
 from objstore.kv._format import (
     LOG_PREFIX,
     MANIFEST_KEY,
     SNAPSHOT_PREFIX,
+    KVBatch,
     KVManifest,
     decode_batch,
     decode_manifest,
+    encode_batch,
+    encode_manifest,
     log_key,
 )
 from objstore.testing import FaultInjectingTransport, SimulatedCrash
@@ -281,6 +285,63 @@ def test_lost_response_of_the_commit_is_recognised(store_url: str) -> None:
     assert store.put_batch([(b"b", b"2")]) == 2
     assert store.put_batch([(b"c", b"3")]) == 3
     assert open_kv(store_url).current_sequence() == 3
+
+
+class _LogThief(FaultInjectingTransport):
+    """Before each create of a log object, another writer creates that sequence first."""
+
+    async def put_if_absent(self, key: str, data: Any) -> str:
+        if key.startswith(LOG_PREFIX):
+            sequence = int(key.rsplit("/", 1)[1])
+            await self.inner.put(key, encode_batch(KVBatch(sequence, "put", ((b"x", b"y"),)), "t"))
+        return await super().put_if_absent(key, data)
+
+
+class _ManifestMeddler(FaultInjectingTransport):
+    """Before each compare-and-swap of the manifest, another writer rewrites it (same
+    fields, a new nonce and so a new version), so the swap always loses."""
+
+    async def put_if_match(self, key: str, data: Any, version: str) -> str:
+        if key == MANIFEST_KEY:
+            current, _ = await self.inner.get(key)
+            rewritten = decode_manifest(current, key=key)
+            await self.inner.put(key, encode_manifest(rewritten, uuid.uuid4().hex))
+        return await super().put_if_match(key, data, version)
+
+
+def test_a_writer_that_loses_every_race_gets_a_conflict_with_both_sides(store_url: str) -> None:
+    thief = _LogThief(open_transport(store_url))
+    backend = Backend(AsyncBackend(thief, retry=RetryPolicy(sleep=no_sleep), verify_fencing=False))
+    store = KVStore(backend, max_write_attempts=3, compact_every=0)
+    with pytest.raises(ConflictError) as caught:
+        store.put_batch([(b"a", b"1")])
+    assert not isinstance(caught.value, CheckpointConflict)  # KV has no checkpoint ids/epochs
+    assert caught.value.key == log_key(3)
+    assert (caught.value.expected, caught.value.actual) == (3, 3)  # tried 3, the store has 3
+    assert "3 consecutive races" in str(caught.value)
+    assert b"a" not in state(open_kv(store_url))
+
+
+def test_a_compaction_that_loses_every_manifest_race_gets_a_conflict(store_url: str) -> None:
+    store = open_kv(store_url, compact_every=0)
+    store.put_batch([(b"a", b"1")])
+    store.compact()  # the manifest exists: later compactions compare-and-swap it
+    store.put_batch([(b"b", b"2")])
+    meddler = _ManifestMeddler(open_transport(store_url))
+    backend = Backend(
+        AsyncBackend(meddler, retry=RetryPolicy(sleep=no_sleep), verify_fencing=False)
+    )
+    racing = KVStore(backend, max_write_attempts=2, compact_every=0)
+    with pytest.raises(ConflictError) as caught:
+        racing.compact()
+    error = caught.value
+    assert not isinstance(error, CheckpointConflict)
+    assert error.key == MANIFEST_KEY
+    assert isinstance(error.expected, KVManifest)
+    assert isinstance(error.actual, KVManifest)
+    assert (error.expected.snapshot, error.actual.snapshot) == (2, 1)
+    assert manifest(store_url).snapshot == 1
+    assert state(open_kv(store_url)) == {b"a": b"1", b"b": b"2"}
 
 
 # -- racing writers ------------------------------------------------------------------------------
@@ -654,23 +715,8 @@ def test_a_prune_crashed_at_any_request_is_finished_by_the_next(
 DATA = Path(__file__).parent / "data"
 
 
-def write_kv_format_2_store(url: str) -> None:
-    """The generator of ``tests/data/kv-format-2`` (manifest format 2: snapshot ids); run
-    from the repository root, then delete the ``.objstore-locks`` directory it leaves::
-
-        PYTHONPATH=. python -c "import tests.test_kv as t
-        t.write_kv_format_2_store('tests/data/kv-format-2')"
-    """
-    store = KVStore(url, compact_every=0)
-    store.put_batch([(b"user/1", b"alice"), (b"user/2", b"bob")])
-    store.put_batch([(b"user/3", b"carol"), (b"user/1", b"alice-2")])
-    store.delete_batch([b"user/2"])
-    store.prune_batch_log(3)  # compacts through batch 2, tombstones batches 1 and 2
-    store.put_batch([(b"user/4", b"dave"), (b"order/9", b"\x00\xff")])
-    store.close()
-
-
 def test_kv_format_2_is_readable(tmp_path: Path) -> None:
+    """``tests/data/kv-format-2``, written by ``write_kv`` of ``tests/data/generate.py``."""
     root = tmp_path / "kv"
     shutil.copytree(DATA / "kv-format-2", root)
     current = manifest(str(root))

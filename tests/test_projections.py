@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -582,19 +583,10 @@ def test_two_writers_advancing_one_projection_lose_nothing(local_url: str) -> No
 
 # -- stored format -------------------------------------------------------------------------------
 
-BASE_V1 = bytes.fromhex(
-    "4f424a530100a100000000000000a3283a1f3f96785e46a2e31a1dfe5e0d7b22637572736f727322"
-    "3a7b2270726f636573732f74656e616e742f3432223a392c2273223a317d2c22666f6c646564223a"
-    "5b226431225d2c22666f726d6174223a312c226b696e64223a226f626a73746f72652e70726f6a65"
-    "6374696f6e2d62617365222c226e616d65223a2270726f6a2f61222c226e6f6e6365223a22623631"
-    "6438303037343466653432613939656638373861303434313636333138227d"
-)
-DELTA_V1 = bytes.fromhex(
-    "4f424a530100620000000000000007ecdbc24d36c63178cc73eba7fa75097b22637572736f727322"
-    "3a7b2270726f636573732f74656e616e742f3432223a31307d2c22666f726d6174223a312c226b69"
-    "6e64223a226f626a73746f72652e70726f6a656374696f6e2d64656c7461222c226e616d65223a22"
-    "70726f6a2f61227d"
-)
+# Format-1 objects, written by tests/data/generate.py (tests/test_format_compat.py reads them too).
+FORMAT_1 = Path(__file__).parent / "data" / "projections-format-1" / "projections" / "proj%2Fa"
+BASE_V1 = (FORMAT_1 / "base").read_bytes()
+DELTA_V1 = (FORMAT_1 / "deltas" / "d1").read_bytes()
 
 
 @local_backends

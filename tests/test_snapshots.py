@@ -442,20 +442,11 @@ def test_async_store_round_trip(store_url: str) -> None:
 
 # -- stored format -------------------------------------------------------------------------------
 
-SNAPSHOT_BYTES_V1 = bytes.fromhex(
-    "4f424a530100900000000000000030fdcb8faa5626274b56dc6697fffbf0850000007b22666f726d"
-    "6174223a312c226b696e64223a226f626a73746f72652e736e617073686f74222c2273657175656e"
-    "63655f6e756d626572223a31322c2273746174655f656e636f64696e67223a226279746573222c22"
-    "73746174655f736368656d615f76657273696f6e223a332c2273747265616d5f6964223a226f7264"
-    "65722fc3bc227d00017374617465"
-)
-SNAPSHOT_JSON_V1 = bytes.fromhex(
-    "4f424a530100a1000000000000003af822dd6402d16c00474839ec58add8840000007b22666f726d"
-    "6174223a312c226b696e64223a226f626a73746f72652e736e617073686f74222c2273657175656e"
-    "63655f6e756d626572223a31332c2273746174655f656e636f64696e67223a226a736f6e222c2273"
-    "746174655f736368656d615f76657273696f6e223a342c2273747265616d5f6964223a226f726465"
-    "722fc3bc227d7b226974656d73223a5b2261225d2c22746f74616c223a357d"
-)
+# Format-1 objects, written by tests/data/generate.py (tests/test_format_compat.py reads them too).
+FORMAT_1 = Path(__file__).parent / "data" / "snapshots-format-1"
+_KEY = "snapshots/order%2F%C3%BC.snapshot"
+SNAPSHOT_BYTES_V1 = (FORMAT_1 / "bytes-state" / _KEY).read_bytes()
+SNAPSHOT_JSON_V1 = (FORMAT_1 / "json-state" / _KEY).read_bytes()
 
 
 @local_backends

@@ -465,7 +465,7 @@ class _Meddler(FaultInjectingTransport):
 
 
 @local_backends
-def test_commit_gives_up_with_checkpoint_conflict_after_max_attempts(
+def test_commit_gives_up_with_a_conflict_after_max_attempts(
     faces: Faces, open_store: Callable[..., Any], url: str
 ) -> None:
     meddler = _Meddler(open_transport(url))
@@ -475,8 +475,13 @@ def test_commit_gives_up_with_checkpoint_conflict_after_max_attempts(
     commit(store, {"old": cp(0)})  # creates the state; later commits compare-and-swap it
     store.begin()
     store.stage_checkpoint("mine", 1)
-    with pytest.raises(CheckpointConflict):
+    with pytest.raises(ConflictError) as caught:
         store.commit()
+    # Sources have no checkpoint ids or epochs: the conflict names generations, both sides.
+    assert not isinstance(caught.value, CheckpointConflict)
+    assert caught.value.key.startswith("sources/")
+    assert caught.value.key.endswith("/state")
+    assert (caught.value.expected, caught.value.actual) == (2, 1)  # tried 2, the store has 1
     assert meddler.count("put_if_match") == 3
     assert store.in_session
     assert "mine" not in open_store(url).read_all_checkpoints()
@@ -568,21 +573,10 @@ def test_corrupt_state_is_an_error_not_a_fresh_start(
 
 # -- stored format -------------------------------------------------------------------------------
 
-STATE_V1 = bytes.fromhex(
-    "4f424a530100d800000000000000ea96a013d1899527483881bade7651ef7b22666f726d6174223a"
-    "312c2267656e65726174696f6e223a372c226b696e64223a226f626a73746f72652e736f75726365"
-    "2d7374617465222c226e6f6e6365223a223030303030303030303030303030303030303030303030"
-    "303030303030303030222c2271756572795f6964223a22712f31222c22736f7572636573223a7b22"
-    "6f74686572223a7b22706f736974696f6e223a6e756c6c2c2273657175656e6365223a337d2c2273"
-    "72632fc3bc223a7b22706f736974696f6e223a224148427663773d3d222c2273657175656e636522"
-    "3a34327d7d7d"
-)
-CONFIG_V1 = bytes.fromhex(
-    "4f424a53010065000000000000007d53d5962f87496358f2c024a5ab52f07b22636f6e6669675f68"
-    "617368223a31383434363734343037333730393535313631352c22666f726d6174223a312c226b69"
-    "6e64223a226f626a73746f72652e736f757263652d636f6e6669672d68617368222c227175657279"
-    "5f6964223a22712f31227d"
-)
+# Format-1 objects, written by tests/data/generate.py (tests/test_format_compat.py reads them too).
+FORMAT_1 = Path(__file__).parent / "data" / "sources-format-1" / "sources" / "q%2F1"
+STATE_V1 = (FORMAT_1 / "state").read_bytes()
+CONFIG_V1 = (FORMAT_1 / "config_hash").read_bytes()
 
 
 @local_backends

@@ -621,6 +621,8 @@ class RemovalRefused(ValueError):
     """:func:`remove_checkpoints_async` will not remove these checkpoints without ``force``;
     nothing was deleted. ``removal`` is the refused plan (its ``refused`` says why)."""
 
+    __module__ = "objstore.checkpoint"  # its public home (tracebacks, pickles, docs)
+
     def __init__(self, removal: Removal) -> None:
         super().__init__(f"not removing checkpoints: {removal.refused}")
         self.removal = removal

@@ -23,7 +23,7 @@ the command table), ``_errors`` (exit codes and the error → exit code mapping)
 (parsing what users type), ``_output`` (running a command, JSON and rich output, progress),
 ``_stores`` (store access shared by commands), and one module per group of commands:
 ``_list`` (ls), ``_inspect`` (show, verify), ``_repair`` (recover, cp), ``_cleanup`` (prune,
-gc), ``_remove`` (rm), ``_probe`` and ``_demo``.
+gc), ``_remove`` (rm), ``_probe`` and ``_demo`` (the ``demo`` package holds the scenario it runs).
 """
 
 from objstore.cli._app import app, main

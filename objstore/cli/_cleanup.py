@@ -17,9 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from objstore.checkpoint import AsyncCheckpointStore
-from objstore.checkpoint._layout import MAX_CHECKPOINT_ID
-from objstore.checkpoint._plan import plan_prune
+from objstore.checkpoint import MAX_CHECKPOINT_ID, AsyncCheckpointStore, plan_prune
 from objstore.cli._errors import ExitCode
 from objstore.cli._options import (
     DryRunOption,

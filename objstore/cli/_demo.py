@@ -1,4 +1,4 @@
-"""``objstore demo``: the command-line wiring of :mod:`objstore.demo`.
+"""``objstore demo``: the command-line wiring of :mod:`objstore.cli.demo`.
 
 The demo reports its steps as they happen rather than as one document at the end, so it
 prints them itself instead of going through :func:`~objstore.cli._output.run_command`; its
@@ -63,7 +63,7 @@ def demo_command(
     with recover_latest_validated, finishes, and compares its counts with an uninterrupted run.
     Exit 0 when the results match, 1 when they do not.
     """
-    from objstore import demo  # imported on use: the other commands never need it
+    from objstore.cli import demo  # imported on use: the other commands never need it
 
     console = stdout_console()
     steps: list[dict[str, Any]] = []

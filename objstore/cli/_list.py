@@ -12,10 +12,10 @@ from rich.text import Text
 
 from objstore.checkpoint import (
     AsyncCheckpointStore,
+    CheckpointEntry,
     read_pointer_async,
     validate_checkpoint_streaming_async,
 )
-from objstore.checkpoint._plan import CheckpointEntry
 from objstore.cli._errors import ExitCode
 from objstore.cli._options import JsonOption, StorageOption, UrlArgument
 from objstore.cli._output import (

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from objstore.checkpoint._layout import MAX_CHECKPOINT_ID, parse_checkpoint_name
+from objstore.checkpoint import MAX_CHECKPOINT_ID, parse_checkpoint_name
 from objstore.cli._errors import CliError, ExitCode
 
 __all__ = [

@@ -9,10 +9,16 @@ from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import Any, TypeVar
 
 from objstore.backends import AsyncBackend
-from objstore.checkpoint import AsyncCheckpointStore, Pointer
-from objstore.checkpoint._layout import CHECKPOINTS, manifest_key
-from objstore.checkpoint._manifest import StoredManifest, decode_manifest
-from objstore.checkpoint._plan import CheckpointEntry, scan
+from objstore.checkpoint import (
+    CHECKPOINTS,
+    AsyncCheckpointStore,
+    CheckpointEntry,
+    Pointer,
+    StoredManifest,
+    decode_manifest,
+    manifest_key,
+    scan,
+)
 from objstore.errors import StoreNotFoundError
 
 __all__ = [

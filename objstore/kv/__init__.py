@@ -62,6 +62,16 @@ with its keys.
 """
 
 from objstore.kv._format import KV_FORMAT, KV_MANIFEST_FORMAT, KVBatch, KVManifest
+
+# Building blocks the test kit's simulator reads stored KV objects with: re-exported here (the
+# ``X as X`` form) so no module outside this package imports a private module, but kept out
+# of ``__all__``: they are not part of the stable API.
+from objstore.kv._format import LOG_PREFIX as LOG_PREFIX
+from objstore.kv._format import MANIFEST_KEY as MANIFEST_KEY
+from objstore.kv._format import SNAPSHOT_PREFIX as SNAPSHOT_PREFIX
+from objstore.kv._format import decode_batch as decode_batch
+from objstore.kv._format import decode_manifest as decode_manifest
+from objstore.kv._format import sequence_of as sequence_of
 from objstore.kv._store import (
     DEFAULT_COMPACT_EVERY,
     DEFAULT_SNAPSHOT_GRACE_SECONDS,

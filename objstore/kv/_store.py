@@ -16,7 +16,6 @@ from objstore._open import StoreLocation, as_async_backend
 from objstore.backends import AsyncBackend, Buffer, RequestHook
 from objstore.errors import (
     AlreadyExistsError,
-    CheckpointConflict,
     ConflictError,
     CorruptionError,
     NotFoundError,
@@ -158,8 +157,9 @@ class AsyncKVStore(AsyncClosing):
             every request (see :mod:`objstore.observability`); URL only.
         compact_every: fold the state into a new snapshot once this many batches follow the
             newest one (0 disables automatic compaction; :meth:`compact` still works).
-        max_write_attempts: lost races for a sequence number a write absorbs before raising
-            :class:`~objstore.errors.CheckpointConflict`.
+        max_write_attempts: lost races for a sequence number (or for the manifest) a write
+            absorbs before raising :class:`~objstore.errors.ConflictError` (``expected`` =
+            what it last tried to write, ``actual`` = what the store holds).
     """
 
     def __init__(
@@ -417,12 +417,12 @@ class AsyncKVStore(AsyncClosing):
                 view.apply(batch)
                 self._unanswered = None
                 return sequence
-            raise CheckpointConflict(
-                log_key(view.sequence + 1),
-                f"lost {self.max_write_attempts} consecutive races for a sequence number",
-                checkpoint_id=view.sequence + 1,
-                epoch=0,
-                winner_epoch=None,
+            raise ConflictError(
+                log_key(sequence),
+                f"lost {self.max_write_attempts} consecutive races for a sequence number "
+                f"(last tried {sequence}, the store holds {view.sequence}); nothing was written",
+                expected=sequence,
+                actual=view.sequence,
             )
         except BaseException:
             self._view = None  # the write may or may not have landed: reload next time
@@ -610,12 +610,11 @@ class AsyncKVStore(AsyncClosing):
             replaced, manifest = previous, target
             break
         else:
-            raise CheckpointConflict(
+            raise ConflictError(
                 MANIFEST_KEY,
-                "lost too many races to update the KV manifest",
-                checkpoint_id=wanted.snapshot,
-                epoch=0,
-                winner_epoch=None,
+                f"lost {self.max_write_attempts} consecutive races to update the KV manifest",
+                expected=manifest.merged(wanted),
+                actual=manifest,
             )
         view.manifest, view.manifest_version = manifest, version
         return replaced

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
+from objstore.backends import Buffer, ObjectInfo, ObjectListing, Transport
 from objstore.errors import TransientStorageError
 
 __all__ = [
@@ -46,6 +46,8 @@ _T = TypeVar("_T")
 
 class SimulatedCrash(Exception):
     """The process "died" here: raised by an injected crash and never retried."""
+
+    __module__ = "objstore.testing"  # its public home (tracebacks, pickles, docs)
 
 
 @dataclass(frozen=True, slots=True)

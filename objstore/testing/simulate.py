@@ -50,24 +50,27 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from objstore.testing._sim._checkpoint import CheckpointScenario
-from objstore.testing._sim._engine import (
+from objstore.testing._sim import (
+    FATES,
     ActorContext,
     ActorSpec,
     CallRecord,
+    CheckpointScenario,
     Decision,
     FaultRates,
+    KVScenario,
+    ProjectionScenario,
     RunResult,
     Scenario,
+    SimulatedTransport,
+    SnapshotScenario,
+    SourceScenario,
     Violation,
     World,
     format_schedule,
     parse_schedule,
     run,
 )
-from objstore.testing._sim._kv import KVScenario
-from objstore.testing._sim._others import ProjectionScenario, SnapshotScenario, SourceScenario
-from objstore.testing._sim._world import FATES, SimulatedTransport
 
 __all__ = [
     "FATES",

@@ -32,13 +32,13 @@ from objstore.checkpoint import (
     CheckpointManifest,
     RecoveryReport,
     manifest_key,
+    parse_listing_key,
     plan_pointer_repair,
     read_pointer_async,
     repair_pointer_async,
+    scan,
     state_key,
 )
-from objstore.checkpoint._layout import parse_listing_key
-from objstore.checkpoint._plan import scan
 from objstore.errors import CheckpointConflict, CorruptionError, FencedError
 from objstore.testing._sim._engine import (
     ActorContext,

@@ -21,11 +21,11 @@ import random
 from functools import partial
 
 from objstore.errors import NotFoundError, TransientStorageError
-from objstore.kv import AsyncKVStore
-from objstore.kv._format import (
+from objstore.kv import (
     LOG_PREFIX,
     MANIFEST_KEY,
     SNAPSHOT_PREFIX,
+    AsyncKVStore,
     KVManifest,
     decode_batch,
     decode_manifest,
