@@ -387,7 +387,9 @@ class AsyncBackend:
         is missing and ``ValueError`` when the location can never hold a store; writes
         nothing. Transient errors are retried.
         """
-        await self._retried("check_root", "", self.transport.check_root, description="CHECK root")
+        await self._retried(
+            "check_root", "", self.transport.check_root, description="CHECK root"
+        )
 
     async def close(self) -> None:
         """Close the transport's connections."""
