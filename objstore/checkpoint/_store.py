@@ -575,8 +575,10 @@ class AsyncCheckpointStore(AsyncClosing):
         compare_state: bool,
     ) -> CheckpointManifest:
         """Finish a commit an earlier attempt of this store object made, if it is the one
-        asked for now (same fields but the timestamp; the same state if ``compare_state``);
-        otherwise raise :class:`~objstore.errors.CheckpointConflict`, changing nothing."""
+        asked for now (see :func:`_same_commit`); otherwise raise
+        :class:`~objstore.errors.CheckpointConflict`, changing nothing. Like a first attempt,
+        a commit that may have landed too late for its sidecar is withdrawn instead
+        (``PreconditionFailedError``; see ``_clock``)."""
         stored = landed.stored.manifest
         if not _same_commit(stored, requested, compare_state=compare_state):
             raise CheckpointConflict(
