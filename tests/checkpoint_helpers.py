@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from objstore import CheckpointManifest, CheckpointStore
-from objstore.backends import AsyncBackend, Backend, RetryPolicy, open_transport
+from objstore.backends import AsyncBackend, Backend, RetryPolicy, open_backend, open_transport
+from objstore.checkpoint import LATEST
+from objstore.checkpoint._layout import parse_pointer
 from objstore.testing import FaultInjectingTransport
 
 
@@ -56,3 +58,9 @@ def state_for(checkpoint_id: int) -> dict[str, bytes]:
 def joined_state(checkpoint_id: int) -> bytes:
     """What load_state_data returns for :func:`state_for`."""
     return b"".join(state_for(checkpoint_id).values())
+
+
+def pointed_id(url: str) -> int | None:
+    """The checkpoint id ``latest.txt`` names, in either pointer format (raw read)."""
+    record = parse_pointer(open_backend(url).get(LATEST)[0])
+    return record.checkpoint_id if record is not None else None

@@ -35,6 +35,7 @@ from objstore.checkpoint import (
     read_pointer_async,
     state_key,
 )
+from objstore.checkpoint._layout import parse_pointer, pointer_text
 from objstore.cli import _output, _probe, _repair
 from objstore.errors import (
     AlreadyExistsError,
@@ -134,10 +135,15 @@ def snapshot(url: str) -> dict[str, bytes]:
 
 
 def pointer(url: str) -> str | None:
+    """The pointer as ``checkpoint_{id:020d}`` whatever its format (else its raw text)."""
     try:
-        return get_raw(url, LATEST).decode()
+        data = get_raw(url, LATEST)
     except NotFoundError:
         return None
+    record = parse_pointer(data)
+    if record is None or record.checkpoint_id is None:
+        return data.decode()
+    return name(record.checkpoint_id)
 
 
 def name(checkpoint_id: int) -> str:
@@ -182,7 +188,7 @@ def test_ls_reports_every_status_and_the_pointer(url: str) -> None:
     assert rows[1]["state_size"] > 0
     assert rows[1]["source_offsets"] == {"events": 10}
     assert doc["latest"] == {
-        "text": name(5),
+        "text": pointer_text(5, 1, 1).decode(),
         "checkpoint_id": 5,
         "state": "invalid",
         "detail": "names checkpoint 5, which is corrupt",

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from objstore import (
+    CheckpointManifest,
     CheckpointStore,
     CorruptionError,
+    FencedError,
     GlobalProjectionCheckpoint,
     KVStore,
     ProjectionCheckpointStore,
@@ -25,6 +27,7 @@ from objstore import (
     SourceCheckpoint,
     SourceCheckpointStore,
 )
+from objstore.checkpoint import POINTER_FORMAT
 from objstore.codec import SEALED_FORMAT, unseal
 from objstore.kv import KV_MANIFEST_FORMAT
 from objstore.projections import PROJECTION_FORMAT
@@ -74,6 +77,7 @@ def test_every_format_written_today_has_committed_data() -> None:
         f"snapshots-format-{SNAPSHOT_FORMAT}",
         f"sealed-format-{SEALED_FORMAT}",
         f"kv-format-{KV_MANIFEST_FORMAT}",
+        f"checkpoint-format-{POINTER_FORMAT}",
     }
     for name in generate.GENERATORS:
         assert (DATA / name).is_dir(), f"tests/data/{name} is missing: run tests/data/generate.py"
@@ -174,6 +178,32 @@ def test_checkpoint_format_1_is_readable_and_valid(tmp_path: Path) -> None:
     assert report.chosen_id == 2
     assert report.skipped == ()
     assert all(store.validate_checkpoint(i).valid for i in (1, 2))
+
+
+def test_checkpoint_format_2(source: Path, tmp_path: Path) -> None:
+    """Epoch 1 saved 5 and 7, epoch 2 claimed the store and saved 6: latest.txt is format 2
+    (the named checkpoint's epoch and the fence epoch), and epoch 1's 7 is never restored."""
+    url = copy(source, "checkpoint-format-2", tmp_path)
+    assert (Path(url) / "checkpoints" / "latest.txt").read_bytes() == (
+        b'{"checkpoint_id":6,"epoch":2,"fence_epoch":2,"format_version":2}'
+    )
+    store = CheckpointStore(url)
+    latest = store.load_latest()
+    assert latest is not None
+    assert (latest.checkpoint_id, latest.epoch) == (6, 2)
+    for checkpoint_id, epoch in generate.CHECKPOINT_SAVES:
+        assert store.load_state_data(checkpoint_id) == generate.checkpoint_state(
+            checkpoint_id, epoch
+        )
+    report = store.recover_latest_validated()
+    assert report.chosen_id == 6
+    assert [checkpoint_id for checkpoint_id, _ in report.skipped] == [7]
+    assert store.list() == [(5, 1), (6, 2), (7, 1)]
+    with pytest.raises(FencedError):
+        store.save(CheckpointManifest(checkpoint_id=8, epoch=1))
+    store.save(CheckpointManifest(checkpoint_id=8, epoch=2))
+    assert store.load_latest().checkpoint_id == 8  # type: ignore[union-attr]
+    store.close()
 
 
 def test_kv_format_1_is_readable(tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ from objstore import (
 )
 from objstore.backends import PROBE_PREFIX, AsyncBackend, MemoryTransport
 from objstore.checkpoint import LATEST, manifest_key, state_key
+from objstore.checkpoint._layout import PointerRecord, parse_pointer
 from tests.conftest import make_store_url
 
 KINDS = ["memory", "file", "s3"]
@@ -233,7 +234,7 @@ def test_cli_unsafe_skip_fencing_check(lax_url: str) -> None:
         cli.app, ["--unsafe-skip-fencing-check", "recover", lax_url, "--repair"]
     )
     assert allowed.exit_code == 0, allowed.output
-    assert lax.get(LATEST)[0].endswith(b"2")
+    assert parse_pointer(lax.get(LATEST)[0]) == PointerRecord(2, 1, 1)
     # The flag does not outlive its command line.
     lax.put(LATEST, b"checkpoint_00000000000000000001")
     assert runner.invoke(cli.app, ["recover", lax_url, "--repair"]).exit_code == 4

@@ -42,6 +42,7 @@ from objstore import (
 from objstore.backends import AsyncBackend, Backend, MemoryTransport, open_transport
 from objstore.backends._s3 import MIN_PART_SIZE
 from objstore.checkpoint import LATEST, manifest_key, state_key
+from objstore.checkpoint._layout import parse_pointer
 from objstore.checkpoint._manifest import decode_manifest, encode_manifest
 from objstore.testing import FaultInjectingTransport
 from tests.checkpoint_helpers import faulty_store, joined_state, manifest, state_for
@@ -112,10 +113,15 @@ def snapshot(url: str) -> dict[str, bytes]:
 
 
 def pointer_text(url: str) -> str | None:
+    """The pointer as ``checkpoint_{id:020d}`` whatever its format (else its raw text)."""
     try:
-        return get_raw(url, LATEST).decode()
+        data = get_raw(url, LATEST)
     except NotFoundError:
         return None
+    record = parse_pointer(data)
+    if record is None or record.checkpoint_id is None:
+        return data.decode()
+    return name(record.checkpoint_id)
 
 
 def flip_byte(url: str, key: str, position: int = -5) -> None:
@@ -157,7 +163,13 @@ def test_read_pointer_missing_set_and_garbage(store_url: str, store: CheckpointS
     assert (missing.state, missing.exists) == ("missing", False)
     save(store_url, 1)
     pointer = read_pointer(store)
-    assert (pointer.state, pointer.checkpoint_id, pointer.text) == ("set", 1, name(1))
+    assert (pointer.state, pointer.checkpoint_id, pointer.epoch, pointer.fence_epoch) == (
+        "set",
+        1,
+        1,
+        1,
+    )
+    assert '"checkpoint_id":1' in str(pointer.text)
     assert pointer.version
     put_raw(store_url, LATEST, b"\xff not a checkpoint")
     garbage = read_pointer(store)

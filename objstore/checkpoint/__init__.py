@@ -1,13 +1,22 @@
 """CheckpointStore: manifests, ``state.bin`` sidecars and ``latest.txt`` (DESIGN §3)."""
 
-from objstore.checkpoint._layout import CHECKPOINTS, LATEST, checkpoint_dir, manifest_key, state_key
+from objstore.checkpoint._layout import (
+    CHECKPOINTS,
+    LATEST,
+    POINTER_FORMAT,
+    checkpoint_dir,
+    manifest_key,
+    state_key,
+)
 
 # Building blocks objstore's own CLI and test kit share with the store: re-exported here (the
 # ``X as X`` form) so no module outside this package imports a private module, but kept out
 # of ``__all__``: they are not part of the stable API.
 from objstore.checkpoint._layout import MAX_CHECKPOINT_ID as MAX_CHECKPOINT_ID
+from objstore.checkpoint._layout import PointerRecord as PointerRecord
 from objstore.checkpoint._layout import parse_checkpoint_name as parse_checkpoint_name
 from objstore.checkpoint._layout import parse_listing_key as parse_listing_key
+from objstore.checkpoint._layout import parse_pointer as parse_pointer
 from objstore.checkpoint._maintenance import (
     CopyResult,
     Pointer,
@@ -57,6 +66,7 @@ __all__ = [
     "CHECKPOINTS",
     "LATEST",
     "MANIFEST_FORMAT",
+    "POINTER_FORMAT",
     "AsyncCheckpointStore",
     "CheckpointManifest",
     "CheckpointStore",

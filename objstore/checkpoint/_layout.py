@@ -2,24 +2,34 @@
 
     checkpoints/checkpoint_{id:020d}/state.bin
     checkpoints/checkpoint_{id:020d}/manifest.json
-    checkpoints/latest.txt            "checkpoint_{id:020d}"
+    checkpoints/latest.txt            the pointer (format 2, canonical JSON):
+        {"checkpoint_id": N, "epoch": E, "fence_epoch": F, "format_version": 2}
 
 Ids are written zero-padded to 20 digits so listing order is numeric order; readers accept
-any width.
+any width. The pointer names the checkpoint readers should restore (``checkpoint_id`` and
+its ``epoch``; ``checkpoint_id`` is null when an epoch was claimed before any checkpoint)
+and the newest claimed epoch ``fence_epoch`` (≥ ``epoch``): a save or claim by an older epoch
+is fenced. Format-1 pointers (the bare text ``checkpoint_{id:020d}``, no epochs) stay readable.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
+from typing import TypeGuard
 
 __all__ = [
     "CHECKPOINTS",
     "LATEST",
     "MAX_CHECKPOINT_ID",
+    "POINTER_FORMAT",
+    "PointerRecord",
     "checkpoint_dir",
     "manifest_key",
     "parse_checkpoint_name",
     "parse_listing_key",
+    "parse_pointer",
     "pointer_text",
     "state_key",
 ]
@@ -48,9 +58,73 @@ def state_key(checkpoint_id: int) -> str:
     return f"{checkpoint_dir(checkpoint_id)}/{STATE_NAME}"
 
 
-def pointer_text(checkpoint_id: int) -> bytes:
-    """The content of ``latest.txt`` naming ``checkpoint_id``."""
-    return f"checkpoint_{checkpoint_id:020d}".encode("ascii")
+POINTER_FORMAT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class PointerRecord:
+    """What ``latest.txt`` says.
+
+    ``checkpoint_id`` is the checkpoint it names (``None``: an epoch was claimed before any
+    checkpoint existed), ``epoch`` that checkpoint's epoch and ``fence_epoch`` the newest
+    claimed epoch; both are ``None`` in a format-1 pointer, which names an id only.
+    """
+
+    checkpoint_id: int | None
+    epoch: int | None = None
+    fence_epoch: int | None = None
+
+    @property
+    def rank(self) -> tuple[int, int] | None:
+        """``(epoch, id)`` of the named checkpoint, the order readers choose by; ``None``
+        when the pointer names no checkpoint or does not say its epoch (format 1)."""
+        if self.checkpoint_id is None or self.epoch is None:
+            return None
+        return self.epoch, self.checkpoint_id
+
+
+def pointer_text(checkpoint_id: int | None, epoch: int | None, fence_epoch: int) -> bytes:
+    """The content of a format-2 ``latest.txt`` (canonical JSON, one line)."""
+    body = {
+        "checkpoint_id": checkpoint_id,
+        "epoch": epoch,
+        "fence_epoch": fence_epoch,
+        "format_version": POINTER_FORMAT,
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode("ascii")
+
+
+def _u64(value: object, minimum: int) -> TypeGuard[int]:
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and minimum <= value <= MAX_CHECKPOINT_ID
+    )
+
+
+def parse_pointer(data: bytes) -> PointerRecord | None:
+    """Parse ``latest.txt`` of either format; ``None`` if it is garbage."""
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    legacy = parse_checkpoint_name(text)
+    if legacy is not None:
+        return PointerRecord(legacy)
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("format_version") != POINTER_FORMAT:
+        return None
+    checkpoint_id, epoch, fence = (body.get(k) for k in ("checkpoint_id", "epoch", "fence_epoch"))
+    if not _u64(fence, 0):
+        return None
+    if checkpoint_id is None and epoch is None:
+        return PointerRecord(None, None, fence)
+    if not (_u64(checkpoint_id, 1) and _u64(epoch, 0)) or epoch > fence:
+        return None
+    return PointerRecord(checkpoint_id, epoch, fence)
 
 
 def parse_checkpoint_name(text: str) -> int | None:

@@ -40,8 +40,9 @@ from objstore.backends import AsyncBackend, Backend
 from objstore.checkpoint._layout import (
     CHECKPOINTS,
     LATEST,
+    PointerRecord,
     manifest_key,
-    parse_checkpoint_name,
+    parse_pointer,
     pointer_text,
     state_key,
 )
@@ -115,13 +116,17 @@ class Pointer:
     """``latest.txt`` as read.
 
     ``text`` is its content (the first 200 characters, decoded leniently; ``None`` if the
-    object is missing), ``checkpoint_id`` the id it names (``None`` if missing or garbage) and
-    ``version`` what a compare-and-swap of it must expect (``None`` if missing).
+    object is missing), ``checkpoint_id`` the id it names (``None`` if missing or garbage),
+    ``version`` what a compare-and-swap of it must expect (``None`` if missing), and
+    ``epoch``/``fence_epoch`` the named checkpoint's epoch and the newest claimed epoch
+    (``None`` in a format-1 pointer).
     """
 
     text: str | None
     checkpoint_id: int | None
     version: str | None
+    epoch: int | None = None
+    fence_epoch: int | None = None
 
     @property
     def exists(self) -> bool:
@@ -146,12 +151,9 @@ async def read_pointer_async(store: AsyncCheckpointStore) -> Pointer:
         data, version = await store.backend.get(LATEST)
     except NotFoundError:
         return Pointer(None, None, None)
-    try:
-        checkpoint_id = parse_checkpoint_name(data.decode("ascii"))
-    except UnicodeDecodeError:
-        checkpoint_id = None
+    record = parse_pointer(data) or PointerRecord(None)
     text = data[:POINTER_TEXT_SHOWN].decode("utf-8", "replace")
-    return Pointer(text, checkpoint_id, version)
+    return Pointer(text, record.checkpoint_id, version, record.epoch, record.fence_epoch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +245,8 @@ async def repair_pointer_async(
         return plan
     if plan.action == "refuse" or plan.target_id is None:
         raise PreconditionFailedError(LATEST, plan.reason)
-    if not await _swap_pointer(store.backend, plan.pointer, plan.target_id):
+    _, target = await _read_manifest(store.backend, plan.target_id)
+    if not await _swap_pointer(store.backend, plan.pointer, plan.target_id, target.manifest.epoch):
         raise PreconditionFailedError(
             LATEST,
             "latest.txt changed while repairing (is a writer running?); nothing was written",
@@ -252,9 +255,10 @@ async def repair_pointer_async(
     return plan
 
 
-async def _swap_pointer(backend: AsyncBackend, pointer: Pointer, target: int) -> bool:
-    """Make ``latest.txt`` name ``target`` if it is still ``pointer``; whether it did."""
-    text = pointer_text(target)
+async def _swap_pointer(backend: AsyncBackend, pointer: Pointer, target: int, epoch: int) -> bool:
+    """Make ``latest.txt`` name ``target`` (of ``epoch``) if it is still ``pointer``, keeping
+    its fence epoch (a repair never unfences a zombie); whether it did."""
+    text = pointer_text(target, epoch, max(pointer.fence_epoch or 0, epoch))
     try:
         if pointer.version is None:
             await backend.put_if_absent(LATEST, text)
@@ -265,14 +269,21 @@ async def _swap_pointer(backend: AsyncBackend, pointer: Pointer, target: int) ->
     return True
 
 
-async def _advance_pointer(store: AsyncCheckpointStore, target: int) -> tuple[Pointer, bool]:
-    """Move ``latest.txt`` forward to ``target``, never backward: the pointer as found and
-    whether it moved. Retries while concurrent writers move it first."""
+async def _advance_pointer(
+    store: AsyncCheckpointStore, target: int, epoch: int
+) -> tuple[Pointer, bool]:
+    """Move ``latest.txt`` forward to ``target`` (of ``epoch``) in (epoch, id) order, never
+    backward: the pointer as found and whether it moved. Retries while concurrent writers
+    move it first."""
     for _ in range(POINTER_ATTEMPTS):
         pointer = await read_pointer_async(store)
-        if pointer.checkpoint_id is not None and pointer.checkpoint_id >= target:
+        if pointer.checkpoint_id is not None and (
+            (pointer.epoch, pointer.checkpoint_id) >= (epoch, target)
+            if pointer.epoch is not None
+            else pointer.checkpoint_id >= target
+        ):
             return pointer, False
-        if await _swap_pointer(store.backend, pointer, target):
+        if await _swap_pointer(store.backend, pointer, target, epoch):
             return pointer, True
     raise PreconditionFailedError(LATEST, "latest.txt keeps changing under concurrent writers")
 
@@ -509,7 +520,7 @@ async def _copy_checkpoint(
             f"checkpoint {checkpoint_id} does not validate on {dst.url} after the copy: "
             + "; ".join(result.issues),
         )
-    before, moved = await _advance_pointer(dst, checkpoint_id)
+    before, moved = await _advance_pointer(dst, checkpoint_id, stored.manifest.epoch)
     return CopyResult(checkpoint_id, outcome, before, moved)
 
 

@@ -1,4 +1,5 @@
-"""Pure decisions over checkpoint listings: what exists, what to prune, what is an orphan.
+"""Pure decisions over checkpoint listings: what exists, which checkpoint readers restore,
+what to prune, what is an orphan.
 
 Shared by the sync and async faces and by the CLI; no I/O, so tests call them directly.
 """
@@ -9,15 +10,22 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from objstore.backends import ObjectInfo
-from objstore.checkpoint._layout import MANIFEST_NAME, STATE_NAME, parse_listing_key
+from objstore.checkpoint._layout import (
+    MANIFEST_NAME,
+    STATE_NAME,
+    PointerRecord,
+    parse_listing_key,
+)
 
 __all__ = [
     "CheckpointEntry",
+    "LatestChoice",
     "age_matters",
     "fencing_candidates",
     "orphans_to_delete",
     "plan_prune",
     "scan",
+    "spare_newer_epochs",
 ]
 
 
@@ -92,6 +100,21 @@ def plan_prune(
     return sorted(checkpoint_id for checkpoint_id in ordered if checkpoint_id not in keep)
 
 
+def spare_newer_epochs(doomed: list[int], epochs: list[int | None], epoch: int) -> list[int]:
+    """The ``doomed`` ids (with their manifests' ``epochs``, ``None`` if unreadable) that a
+    pruner keeping a checkpoint of ``epoch`` may delete: none of a newer epoch.
+
+    A newer epoch's commit can sit below the newest ids while its writer is still moving the
+    pointer (it outranks them all in (epoch, id) order); deleting it would break the promise
+    that its save, once returned, stays valid.
+    """
+    return [
+        checkpoint_id
+        for checkpoint_id, found in zip(doomed, epochs, strict=True)
+        if found is None or found <= epoch
+    ]
+
+
 def orphans_to_delete(
     entries: dict[int, CheckpointEntry],
     *,
@@ -142,3 +165,66 @@ def fencing_candidates(entries: dict[int, CheckpointEntry]) -> list[int]:
     """Uncommitted ids below the newest committed one: whose writers' epochs decide."""
     newest_committed = max((cid for cid, e in entries.items() if e.committed), default=0)
     return sorted(cid for cid, e in entries.items() if not e.committed and cid < newest_committed)
+
+
+class LatestChoice:
+    """Which checkpoint readers restore (DESIGN §3 invariant 3), decided from manifests met
+    in descending id order.
+
+    Checkpoints rank by ``(epoch, id)``: a newer epoch wins whatever ids the writers chose.
+    Every committed manifest is a candidate (the manifest is the commit point), including one
+    a fenced writer committed and has not withdrawn yet: it is restored only while nothing of
+    a newer epoch exists.
+
+    The walk may stop (:meth:`done_before`) once no lower id can outrank the best so far:
+    when the best's epoch has reached the fence epoch, or, below the pointer, its named
+    checkpoint's epoch. Every save that returned ranks at or below the pointer (saves move
+    it forward in this order before returning), so what the stop passes over can only be a
+    first save of a newer epoch that has not returned yet.
+    """
+
+    def __init__(self, pointer: PointerRecord | None) -> None:
+        self.pointer = pointer
+        self.best: tuple[int, int] | None = None
+        """``(epoch, id)`` of the best candidate so far."""
+        self._pointed_epoch = pointer.epoch if pointer is not None else None
+
+    def done_before(self, checkpoint_id: int) -> bool:
+        """Whether no checkpoint at ``checkpoint_id`` or below can outrank the best."""
+        if self.best is None or self.pointer is None:
+            return False
+        best_epoch = self.best[0]
+        fence = self.pointer.fence_epoch
+        if fence is not None and best_epoch >= fence:
+            return True
+        named = self.pointer.checkpoint_id
+        return (
+            named is not None
+            and self._pointed_epoch is not None
+            and checkpoint_id <= named
+            and best_epoch >= self._pointed_epoch
+        )
+
+    def excluded(self, checkpoint_id: int, epoch: int) -> str | None:
+        """Why a checkpoint with a readable manifest is not the best so far (it is outranked);
+        ``None`` if it is. Also learns the named checkpoint's epoch (format-1 pointers)."""
+        if self.pointer is not None and checkpoint_id == self.pointer.checkpoint_id:
+            self._pointed_epoch = epoch
+        if self.best is None or (epoch, checkpoint_id) > self.best:
+            return None
+        best_epoch, best_id = self.best
+        if epoch == best_epoch:
+            return f"older than checkpoint {best_id} of the same epoch"
+        return f"epoch {epoch} is older than checkpoint {best_id}'s epoch {best_epoch}"
+
+    def take(self, checkpoint_id: int, epoch: int) -> tuple[int, str] | None:
+        """Make ``checkpoint_id`` the best (after :meth:`excluded` said it qualifies).
+
+        Returns ``(id, reason)`` of the checkpoint it outranks, if there was one.
+        """
+        previous = self.best
+        self.best = (epoch, checkpoint_id)
+        if previous is None:
+            return None
+        reason = f"epoch {previous[0]} is older than checkpoint {checkpoint_id}'s epoch {epoch}"
+        return previous[1], reason

@@ -466,6 +466,15 @@ def read_header_epoch(data: Buffer) -> int | None:
     return int(epoch) if magic == SIDECAR_MAGIC else None
 
 
+def read_header_nonce(data: Buffer) -> bytes | None:
+    """The writer nonce in a sidecar header, or ``None`` if the bytes are not a header."""
+    view = memoryview(data).cast("B")
+    if view.nbytes < HEADER.size:
+        return None
+    magic, _, _, _, _, nonce = HEADER.unpack_from(view)
+    return bytes(nonce) if magic == SIDECAR_MAGIC else None
+
+
 def dump_chunks(entries: Sequence[OperatorState]) -> list[dict[str, Any]]:
     """JSON-friendly form of an index, for reports and the CLI."""
     return [entry.to_json() for entry in entries]

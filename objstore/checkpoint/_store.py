@@ -15,6 +15,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -22,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from objstore._checks import check_u64
 from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
 from objstore.backends import AsyncBackend, ObjectInfo, RequestHook
@@ -34,10 +36,11 @@ from objstore.checkpoint._clock import (
 from objstore.checkpoint._layout import (
     CHECKPOINTS,
     LATEST,
+    PointerRecord,
     checkpoint_dir,
     manifest_key,
-    parse_checkpoint_name,
     parse_listing_key,
+    parse_pointer,
     pointer_text,
     state_key,
 )
@@ -51,11 +54,13 @@ from objstore.checkpoint._manifest import (
 )
 from objstore.checkpoint._plan import (
     CheckpointEntry,
+    LatestChoice,
     age_matters,
     fencing_candidates,
     orphans_to_delete,
     plan_prune,
     scan,
+    spare_newer_epochs,
 )
 from objstore.checkpoint._quarantine import quarantined_ids
 from objstore.checkpoint._sidecar import (
@@ -67,6 +72,7 @@ from objstore.checkpoint._sidecar import (
     decode_sidecar,
     iter_chunks,
     read_header_epoch,
+    read_header_nonce,
     verify_sidecar,
 )
 from objstore.checkpoint._streamed_sidecar import RANGE_SIZE, Progress, check_sidecar, no_progress
@@ -77,6 +83,7 @@ from objstore.errors import (
     CorruptionError,
     FencedError,
     NotFoundError,
+    ObjstoreError,
     PreconditionFailedError,
     TransientStorageError,
 )
@@ -224,9 +231,22 @@ class AsyncCheckpointStore(AsyncClosing):
         self.chunks_in_flight = chunks_in_flight or default_chunks_in_flight()
         self._clock = clock
         self._store_clock = store_clock
-        self._pointer: tuple[int | None, str] | None = None
+        self._pointer: tuple[PointerRecord | None, str] | None = None
         self._staged: dict[int, tuple[EncodedState, str, str]] = {}
-        self._sidecar_started: dict[str, float] = {}  # writer nonce -> clock() before its write
+        self._unconfirmed: dict[int, str] = {}
+        """Sidecar versions of saves that raised with their outcome unknown, by id."""
+        self._sidecar_started: dict[int, float] = {}
+        """clock() before each pending sidecar's write, by id (see ``_clock``)."""
+        self._stream_unconfirmed: set[int] = set()
+        """Ids whose streamed sidecar upload failed with its outcome unknown."""
+        self._state_withdrawn: set[int] = set()
+        """Ids whose staged sidecar this store object deleted as too old to commit."""
+        self._timely: set[int] = set()
+        """Ids whose manifest create was answered in time (no janitor can have taken their
+        sidecar), though their save has not finished yet."""
+        self._writer_nonce = os.urandom(16)
+        """Identifies this store object's writes (sidecar headers, manifests) across calls,
+        so a retried save recognises its own earlier commit."""
 
     @property
     def vnode_count(self) -> int:
@@ -247,25 +267,45 @@ class AsyncCheckpointStore(AsyncClosing):
         """Commit ``manifest``; if :meth:`save_state_data` staged state for its id, with it.
 
         Returns the manifest as stored (checksums filled in). Raises
-        :class:`~objstore.errors.CheckpointConflict` (or :class:`~objstore.errors.FencedError`
-        when the winner's epoch is newer) if another writer already committed this id.
+        :class:`~objstore.errors.CheckpointConflict` if another writer already committed this
+        id, :class:`~objstore.errors.FencedError` if a newer epoch committed it or has been
+        claimed (:meth:`claim_epoch`). A save that raised anything else may have committed:
+        calling it again with the same manifest on the same store object completes that
+        commit (recognised by this store object's writer nonce) instead of conflicting.
         """
         _check_manifest(manifest)
+        if manifest.checkpoint_id in self._state_withdrawn:
+            raise PreconditionFailedError(
+                state_key(manifest.checkpoint_id),
+                f"checkpoint {manifest.checkpoint_id}: its staged state was withdrawn (too old "
+                "to commit); nothing was committed: stage the state again and save",
+            )
         staged = self._staged.get(manifest.checkpoint_id)
-        if staged is None:
-            return await self._commit(manifest, None, None, None)
-        encoded, nonce, version = staged
+        encoded, nonce, version = staged if staged is not None else (None, None, None)
         try:
             committed = await self._commit(manifest, encoded, nonce, version)
         except CheckpointConflict:
             # Definitely not ours any more; anything else (an outage, a cancellation) keeps
             # the staged sidecar so a retried save commits *with* its state.
-            self._staged.pop(manifest.checkpoint_id, None)
-            self._sidecar_started.pop(nonce, None)
+            self._forget(manifest.checkpoint_id)
             raise
-        self._staged.pop(manifest.checkpoint_id, None)
-        self._sidecar_started.pop(nonce, None)
+        self._forget(manifest.checkpoint_id)
         return committed
+
+    def _withdrawn(self, checkpoint_id: int) -> None:
+        """Our sidecar of ``checkpoint_id`` was deleted (too old to commit): until state is
+        staged again, a retried :meth:`save` must refuse rather than commit without it."""
+        self._forget(checkpoint_id)
+        self._state_withdrawn.add(checkpoint_id)
+
+    def _forget(self, checkpoint_id: int) -> None:
+        """Drop what this store object remembers of a save of ``checkpoint_id`` that has
+        ended (committed, or lost to another writer): a retry has nothing left to finish."""
+        self._staged.pop(checkpoint_id, None)
+        self._unconfirmed.pop(checkpoint_id, None)
+        self._sidecar_started.pop(checkpoint_id, None)
+        self._timely.discard(checkpoint_id)
+        self._stream_unconfirmed.discard(checkpoint_id)
 
     async def save_with_state(
         self, manifest: CheckpointManifest, state: StateInput
@@ -276,14 +316,35 @@ class AsyncCheckpointStore(AsyncClosing):
         an (async) iterable of chunks or ``(name, chunk)`` pairs, streamed and never held
         whole. Each chunk becomes one zstd frame that :meth:`load_operator_state` can read on
         its own. Raises like :meth:`save`; bad chunks raise ``TypeError``/``ValueError``.
+        Retrying a save that raised completes it the same way; if its earlier attempt had
+        already committed, the checkpoint keeps the state that attempt uploaded.
         """
         _check_manifest(manifest)
         chunks = iter_chunks(state)
-        encoded, nonce, version = await self._write_sidecar(manifest, chunks)
+        written = await self._write_sidecar(manifest, chunks)
+        if isinstance(written, _Landed):
+            state_version = self._unconfirmed.pop(manifest.checkpoint_id, None)
+            try:
+                committed = await self._complete(
+                    manifest, written, state_version, compare_state=False
+                )
+            except CheckpointConflict:
+                self._forget(manifest.checkpoint_id)
+                raise
+            self._forget(manifest.checkpoint_id)
+            return committed
+        encoded, nonce, version = written
         try:
-            return await self._commit(manifest, encoded, nonce, version)
-        finally:
-            self._sidecar_started.pop(nonce, None)
+            committed = await self._commit(manifest, encoded, nonce, version)
+        except CheckpointConflict:
+            self._forget(manifest.checkpoint_id)
+            raise
+        except BaseException:
+            # The outcome is unknown: a retry on this store object finds its sidecar here.
+            self._unconfirmed[manifest.checkpoint_id] = version
+            raise
+        self._forget(manifest.checkpoint_id)
+        return committed
 
     async def save_state_data(
         self, checkpoint_id: int, chunks: StateInput, *, epoch: int = 0
@@ -292,28 +353,82 @@ class AsyncCheckpointStore(AsyncClosing):
         this store object commits it. Until then it is an orphan to :meth:`cleanup_orphans`.
 
         ``epoch`` is recorded in the sidecar's header, so a writer racing for the same id
-        learns whether it was fenced before the manifest exists.
+        learns whether it was fenced before the manifest exists. Raises
+        :class:`~objstore.errors.CheckpointConflict` if the id is already committed.
         """
         check_checkpoint_id(checkpoint_id)
         placeholder = CheckpointManifest(checkpoint_id=checkpoint_id, epoch=epoch)
-        staged = await self._write_sidecar(placeholder, iter_chunks(chunks))
-        self._staged[checkpoint_id] = staged
+        written = await self._write_sidecar(placeholder, iter_chunks(chunks))
+        if isinstance(written, _Landed):
+            raise CheckpointConflict(
+                manifest_key(checkpoint_id),
+                f"checkpoint {checkpoint_id} is already committed (by this store object)",
+                checkpoint_id=checkpoint_id,
+                epoch=epoch,
+                winner_epoch=written.stored.manifest.epoch,
+            )
+        self._staged[checkpoint_id] = written
+
+    async def claim_epoch(self, epoch: int) -> None:
+        """Fence every older epoch before this writer's first save (call it at startup).
+
+        Moves the pointer's fence epoch forward to ``epoch`` with one compare-and-swap, and
+        with it names the checkpoint readers restore now (looking past a lagging pointer, as
+        :meth:`load_latest` does). Afterwards every save by an older epoch raises
+        :class:`~objstore.errors.FencedError` (its commit is withdrawn), and readers never
+        prefer an older epoch's checkpoint over one of ``epoch``. Claiming the epoch already
+        claimed changes nothing; epochs must be unique per writer incarnation.
+
+        Costs one GET of ``latest.txt`` plus what :meth:`load_latest` costs, and one write.
+        Raises :class:`~objstore.errors.FencedError` if a newer epoch was claimed already.
+        """
+        check_u64(epoch, "epoch")
+        while True:
+            current = await self._read_pointer()
+            record = await self._pointer_record(current)
+            fence = record.fence_epoch if record is not None else None
+            if fence is not None and fence > epoch:
+                raise FencedError(
+                    LATEST,
+                    f"epoch {epoch} cannot be claimed: epoch {fence} was claimed already",
+                    checkpoint_id=(record.checkpoint_id or 0) if record else 0,
+                    epoch=epoch,
+                    winner_epoch=fence,
+                )
+            if fence == epoch and current is not None:
+                self._pointer = current
+                return
+            latest = await self._latest_after(record)
+            text = pointer_text(
+                latest.checkpoint_id if latest else None, latest.epoch if latest else None, epoch
+            )
+            try:
+                if current is None:
+                    version = await self.backend.put_if_absent(LATEST, text)
+                else:
+                    version = await self.backend.put_if_match(LATEST, text, current[1])
+            except (AlreadyExistsError, PreconditionFailedError, NotFoundError):
+                continue
+            self._pointer = (parse_pointer(text), version)
+            logger.info("claimed epoch %d", epoch)
+            return
 
     async def _write_sidecar(
         self, manifest: CheckpointManifest, chunks: Any
-    ) -> tuple[EncodedState, str, str]:
+    ) -> tuple[EncodedState, str, str] | _Landed:
         """Write ``state.bin`` create-if-absent while its frames are being compressed.
 
         Frames are gathered until the sidecar outgrows the single-PUT limit: a small
         sidecar is one retried PUT; a larger one is handed over as a stream, so memory stays
-        bounded by the encoder's window plus what the transport holds in flight.
+        bounded by the encoder's window plus what the transport holds in flight. A sidecar
+        already there that this store object wrote is its own earlier attempt: see
+        :meth:`_own_sidecar`.
         """
-        nonce = os.urandom(16)
         started = self._clock()  # before any request: no later than the sidecar's mtime
         encoder = SidecarEncoder(
             manifest.checkpoint_id,
             manifest.epoch,
-            nonce,
+            self._writer_nonce,
             level=self.compression_level,
             window=self.chunks_in_flight,
         )
@@ -331,15 +446,87 @@ class AsyncCheckpointStore(AsyncClosing):
             if head_size <= limit:
                 data = head[0] if len(head) == 1 else b"".join(head)
                 head.clear()
-                version = await self.backend.put_if_absent(key, data)
+                try:
+                    version = await self.backend.put_if_absent(key, data)
+                except AlreadyExistsError as exc:
+                    landed = await self._own_sidecar(manifest, exc)
+                    if landed is not None:
+                        return landed
+                    version = await self.backend.put_if_absent(key, data)
             else:
-                version = await self.backend.put_if_absent_stream(key, _chain(head, pieces))
+                if manifest.checkpoint_id in self._stream_unconfirmed:
+                    # An earlier streamed attempt may have landed: a stream cannot be sent
+                    # twice, so settle that first (ours and committed, or removed).
+                    landed = await self._own_sidecar(manifest, AlreadyExistsError(key))
+                    if landed is not None:
+                        return landed
+                    self._stream_unconfirmed.discard(manifest.checkpoint_id)
+                try:
+                    version = await self.backend.put_if_absent_stream(key, _chain(head, pieces))
+                except AlreadyExistsError as exc:
+                    landed = await self._own_sidecar(manifest, exc)
+                    if landed is not None:
+                        return landed
+                    raise TransientStorageError(
+                        f"{key}: removed this store object's own unconfirmed sidecar of an "
+                        "earlier attempt; the streamed state was consumed, retry the save"
+                    ) from exc
+                except Exception:
+                    self._stream_unconfirmed.add(manifest.checkpoint_id)
+                    raise
         except AlreadyExistsError as exc:
             raise await self._conflict(manifest, exc, what="state.bin") from exc
         finally:
             await pieces.aclose()  # cancels compressions still in flight after a failure
-        self._sidecar_started[nonce.hex()] = started
-        return encoder.result(), nonce.hex(), version
+        self._unconfirmed.pop(manifest.checkpoint_id, None)
+        self._state_withdrawn.discard(manifest.checkpoint_id)
+        self._sidecar_started[manifest.checkpoint_id] = started
+        return encoder.result(), self._writer_nonce.hex(), version
+
+    async def _own_sidecar(
+        self, manifest: CheckpointManifest, cause: AlreadyExistsError
+    ) -> _Landed | None:
+        """Decide about a ``state.bin`` found in place of ours.
+
+        Another writer's raises the conflict. This store object's own (an earlier attempt
+        whose outcome was unknown): if our manifest was committed with it, that commit is
+        returned to be completed; if nothing was committed, the stale sidecar is deleted
+        (``None``: write again); if another writer committed the id, ours is deleted and the
+        conflict raised.
+        """
+        checkpoint_id = manifest.checkpoint_id
+        key = state_key(checkpoint_id)
+        try:
+            header = await self.backend.get_range(key, 0, HEADER.size)
+        except NotFoundError:
+            return None  # gone since (a janitor): write it again
+        if read_header_nonce(header) != self._writer_nonce:
+            raise await self._conflict(manifest, cause, what="state.bin") from cause
+        landed = await self._own_commit(checkpoint_id)
+        if landed is not None:
+            return landed
+        version = self._unconfirmed.pop(checkpoint_id, None)
+        if version is None:
+            version = (await self.backend.head(key)).version
+        self._staged.pop(checkpoint_id, None)
+        with contextlib.suppress(PreconditionFailedError):
+            await self.backend.delete(key, version)
+        if await self.backend.exists(manifest_key(checkpoint_id)):
+            raise await self._conflict(manifest, cause, what="manifest.json") from cause
+        return None
+
+    async def _own_commit(self, checkpoint_id: int) -> _Landed | None:
+        """The manifest of ``checkpoint_id`` if this store object committed it (its writer
+        nonce), with its version; ``None`` if it is missing, unreadable or another's."""
+        key = manifest_key(checkpoint_id)
+        try:
+            data, version = await self.backend.get(key)
+            stored = decode_manifest(data, key=key, expected_id=checkpoint_id)
+        except (NotFoundError, CorruptionError):
+            return None
+        if stored.writer_nonce != self._writer_nonce.hex():
+            return None
+        return _Landed(stored, version)
 
     async def _commit(
         self,
@@ -354,17 +541,21 @@ class AsyncCheckpointStore(AsyncClosing):
             state_checksum=encoded.checksum if encoded else None,
             state_size=encoded.size if encoded else None,
         )
-        writer_nonce = nonce or os.urandom(16).hex()
-        stored = StoredManifest(final, writer_nonce, nonce, revision=0)
+        stored = StoredManifest(final, self._writer_nonce.hex(), nonce, revision=0)
         key = manifest_key(manifest.checkpoint_id)
-        started = self._sidecar_started.get(nonce) if nonce is not None else None
+        started = self._sidecar_started.get(manifest.checkpoint_id)
         if started is not None and state_version is not None:
             await self._refuse_if_staged_too_long(manifest.checkpoint_id, started, state_version)
         try:
             manifest_version = await self.backend.put_if_absent(key, encode_manifest(stored))
         except AlreadyExistsError as exc:
+            landed = await self._own_commit(manifest.checkpoint_id)
+            if landed is not None:  # our own earlier attempt committed it: complete that
+                return await self._complete(
+                    final, landed, state_version, compare_state=encoded is not None
+                )
             if state_version is not None:
-                # Our own sidecar lost to a manifest-only commit; it is garbage, and only ours.
+                # Our own sidecar lost to another writer's commit; it is garbage, and only ours.
                 with contextlib.suppress(PreconditionFailedError):
                     await self.backend.delete(state_key(manifest.checkpoint_id), state_version)
             raise await self._conflict(manifest, exc, what="manifest.json") from exc
@@ -372,11 +563,61 @@ class AsyncCheckpointStore(AsyncClosing):
             await self._withdraw_if_late(
                 manifest.checkpoint_id, started, manifest_version, state_version
             )
-        newer = await self._advance_pointer(manifest.checkpoint_id, manifest.epoch)
+            self._timely.add(manifest.checkpoint_id)
+        return await self._finish(final, manifest_version, state_version)
+
+    async def _complete(
+        self,
+        requested: CheckpointManifest,
+        landed: _Landed,
+        state_version: str | None,
+        *,
+        compare_state: bool,
+    ) -> CheckpointManifest:
+        """Finish a commit an earlier attempt of this store object made, if it is the one
+        asked for now (see :func:`_same_commit`); otherwise raise
+        :class:`~objstore.errors.CheckpointConflict`, changing nothing. Like a first attempt,
+        a commit that may have landed too late for its sidecar is withdrawn instead
+        (``PreconditionFailedError``; see ``_clock``)."""
+        stored = landed.stored.manifest
+        if not _same_commit(stored, requested, compare_state=compare_state):
+            raise CheckpointConflict(
+                manifest_key(stored.checkpoint_id),
+                f"checkpoint {stored.checkpoint_id} was already committed by this store object "
+                "with a different manifest; it is kept as it is",
+                checkpoint_id=stored.checkpoint_id,
+                epoch=requested.epoch,
+                winner_epoch=stored.epoch,
+            )
+        checkpoint_id = stored.checkpoint_id
+        started = self._sidecar_started.get(checkpoint_id)
+        if state_version is not None and checkpoint_id not in self._timely:
+            # When the earlier create landed is unknown; now bounds it from above.
+            if started is None:
+                started = -float("inf")
+            await self._withdraw_if_late(checkpoint_id, started, landed.version, state_version)
+        logger.info("completing checkpoint %d of an earlier attempt", checkpoint_id)
+        return await self._finish(stored, landed.version, state_version)
+
+    async def _finish(
+        self, final: CheckpointManifest, manifest_version: str, state_version: str | None
+    ) -> CheckpointManifest:
+        """After the commit point: move the pointer (where fencing is decided), then prune.
+
+        A prune failure is logged, never reported: the save has committed and returned it.
+        """
+        newer = await self._advance_pointer(final.checkpoint_id, final.epoch)
         if newer is not None:
-            raise await self._retract(manifest, manifest_version, state_version, newer)
+            raise await self._retract(final, manifest_version, state_version, newer)
         if self.max_retained is not None:
-            await self._prune(self.max_retained, known_valid=manifest.checkpoint_id)
+            try:
+                await self._prune(self.max_retained, known_valid=final)
+            except (ObjstoreError, OSError) as exc:
+                logger.warning(
+                    "checkpoint %d committed; pruning failed (the next save retries): %s",
+                    final.checkpoint_id,
+                    exc,
+                )
         return final
 
     async def _refuse_if_staged_too_long(
@@ -396,6 +637,7 @@ class AsyncCheckpointStore(AsyncClosing):
             return
         with contextlib.suppress(PreconditionFailedError):
             await self.backend.delete(state_key(checkpoint_id), state_version)
+        self._withdrawn(checkpoint_id)
         raise PreconditionFailedError(
             state_key(checkpoint_id),
             f"checkpoint {checkpoint_id}: its state was written {elapsed:.0f} s ago, at least "
@@ -417,6 +659,7 @@ class AsyncCheckpointStore(AsyncClosing):
             await self.backend.delete(state_key(checkpoint_id), state_version)
         except (PreconditionFailedError, TransientStorageError) as exc:
             logger.warning("could not withdraw late checkpoint %d: %s", checkpoint_id, exc)
+        self._withdrawn(checkpoint_id)
         raise PreconditionFailedError(
             manifest_key(checkpoint_id),
             f"checkpoint {checkpoint_id}: the manifest landed {elapsed:.0f} s after its state "
@@ -427,7 +670,11 @@ class AsyncCheckpointStore(AsyncClosing):
     async def _conflict(
         self, manifest: CheckpointManifest, cause: Exception, *, what: str
     ) -> CheckpointConflict:
-        """The error for losing ``manifest.checkpoint_id`` to another writer."""
+        """The error for not getting ``manifest.checkpoint_id``: :class:`FencedError` if the
+        occupant's epoch or the claimed epoch is newer than ours; a plain conflict naming the
+        occupant's epoch if it is ours; one naming no winner (``winner_epoch=None``) if the
+        occupant is of an older epoch, which never wins over a newer one (its writer is
+        fenced at its pointer move) but holds the id."""
         key = manifest_key(manifest.checkpoint_id)
         winner_epoch: int | None = None
         detail = None
@@ -448,6 +695,31 @@ class AsyncCheckpointStore(AsyncClosing):
                 f"readable manifest (an in-flight writer of epoch {winner_epoch}, or an orphan; "
                 "see next_checkpoint_id and cleanup_orphans)"
             )
+        if winner_epoch is None or winner_epoch <= manifest.epoch:
+            # An older or equal winner, yet we may be fenced all the same (a claim): say so.
+            fence = await self._fence_epoch()
+            if fence is not None and fence > manifest.epoch:
+                return FencedError(
+                    key,
+                    f"checkpoint {manifest.checkpoint_id}: {what} already exists, and epoch "
+                    f"{fence} has been claimed (ours is {manifest.epoch})",
+                    checkpoint_id=manifest.checkpoint_id,
+                    epoch=manifest.epoch,
+                    winner_epoch=fence,
+                )
+        if winner_epoch is not None and winner_epoch < manifest.epoch:
+            # A newer epoch never loses to an older one: the id is merely occupied (by an
+            # older checkpoint, which ours outranks anyway, or by a writer that is fenced at
+            # its pointer move and withdraws what it wrote).
+            return CheckpointConflict(
+                key,
+                f"checkpoint {manifest.checkpoint_id}: {what} is occupied by the older epoch "
+                f"{winner_epoch}, which never outranks epoch {manifest.epoch}; nothing was "
+                "written: save under another id (next_checkpoint_id)",
+                checkpoint_id=manifest.checkpoint_id,
+                epoch=manifest.epoch,
+                winner_epoch=None,
+            )
         error_type = (
             FencedError
             if winner_epoch is not None and winner_epoch > manifest.epoch
@@ -461,49 +733,71 @@ class AsyncCheckpointStore(AsyncClosing):
             winner_epoch=winner_epoch,
         )
 
-    async def _read_pointer(self) -> tuple[int | None, str] | None:
-        """``(id or None if garbage, version)`` of ``latest.txt``; ``None`` if missing."""
+    async def _fence_epoch(self) -> int | None:
+        """The newest claimed epoch, from ``latest.txt`` (``None`` if it says none)."""
+        record = await self._pointer_record(await self._read_pointer())
+        return record.fence_epoch if record is not None else None
+
+    async def _read_pointer(self) -> tuple[PointerRecord | None, str] | None:
+        """``(record or None if garbage, version)`` of ``latest.txt``; ``None`` if missing."""
         try:
             data, version = await self.backend.get(LATEST)
         except NotFoundError:
             return None
-        try:
-            return parse_checkpoint_name(data.decode("ascii")), version
-        except UnicodeDecodeError:
-            return None, version
+        return parse_pointer(data), version
+
+    async def _pointer_record(
+        self, current: tuple[PointerRecord | None, str] | None
+    ) -> PointerRecord | None:
+        """The record of a pointer as read, with the epochs a format-1 pointer leaves out
+        filled in from the checkpoint it names (one GET); if that is unreadable, the pointer
+        ranks as epoch 0 and fences nothing."""
+        if current is None or current[0] is None:
+            return None
+        record = current[0]
+        if record.checkpoint_id is not None and record.epoch is None:
+            named_epoch = await self._epoch_of(record.checkpoint_id) or 0
+            return PointerRecord(record.checkpoint_id, named_epoch, named_epoch)
+        return record
 
     async def _advance_pointer(self, checkpoint_id: int, epoch: int) -> tuple[int, int] | None:
-        """Move ``latest.txt`` forward to ``checkpoint_id`` by CAS; never backward.
+        """Move ``latest.txt`` forward to ``(epoch, checkpoint_id)`` by CAS; never backward.
 
-        Fencing: when the pointer turns out to have been moved by another writer, the
-        checkpoint it names is read once; if that writer's epoch is newer than ``epoch``,
-        nothing is moved and ``(its id, its epoch)`` is returned. Costs no request while this
-        store object is the only writer (the pointer's version is remembered).
+        This is where a save learns it is fenced: the pointer carries the newest claimed
+        epoch, and a pointer whose fence epoch is newer than ``epoch`` is left alone and
+        ``(its checkpoint id, its fence epoch)`` returned. A compare-and-swap from the version
+        this store object remembers proves that nobody (no claim) moved the pointer since,
+        so while it is the only writer a save costs this one write and no read.
         """
         while True:
-            pointer = self._pointer
-            if pointer is None:
-                pointer = await self._read_pointer()
-                if pointer is not None and pointer[0] is not None and pointer[0] != checkpoint_id:
-                    other_epoch = await self._epoch_of(pointer[0])
-                    if other_epoch is not None and other_epoch > epoch:
-                        return pointer[0], other_epoch
-            if pointer is not None and pointer[0] is not None and pointer[0] >= checkpoint_id:
-                self._pointer = pointer
+            current = self._pointer
+            if current is None:
+                current = await self._read_pointer()
+            record = await self._pointer_record(current)
+            fence = record.fence_epoch if record is not None else None
+            if record is not None and fence is not None and fence > epoch:
+                self._pointer = None
+                return record.checkpoint_id or 0, fence
+            rank = record.rank if record is not None else None
+            if rank is not None and rank >= (epoch, checkpoint_id):
+                self._pointer = current
                 return None
-            text = pointer_text(checkpoint_id)
+            new_fence = max(fence or 0, epoch)
+            text = pointer_text(checkpoint_id, epoch, new_fence)
             try:
-                if pointer is None:
+                if current is None:
                     version = await self.backend.put_if_absent(LATEST, text)
                 else:
-                    version = await self.backend.put_if_match(LATEST, text, pointer[1])
+                    version = await self.backend.put_if_match(LATEST, text, current[1])
             except (AlreadyExistsError, PreconditionFailedError, NotFoundError):
                 self._pointer = None
                 continue
-            self._pointer = (checkpoint_id, version)
-            previous = pointer[0] if pointer is not None else None
-            if previous is not None and checkpoint_id > previous + 1:
-                return await self._newer_epoch_between(previous, checkpoint_id, epoch)
+            self._pointer = (PointerRecord(checkpoint_id, epoch, new_fence), version)
+            if rank is not None and rank[0] == epoch and checkpoint_id > rank[1] + 1:
+                newer = await self._newer_epoch_between(rank[1], checkpoint_id, epoch)
+                if newer is not None:
+                    await self._hand_pointer_to(newer, version)
+                return newer
             return None
 
     async def _newer_epoch_between(self, low: int, high: int, epoch: int) -> tuple[int, int] | None:
@@ -523,6 +817,17 @@ class AsyncCheckpointStore(AsyncClosing):
             if other_epoch is not None and other_epoch > epoch:
                 return checkpoint_id, other_epoch
         return None
+
+    async def _hand_pointer_to(self, newer: tuple[int, int], version: str) -> None:
+        """Point ``latest.txt`` (still at ``version``, ours) at the newer epoch's commit we
+        found, a move forward in (epoch, id) order, so withdrawing ours leaves no dangling
+        pointer. Best effort: if the pointer moved meanwhile, its mover knew better."""
+        newer_id, newer_epoch = newer
+        self._pointer = None
+        with contextlib.suppress(PreconditionFailedError, NotFoundError):
+            await self.backend.put_if_match(
+                LATEST, pointer_text(newer_id, newer_epoch, newer_epoch), version
+            )
 
     async def _epoch_of(self, checkpoint_id: int) -> int | None:
         """The epoch of a committed checkpoint, or ``None`` if it is missing or unreadable."""
@@ -553,7 +858,7 @@ class AsyncCheckpointStore(AsyncClosing):
         return FencedError(
             manifest_key(manifest.checkpoint_id),
             f"checkpoint {manifest.checkpoint_id} of epoch {manifest.epoch} was withdrawn: "
-            f"checkpoint {newer_id} was committed by a newer epoch {newer_epoch}",
+            f"epoch {newer_epoch} is newer (latest.txt or checkpoint {newer_id})",
             checkpoint_id=manifest.checkpoint_id,
             epoch=manifest.epoch,
             winner_epoch=newer_epoch,
@@ -562,16 +867,22 @@ class AsyncCheckpointStore(AsyncClosing):
     # -- loading -------------------------------------------------------------------------------
 
     async def load_latest(self) -> CheckpointManifest | None:
-        """The newest committed checkpoint whose manifest is readable, or ``None``.
+        """The checkpoint to restore: of the committed checkpoints whose manifest is readable,
+        the newest epoch's newest id (DESIGN §3: a newer epoch always wins), or ``None``.
 
-        Reads ``latest.txt`` and, together, that checkpoint's manifest and one bounded
-        listing of what follows it — three requests, whatever the number retained. Falls
-        back to a full listing when the pointer is missing, garbage, dangling or lagging.
-        Does not read state; use :meth:`recover_latest_validated` for a full validation.
+        Reads ``latest.txt`` and, together, the manifest it names and one bounded listing of
+        what follows it — three requests, whatever the number retained, plus one GET per
+        committed checkpoint found past the pointer (to learn its epoch). Falls back to a
+        listing walked from the newest id when the pointer is missing, garbage, dangling or
+        lagging. Does not read state; use :meth:`recover_latest_validated` for that.
         """
-        pointer = await self._read_pointer()
-        if pointer is not None and pointer[0] is not None:
-            pointed = pointer[0]
+        current = await self._read_pointer()
+        return await self._latest_after(current[0] if current is not None else None)
+
+    async def _latest_after(self, record: PointerRecord | None) -> CheckpointManifest | None:
+        """:meth:`load_latest` once the pointer was read."""
+        if record is not None and record.checkpoint_id is not None:
+            pointed = record.checkpoint_id
             loaded, after = await asyncio.gather(
                 self._try_load(pointed),
                 self.backend.list_after(
@@ -585,20 +896,32 @@ class AsyncCheckpointStore(AsyncClosing):
             window_complete = len(after) < LOOKAHEAD_KEYS or any(
                 parse_listing_key(info.key) is None for info in after
             )
-            if not newer and window_complete and loaded is not None:
-                return loaded
-        return await _until_settled(self._entries, self._newest_readable, lambda m: m is None)
+            if window_complete and loaded is not None:
+                if not newer:
+                    return loaded
+                found = await _gather_bounded(
+                    self._try_load(cid) for cid in sorted(newer, reverse=True)
+                )
+                return _best(LatestChoice(record), [*found, loaded])
+        return await _until_settled(
+            self._entries, functools.partial(self._newest_readable, record), lambda m: m is None
+        )
 
     async def _newest_readable(
-        self, entries: dict[int, CheckpointEntry]
+        self, record: PointerRecord | None, entries: dict[int, CheckpointEntry]
     ) -> CheckpointManifest | None:
-        """The newest readable manifest of one listing (``None``: none)."""
+        """The checkpoint readers restore among one listing's readable manifests, walked
+        from the newest id (``None``: none)."""
+        choice = LatestChoice(record)
+        best: CheckpointManifest | None = None
         for checkpoint_id in sorted(entries, reverse=True):
+            if choice.done_before(checkpoint_id):
+                break
             if entries[checkpoint_id].committed:
                 manifest = await self._try_load(checkpoint_id)
                 if manifest is not None:
-                    return manifest
-        return None
+                    best = _best(choice, [manifest]) or best
+        return best
 
     async def _try_load(self, checkpoint_id: int) -> CheckpointManifest | None:
         try:
@@ -633,8 +956,9 @@ class AsyncCheckpointStore(AsyncClosing):
         """One more than any id in use (committed, corrupt or orphaned) or pointed at."""
         entries = await self._entries()
         pointer = await self._read_pointer()
-        pointed = pointer[0] if pointer is not None and pointer[0] is not None else 0
-        return max([pointed, *entries]) + 1
+        record = pointer[0] if pointer is not None else None
+        pointed = record.checkpoint_id if record is not None else None
+        return max([pointed or 0, *entries]) + 1
 
     async def load_state_data(self, checkpoint_id: int) -> bytes | None:
         """All saved chunks of ``checkpoint_id``, verified, decompressed and concatenated.
@@ -804,14 +1128,17 @@ class AsyncCheckpointStore(AsyncClosing):
         checkpoint_id: int,
         progress: Progress | None = None,
         range_size: int | None = None,
+        stored: StoredManifest | None = None,
     ) -> tuple[ValidationResult, CheckpointManifest | None]:
-        """:meth:`validate_checkpoint`, also handing back the manifest it read."""
-        try:
-            stored = await self._load_stored(checkpoint_id)
-        except NotFoundError:
-            return ValidationResult(checkpoint_id, False, ("manifest missing",)), None
-        except CorruptionError as exc:
-            return ValidationResult(checkpoint_id, False, (exc.reason,)), None
+        """:meth:`validate_checkpoint`, also handing back the manifest it read (or was
+        given as ``stored``)."""
+        if stored is None:
+            try:
+                stored = await self._load_stored(checkpoint_id)
+            except NotFoundError:
+                return ValidationResult(checkpoint_id, False, ("manifest missing",)), None
+            except CorruptionError as exc:
+                return ValidationResult(checkpoint_id, False, (exc.reason,)), None
         manifest = stored.manifest
         warnings: tuple[str, ...] = ()
         if manifest.vnode_count != self._vnode_count:
@@ -853,32 +1180,73 @@ class AsyncCheckpointStore(AsyncClosing):
         return ValidationResult(checkpoint_id, True, (), warnings), manifest
 
     async def recover_latest_validated(self) -> RecoveryReport:
-        """Walk back from the newest checkpoint to the first that fully validates.
+        """Walk back from the newest checkpoint to the one to restore: of the checkpoints that
+        fully validate, the newest epoch's newest id (as :meth:`load_latest` chooses).
 
-        Every checkpoint passed over is reported with its reason, including uncommitted
-        directories newer than the one chosen. ``chosen_id is None`` means nothing valid
-        exists (a fresh start is then correct): a walk that found nothing valid is confirmed
-        by a second listing, and walked again if the committed checkpoints changed meanwhile
-        (a concurrent prune deleted what the first listing named). Raises
+        Every id above the chosen one is reported in ``skipped`` with its reason, including
+        uncommitted directories and valid checkpoints of an older epoch. ``chosen_id is None``
+        means nothing valid exists (a fresh start is then correct): a walk that found nothing
+        valid is confirmed by a second listing, and walked again if the committed checkpoints
+        changed meanwhile (a concurrent prune deleted what the first listing named). Raises
         :class:`TransientStorageError` if they keep changing for :data:`RELIST_ATTEMPTS`
         listings, rather than report a fresh start that may be false.
-        """
-        return await _until_settled(self._entries, self._walk, lambda r: r.chosen_id is None)
 
-    async def _walk(self, entries: dict[int, CheckpointEntry]) -> RecoveryReport:
+        Reads ``latest.txt`` alongside the first listing: its fence epoch tells when no lower
+        id can outrank the best found, so the walk usually stops at the first valid
+        checkpoint; without a usable pointer it reads every manifest (``examined`` lists
+        every id it looked at).
+        """
+        first, pointer = await asyncio.gather(self._entries(), self._read_pointer())
+        record = pointer[0] if pointer is not None else None
+        unused = [first]
+
+        async def listing() -> dict[int, CheckpointEntry]:
+            return unused.pop() if unused else await self._entries()
+
+        return await _until_settled(
+            listing, functools.partial(self._walk, record), lambda r: r.chosen_id is None
+        )
+
+    async def _walk(
+        self, record: PointerRecord | None, entries: dict[int, CheckpointEntry]
+    ) -> RecoveryReport:
         """The backward walk of :meth:`recover_latest_validated` over one listing."""
+        choice = LatestChoice(record)
         examined: list[int] = []
         skipped: list[tuple[int, str]] = []
+        chosen: CheckpointManifest | None = None
         for checkpoint_id in sorted(entries, reverse=True):
+            if choice.done_before(checkpoint_id):
+                break
             examined.append(checkpoint_id)
             if not entries[checkpoint_id].committed:
                 skipped.append((checkpoint_id, NEVER_COMMITTED))
                 continue
-            result, manifest = await self._validate(checkpoint_id)
-            if result.valid:
-                return RecoveryReport(checkpoint_id, manifest, tuple(examined), tuple(skipped))
-            skipped.append((checkpoint_id, "; ".join(result.issues)))
-        return RecoveryReport(None, None, tuple(examined), tuple(skipped))
+            try:
+                stored = await self._load_stored(checkpoint_id)
+            except NotFoundError:
+                skipped.append((checkpoint_id, "manifest missing"))
+                continue
+            except CorruptionError as exc:
+                skipped.append((checkpoint_id, exc.reason))
+                continue
+            reason = choice.excluded(checkpoint_id, stored.manifest.epoch)
+            if reason is not None:
+                skipped.append((checkpoint_id, reason))
+                continue
+            result, manifest = await self._validate(checkpoint_id, stored=stored)
+            if not result.valid:
+                skipped.append((checkpoint_id, "; ".join(result.issues)))
+                continue
+            outranked = choice.take(checkpoint_id, stored.manifest.epoch)
+            if outranked is not None:
+                skipped.append(outranked)
+            chosen = manifest
+        if chosen is None:
+            return RecoveryReport(None, None, tuple(examined), tuple(skipped))
+        # Ids below the chosen one were read only to rule out a newer epoch: not skipped.
+        passed_over = tuple((cid, why) for cid, why in skipped if cid > chosen.checkpoint_id)
+        return RecoveryReport(chosen.checkpoint_id, chosen, tuple(examined), passed_over)
 
     async def newest_valid_id(self) -> int | None:
         """The id :meth:`recover_latest_validated` would choose."""
@@ -902,22 +1270,37 @@ class AsyncCheckpointStore(AsyncClosing):
         if len(committed) <= keep_count:
             plan_prune(committed, keep_count, None)  # validates keep_count
             return []
-        return plan_prune(committed, keep_count, await self.newest_valid_id())
+        report = await self.recover_latest_validated()
+        doomed = plan_prune(committed, keep_count, report.chosen_id)
+        return await self._spare_newer_epochs(doomed, report.manifest)
 
-    async def _prune(self, keep_count: int, *, known_valid: int | None) -> list[int]:
+    async def _prune(self, keep_count: int, *, known_valid: CheckpointManifest | None) -> list[int]:
         entries = await self._entries()
         committed = [cid for cid, entry in entries.items() if entry.committed]
         if len(committed) <= keep_count:
             plan_prune(committed, keep_count, None)
             return []
-        newest_valid = known_valid if known_valid is not None else await self.newest_valid_id()
+        if known_valid is None:
+            known_valid = (await self.recover_latest_validated()).manifest
+        newest_valid = known_valid.checkpoint_id if known_valid is not None else None
         doomed = plan_prune(committed, keep_count, newest_valid)
+        doomed = await self._spare_newer_epochs(doomed, known_valid)
         for checkpoint_id in doomed:
             for key in entries[checkpoint_id].keys:
                 await self.backend.delete(key)
         if doomed:
             logger.info("pruned checkpoints %s", doomed)
         return doomed
+
+    async def _spare_newer_epochs(
+        self, doomed: list[int], newest_valid: CheckpointManifest | None
+    ) -> list[int]:
+        """``doomed`` without the checkpoints of an epoch newer than ``newest_valid``'s: a
+        newer epoch's commit whose pointer move is still in flight (one GET per doomed id)."""
+        if not doomed or newest_valid is None:
+            return doomed
+        epochs = await _gather_bounded(self._epoch_of(cid) for cid in doomed)
+        return spare_newer_epochs(doomed, epochs, newest_valid.epoch)
 
     async def plan_cleanup_orphans(self, grace_seconds: float | None = None) -> list[int]:
         """The uncommitted checkpoint ids :meth:`cleanup_orphans` would delete now; writes
@@ -1023,6 +1406,46 @@ class AsyncCheckpointStore(AsyncClosing):
         return [(m.checkpoint_id, m.epoch) for m in manifests if m is not None]
 
 
+@dataclass(frozen=True, slots=True)
+class _Landed:
+    """A commit this store object made in an earlier call: its manifest and version."""
+
+    stored: StoredManifest
+    version: str
+
+
+def _same_commit(
+    stored: CheckpointManifest, requested: CheckpointManifest, *, compare_state: bool
+) -> bool:
+    """Whether a commit found is the one requested again: equal but for the timestamp, what
+    :meth:`~AsyncCheckpointStore.update_manifest` may have changed since (sink statuses and
+    epochs, watermark, metadata) and, unless ``compare_state``, the state fields."""
+    ignored: dict[str, Any] = {
+        "timestamp_ms": 0,
+        "sink_commit_statuses": {},
+        "sink_epochs": {},
+        "watermark": None,
+        "metadata": {},
+    }
+    if not compare_state:
+        ignored.update(operator_states=(), state_checksum=None, state_size=None)
+    return dataclasses.replace(stored, **ignored) == dataclasses.replace(requested, **ignored)
+
+
+def _best(
+    choice: LatestChoice, manifests: Iterable[CheckpointManifest | None]
+) -> CheckpointManifest | None:
+    """Offer ``manifests`` (descending ids) to ``choice``; the last one it took, if any."""
+    best = None
+    for manifest in manifests:
+        if manifest is None:
+            continue
+        if choice.excluded(manifest.checkpoint_id, manifest.epoch) is None:
+            choice.take(manifest.checkpoint_id, manifest.epoch)
+            best = manifest
+    return best
+
+
 async def _until_settled(
     listing: Callable[[], Awaitable[dict[int, CheckpointEntry]]],
     walk: Callable[[dict[int, CheckpointEntry]], Awaitable[_T]],
@@ -1107,6 +1530,7 @@ class CheckpointStore(StoreFacade[AsyncCheckpointStore]):
     save = blocking(AsyncCheckpointStore.save)
     save_with_state = blocking(AsyncCheckpointStore.save_with_state)
     save_state_data = blocking(AsyncCheckpointStore.save_state_data)
+    claim_epoch = blocking(AsyncCheckpointStore.claim_epoch)
     load_latest = blocking(AsyncCheckpointStore.load_latest)
     load_by_id = blocking(AsyncCheckpointStore.load_by_id)
     list = blocking(AsyncCheckpointStore.list)

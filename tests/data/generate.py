@@ -15,6 +15,8 @@ with the same checks, so the script and the data cannot drift apart.
 
 What is not generated here, and why:
 
+* ``checkpoint-format-<N>`` is named after the pointer format (``latest.txt``), the last
+  checkpoint format to change; manifests and sidecars are still format 1.
 * ``checkpoint-format-1`` was written by :class:`objstore.CheckpointStore` when the checkpoint
   store landed (commit 24cf837), then given a field a future version might add
   (``future_field``) to prove unknown fields are kept; ``kv-format-1`` (commit 0716182) was
@@ -35,7 +37,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from objstore import KVStore, Snapshot, SourceCheckpoint
+from objstore import CheckpointManifest, CheckpointStore, KVStore, Snapshot, SourceCheckpoint
+from objstore.checkpoint import POINTER_FORMAT
 from objstore.codec import SEALED_FORMAT, seal
 from objstore.kv import KV_MANIFEST_FORMAT
 from objstore.projections import PROJECTION_FORMAT, _encode_base, _encode_delta
@@ -60,6 +63,16 @@ SNAPSHOTS = {
     "bytes-state": Snapshot(SNAPSHOT_STREAM, 12, 3, b"\x00\x01state"),
     "json-state": Snapshot(SNAPSHOT_STREAM, 13, 4, {"total": 5, "items": ["a"]}),
 }
+
+CHECKPOINT_SAVES = [(5, 1), (7, 1), (6, 2)]
+"""``(id, epoch)`` saved in this order, epoch 2 claiming the store before its save: the
+store a zombie leaves behind, with epoch 1's checkpoint 7 above the pointer's 6."""
+
+
+def checkpoint_state(checkpoint_id: int, epoch: int) -> bytes:
+    """The state saved with checkpoint ``checkpoint_id`` of ``epoch``."""
+    return f"epoch-{epoch}-checkpoint-{checkpoint_id};".encode() * 20
+
 
 SEALED = {
     "empty": b"",
@@ -125,12 +138,35 @@ def write_kv(root: Path) -> None:
         leftover.unlink()
 
 
+def write_checkpoints(root: Path) -> None:
+    """A checkpoint store with a format-2 ``latest.txt``, written through the public API:
+    :data:`CHECKPOINT_SAVES`, with ``claim_epoch(2)`` before epoch 2's save."""
+    root.mkdir(parents=True, exist_ok=True)
+    for checkpoint_id, epoch in CHECKPOINT_SAVES:
+        store = CheckpointStore(str(root))
+        try:
+            if epoch > 1:
+                store.claim_epoch(epoch)
+            manifest = CheckpointManifest(
+                checkpoint_id=checkpoint_id,
+                epoch=epoch,
+                timestamp_ms=1_700_000_000_000 + checkpoint_id * 1000,
+                source_offsets={"events": {"p0": checkpoint_id * 10}},
+            )
+            store.save_with_state(manifest, checkpoint_state(checkpoint_id, epoch))
+        finally:
+            store.close()
+    for lock in root.rglob("*.lock"):  # local-disk locks, not data
+        lock.unlink()
+
+
 GENERATORS: dict[str, Callable[[Path], None]] = {
     f"sources-format-{STATE_FORMAT}": write_sources,
     f"projections-format-{PROJECTION_FORMAT}": write_projections,
     f"snapshots-format-{SNAPSHOT_FORMAT}": write_snapshots,
     f"sealed-format-{SEALED_FORMAT}": write_sealed,
     f"kv-format-{KV_MANIFEST_FORMAT}": write_kv,
+    f"checkpoint-format-{POINTER_FORMAT}": write_checkpoints,
 }
 """Directory name -> writer, one per format today's code writes."""
 
