@@ -495,10 +495,10 @@ def test_retry_after_an_unanswered_commit_does_not_append_the_batch_twice(
     url = make_store_url(kind, request, tmp_path)
     store, faults = faulty_kv(url)
     assert store.put_batch([(b"a", b"1")]) == 1
-    # The create lands but its answer is lost, and every retry fails: the caller is told
-    # the batch failed although it may be committed.
+    # The create lands but its answer is lost, and every retry and the read-back fail: the
+    # caller is told the batch failed although it may be committed.
     faults.lose_response("put_if_absent")
-    faults.fail_transiently(1.0, ["put_if_absent"])
+    faults.fail_transiently(1.0, ["put_if_absent", "get"])
     with pytest.raises(TransientStorageError):
         store.put_batch([(b"counter", b"+1")])
     faults.clear_faults()
@@ -512,7 +512,7 @@ def test_retry_after_an_unanswered_commit_does_not_append_the_batch_twice(
     assert store.delete_batch([b"a"]) == 4
     # A different batch in between ends the retry window: the same pairs again are new.
     faults.lose_response("put_if_absent")
-    faults.fail_transiently(1.0, ["put_if_absent"])
+    faults.fail_transiently(1.0, ["put_if_absent", "get"])
     with pytest.raises(TransientStorageError):
         store.put_batch([(b"c", b"1")])
     faults.clear_faults()
@@ -520,6 +520,34 @@ def test_retry_after_an_unanswered_commit_does_not_append_the_batch_twice(
     assert store.put_batch([(b"c", b"1")]) == 7
     assert log_sequences(url) == list(range(1, 8))
     assert state(open_kv(url)) == {b"counter": b"+1", b"b": b"2", b"c": b"1", b"d": b"1"}
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "s3"])
+def test_a_batch_that_landed_before_an_unexpected_error_returns_its_sequence(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The create lands, its answer is lost, and the retry fails with an error the store
+    does not expect (a full disk): one read-back shows the batch committed, so put_batch
+    returns its sequence instead of reporting a committed batch as failed (simulator seed
+    2088 of the kv store)."""
+    url = make_store_url(kind, request, tmp_path)
+    store, faults = faulty_kv(url)
+    assert store.put_batch([(b"a", b"1")]) == 1
+
+    async def disk_full() -> None:
+        raise OSError(errno.ENOSPC, "no space left on device")
+
+    faults.lose_response("put_if_absent", key_contains="log/")
+    faults.on_call("put_if_absent", disk_full, nth=2, when="before", key_contains="log/")
+    assert store.put_batch([(b"b", b"2")]) == 2
+    assert log_sequences(url) == [1, 2]
+    assert store.put_batch([(b"c", b"3")]) == 3
+    assert state(open_kv(url)) == {b"a": b"1", b"b": b"2", b"c": b"3"}
+    # Not landed: the unexpected error is reported, and nothing was appended.
+    faults.on_call("put_if_absent", disk_full, when="before", key_contains="log/")
+    with pytest.raises(OSError, match="no space"):
+        store.put_batch([(b"d", b"4")])
+    assert log_sequences(url) == [1, 2, 3]
 
 
 # -- snapshots never leak (issue 10, item 8) -----------------------------------------------------

@@ -389,9 +389,11 @@ class AsyncKVStore(AsyncClosing):
         """Claim the next sequence with one create-if-absent of its log object, catching up
         and trying the next number after each lost race.
 
-        A create that got no answer is remembered; when the caller retries the same batch,
-        the log object it may have created is read back first (1 GET) and, if it holds the
-        bytes sent (writer nonce), its sequence is returned instead of appending again.
+        A create that raised is read back at once (1 GET): if it holds the bytes sent (writer
+        nonce) the batch committed and its sequence is returned. If that cannot tell, the
+        create is remembered; when the caller retries the same batch, the log object it may
+        have created is read back first and, if it is ours, its sequence is returned instead
+        of appending again.
         """
         try:
             unanswered, self._unanswered = self._unanswered, None
@@ -411,6 +413,11 @@ class AsyncKVStore(AsyncClosing):
                 except AlreadyExistsError:
                     view = await self._catch_up()
                     continue
+                except OSError:  # transient past its retries, or the store's own (disk full)
+                    sent = _Unanswered(sequence, blob, kind, pairs, keys)
+                    if not await self._landed_after_error(sent):
+                        self._unanswered = sent
+                        raise
                 except BaseException:
                     self._unanswered = _Unanswered(sequence, blob, kind, pairs, keys)
                     raise
@@ -427,6 +434,18 @@ class AsyncKVStore(AsyncClosing):
         except BaseException:
             self._view = None  # the write may or may not have landed: reload next time
             raise
+
+    async def _landed_after_error(self, sent: _Unanswered) -> bool:
+        """Whether a create that raised had landed all the same (an earlier attempt's answer
+        was lost, then a retry failed): one read-back, so a committed batch is never reported
+        as failed. ``False`` when the read-back fails too; the caller's retry asks again."""
+        try:
+            landed = await self._landed(sent)
+        except Exception:
+            return False
+        if landed:
+            logger.info("KV batch %d had landed before the error of its retry", sent.sequence)
+        return landed
 
     async def _landed(self, unanswered: _Unanswered) -> bool:
         """Whether the log object of an unanswered create holds exactly what it sent."""
