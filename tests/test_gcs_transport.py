@@ -473,7 +473,9 @@ def test_one_transport_on_two_asyncio_run_loops(gs_url: str) -> None:
 
 
 def test_sync_facade_and_own_loop_share_one_transport(gs_url: str) -> None:
-    async_backend = open_async_backend(gs_url)
+    # Options no other test uses: this transport is the only user of its sessions, so closing
+    # it closes them (sessions are shared by transports opened with equal options).
+    async_backend = open_async_backend(gs_url, requests_timeout=61)
     transport = async_backend.transport
     assert isinstance(transport, GCSTransport)
     sync_backend = Backend(async_backend)  # the same transport, driven from objstore's loop
@@ -482,9 +484,16 @@ def test_sync_facade_and_own_loop_share_one_transport(gs_url: str) -> None:
 
     async def body() -> None:
         assert await async_backend.get("k") == (b"from sync", version)
-        filesystems = [client.filesystem() for client in transport._clients.values()]
-        sessions = [fs._session for fs in filesystems if fs is not None]
-        assert len(sessions) == 2  # one per loop
+        assert transport._seat.loops() == 2  # one session per loop
+        objstore_loop = next(
+            key[0] for key in transport._seat._joined if key[0] is not asyncio.get_running_loop()
+        )
+        filesystems = [
+            await transport._filesystem(),
+            transport._seat.pool._entries[(objstore_loop, transport._seat.config)].client,
+        ]
+        sessions = [fs._session for fs in filesystems]
+        assert sessions[0] is not sessions[1]
         await async_backend.close()  # closes ours here and asks objstore's loop to close its own
         assert all(session.closed for session in sessions)
 
@@ -550,8 +559,9 @@ def test_eight_loops_racing_to_create_one_key(gs_url: str) -> None:
     assert sum(isinstance(o, AlreadyExistsError) for o in outcomes.values()) == 7, outcomes
     transport = backend.transport
     assert isinstance(transport, GCSTransport)
+    assert transport._seat.loops() == 9
     asyncio.run(backend.close())  # the eight finished loops' sessions are dropped too
-    assert transport._clients == {}
+    assert transport._seat.loops() == 0
 
 
 def test_child_process_needs_only_the_environment(gs_url: str) -> None:
@@ -576,7 +586,7 @@ def test_transport_pickles_without_sessions(transport: GCSTransport) -> None:
     run(lambda: transport.put("k", b"v"))
     clone = pickle.loads(pickle.dumps(transport))
     assert clone.url == transport.url
-    assert clone._clients == {}
+    assert clone._seat.loops() == 0
     assert run(lambda: clone.get("k"))[0] == b"v"
     run(clone.close)
 

@@ -9,10 +9,17 @@ Keys handed to a transport are already validated and relative to the transport's
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
-__all__ = ["Buffer", "ObjectInfo", "ObjectListing", "Transport"]
+from objstore.errors import AlreadyExistsError, NotFoundError
+
+if TYPE_CHECKING:
+    from objstore.backends._retry import RetryPolicy
+
+__all__ = ["Buffer", "ObjectInfo", "ObjectListing", "Transport", "create_retried"]
 
 Buffer = bytes | bytearray | memoryview
 """Anything a write accepts: bytes-like objects are written without an extra copy."""
@@ -45,8 +52,39 @@ class Transport(abc.ABC):
     :class:`~objstore.errors.TransientStorageError`, keeping the native error as the cause.
     """
 
-    #: Short scheme name: ``memory``, ``file``, ``s3`` or ``gs``.
+    #: Short scheme name: ``memory``, ``file``, ``s3``, ``gs`` or the one a third-party
+    #: transport registered; used in logs and request events, never to decide behaviour.
     scheme: str = ""
+
+    # -- capabilities: what stores consult instead of the scheme ------------------------------
+
+    #: Payloads up to this many bytes are best sent as one :meth:`put_if_absent`; larger ones
+    #: through :meth:`put_if_absent_stream`, so sending overlaps producing (S3: its part size).
+    single_put_limit: int = 16 * 1024 * 1024
+
+    #: Objects outlive the process and every process that opens the same URL sees them.
+    #: ``False`` for process-local stores (``memory://``), whose stores skip what only
+    #: matters across a restart; the contract suite runs its process races only when true.
+    persistent: bool = True
+
+    #: :meth:`put_if_absent_stream` holds a bounded part of the stream in memory (a few parts),
+    #: not all of it. The default implementation joins the parts, so it is ``False``; the
+    #: contract suite measures the bound when a transport claims it.
+    bounded_streaming: bool = False
+
+    #: The names of the capability attributes above: a transport that wraps another copies
+    #: them (``adopt_capabilities``), so stores see what the wrapped storage can do.
+    CAPABILITIES: ClassVar[tuple[str, ...]] = (
+        "single_put_limit",
+        "persistent",
+        "bounded_streaming",
+    )
+
+    def adopt_capabilities(self, inner: Transport) -> None:
+        """Take ``inner``'s scheme and capabilities, for a transport that wraps ``inner``."""
+        self.scheme = inner.scheme
+        for name in self.CAPABILITIES:
+            setattr(self, name, getattr(inner, name))
 
     @property
     @abc.abstractmethod
@@ -118,14 +156,47 @@ class Transport(abc.ABC):
         """
         await self.list_after("", "", 1)
 
-    async def put_if_absent_stream(self, key: str, parts: AsyncIterable[Buffer]) -> str:
-        """Create the object from a stream of parts; same contract as :meth:`put_if_absent`.
+    async def put_if_absent_stream(
+        self,
+        key: str,
+        parts: AsyncIterable[Buffer],
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> str:
+        """Create the object from a stream of parts; same contract as :meth:`put_if_absent`
+        (``AlreadyExistsError`` if the key exists when the object would be completed).
 
-        The default joins the parts; transports that can upload incrementally override it so
-        memory stays bounded by the parts in flight.
+        The stream cannot be replayed, so the backend does not retry this call: ``retry`` (the
+        backend's policy) governs the requests a transport sends it with — parts, completion —
+        and ``None`` means one attempt each. The default joins the parts and makes one
+        :meth:`put_if_absent`; transports that upload incrementally override it so memory
+        stays bounded by the parts in flight, and say so with :attr:`bounded_streaming`.
         """
         chunks = [bytes(part) async for part in parts]
         return await self.put_if_absent(key, b"".join(chunks))
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most transports hold nothing
         """Release connections; the transport must not be used afterwards."""
+
+
+async def create_retried(transport: Transport, key: str, data: Buffer, retry: RetryPolicy) -> str:
+    """``transport.put_if_absent(key, data)`` retried by ``retry``, for a transport's own use
+    (a short stream sent as one request).
+
+    A conflict after a retry is read back and compared, as the backend does for its creates:
+    it may be our own earlier attempt, whose response was lost. Raises ``AlreadyExistsError``
+    when someone else's object holds the key.
+    """
+
+    async def attempt(number: int) -> str:
+        try:
+            return await transport.put_if_absent(key, data)
+        except AlreadyExistsError:
+            if number > 1:
+                with contextlib.suppress(NotFoundError):
+                    stored, version = await transport.get(key)
+                    if stored == bytes(data):
+                        return version
+            raise
+
+    return await retry.call(attempt, description=f"PUT-if-absent {key}")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
+from objstore.backends._retry import RetryPolicy
 from objstore.errors import TransientStorageError
 
 __all__ = [
@@ -96,7 +97,7 @@ class FaultInjectingTransport(Transport):
 
     def __init__(self, inner: Transport, *, seed: int = 0) -> None:
         self.inner = inner
-        self.scheme = inner.scheme
+        self.adopt_capabilities(inner)
         self.calls: list[Call] = []
         self._state = _State()
         self._lock = threading.Lock()
@@ -280,9 +281,13 @@ class FaultInjectingTransport(Transport):
             "put_if_match", key, lambda: self.inner.put_if_match(key, data, version), len(data)
         )
 
-    async def put_if_absent_stream(self, key: str, parts: AsyncIterable[Buffer]) -> str:
+    async def put_if_absent_stream(
+        self, key: str, parts: AsyncIterable[Buffer], *, retry: RetryPolicy | None = None
+    ) -> str:
         return await self._call(
-            "put_if_absent_stream", key, lambda: self.inner.put_if_absent_stream(key, parts)
+            "put_if_absent_stream",
+            key,
+            lambda: self.inner.put_if_absent_stream(key, parts, retry=retry),
         )
 
     async def list(self, prefix: str) -> ObjectListing:
