@@ -22,7 +22,9 @@ servers apart by their ``Storage`` object:
 * ``ifGenerationMatch`` on media/multipart uploads (``0``: the object must not exist; ``N``:
   its live generation must be ``N``, so a missing object fails too), on deletes, and on
   resumable uploads both when the session is opened and when its last request completes the
-  object (a fresh generation is given then), answered with GCS's 412 ``conditionNotMet``. The server is ``http.server.HTTPServer``, which handles
+  object (a fresh generation is given then), answered with GCS's 412 ``conditionNotMet``;
+  and no ``Range`` header on a 308 while the upload holds nothing, as on GCS.
+  The server is ``http.server.HTTPServer``, which handles
   one request at a time on one thread (no ``ThreadingMixIn``), so check-then-write inside a
   handler is atomic without a lock.
 * ``x-goog-generation`` on media downloads, as GCS sends it.
@@ -175,7 +177,11 @@ def _upload_partial(original: Handler, request: Any, response: Any, storage: Sto
         if not _precondition_holds(storage, obj["bucket"], obj["name"], request.query):
             return _reject_precondition(response)
         obj["generation"] = str(time.time_ns() // 1000)
-    return original(request, response, storage)
+    result = original(request, response, storage)
+    if response.status == 308 and storage.get_resumable_byte_count(upload_id) == 0:
+        # GCS sends no Range while it holds nothing; the emulator says "bytes=0-0" (1 byte).
+        response._headers.pop("Range", None)
+    return result
 
 
 def _delete(original: Handler, request: Any, response: Any, storage: Storage) -> Any:
