@@ -23,7 +23,8 @@ servers apart by their ``Storage`` object:
   its live generation must be ``N``, so a missing object fails too), on deletes, and on
   resumable uploads both when the session is opened and when its last request completes the
   object (a fresh generation is given then), answered with GCS's 412 ``conditionNotMet``;
-  and no ``Range`` header on a 308 while the upload holds nothing, as on GCS.
+  no ``Range`` header on a 308 while the upload holds nothing, and the object (200) in
+  answer to a request on an upload that has completed, as on GCS.
   The server is ``http.server.HTTPServer``, which handles
   one request at a time on one thread (no ``ThreadingMixIn``), so check-then-write inside a
   handler is atomic without a lock.
@@ -163,6 +164,10 @@ def _completes(request: Any, storage: Storage, upload_id: str) -> bool:
     return received + len(request.data or b"") >= int(total)
 
 
+_completed_uploads: dict[tuple[int, str], tuple[str, str]] = {}
+"""(server storage, upload id) -> (bucket, name) of every completed resumable upload."""
+
+
 def _upload_partial(original: Handler, request: Any, response: Any, storage: Storage) -> Any:
     """A request of a resumable upload: the session URL repeats the creating request's query,
     so its ``ifGenerationMatch`` is checked again when the object is completed, as GCS does;
@@ -172,11 +177,16 @@ def _upload_partial(original: Handler, request: Any, response: Any, storage: Sto
     try:
         obj = storage.get_resumable_file_obj(upload_id)
     except Exception:
-        return original(request, response, storage)
+        completed = _completed_uploads.get((id(storage), upload_id))
+        current = storage.objects.get(completed[0], {}).get(completed[1]) if completed else None
+        if current is None:
+            return original(request, response, storage)
+        return response.json(current)  # GCS answers a completed upload with its object
     if _completes(request, storage, upload_id):
         if not _precondition_holds(storage, obj["bucket"], obj["name"], request.query):
             return _reject_precondition(response)
         obj["generation"] = str(time.time_ns() // 1000)
+        _completed_uploads[(id(storage), upload_id)] = (obj["bucket"], obj["name"])
     result = original(request, response, storage)
     if response.status == 308 and storage.get_resumable_byte_count(upload_id) == 0:
         # GCS sends no Range while it holds nothing; the emulator says "bytes=0-0" (1 byte).
