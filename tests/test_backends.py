@@ -482,3 +482,14 @@ def test_the_backends_retry_policy_governs_streamed_uploads(
 
         asyncio.run(scenario())
         assert len(slept) == 2, (url, slept)
+
+
+def test_store_locations_open_through_a_chosen_transport() -> None:
+    """What store constructors call to open a URL takes the same ``transport`` choice."""
+    from objstore._open import as_async_backend
+
+    backend = as_async_backend("memory://chosen", transport=_recording_factory)
+    assert isinstance(backend.transport, _Recorded)
+    assert backend.transport.opened_with == ("memory://chosen", {})
+    with pytest.raises(ValueError, match="transport applies only when a URL is given"):
+        as_async_backend(backend, transport=_recording_factory)
