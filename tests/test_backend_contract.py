@@ -39,7 +39,7 @@ from objstore.backends import (
 )
 from objstore.backends import _memory as memory_module
 from objstore.errors import AlreadyExistsError, NotFoundError, PreconditionFailedError
-from objstore.testing.contract import BackendContract, TransportFactory
+from objstore.testing.contract import BackendContract, TransportOpener
 from tests.servers.gcs import GCSEmulator
 from tests.servers.seaweedfs import SeaweedFS
 
@@ -62,7 +62,7 @@ class TestMemoryContract(BackendContract):
     """``memory://NAME``; a root below it is the named store ``NAME/root``."""
 
     @pytest.fixture
-    def transport_factory(self) -> Iterator[TransportFactory]:
+    def transport_factory(self) -> Iterator[TransportOpener]:
         name = f"contract-{uuid.uuid4().hex}"
         opened: set[str] = set()
 
@@ -130,7 +130,7 @@ class TestFileContract(BackendContract):
     """A local directory; raw access is the files themselves (lock files left out)."""
 
     @pytest.fixture
-    def transport_factory(self, tmp_path: Path) -> TransportFactory:
+    def transport_factory(self, tmp_path: Path) -> TransportOpener:
         return lambda root: LocalTransport(tmp_path / "store" / root)
 
     def _path(self, transport: Transport, key: str) -> Path:
@@ -203,7 +203,7 @@ class TestS3Contract(_S3Raw, BackendContract):
     """S3 on the moto server (the AWS environment points boto3 and objstore at it)."""
 
     @pytest.fixture
-    def transport_factory(self, s3_url: str, moto_server: str) -> TransportFactory:
+    def transport_factory(self, s3_url: str, moto_server: str) -> TransportOpener:
         self.client = boto3.client("s3", endpoint_url=moto_server)
         return lambda root: open_transport(_joined(s3_url, root), **STREAM_OPTIONS)
 
@@ -212,7 +212,7 @@ class TestSeaweedFSContract(_S3Raw, BackendContract):
     """S3 on SeaweedFS, addressed by storage options only."""
 
     @pytest.fixture
-    def transport_factory(self, seaweedfs_server: SeaweedFS) -> TransportFactory:
+    def transport_factory(self, seaweedfs_server: SeaweedFS) -> TransportOpener:
         self.client = seaweedfs_server.client()
         url = seaweedfs_server.fresh_url()
         options = {**seaweedfs_server.storage_options, **STREAM_OPTIONS}
@@ -226,7 +226,7 @@ class TestGCSContract(BackendContract):
     """GCS on the emulator that enforces preconditions; raw access is its JSON API."""
 
     @pytest.fixture
-    def transport_factory(self, gs_url: str, gcs_emulator: GCSEmulator) -> TransportFactory:
+    def transport_factory(self, gs_url: str, gcs_emulator: GCSEmulator) -> TransportOpener:
         self.endpoint = gcs_emulator.endpoint_url
         return lambda root: open_transport(_joined(gs_url, root), chunk_size=MiB)
 
@@ -381,7 +381,7 @@ class TestOutOfPackageTransportContract(BackendContract):
     scheme and opened by URL, passes the shipped suite."""
 
     @pytest.fixture
-    def transport_factory(self) -> Iterator[TransportFactory]:
+    def transport_factory(self) -> Iterator[TransportOpener]:
         register_transport("dictfs", DictTransport.from_url)
         name = f"contract-{uuid.uuid4().hex}"
         try:

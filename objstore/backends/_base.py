@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import AsyncIterable
+from collections.abc import AsyncGenerator, AsyncIterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -19,7 +19,14 @@ from objstore.errors import AlreadyExistsError, NotFoundError
 if TYPE_CHECKING:
     from objstore.backends._retry import RetryPolicy
 
-__all__ = ["Buffer", "ObjectInfo", "ObjectListing", "Transport", "create_retried"]
+__all__ = [
+    "Buffer",
+    "ObjectInfo",
+    "ObjectListing",
+    "Transport",
+    "create_retried",
+    "fixed_size_chunks",
+]
 
 Buffer = bytes | bytearray | memoryview
 """Anything a write accepts: bytes-like objects are written without an extra copy."""
@@ -200,3 +207,24 @@ async def create_retried(transport: Transport, key: str, data: Buffer, retry: Re
             raise
 
     return await retry.call(attempt, description=f"PUT-if-absent {key}")
+
+
+async def fixed_size_chunks(
+    parts: AsyncIterable[Buffer], size: int
+) -> AsyncGenerator[tuple[bytes, bool], None]:
+    """The bytes of ``parts`` re-cut into chunks of ``size`` bytes, each with whether it is
+    the last, for transports that upload a stream in fixed-size requests.
+
+    Every chunk but the last has exactly ``size`` bytes; the last has 1 to ``size`` bytes (0
+    only when the stream is empty), so a stream of one chunk can be sent as a single request.
+    A chunk is handed out once more bytes are known to follow it, so besides the chunk being
+    sent this holds at most ``size`` bytes plus one part.
+    """
+    buffer = bytearray()
+    async for part in parts:
+        buffer += part
+        while len(buffer) > size:
+            chunk = bytes(memoryview(buffer)[:size])
+            del buffer[:size]
+            yield chunk, False
+    yield bytes(buffer), True

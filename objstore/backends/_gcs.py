@@ -35,6 +35,7 @@ the transports opened with the same options, closed by the last of them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -50,7 +51,14 @@ import aiohttp.payload
 import yarl
 from aiohttp.abc import AbstractStreamWriter
 
-from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport, create_retried
+from objstore.backends._base import (
+    Buffer,
+    ObjectInfo,
+    ObjectListing,
+    Transport,
+    create_retried,
+    fixed_size_chunks,
+)
 from objstore.backends._loop_clients import LoopClients
 from objstore.backends._retry import RetryPolicy
 from objstore.errors import (
@@ -621,23 +629,21 @@ class GCSTransport(Transport):
         upload is cancelled.
         """
         policy = retry or RetryPolicy(max_attempts=1)
-        buffer = bytearray()
         upload: _ResumableUpload | None = None
         try:
-            async for part in parts:
-                buffer += part
-                # Keep more than a chunk back until the end: the last request must carry data
-                # and the total size, which completes the object.
-                while len(buffer) > self._chunk_size:
+            async with contextlib.aclosing(fixed_size_chunks(parts, self._chunk_size)) as chunks:
+                async for chunk, last in chunks:
                     if upload is None:
+                        if last:
+                            return await create_retried(self, key, chunk, policy)
                         upload = _ResumableUpload(self, key, policy)
                         await upload.start()
-                    chunk = bytes(memoryview(buffer)[: self._chunk_size])
-                    del buffer[: self._chunk_size]
+                    if last:
+                        # It carries the total size: it completes the object, and GCS checks
+                        # the precondition again there.
+                        return await upload.send(chunk, final=True)
                     await upload.send(chunk, final=False)
-            if upload is None:
-                return await create_retried(self, key, buffer, policy)
-            return await upload.send(bytes(buffer), final=True)
+            raise AssertionError("unreachable: the chunks end with one marked last")
         except BaseException:
             if upload is not None:
                 await upload.cancel()

@@ -61,7 +61,14 @@ import botocore.parsers
 import s3fs
 
 from objstore._keys import validate_prefix
-from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport, create_retried
+from objstore.backends._base import (
+    Buffer,
+    ObjectInfo,
+    ObjectListing,
+    Transport,
+    create_retried,
+    fixed_size_chunks,
+)
 from objstore.backends._loop_clients import LoopClients
 from objstore.backends._retry import RetryPolicy
 from objstore.errors import (
@@ -541,26 +548,20 @@ class S3Transport(Transport):
         ``If-None-Match: *``: if the key was created meanwhile, S3 refuses the completion and
         this raises :class:`AlreadyExistsError`. On any failure the upload is aborted.
         ``retry`` (the backend's policy) retries the start, each part and the completion; a
-        stream shorter than one part is one conditional PUT, retried by it too.
+        stream of at most one part is one conditional PUT, retried by it too.
         """
         policy = retry or RetryPolicy(max_attempts=1)
-        buffer = bytearray()
         upload: _MultipartUpload | None = None
         try:
-            async for part in parts:
-                buffer += part
-                while len(buffer) >= self._part_size:
+            async with contextlib.aclosing(fixed_size_chunks(parts, self._part_size)) as chunks:
+                async for chunk, last in chunks:
                     if upload is None:
+                        if last:
+                            return await create_retried(self, key, chunk, policy)
                         upload = _MultipartUpload(self, key, await self._client(), policy)
                         await upload.start()
-                    chunk = bytes(memoryview(buffer)[: self._part_size])
-                    del buffer[: self._part_size]
                     await upload.add_part(chunk)
-            if upload is None:
-                return await create_retried(self, key, buffer, policy)
-            if buffer:
-                await upload.add_part(bytes(buffer))
-                buffer.clear()
+            assert upload is not None  # the chunks end with one marked last
             return await upload.complete()
         except BaseException:
             if upload is not None:

@@ -42,7 +42,7 @@ from objstore.errors import AlreadyExistsError, NotFoundError, PreconditionFaile
 __all__ = [
     "BackendContract",
     "LoopDriven",
-    "TransportFactory",
+    "TransportOpener",
     "cas_increment_worker",
     "create_race_worker",
     "run_processes",
@@ -53,7 +53,7 @@ RACE_PROCESSES = 4
 CAS_INCREMENTS = 50
 MiB = 1024 * 1024
 
-TransportFactory = Callable[[str], Transport]
+TransportOpener = Callable[[str], Transport]
 """``(root) -> Transport``: what a contract subclass's ``transport_factory`` fixture returns."""
 
 
@@ -218,7 +218,7 @@ class BackendContract:
     # -- what a subclass provides --------------------------------------------------------------
 
     @pytest.fixture
-    def transport_factory(self) -> TransportFactory:
+    def transport_factory(self) -> TransportOpener:
         """``(root) -> Transport`` on one fresh, empty store for this test (override)."""
         raise NotImplementedError("a BackendContract subclass must define transport_factory")
 
@@ -244,7 +244,7 @@ class BackendContract:
     # -- fixtures built on it ------------------------------------------------------------------
 
     @pytest.fixture
-    def transport(self, transport_factory: TransportFactory) -> Iterator[Transport]:
+    def transport(self, transport_factory: TransportOpener) -> Iterator[Transport]:
         """The transport rooted at the store's root."""
         opened = transport_factory("")
         yield opened
@@ -431,7 +431,7 @@ class BackendContract:
     # -- races -------------------------------------------------------------------------------
 
     def test_threads_racing_put_if_absent_have_one_winner(
-        self, backend: Any, transport_factory: TransportFactory
+        self, backend: Any, transport_factory: TransportOpener
     ) -> None:
         backend.probe()
         sync = Backend(AsyncBackend(transport_factory("")))
@@ -460,7 +460,7 @@ class BackendContract:
         assert backend.get("race/one")[0] == winners[0]
 
     def test_threads_cas_counter_loses_no_increment(
-        self, backend: Any, transport_factory: TransportFactory
+        self, backend: Any, transport_factory: TransportOpener
     ) -> None:
         sync = Backend(AsyncBackend(transport_factory("")))
         sync.put_if_absent("counter", b"0")
@@ -645,7 +645,7 @@ class BackendContract:
         assert outcome[1] == (b"seen by others?" if transport.persistent else None)
 
     def test_prefixes_of_one_store_are_isolated(
-        self, transport: Transport, transport_factory: TransportFactory
+        self, transport: Transport, transport_factory: TransportOpener
     ) -> None:
         left, right = transport_factory("iso/a"), transport_factory("iso/ab")
 
