@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterable
+from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from objstore.errors import AlreadyExistsError, NotFoundError
 
@@ -24,8 +24,10 @@ __all__ = [
     "ObjectInfo",
     "ObjectListing",
     "Transport",
+    "ChunkedUpload",
     "create_retried",
     "fixed_size_chunks",
+    "upload_in_chunks",
 ]
 
 Buffer = bytes | bytearray | memoryview
@@ -228,3 +230,55 @@ async def fixed_size_chunks(
             del buffer[:size]
             yield chunk, False
     yield bytes(buffer), True
+
+
+class ChunkedUpload(Protocol):
+    """A multi-request create in progress (an S3 multipart upload, a GCS resumable upload),
+    driven by :func:`upload_in_chunks`."""
+
+    async def start(self) -> None:
+        """Open the upload; ``AlreadyExistsError`` if the storage can tell the key is taken."""
+
+    async def send(self, chunk: bytes, *, final: bool) -> str | None:
+        """Send the next chunk; the ``final`` one completes the object, create-if-absent
+        checked there, and its version is returned."""
+
+    async def abort(self) -> None:
+        """Give the upload up, creating nothing (best effort, never raises)."""
+
+
+async def upload_in_chunks(
+    transport: Transport,
+    key: str,
+    parts: AsyncIterable[Buffer],
+    *,
+    size: int,
+    retry: RetryPolicy,
+    open_upload: Callable[[], ChunkedUpload],
+) -> str:
+    """Create ``key`` from a stream in requests of ``size`` bytes, for a transport's
+    :meth:`~Transport.put_if_absent_stream`.
+
+    A stream of at most one chunk is one :meth:`~Transport.put_if_absent` (retried by
+    ``retry``, see :func:`create_retried`); a longer one goes through the upload
+    ``open_upload`` makes, aborted on any failure. Memory holds a chunk and a part besides
+    what the upload keeps in flight.
+    """
+    upload: ChunkedUpload | None = None
+    try:
+        async with contextlib.aclosing(fixed_size_chunks(parts, size)) as chunks:
+            async for chunk, last in chunks:
+                if upload is None:
+                    if last:
+                        return await create_retried(transport, key, chunk, retry)
+                    upload = open_upload()
+                    await upload.start()
+                version = await upload.send(chunk, final=last)
+                if last:
+                    assert version is not None, "the final chunk completes the object"
+                    return version
+    except BaseException:
+        if upload is not None:
+            await upload.abort()
+        raise
+    raise AssertionError("unreachable: the chunks end with one marked last")

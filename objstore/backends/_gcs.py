@@ -35,7 +35,6 @@ the transports opened with the same options, closed by the last of them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -56,8 +55,7 @@ from objstore.backends._base import (
     ObjectInfo,
     ObjectListing,
     Transport,
-    create_retried,
-    fixed_size_chunks,
+    upload_in_chunks,
 )
 from objstore.backends._loop_clients import LoopClients
 from objstore.backends._retry import RetryPolicy
@@ -629,25 +627,14 @@ class GCSTransport(Transport):
         upload is cancelled.
         """
         policy = retry or RetryPolicy(max_attempts=1)
-        upload: _ResumableUpload | None = None
-        try:
-            async with contextlib.aclosing(fixed_size_chunks(parts, self._chunk_size)) as chunks:
-                async for chunk, last in chunks:
-                    if upload is None:
-                        if last:
-                            return await create_retried(self, key, chunk, policy)
-                        upload = _ResumableUpload(self, key, policy)
-                        await upload.start()
-                    if last:
-                        # It carries the total size: it completes the object, and GCS checks
-                        # the precondition again there.
-                        return await upload.send(chunk, final=True)
-                    await upload.send(chunk, final=False)
-            raise AssertionError("unreachable: the chunks end with one marked last")
-        except BaseException:
-            if upload is not None:
-                await upload.cancel()
-            raise
+        return await upload_in_chunks(
+            self,
+            key,
+            parts,
+            size=self._chunk_size,
+            retry=policy,
+            open_upload=lambda: _ResumableUpload(self, key, policy),
+        )
 
     async def put_if_match(self, key: str, data: Buffer, version: str) -> str:
         generation = _parse_generation(version)
@@ -758,7 +745,7 @@ class _ResumableUpload:
         received = response.headers.get("Range")  # "bytes=0-N"; absent when nothing arrived
         return int(received.rsplit("-", 1)[1]) + 1 if received else 0
 
-    async def send(self, chunk: bytes, *, final: bool) -> str:
+    async def send(self, chunk: bytes, *, final: bool) -> str | None:
         """Send the next chunk; with ``final``, complete the object and return its version."""
         transport = self._transport
         start = self._sent
@@ -806,11 +793,12 @@ class _ResumableUpload:
             attempt, description=f"upload bytes {start}-{end} of {self._key}"
         )
         self._sent = end
-        if final:
-            self._session = None
+        if not final:
+            return None
+        self._session = None
         return version
 
-    async def cancel(self) -> None:
+    async def abort(self) -> None:
         """Cancel the upload session (best effort, never raises)."""
         session, self._session = self._session, None
         if session is None:

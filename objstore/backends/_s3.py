@@ -66,8 +66,7 @@ from objstore.backends._base import (
     ObjectInfo,
     ObjectListing,
     Transport,
-    create_retried,
-    fixed_size_chunks,
+    upload_in_chunks,
 )
 from objstore.backends._loop_clients import LoopClients
 from objstore.backends._retry import RetryPolicy
@@ -551,22 +550,15 @@ class S3Transport(Transport):
         stream of at most one part is one conditional PUT, retried by it too.
         """
         policy = retry or RetryPolicy(max_attempts=1)
-        upload: _MultipartUpload | None = None
-        try:
-            async with contextlib.aclosing(fixed_size_chunks(parts, self._part_size)) as chunks:
-                async for chunk, last in chunks:
-                    if upload is None:
-                        if last:
-                            return await create_retried(self, key, chunk, policy)
-                        upload = _MultipartUpload(self, key, await self._client(), policy)
-                        await upload.start()
-                    await upload.add_part(chunk)
-            assert upload is not None  # the chunks end with one marked last
-            return await upload.complete()
-        except BaseException:
-            if upload is not None:
-                await upload.abort()
-            raise
+        client = await self._client()
+        return await upload_in_chunks(
+            self,
+            key,
+            parts,
+            size=self._part_size,
+            retry=policy,
+            open_upload=lambda: _MultipartUpload(self, key, client, policy),
+        )
 
     async def close(self) -> None:
         """Stop using the clients of every loop this transport has used.
@@ -622,6 +614,11 @@ class _MultipartUpload:
 
         response = await self._retry.call(attempt, description=f"start upload of {self._key}")
         self._upload_id = str(response["UploadId"])
+
+    async def send(self, chunk: bytes, *, final: bool) -> str | None:
+        """Add ``chunk`` as the next part; after the ``final`` one, complete the upload."""
+        await self.add_part(chunk)
+        return await self.complete() if final else None
 
     async def add_part(self, data: bytes) -> None:
         """Start uploading ``data`` as the next part; waits while too many are in flight."""
