@@ -24,8 +24,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
-from objstore.backends._retry import RetryPolicy
+from objstore.backends import Buffer, ObjectInfo, ObjectListing, RetryPolicy, Transport
 from objstore.errors import TransientStorageError
 
 __all__ = [

@@ -18,8 +18,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
-from objstore.backends._retry import RetryPolicy
+from objstore.backends import Buffer, ObjectInfo, ObjectListing, RetryPolicy, Transport
 from objstore.testing._faults import WRITE_OPERATIONS, SimulatedCrash
 
 __all__ = [
