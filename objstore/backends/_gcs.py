@@ -117,15 +117,15 @@ class _Response:
 
 
 async def _close_filesystem(fs: Any, loop: asyncio.AbstractEventLoop) -> None:
-    """Close a filesystem's session: on its own loop, or (that loop having closed) by dropping
+    """Close a filesystem's session: on its own loop, or (that loop not running) by dropping
     its connections, which needs no loop."""
     session = getattr(fs, "_session", None)
     if session is None or session.closed:
         return
-    if loop.is_closed():
-        type(fs).close_session(loop, session)
-    else:
+    if loop is asyncio.get_running_loop():
         await session.close()
+    else:
+        type(fs).close_session(loop, session)
 
 
 _FILESYSTEMS: LoopClients[Any] = LoopClients("GCS", _close_filesystem)

@@ -50,9 +50,9 @@ class LoopClients(Generic[_C]):
 
     Args:
         kind: names the clients in log messages (``S3``, ``GCS``).
-        close: closes a client. Called on the client's own loop, or on another loop once the
-            client's loop has closed (then only what needs no loop can be released); must not
-            raise for a connection that is already gone.
+        close: closes a client. Called on the client's own loop, or on another loop when the
+            client's loop is not running (closed, or idle); then only what needs no loop can be
+            released. Errors are logged, not raised.
     """
 
     def __init__(
@@ -113,14 +113,17 @@ class LoopClients(Generic[_C]):
             return entry
 
     async def _close_entry(self, loop: asyncio.AbstractEventLoop, entry: _Entry[_C]) -> None:
-        """Close an entry's client: here if it is ours or its loop ended, else on its loop."""
+        """Close an entry's client: here if it is ours or its loop is not running, else on
+        its loop (waiting briefly)."""
         client = entry.client
         if client is None:
             return
         entry.client = None
         current = asyncio.get_running_loop()
         try:
-            if loop is current or loop.is_closed():
+            if loop is current or not loop.is_running():
+                # Ours, or a loop that has ended or sits idle (a caller's loop between
+                # ``run_until_complete`` calls): nothing will run there for us.
                 await self._close(client, loop)
             elif loop.is_running():
                 future = asyncio.run_coroutine_threadsafe(self._close(client, loop), loop)
