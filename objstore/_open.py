@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from objstore.backends import AsyncBackend, Backend, RequestHook, open_async_backend
+from objstore.backends import (
+    AsyncBackend,
+    Backend,
+    RequestHook,
+    TransportFactory,
+    open_async_backend,
+)
 
 __all__ = ["StoreLocation", "as_async_backend"]
 
@@ -19,12 +25,14 @@ def as_async_backend(
     *,
     verify_fencing: bool = True,
     request_hook: RequestHook | None = None,
+    transport: TransportFactory | None = None,
 ) -> AsyncBackend:
-    """The async backend for ``url_or_backend``: a URL/path is opened with the options.
+    """The async backend for ``url_or_backend``: a URL/path is opened with the options,
+    through ``transport`` when given (else the factory registered for its scheme).
 
-    An opened backend keeps its own settings, so ``storage_options``, ``request_hook`` and
-    ``verify_fencing=False`` raise ``ValueError`` with one (open the backend with them);
-    ``verify_fencing=False`` is accepted when the backend already skips the probe.
+    An opened backend keeps its own settings, so ``storage_options``, ``request_hook``,
+    ``transport`` and ``verify_fencing=False`` raise ``ValueError`` with one (open the backend
+    with them); ``verify_fencing=False`` is accepted when the backend already skips the probe.
     """
     if isinstance(url_or_backend, AsyncBackend):
         backend = url_or_backend
@@ -35,10 +43,15 @@ def as_async_backend(
             url_or_backend,
             verify_fencing=verify_fencing,
             request_hook=request_hook,
+            transport=transport,
             **(storage_options or {}),
         )
     if storage_options:
         raise ValueError("storage_options apply only when a URL is given, not an opened backend")
+    if transport is not None:
+        raise ValueError(
+            "transport applies only when a URL is given; pass it to open_backend() instead"
+        )
     if request_hook is not None:
         raise ValueError(
             "request_hook applies only when a URL is given; pass it to open_backend() instead"

@@ -315,8 +315,9 @@ class AsyncSourceCheckpointStore(AsyncClosing):
 
     @property
     def is_persistent(self) -> bool:
-        """Whether checkpoints survive the process: False only for ``memory://``."""
-        return self.backend.scheme != "memory"
+        """Whether checkpoints survive the process (the transport's ``persistent``
+        capability): False for ``memory://``."""
+        return self.backend.transport.persistent
 
     @property
     def in_session(self) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,8 +16,12 @@ from objstore.backends import (
     LocalTransport,
     MemoryTransport,
     RetryPolicy,
+    open_async_backend,
     open_backend,
     open_transport,
+    register_transport,
+    registered_schemes,
+    unregister_transport,
 )
 from objstore.backends._base import Buffer
 from objstore.errors import (
@@ -26,6 +31,7 @@ from objstore.errors import (
     TransientStorageError,
 )
 from objstore.testing import FaultInjectingTransport, SimulatedCrash
+from tests.conftest import make_store_url
 
 # -- URLs ----------------------------------------------------------------------------------------
 
@@ -323,3 +329,167 @@ def test_local_list_after_orders_directories_by_key_text(tmp_path: Path) -> None
         assert [info.key for info in backend.list_after("p", start, 1)] == expected[:1]
     assert [info.key for info in backend.list_after("p", "p/d/", 2)] == ["p/d/x", "p/d/y/z"]
     assert [info.key for info in backend.list_after("", "p/e", 5)] == ["q/a"]
+
+
+# -- the transport registry and storage options ------------------------------------------------
+
+
+class _Recorded(MemoryTransport):
+    """A memory transport that remembers the URL and options its factory was called with."""
+
+    def __init__(self, url: str, options: dict[str, object]) -> None:
+        super().__init__()
+        self.opened_with = (url, options)
+
+
+def _recording_factory(url: str, /, **options: object) -> _Recorded:
+    return _Recorded(url, options)
+
+
+def test_registering_a_scheme_twice_needs_replace() -> None:
+    register_transport("recorded", _recording_factory)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            register_transport("recorded", _recording_factory)
+        with pytest.raises(ValueError, match="already registered"):
+            register_transport("s3", _recording_factory)  # built-ins are protected too
+        register_transport("RECORDED", _recording_factory, replace=True)
+        transport = open_transport("recorded://x/y", flavour="salty")
+        assert isinstance(transport, _Recorded)
+        assert transport.opened_with == ("recorded://x/y", {"flavour": "salty"})
+        assert "recorded" in registered_schemes()
+    finally:
+        unregister_transport("recorded")
+    with pytest.raises(ValueError, match="unsupported store URL"):
+        open_transport("recorded://x")
+
+
+@pytest.mark.parametrize("scheme", ["", "3d", "has space", "a/b"])
+def test_invalid_schemes_are_refused(scheme: str) -> None:
+    with pytest.raises(ValueError, match="invalid URL scheme"):
+        register_transport(scheme, _recording_factory)
+
+
+def test_a_factory_must_be_callable_and_return_a_transport() -> None:
+    with pytest.raises(TypeError):
+        register_transport("broken", "not callable")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not a Transport"):
+        open_transport("broken://x", transport=lambda url, **options: object())  # type: ignore[arg-type,return-value]
+
+
+def test_open_backend_may_choose_the_implementation_for_one_call(s3_url: str) -> None:
+    backend = open_backend(s3_url, transport=_recording_factory)
+    transport = backend.async_backend.transport
+    assert isinstance(transport, _Recorded)
+    assert transport.opened_with == (s3_url, {})
+    assert open_transport(s3_url).scheme == "s3"  # the registry itself is unchanged
+
+
+def test_replacing_a_built_in_scheme_serves_its_urls(tmp_path: Path) -> None:
+    original = unregister_transport("file")
+    try:
+        register_transport("file", _recording_factory)
+        transport = open_transport(tmp_path / "x")
+        assert isinstance(transport, _Recorded)
+        assert transport.opened_with == (str(tmp_path / "x"), {})
+    finally:
+        register_transport("file", original, replace=True)
+    assert isinstance(open_transport(tmp_path / "x"), LocalTransport)
+
+
+def test_entry_points_are_read_lazily_on_the_first_unknown_scheme(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    from objstore.backends import _registry
+
+    calls: list[str] = []
+    point = EntryPoint(
+        "plugged", "tests.test_backends:_recording_factory", _registry.ENTRY_POINT_GROUP
+    )
+
+    def entry_points(*, group: str) -> list[EntryPoint]:
+        calls.append(group)
+        return [point]
+
+    monkeypatch.setattr(_registry.importlib.metadata, "entry_points", entry_points)
+    monkeypatch.setattr(_registry, "_entry_points_read", False)
+    monkeypatch.setattr(_registry, "_factories", dict(_registry._BUILT_IN))
+    open_transport("memory://lazy")
+    assert calls == []  # a known scheme never scans installed packages
+    transport = open_transport("plugged://bucket/p", colour="red")
+    assert isinstance(transport, _Recorded)
+    assert transport.opened_with == ("plugged://bucket/p", {"colour": "red"})
+    open_transport("plugged://again")
+    assert calls == [_registry.ENTRY_POINT_GROUP]  # read once
+
+
+@pytest.mark.parametrize(
+    ("kind", "option"),
+    [
+        ("memory", "endpoint_url"),
+        ("file", "anon"),
+        ("s3", "s3_additional_kwargs"),
+        ("s3", "requester_pays"),
+        ("s3", "asynchronous"),
+        ("gs", "consistency"),
+        ("gs", "asynchronous"),
+        ("gs", "part_size"),
+    ],
+)
+def test_storage_options_a_transport_does_not_use_are_refused(
+    kind: str, option: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = make_store_url(kind, request, tmp_path)
+    with pytest.raises(ValueError, match=f"{option}.* not used"):
+        open_backend(url, **{option: True})
+    with pytest.raises(ValueError, match=f"{option}.* not used"):
+        open_transport(url, **{option: True})
+
+
+def test_the_backends_retry_policy_governs_streamed_uploads(
+    s3_url: str, s3_faults: Any, gs_url: str, gcs_faults: Any
+) -> None:
+    """Parts and completions of streamed creates are retried by the user's policy (its sleep
+    is called), on S3 and GCS."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    policy = RetryPolicy(max_attempts=5, initial_backoff=0.001, sleep=sleep)
+    data = bytes(range(256)) * (12 * 4096)  # 12 MiB: more than one part / chunk
+
+    async def parts() -> Any:
+        for offset in range(0, len(data), 1 << 20):
+            yield data[offset : offset + (1 << 20)]
+
+    for url, faults, options in (
+        (s3_url, s3_faults, {"part_size": 5 << 20}),
+        (gs_url, gcs_faults, {"chunk_size": 1 << 20}),
+    ):
+        slept.clear()
+        backend = open_async_backend(url, retry=policy, **options)
+
+        async def scenario(backend: AsyncBackend = backend, faults: Any = faults) -> str:
+            await backend.probe()
+            faults.fail_next(2, status=503, methods={"PUT"})
+            version = await backend.put_if_absent_stream("streamed", parts())
+            assert (await backend.get("streamed")) == (data, version)
+            await backend.close()
+            return version
+
+        asyncio.run(scenario())
+        assert len(slept) == 2, (url, slept)
+
+
+def test_store_locations_open_through_a_chosen_transport() -> None:
+    """What store constructors call to open a URL takes the same ``transport`` choice."""
+    from objstore._open import as_async_backend
+
+    backend = as_async_backend("memory://chosen", transport=_recording_factory)
+    assert isinstance(backend.transport, _Recorded)
+    assert backend.transport.opened_with == ("memory://chosen", {})
+    with pytest.raises(ValueError, match="transport applies only when a URL is given"):
+        as_async_backend(backend, transport=_recording_factory)

@@ -159,6 +159,74 @@ def test_put_if_absent_stream(transport: GCSTransport) -> None:
     run(body)
 
 
+def _big_parts(data: bytes, size: int = 1 << 19) -> Any:
+    async def parts() -> Any:
+        for offset in range(0, len(data), size):
+            yield data[offset : offset + size]
+
+    return parts()
+
+
+def test_long_stream_is_a_resumable_upload_in_chunks(gs_url: str, gcs_faults: GCSFaults) -> None:
+    transport = transport_for(gs_url, chunk_size=1 << 20)
+    data = bytes(range(256)) * (4 * 4096 + 3)  # 4 MiB and a bit: four chunks and a tail
+    requests: list[str] = []
+    original = transport._send
+
+    async def recording(what: str, method: str, url: str, **kwargs: Any) -> Any:
+        requests.append(f"{method} {kwargs.get('params', {}).get('uploadType', '')}".strip())
+        return await original(what, method, url, **kwargs)
+
+    transport._send = recording  # type: ignore[method-assign]
+
+    async def body() -> str:
+        version = await transport.put_if_absent_stream("long", _big_parts(data))
+        assert await transport.get("long") == (data, version)
+        await transport.close()
+        return version
+
+    run(body)
+    # One POST opens the session (with ifGenerationMatch=0), then one PUT per chunk; the last
+    # one carries the tail and completes the object.
+    assert requests[:6] == ["POST resumable", "PUT", "PUT", "PUT", "PUT", "PUT"]
+
+
+def test_lost_response_of_the_completing_chunk_is_recognised(
+    gs_url: str, gcs_faults: GCSFaults
+) -> None:
+    transport = transport_for(gs_url, chunk_size=1 << 20)
+    pieces = [bytes([index]) * (1 << 19) for index in range(4)]  # 2 MiB: a chunk, then the rest
+
+    async def parts() -> Any:
+        for index, piece in enumerate(pieces):
+            if index == 3:  # the first chunk is sent: lose the answer to the completing PUT
+                gcs_faults.fail_next(1, methods={"PUT"}, key_contains="upload_id", after=True)
+            yield piece
+
+    async def body() -> None:
+        await transport.put_if_absent("warm-up", b"")
+        # The retry asks the session, which now answers with the object: the stream succeeds
+        # with its version instead of failing or reporting a conflict with itself.
+        version = await transport.put_if_absent_stream("lost", parts(), retry=FAST_RETRY)
+        assert await transport.get("lost") == (b"".join(pieces), version)
+        await transport.close()
+
+    run(body)
+    assert gcs_faults.injected == 1
+
+
+def test_stream_onto_an_existing_key_fails_when_the_session_opens(transport: GCSTransport) -> None:
+    async def body() -> None:
+        await transport.put_if_absent("taken", b"first")
+        with pytest.raises(AlreadyExistsError):
+            await transport.put_if_absent_stream(
+                "taken", _big_parts(b"x" * (9 << 20)), retry=FAST_RETRY
+            )
+        assert (await transport.get("taken"))[0] == b"first"
+
+    run(body)
+
+
 # -- prefixes and listing ----------------------------------------------------------------------
 
 
@@ -473,7 +541,9 @@ def test_one_transport_on_two_asyncio_run_loops(gs_url: str) -> None:
 
 
 def test_sync_facade_and_own_loop_share_one_transport(gs_url: str) -> None:
-    async_backend = open_async_backend(gs_url)
+    # Options no other test uses: this transport is the only user of its sessions, so closing
+    # it closes them (sessions are shared by transports opened with equal options).
+    async_backend = open_async_backend(gs_url, requests_timeout=61)
     transport = async_backend.transport
     assert isinstance(transport, GCSTransport)
     sync_backend = Backend(async_backend)  # the same transport, driven from objstore's loop
@@ -482,9 +552,16 @@ def test_sync_facade_and_own_loop_share_one_transport(gs_url: str) -> None:
 
     async def body() -> None:
         assert await async_backend.get("k") == (b"from sync", version)
-        filesystems = [client.filesystem() for client in transport._clients.values()]
-        sessions = [fs._session for fs in filesystems if fs is not None]
-        assert len(sessions) == 2  # one per loop
+        assert transport._seat.loops() == 2  # one session per loop
+        objstore_loop = next(
+            key[0] for key in transport._seat._joined if key[0] is not asyncio.get_running_loop()
+        )
+        filesystems = [
+            await transport._filesystem(),
+            transport._seat.pool._entries[(objstore_loop, transport._seat.config)].client,
+        ]
+        sessions = [fs._session for fs in filesystems]
+        assert sessions[0] is not sessions[1]
         await async_backend.close()  # closes ours here and asks objstore's loop to close its own
         assert all(session.closed for session in sessions)
 
@@ -550,8 +627,9 @@ def test_eight_loops_racing_to_create_one_key(gs_url: str) -> None:
     assert sum(isinstance(o, AlreadyExistsError) for o in outcomes.values()) == 7, outcomes
     transport = backend.transport
     assert isinstance(transport, GCSTransport)
+    assert transport._seat.loops() == 9
     asyncio.run(backend.close())  # the eight finished loops' sessions are dropped too
-    assert transport._clients == {}
+    assert transport._seat.loops() == 0
 
 
 def test_child_process_needs_only_the_environment(gs_url: str) -> None:
@@ -576,7 +654,7 @@ def test_transport_pickles_without_sessions(transport: GCSTransport) -> None:
     run(lambda: transport.put("k", b"v"))
     clone = pickle.loads(pickle.dumps(transport))
     assert clone.url == transport.url
-    assert clone._clients == {}
+    assert clone._seat.loops() == 0
     assert run(lambda: clone.get("k"))[0] == b"v"
     run(clone.close)
 

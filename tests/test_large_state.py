@@ -20,7 +20,14 @@ import pytest
 import objstore.checkpoint._sidecar as sidecar_module
 import objstore.checkpoint._store as store_module
 from objstore import CheckpointConflict, CheckpointStore, CorruptionError
-from objstore.backends import AsyncBackend, Backend, Buffer, MemoryTransport, open_backend
+from objstore.backends import (
+    AsyncBackend,
+    Backend,
+    Buffer,
+    MemoryTransport,
+    RetryPolicy,
+    open_backend,
+)
 from objstore.checkpoint import state_key
 from tests.checkpoint_helpers import faulty_store, manifest
 from tests.conftest import make_store_url
@@ -39,7 +46,6 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def streamed(monkeypatch: pytest.MonkeyPatch) -> None:
     """Send every sidecar larger than its header through the streamed path."""
     monkeypatch.setattr(store_module, "SINGLE_PUT_LIMIT", 0)
-    monkeypatch.setattr(store_module, "LOCAL_SINGLE_PUT_LIMIT", 0)
 
 
 def compressible(index: int, size: int) -> bytes:
@@ -134,13 +140,15 @@ class _CountingTransport(MemoryTransport):
         super().__init__()
         self.parts_consumed = 0
 
-    async def put_if_absent_stream(self, key: str, parts: AsyncIterable[Buffer]) -> str:
+    async def put_if_absent_stream(
+        self, key: str, parts: AsyncIterable[Buffer], *, retry: RetryPolicy | None = None
+    ) -> str:
         async def counted() -> AsyncIterable[Buffer]:
             async for part in parts:
                 self.parts_consumed += 1
                 yield part
 
-        return await super().put_if_absent_stream(key, counted())
+        return await super().put_if_absent_stream(key, counted(), retry=retry)
 
 
 @pytest.mark.usefixtures("streamed")

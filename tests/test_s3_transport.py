@@ -455,15 +455,15 @@ def test_stream_failure_aborts_the_upload(s3_url: str, s3_faults: S3Faults) -> N
         yield b"x" * (MIN_PART_SIZE + 1)
         raise RuntimeError("the producer died")
 
-    transport.stream_retry = no_sleep_policy(attempts=2)
+    policy = no_sleep_policy(attempts=2)
 
     async def scenario() -> None:
         with pytest.raises(RuntimeError, match="producer died"):
-            await transport.put_if_absent_stream("broken", broken())
+            await transport.put_if_absent_stream("broken", broken(), retry=policy)
         s3_faults.fail_next(10, status=503, code="SlowDown", methods={"PUT"}, key_contains="flaky")
         with pytest.raises(TransientStorageError):
             await transport.put_if_absent_stream(
-                "flaky", chunks(b"y" * (2 * MIN_PART_SIZE), 1 << 20)
+                "flaky", chunks(b"y" * (2 * MIN_PART_SIZE), 1 << 20), retry=policy
             )
         for key in ("broken", "flaky"):
             with pytest.raises(NotFoundError):
@@ -478,7 +478,7 @@ def test_stream_parts_and_completion_survive_transient_errors(
     s3_url: str, s3_faults: S3Faults
 ) -> None:
     transport = transport_for(s3_url, part_size=MIN_PART_SIZE, parts_in_flight=2)
-    transport.stream_retry = no_sleep_policy()
+    policy = no_sleep_policy()
     data = os.urandom(2 * MIN_PART_SIZE + 7)
 
     async def scenario() -> str:
@@ -487,7 +487,9 @@ def test_stream_parts_and_completion_survive_transient_errors(
         s3_faults.fail_next(
             1, status=503, code="SlowDown", methods={"POST"}, key_contains="uploadId", after=True
         )
-        version = await transport.put_if_absent_stream("sturdy", chunks(data, 1 << 20))
+        version = await transport.put_if_absent_stream(
+            "sturdy", chunks(data, 1 << 20), retry=policy
+        )
         assert await transport.get("sturdy") == (data, version)
         await transport.close()
         return version

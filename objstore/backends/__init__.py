@@ -1,19 +1,26 @@
-"""Conditional object I/O on memory, local directories, S3 and GCS.
+"""Conditional object I/O on memory, local directories, S3 and GCS, and any transport you add.
 
 Open a store by URL::
 
     backend = open_backend("s3://bucket/prefix")          # blocking
     backend = open_async_backend("gs://bucket/prefix")    # asyncio
 
-Supported URLs: ``memory://NAME`` (``memory://`` for a fresh isolated store), a local path
+Built-in URLs: ``memory://NAME`` (``memory://`` for a fresh isolated store), a local path
 or ``file:///abs/path``, ``s3://bucket[/prefix]`` and ``gs://bucket[/prefix]`` (``gcs://``
-too). Extra keyword arguments are fsspec ``storage_options`` for s3fs / gcsfs.
+too). Extra keyword arguments are ``storage_options`` for the transport (for s3fs / gcsfs on
+S3 and GCS); options a transport does not use are refused with ``ValueError``.
+
+Other schemes: :func:`register_transport` (or an entry point in the ``objstore.transports``
+group) maps a scheme to a factory; ``open_backend(url, transport=factory)`` picks an
+implementation for one call. A transport declares what it can do with class attributes
+(:attr:`Transport.single_put_limit`, :attr:`Transport.persistent`,
+:attr:`Transport.bounded_streaming`) that stores consult instead of the scheme, and proves
+itself with the shipped contract suite, :class:`objstore.testing.contract.BackendContract`.
 """
 
 from __future__ import annotations
 
 import os
-import urllib.parse
 from typing import Any
 
 from objstore.backends._backend import PROBE_PREFIX, AsyncBackend, Backend, ProbeResult
@@ -21,9 +28,18 @@ from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
 from objstore.backends._local import LocalTransport
 from objstore.backends._memory import MemoryTransport
 from objstore.backends._observe import Operation, Outcome, RequestEvent, RequestHook
+from objstore.backends._registry import (
+    ENTRY_POINT_GROUP,
+    TransportFactory,
+    open_transport,
+    register_transport,
+    registered_schemes,
+    unregister_transport,
+)
 from objstore.backends._retry import RetryPolicy
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "PROBE_PREFIX",
     "AsyncBackend",
     "Backend",
@@ -39,54 +55,14 @@ __all__ = [
     "RequestHook",
     "RetryPolicy",
     "Transport",
+    "TransportFactory",
     "open_async_backend",
     "open_backend",
     "open_transport",
+    "register_transport",
+    "registered_schemes",
+    "unregister_transport",
 ]
-
-SUPPORTED_URLS = (
-    "memory://NAME, a local path, file:///abs/path, s3://bucket[/prefix], gs://bucket[/prefix]"
-)
-
-
-def _bucket_and_prefix(url: str, parsed: urllib.parse.SplitResult) -> tuple[str, str]:
-    if not parsed.netloc:
-        raise ValueError(f"{url!r} names no bucket; supported forms: {SUPPORTED_URLS}")
-    if parsed.query or parsed.fragment:
-        raise ValueError(f"{url!r}: query strings and fragments are not supported")
-    return parsed.netloc, parsed.path.strip("/")
-
-
-def open_transport(url: str | os.PathLike[str], **storage_options: Any) -> Transport:
-    """Build the transport for ``url``; raise ``ValueError`` for an unknown or bad URL."""
-    if isinstance(url, os.PathLike):
-        url = os.fspath(url)
-    if not isinstance(url, str):
-        raise TypeError(f"store URL must be str or a path, not {type(url).__name__}")
-    if not url or "\x00" in url:
-        raise ValueError(f"invalid store URL {url!r}; supported forms: {SUPPORTED_URLS}")
-    if "://" not in url:
-        return LocalTransport(url)
-    parsed = urllib.parse.urlsplit(url)
-    scheme = parsed.scheme.lower()
-    if scheme == "memory":
-        return MemoryTransport(parsed.netloc + parsed.path)
-    if scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise ValueError(f"{url!r}: file URLs must be local (file:///abs/path)")
-        path = urllib.parse.unquote(parsed.path)
-        if not path:
-            raise ValueError(f"{url!r} names no directory")
-        return LocalTransport(path)
-    if scheme in ("s3", "s3a"):
-        from objstore.backends._s3 import S3Transport
-
-        return S3Transport(*_bucket_and_prefix(url, parsed), **storage_options)
-    if scheme in ("gs", "gcs"):
-        from objstore.backends._gcs import GCSTransport
-
-        return GCSTransport(*_bucket_and_prefix(url, parsed), **storage_options)
-    raise ValueError(f"unsupported store URL {url!r}; supported forms: {SUPPORTED_URLS}")
 
 
 def open_async_backend(
@@ -95,12 +71,18 @@ def open_async_backend(
     retry: RetryPolicy | None = None,
     verify_fencing: bool = True,
     request_hook: RequestHook | None = None,
+    transport: TransportFactory | None = None,
     **storage_options: Any,
 ) -> AsyncBackend:
-    """Open the store at ``url`` for asyncio use. See :class:`AsyncBackend` for options."""
-    transport = open_transport(url, **storage_options)
+    """Open the store at ``url`` for asyncio use. See :class:`AsyncBackend` for options.
+
+    ``transport`` is the factory to build the transport with instead of the one registered
+    for the URL's scheme. Raises ``ValueError`` for a bad or unknown URL and for storage
+    options the transport does not use.
+    """
+    opened = open_transport(url, transport=transport, **storage_options)
     return AsyncBackend(
-        transport, retry=retry, verify_fencing=verify_fencing, request_hook=request_hook
+        opened, retry=retry, verify_fencing=verify_fencing, request_hook=request_hook
     )
 
 
@@ -110,15 +92,18 @@ def open_backend(
     retry: RetryPolicy | None = None,
     verify_fencing: bool = True,
     request_hook: RequestHook | None = None,
+    transport: TransportFactory | None = None,
     **storage_options: Any,
 ) -> Backend:
-    """Open the store at ``url`` for blocking use. See :class:`AsyncBackend` for options."""
+    """Open the store at ``url`` for blocking use; the arguments of
+    :func:`open_async_backend`, with the same errors."""
     return Backend(
         open_async_backend(
             url,
             retry=retry,
             verify_fencing=verify_fencing,
             request_hook=request_hook,
+            transport=transport,
             **storage_options,
         )
     )

@@ -130,7 +130,8 @@ class AsyncBackend:
 
     @property
     def scheme(self) -> str:
-        """``memory``, ``file``, ``s3`` or ``gs``."""
+        """``memory``, ``file``, ``s3``, ``gs`` or a registered scheme (for logs and events;
+        what the store can do is in the transport's capability attributes)."""
         return self.transport.scheme
 
     def __repr__(self) -> str:
@@ -287,10 +288,13 @@ class AsyncBackend:
         return await self.retry.call(attempt, description=f"PUT-if-absent {key}")
 
     async def put_if_absent_stream(self, key: str, parts: AsyncIterable[Buffer]) -> str:
-        """Create atomically from a stream of parts (not retried: a stream is read once).
+        """Create atomically from a stream of parts; ``AlreadyExistsError`` if the key exists
+        when the object would be completed.
 
-        Callers that need retries re-create the stream; the transport decides how many parts
-        are held in memory.
+        The call as a whole is not retried (a stream is read once; callers that need that
+        re-create the stream), but this backend's :class:`RetryPolicy` is handed to the
+        transport, which retries the requests it sends the stream with (parts, completion).
+        The transport decides how many parts are held in memory.
         """
         key = validate_key(key)
         await self._ensure_fencing()
@@ -306,7 +310,7 @@ class AsyncBackend:
             "put_if_absent_stream",
             key,
             1,
-            lambda: self.transport.put_if_absent_stream(key, counted()),
+            lambda: self.transport.put_if_absent_stream(key, counted(), retry=self.retry),
             sent=lambda: sent,
         )
 
@@ -387,9 +391,7 @@ class AsyncBackend:
         is missing and ``ValueError`` when the location can never hold a store; writes
         nothing. Transient errors are retried.
         """
-        await self._retried(
-            "check_root", "", self.transport.check_root, description="CHECK root"
-        )
+        await self._retried("check_root", "", self.transport.check_root, description="CHECK root")
 
     async def close(self) -> None:
         """Close the transport's connections."""

@@ -9,10 +9,26 @@ Keys handed to a transport are already validated and relative to the transport's
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterable
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
-__all__ = ["Buffer", "ObjectInfo", "ObjectListing", "Transport"]
+from objstore.errors import AlreadyExistsError, NotFoundError
+
+if TYPE_CHECKING:
+    from objstore.backends._retry import RetryPolicy
+
+__all__ = [
+    "Buffer",
+    "ObjectInfo",
+    "ObjectListing",
+    "Transport",
+    "ChunkedUpload",
+    "create_retried",
+    "fixed_size_chunks",
+    "upload_in_chunks",
+]
 
 Buffer = bytes | bytearray | memoryview
 """Anything a write accepts: bytes-like objects are written without an extra copy."""
@@ -45,8 +61,39 @@ class Transport(abc.ABC):
     :class:`~objstore.errors.TransientStorageError`, keeping the native error as the cause.
     """
 
-    #: Short scheme name: ``memory``, ``file``, ``s3`` or ``gs``.
+    #: Short scheme name: ``memory``, ``file``, ``s3``, ``gs`` or the one a third-party
+    #: transport registered; used in logs and request events, never to decide behaviour.
     scheme: str = ""
+
+    # -- capabilities: what stores consult instead of the scheme ------------------------------
+
+    #: Payloads up to this many bytes are best sent as one :meth:`put_if_absent`; larger ones
+    #: through :meth:`put_if_absent_stream`, so sending overlaps producing (S3: its part size).
+    single_put_limit: int = 16 * 1024 * 1024
+
+    #: Objects outlive the process and every process that opens the same URL sees them.
+    #: ``False`` for process-local stores (``memory://``), whose stores skip what only
+    #: matters across a restart; the contract suite runs its process races only when true.
+    persistent: bool = True
+
+    #: :meth:`put_if_absent_stream` holds a bounded part of the stream in memory (a few parts),
+    #: not all of it. The default implementation joins the parts, so it is ``False``; the
+    #: contract suite measures the bound when a transport claims it.
+    bounded_streaming: bool = False
+
+    #: The names of the capability attributes above: a transport that wraps another copies
+    #: them (``adopt_capabilities``), so stores see what the wrapped storage can do.
+    CAPABILITIES: ClassVar[tuple[str, ...]] = (
+        "single_put_limit",
+        "persistent",
+        "bounded_streaming",
+    )
+
+    def adopt_capabilities(self, inner: Transport) -> None:
+        """Take ``inner``'s scheme and capabilities, for a transport that wraps ``inner``."""
+        self.scheme = inner.scheme
+        for name in self.CAPABILITIES:
+            setattr(self, name, getattr(inner, name))
 
     @property
     @abc.abstractmethod
@@ -118,14 +165,120 @@ class Transport(abc.ABC):
         """
         await self.list_after("", "", 1)
 
-    async def put_if_absent_stream(self, key: str, parts: AsyncIterable[Buffer]) -> str:
-        """Create the object from a stream of parts; same contract as :meth:`put_if_absent`.
+    async def put_if_absent_stream(
+        self,
+        key: str,
+        parts: AsyncIterable[Buffer],
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> str:
+        """Create the object from a stream of parts; same contract as :meth:`put_if_absent`
+        (``AlreadyExistsError`` if the key exists when the object would be completed).
 
-        The default joins the parts; transports that can upload incrementally override it so
-        memory stays bounded by the parts in flight.
+        The stream cannot be replayed, so the backend does not retry this call: ``retry`` (the
+        backend's policy) governs the requests a transport sends it with — parts, completion —
+        and ``None`` means one attempt each. The default joins the parts and makes one
+        :meth:`put_if_absent`; transports that upload incrementally override it so memory
+        stays bounded by the parts in flight, and say so with :attr:`bounded_streaming`.
         """
         chunks = [bytes(part) async for part in parts]
         return await self.put_if_absent(key, b"".join(chunks))
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most transports hold nothing
         """Release connections; the transport must not be used afterwards."""
+
+
+async def create_retried(transport: Transport, key: str, data: Buffer, retry: RetryPolicy) -> str:
+    """``transport.put_if_absent(key, data)`` retried by ``retry``, for a transport's own use
+    (a short stream sent as one request).
+
+    A conflict after a retry is read back and compared, as the backend does for its creates:
+    it may be our own earlier attempt, whose response was lost. Raises ``AlreadyExistsError``
+    when someone else's object holds the key.
+    """
+
+    async def attempt(number: int) -> str:
+        try:
+            return await transport.put_if_absent(key, data)
+        except AlreadyExistsError:
+            if number > 1:
+                with contextlib.suppress(NotFoundError):
+                    stored, version = await transport.get(key)
+                    if stored == bytes(data):
+                        return version
+            raise
+
+    return await retry.call(attempt, description=f"PUT-if-absent {key}")
+
+
+async def fixed_size_chunks(
+    parts: AsyncIterable[Buffer], size: int
+) -> AsyncGenerator[tuple[bytes, bool], None]:
+    """The bytes of ``parts`` re-cut into chunks of ``size`` bytes, each with whether it is
+    the last, for transports that upload a stream in fixed-size requests.
+
+    Every chunk but the last has exactly ``size`` bytes; the last has 1 to ``size`` bytes (0
+    only when the stream is empty), so a stream of one chunk can be sent as a single request.
+    A chunk is handed out once more bytes are known to follow it, so besides the chunk being
+    sent this holds at most ``size`` bytes plus one part.
+    """
+    buffer = bytearray()
+    async for part in parts:
+        buffer += part
+        while len(buffer) > size:
+            chunk = bytes(memoryview(buffer)[:size])
+            del buffer[:size]
+            yield chunk, False
+    yield bytes(buffer), True
+
+
+class ChunkedUpload(Protocol):
+    """A multi-request create in progress (an S3 multipart upload, a GCS resumable upload),
+    driven by :func:`upload_in_chunks`."""
+
+    async def start(self) -> None:
+        """Open the upload; ``AlreadyExistsError`` if the storage can tell the key is taken."""
+
+    async def send(self, chunk: bytes, *, final: bool) -> str | None:
+        """Send the next chunk; the ``final`` one completes the object, create-if-absent
+        checked there, and its version is returned."""
+
+    async def abort(self) -> None:
+        """Give the upload up, creating nothing (best effort, never raises)."""
+
+
+async def upload_in_chunks(
+    transport: Transport,
+    key: str,
+    parts: AsyncIterable[Buffer],
+    *,
+    size: int,
+    retry: RetryPolicy,
+    open_upload: Callable[[], ChunkedUpload],
+) -> str:
+    """Create ``key`` from a stream in requests of ``size`` bytes, for a transport's
+    :meth:`~Transport.put_if_absent_stream`.
+
+    A stream of at most one chunk is one :meth:`~Transport.put_if_absent` (retried by
+    ``retry``, see :func:`create_retried`); a longer one goes through the upload
+    ``open_upload`` makes, aborted on any failure. Memory holds a chunk and a part besides
+    what the upload keeps in flight.
+    """
+    upload: ChunkedUpload | None = None
+    try:
+        async with contextlib.aclosing(fixed_size_chunks(parts, size)) as chunks:
+            async for chunk, last in chunks:
+                if upload is None:
+                    if last:
+                        return await create_retried(transport, key, chunk, retry)
+                    upload = open_upload()
+                    await upload.start()
+                version = await upload.send(chunk, final=last)
+                if last:
+                    assert version is not None, "the final chunk completes the object"
+                    return version
+    except BaseException:
+        if upload is not None:
+            await upload.abort()
+        raise
+    raise AssertionError("unreachable: the chunks end with one marked last")

@@ -20,23 +20,27 @@ retries, and — worst — a conditional write it re-sent after a lost response 
 on what was really our own write, with nobody left to notice. Retrying is the backend's job; it
 reads a conflicted object back after a retry to recognise exactly that case.
 
+* streamed create: a resumable upload opened with ``ifGenerationMatch=0`` and sent one chunk
+  at a time, so memory holds one chunk, not the object; GCS checks the precondition again when
+  the last chunk completes the object, so a key created meanwhile makes it
+  :class:`AlreadyExistsError` and nothing is replaced.
+
 aiohttp sessions are bound to the event loop that created them, and objstore runs on several:
 the sync facade's private loop, the caller's own loops, a fresh loop in every child process.
-The transport therefore keeps one filesystem (one session) per running loop, created lazily,
-forgets those of loops that have closed, and closes them all in :meth:`GCSTransport.close`.
+Filesystems (one session each) therefore come from the per-loop pool shared with the S3
+transport (:mod:`objstore.backends._loop_clients`): one per (running loop, options), shared by
+the transports opened with the same options, closed by the last of them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import os
 import re
-import threading
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
@@ -46,7 +50,15 @@ import aiohttp.payload
 import yarl
 from aiohttp.abc import AbstractStreamWriter
 
-from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
+from objstore.backends._base import (
+    Buffer,
+    ObjectInfo,
+    ObjectListing,
+    Transport,
+    upload_in_chunks,
+)
+from objstore.backends._loop_clients import LoopClients
+from objstore.backends._retry import RetryPolicy
 from objstore.errors import (
     AlreadyExistsError,
     NotFoundError,
@@ -60,14 +72,33 @@ from objstore.errors import (
 # gcsfs probes gRPC on every call and each probe waits about a minute without network access.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
-__all__ = ["GCSTransport"]
+__all__ = ["ACCEPTED_OPTIONS", "GCSTransport"]
 
 logger = logging.getLogger(__name__)
 
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _CONSISTENT_READ_ATTEMPTS = 5
-# Options that the transport manages itself; a caller's values would break the per-loop design.
-_MANAGED_OPTIONS = ("asynchronous", "loop", "skip_instance_cache")
+ACCEPTED_OPTIONS = frozenset(
+    {
+        # the transport's own
+        "chunk_size",
+        # what the requests use from gcsfs: credentials, project, endpoint, session, timeout
+        "token",
+        "project",
+        "access",
+        "endpoint_url",
+        "requester_pays",
+        "requests_timeout",
+        "session_kwargs",
+    }
+)
+"""The ``storage_options`` a GCS transport uses. gcsfs's others (caching, block sizes,
+``asynchronous``/``loop``, which the per-loop pool manages...) would be ignored, so they are
+refused."""
+
+RESUMABLE_QUANTUM = 256 * 1024
+"""Every chunk of a resumable upload but the last is a multiple of this (GCS's rule)."""
+DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
 # No overall deadline (a large object may take long to stream) but a stalled connection fails.
 _DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
 
@@ -85,19 +116,21 @@ class _Response:
     url: str
 
 
-@dataclass(slots=True)
-class _LoopClient:
-    """The gcsfs filesystem (and so the aiohttp session) serving one event loop."""
+async def _close_filesystem(fs: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """Close a filesystem's session: on its own loop, or (that loop not running) by dropping
+    its connections, which needs no loop."""
+    session = getattr(fs, "_session", None)
+    if session is None or session.closed:
+        return
+    if loop is asyncio.get_running_loop():
+        await session.close()
+    else:
+        type(fs).close_session(loop, session)
 
-    loop: asyncio.AbstractEventLoop
-    creating: asyncio.Task[Any]
 
-    def filesystem(self) -> Any | None:
-        """The filesystem once created successfully, else ``None``."""
-        task = self.creating
-        if not task.done() or task.cancelled() or task.exception() is not None:
-            return None
-        return task.result()
+_FILESYSTEMS: LoopClients[Any] = LoopClients("GCS", _close_filesystem)
+"""The gcsfs filesystems of this process, one per (event loop, options), shared by every GCS
+transport opened with the same options."""
 
 
 class _BufferPayload(aiohttp.payload.Payload):
@@ -214,46 +247,69 @@ class GCSTransport(Transport):
     Args:
         bucket: the bucket name.
         prefix: key prefix inside the bucket (no leading or trailing ``/``); ``""`` for none.
+        chunk_size: bytes per request of a streamed create (a multiple of 256 KiB); memory
+            holds about one chunk. Streams no longer than one chunk are one media upload.
         **storage_options: passed to :class:`gcsfs.GCSFileSystem` — ``token``, ``project``,
-            ``endpoint_url``, ``requester_pays``, ``requests_timeout``, ``session_kwargs``, ….
-            ``token`` defaults to ``"anon"`` when the endpoint is a local emulator
-            (``STORAGE_EMULATOR_HOST`` or an ``http://`` ``endpoint_url``).
-            ``asynchronous``, ``loop`` and ``skip_instance_cache`` are managed by the transport
-            and ignored.
+            ``endpoint_url``, ``requester_pays``, ``requests_timeout``, ``session_kwargs``
+            (:data:`ACCEPTED_OPTIONS`; others raise ``ValueError``). ``token`` defaults to
+            ``"anon"`` when the endpoint is a local emulator (``STORAGE_EMULATOR_HOST`` or an
+            ``http://`` ``endpoint_url``).
     """
 
     scheme = "gs"
+    bounded_streaming = True
 
     #: Objects per listing request (GCS's maximum is 1000).
     page_size: int = 1000
 
-    def __init__(self, bucket: str, prefix: str = "", **storage_options: Any) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        **storage_options: Any,
+    ) -> None:
         if not isinstance(bucket, str) or not _BUCKET_NAME.fullmatch(bucket) or ".." in bucket:
             raise ValueError(
                 f"invalid GCS bucket name {bucket!r}: 3-63 lowercase letters, digits, dots, "
                 "hyphens and underscores, starting and ending with a letter or digit"
             )
+        unknown = sorted(set(storage_options) - ACCEPTED_OPTIONS)
+        if unknown:
+            raise ValueError(
+                f"storage option(s) {', '.join(unknown)} are not used by the GCS transport; "
+                f"it accepts {', '.join(sorted(ACCEPTED_OPTIONS))}"
+            )
+        if chunk_size < RESUMABLE_QUANTUM or chunk_size % RESUMABLE_QUANTUM:
+            raise ValueError(f"chunk_size must be a positive multiple of {RESUMABLE_QUANTUM}")
         self._bucket = bucket
         self._prefix = prefix.strip("/")
-        self._options = {
-            name: value for name, value in storage_options.items() if name not in _MANAGED_OPTIONS
-        }
+        self._chunk_size = chunk_size
+        self._options = dict(storage_options)
         self._reset_clients()
 
     def _reset_clients(self) -> None:
         self._bucket_seen = False
-        self._lock = threading.Lock()
-        self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
-        self._pid = os.getpid()
+        config = json.dumps(
+            [self._options, os.environ.get("STORAGE_EMULATOR_HOST")], sort_keys=True, default=repr
+        )
+        self._seat = _FILESYSTEMS.seat(config, self._new_filesystem)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle only the configuration: sessions belong to this process's loops."""
-        return {"bucket": self._bucket, "prefix": self._prefix, "options": self._options}
+        return {
+            "bucket": self._bucket,
+            "prefix": self._prefix,
+            "options": self._options,
+            "chunk_size": self._chunk_size,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._bucket = state["bucket"]
         self._prefix = state["prefix"]
         self._options = state["options"]
+        self._chunk_size = state["chunk_size"]
         self._reset_clients()
 
     @property
@@ -276,90 +332,28 @@ class GCSTransport(Transport):
 
     # -- filesystems, one per event loop -------------------------------------------------------
 
-    def _new_filesystem(self) -> Any:
-        """Build a gcsfs filesystem (runs in a worker thread: credential lookup may block)."""
+    async def _new_filesystem(self) -> Any:
+        """Build a gcsfs filesystem (in a worker thread: credential lookup may block)."""
         options = dict(self._options)
         if "token" not in options and _is_emulator(options):
             options["token"] = "anon"
-        return _gcsfs_class()(asynchronous=True, skip_instance_cache=True, **options)
-
-    def _creation_done(self, client: _LoopClient, task: asyncio.Task[Any]) -> None:
-        """Forget a filesystem whose creation failed, so the next call tries again."""
-        if task.cancelled() or task.exception() is not None:
-            with self._lock:
-                if self._clients.get(client.loop) is client:
-                    del self._clients[client.loop]
+        cls = _gcsfs_class()
+        return await asyncio.to_thread(
+            lambda: cls(asynchronous=True, skip_instance_cache=True, **options)
+        )
 
     async def _filesystem(self) -> Any:
-        """The gcsfs filesystem for the running loop, created on first use."""
-        loop = asyncio.get_running_loop()
-        if self._pid != os.getpid():
-            # A forked child: the parent's sessions and loops are not ours to touch.
-            self._reset_clients()
-        with self._lock:
-            dead = [client for client in self._clients.values() if client.loop.is_closed()]
-            for client in dead:
-                del self._clients[client.loop]
-            current = self._clients.get(loop)
-            if current is None:
-                task = loop.create_task(asyncio.to_thread(self._new_filesystem))
-                current = self._clients[loop] = _LoopClient(loop, task)
-                task.add_done_callback(functools.partial(self._creation_done, current))
-        for client in dead:
-            self._close_dead(client)
-        return await asyncio.shield(current.creating)
-
-    @staticmethod
-    def _close_dead(client: _LoopClient) -> None:
-        """Release the connections of a loop that can no longer run ``session.close()``."""
-        fs = client.filesystem()
-        session = getattr(fs, "_session", None)
-        if fs is not None and session is not None and not session.closed:
-            type(fs).close_session(client.loop, session)
+        """The gcsfs filesystem for the running loop, shared with other transports."""
+        return await self._seat.client()
 
     async def close(self) -> None:
-        """Close the session of every loop this transport has used.
+        """Stop using the session of every loop this transport has used.
 
-        The running loop's session is closed directly, a live loop in another thread is asked
-        to close its own, and a closed loop's connections are dropped without it. A transport
-        used again after ``close`` simply opens new sessions.
+        A session shared with other open transports stays open for them; the last user closes
+        it (see :class:`~objstore.backends._loop_clients.ClientSeat`). A transport used again
+        after ``close`` simply opens new sessions.
         """
-        if self._pid != os.getpid():
-            self._reset_clients()
-            return
-        with self._lock:
-            clients = list(self._clients.values())
-            self._clients.clear()
-        running = asyncio.get_running_loop()
-        for client in clients:
-            fs = client.filesystem()
-            session = getattr(fs, "_session", None)
-            if session is None or session.closed:
-                continue
-            if client.loop is running:
-                await session.close()
-            elif client.loop.is_running():
-                await self._close_on_other_loop(client, session)
-            else:
-                self._close_dead(client)
-
-    async def _close_on_other_loop(self, client: _LoopClient, session: Any) -> None:
-        """Ask a loop running in another thread to close its session, waiting a little.
-
-        That loop may be shutting down (the end of its ``asyncio.run``) and never run the
-        request, or cancel it; then its connections are dropped once it has closed.
-        """
-        future = asyncio.run_coroutine_threadsafe(session.close(), client.loop)
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(future), timeout=2)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # we are being cancelled, not the other loop's close
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            logger.debug("closing a GCS session on another loop failed: %s", exc)
-        if not session.closed and client.loop.is_closed():
-            self._close_dead(client)
+        await self._seat.release()
 
     # -- one HTTP request ----------------------------------------------------------------------
 
@@ -382,7 +376,22 @@ class GCSTransport(Transport):
         """
         fs = await self._filesystem()
         base = "/upload/storage/v1/" if upload else "/storage/v1/"
-        url = f"{fs._location}{base}{path}"
+        return await self._send(
+            what, method, f"{fs._location}{base}{path}", params=params, headers=headers, data=data
+        )
+
+    async def _send(
+        self,
+        what: str,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: aiohttp.payload.Payload | None = None,
+    ) -> _Response:
+        """Send one request to an absolute, already encoded ``url`` (see :meth:`_request`)."""
+        fs = await self._filesystem()
         timeout = fs.requests_timeout
         try:
             session = await fs._set_session()
@@ -604,6 +613,29 @@ class GCSTransport(Transport):
             raise AlreadyExistsError(key) from _native_error(response)
         return await self._uploaded_version("PUT-if-absent", key, response)
 
+    async def put_if_absent_stream(
+        self, key: str, parts: AsyncIterable[Buffer], *, retry: RetryPolicy | None = None
+    ) -> str:
+        """Create the object from a stream, holding about one chunk in memory.
+
+        A stream no longer than ``chunk_size`` is one media upload with
+        ``ifGenerationMatch=0``. A longer one opens a resumable upload with the same
+        precondition and sends ``chunk_size`` bytes per request; GCS checks the precondition
+        when the last request completes the object, so a key created meanwhile raises
+        :class:`AlreadyExistsError` there and replaces nothing. ``retry`` retries each request
+        (a chunk whose response was lost is resumed from what GCS says it has); on failure the
+        upload is cancelled.
+        """
+        policy = retry or RetryPolicy(max_attempts=1)
+        return await upload_in_chunks(
+            self,
+            key,
+            parts,
+            size=self._chunk_size,
+            retry=policy,
+            open_upload=lambda: _ResumableUpload(self, key, policy),
+        )
+
     async def put_if_match(self, key: str, data: Buffer, version: str) -> str:
         generation = _parse_generation(version)
         if generation is None:
@@ -651,3 +683,128 @@ class GCSTransport(Transport):
             except NotFoundError:
                 return  # deleted by someone else meanwhile: deleting is idempotent
         await self._fail("DELETE", key, response)
+
+
+class _ResumableUpload:
+    """One resumable upload created with ``ifGenerationMatch=0``, sent chunk by chunk."""
+
+    def __init__(self, transport: GCSTransport, key: str, retry: RetryPolicy) -> None:
+        self._transport = transport
+        self._key = key
+        self._retry = retry
+        self._session: str | None = None
+        self._sent = 0
+        """Bytes GCS has acknowledged."""
+
+    async def start(self) -> None:
+        """Open the upload session; ``AlreadyExistsError`` if the key exists already."""
+        transport = self._transport
+
+        async def attempt(_: int) -> str:
+            response = await transport._request(
+                "PUT-if-absent (resumable)",
+                "POST",
+                f"b/{_quote(transport._bucket)}/o",
+                params={
+                    "uploadType": "resumable",
+                    "name": transport._name(self._key),
+                    "ifGenerationMatch": "0",
+                },
+                headers={
+                    "Content-Type": "application/json",
+                    "X-Upload-Content-Type": "application/octet-stream",
+                },
+                data=aiohttp.payload.BytesPayload(b"{}", content_type="application/json"),
+                upload=True,
+            )
+            if response.status == 412:
+                raise AlreadyExistsError(self._key) from _native_error(response)
+            location = response.headers.get("Location")
+            if response.status != 200 or not location:
+                await transport._fail("PUT-if-absent (resumable)", self._key, response)
+            return location
+
+        self._session = await self._retry.call(
+            attempt, description=f"start resumable upload of {self._key}"
+        )
+
+    async def _persisted(self) -> int | _Response:
+        """How many bytes GCS holds (a status query), or the final response if the upload
+        has completed already (our last request landed but its response was lost)."""
+        assert self._session is not None
+        response = await self._transport._send(
+            "upload status",
+            "PUT",
+            self._session,
+            headers={"Content-Range": "bytes */*", "Content-Length": "0"},
+        )
+        if response.status in (200, 201):
+            return response
+        if response.status != 308:
+            await self._transport._fail("upload status", self._key, response)
+        received = response.headers.get("Range")  # "bytes=0-N"; absent when nothing arrived
+        return int(received.rsplit("-", 1)[1]) + 1 if received else 0
+
+    async def send(self, chunk: bytes, *, final: bool) -> str | None:
+        """Send the next chunk; with ``final``, complete the object and return its version."""
+        transport = self._transport
+        start = self._sent
+        end = start + len(chunk)
+        what = "PUT-if-absent (resumable)"
+
+        async def attempt(number: int) -> str:
+            offset = start
+            if number > 1:
+                persisted = await self._persisted()
+                if isinstance(persisted, _Response):
+                    if final:
+                        return await transport._uploaded_version(what, self._key, persisted)
+                    raise ObjstoreError(f"GCS upload of {self._key!r} completed early")
+                if not start <= persisted <= end:
+                    raise ObjstoreError(
+                        f"GCS upload of {self._key!r} holds {persisted} bytes, expected "
+                        f"{start}..{end}: cannot resume"
+                    )
+                offset = persisted
+                if offset == end and not final:
+                    return ""
+            body = memoryview(chunk)[offset - start :]
+            total = str(end) if final else "*"
+            content_range = f"bytes {offset}-{end - 1}/{total}" if body else f"bytes */{total}"
+            assert self._session is not None
+            response = await transport._send(
+                what,
+                "PUT",
+                self._session,
+                headers={"Content-Range": content_range},
+                data=_BufferPayload(body),
+            )
+            if response.status == 412:
+                raise AlreadyExistsError(self._key) from _native_error(response)
+            if final and response.status in (200, 201):
+                return await transport._uploaded_version(what, self._key, response)
+            if not final and response.status == 308:
+                return ""
+            if response.status == 308:  # GCS wants more than we sent: ask what it has
+                raise TransientStorageError(f"GCS {what} {self._key!r}: upload incomplete")
+            await transport._fail(what, self._key, response)
+
+        version = await self._retry.call(
+            attempt, description=f"upload bytes {start}-{end} of {self._key}"
+        )
+        self._sent = end
+        if not final:
+            return None
+        self._session = None
+        return version
+
+    async def abort(self) -> None:
+        """Cancel the upload session (best effort, never raises)."""
+        session, self._session = self._session, None
+        if session is None:
+            return
+        try:
+            await self._transport._send("cancel upload", "DELETE", session)
+        except Exception:
+            # Not fatal: GCS expires abandoned sessions after a week; nothing is created.
+            logger.debug("could not cancel resumable upload of %s", self._key, exc_info=True)

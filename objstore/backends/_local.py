@@ -30,6 +30,7 @@ from typing import cast
 import xxhash
 
 from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
+from objstore.backends._retry import RetryPolicy
 from objstore.errors import (
     AlreadyExistsError,
     NotFoundError,
@@ -67,6 +68,10 @@ class LocalTransport(Transport):
     """Objects stored as files below ``root`` (created on first write)."""
 
     scheme = "file"
+    #: A file gains nothing from one big write: a streamed object is written as its parts
+    #: arrive, without first being joined.
+    single_put_limit = 1024 * 1024
+    bounded_streaming = True
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self._root = Path(root).expanduser().absolute()
@@ -360,8 +365,12 @@ class LocalTransport(Transport):
     async def delete(self, key: str, version: str | None = None) -> None:
         await asyncio.to_thread(self._delete, key, version)
 
-    async def put_if_absent_stream(self, key: str, parts: AsyncIterable[Buffer]) -> str:
+    async def put_if_absent_stream(
+        self, key: str, parts: AsyncIterable[Buffer], *, retry: RetryPolicy | None = None
+    ) -> str:
         """Stream parts into one temp file, then link it into place (create-if-absent).
+
+        Local writes are not retried (``retry`` is unused): a failed write is not transient.
 
         Each part is hashed and written by a worker thread as it arrives, so the event loop
         stays free for whoever produces the parts, and the kernel is asked to start writing

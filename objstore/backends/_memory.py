@@ -14,7 +14,9 @@ import itertools
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
+from typing import Any
 
 from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
 from objstore.errors import AlreadyExistsError, NotFoundError, PreconditionFailedError
@@ -29,7 +31,7 @@ class _Object:
     mtime: float
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class _Objects:
     """The shared state of one named in-memory store."""
 
@@ -40,6 +42,20 @@ class _Objects:
 
 _registry: dict[str, _Objects] = {}
 _registry_lock = threading.Lock()
+
+
+_anonymous: weakref.WeakValueDictionary[str, _Objects] = weakref.WeakValueDictionary()
+"""Anonymous stores by name, only so that a transport unpickled here finds its objects."""
+
+
+def _reopen(name: str, anonymous: bool) -> MemoryTransport:
+    if not anonymous:
+        return MemoryTransport(name)
+    transport = MemoryTransport()
+    store = _anonymous.get(name)
+    if store is not None:
+        transport._name, transport._store = name, store
+    return transport
 
 
 def _named_store(name: str) -> _Objects:
@@ -55,14 +71,24 @@ class MemoryTransport(Transport):
     """Objects in this process's memory, shared by every transport opened with the name."""
 
     scheme = "memory"
+    persistent = False
 
     def __init__(self, name: str = "") -> None:
         if name:
             self._name = name
             self._store = _named_store(name)
+            self._anonymous = False
         else:
             self._name = f"anonymous-{uuid.uuid4().hex}"
             self._store = _Objects()
+            self._anonymous = True
+            _anonymous[self._name] = self._store
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle the name: unpickled in this process, it reaches the same objects (an
+        anonymous store only while some transport on it is alive); in another process,
+        a store of that name there."""
+        return (_reopen, (self._name, self._anonymous))
 
     @staticmethod
     def discard(name: str) -> None:

@@ -62,7 +62,7 @@ class RequestEvent:
 
     Attributes:
         store: the root URL of the store (no credentials).
-        scheme: ``memory``, ``file``, ``s3`` or ``gs``.
+        scheme: ``memory``, ``file``, ``s3``, ``gs`` or a registered transport's scheme.
         operation: which request (:data:`Operation`).
         key: the object key, or the prefix of a listing, relative to ``store``.
         attempt: 1 for the first attempt, 2 and up for retries of the same request.

@@ -51,9 +51,8 @@ import json
 import logging
 import os
 import re
-import threading
 from collections.abc import AsyncIterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
@@ -62,7 +61,14 @@ import botocore.parsers
 import s3fs
 
 from objstore._keys import validate_prefix
-from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
+from objstore.backends._base import (
+    Buffer,
+    ObjectInfo,
+    ObjectListing,
+    Transport,
+    upload_in_chunks,
+)
+from objstore.backends._loop_clients import LoopClients
 from objstore.backends._retry import RetryPolicy
 from objstore.errors import (
     AlreadyExistsError,
@@ -73,9 +79,34 @@ from objstore.errors import (
     TransientStorageError,
 )
 
-__all__ = ["S3Transport", "translate_error", "validate_bucket_name"]
+__all__ = ["ACCEPTED_OPTIONS", "S3Transport", "translate_error", "validate_bucket_name"]
 
 logger = logging.getLogger(__name__)
+
+ACCEPTED_OPTIONS = frozenset(
+    {
+        # the transport's own
+        "part_size",
+        "parts_in_flight",
+        # what s3fs uses to build the client (credentials, endpoint, botocore configuration)
+        "anon",
+        "endpoint_url",
+        "key",
+        "secret",
+        "token",
+        "username",
+        "password",
+        "profile",
+        "session",
+        "use_ssl",
+        "client_kwargs",
+        "config_kwargs",
+        "cache_regions",
+    }
+)
+"""The ``storage_options`` an S3 transport uses. Others (s3fs's ``s3_additional_kwargs``,
+``requester_pays``, caching and block-size options...) would be silently ignored, because
+requests go to the client directly, so they are refused."""
 
 MIN_PART_SIZE = 5 * 1024 * 1024
 """S3's smallest allowed multipart part (every part but the last)."""
@@ -225,76 +256,28 @@ def _translated(operation: Operation, key: str, version: str | None = None) -> I
         raise translated from exc
 
 
-@dataclass(slots=True)
-class _LoopClient:
-    """The s3fs filesystem (and, once connected, the client) serving one event loop.
-
-    ``users`` counts the transports holding it; the last one to close it closes the client.
-    """
+@dataclass(frozen=True, slots=True)
+class _Client:
+    """An aiobotocore client and the s3fs filesystem that made it (which must stay alive:
+    s3fs closes the client when the filesystem is collected)."""
 
     fs: Any
-    client: Any = None
-    users: int = 0
-    connecting: asyncio.Lock = field(default_factory=asyncio.Lock)
-    """Held while the client is created, so concurrent first uses make only one."""
+    s3: Any
 
 
-_PoolKey = tuple[asyncio.AbstractEventLoop, str]
+async def _close_client(client: _Client, loop: asyncio.AbstractEventLoop) -> None:
+    """Close one loop's client.
 
-
-class _ClientPool:
-    """The clients of this process, one per (event loop, storage options, endpoint
-    environment), shared.
-
-    Building an aiobotocore client costs ~0.2 s (service model, credential chain), two
-    orders of magnitude more than a request, so every transport opened with the same
-    options on the same loop shares one. Reset after ``fork``: a child must not use or close
-    its parent's connections.
+    Called on the client's own loop, or on any loop once the client's loop has closed: aiohttp
+    then only marks its sessions closed (the sockets went with the loop), which keeps it from
+    reporting "Unclosed client session" when the client is collected.
     """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[_PoolKey, _LoopClient] = {}
-        self._pid = os.getpid()
-
-    def join(self, key: _PoolKey, options: dict[str, Any]) -> tuple[_LoopClient, list[_LoopClient]]:
-        """Register one more user of ``key``'s entry (created if needed); also hand back
-        entries of loops that have ended, for the caller to close."""
-        with self._lock:
-            if self._pid != os.getpid():
-                self._entries = {}
-                self._pid = os.getpid()
-            ended = [
-                self._entries.pop(other) for other in list(self._entries) if other[0].is_closed()
-            ]
-            entry = self._entries.get(key)
-            if entry is None:
-                fs = s3fs.S3FileSystem(asynchronous=True, skip_instance_cache=True, **options)
-                entry = self._entries[key] = _LoopClient(fs)
-            entry.users += 1
-            return entry, ended
-
-    def entry(self, key: _PoolKey) -> _LoopClient | None:
-        """The entry a transport already joined, if the pool still has it."""
-        with self._lock:
-            return self._entries.get(key) if self._pid == os.getpid() else None
-
-    def leave(self, key: _PoolKey) -> _LoopClient | None:
-        """Unregister one user; return the entry if it was the last, for the caller to close."""
-        with self._lock:
-            if self._pid != os.getpid():
-                return None
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            entry.users -= 1
-            if entry.users > 0:
-                return None
-            del self._entries[key]
-            return entry
+    await client.s3.close()
 
 
-_POOL = _ClientPool()
+_CLIENTS: LoopClients[_Client] = LoopClients("S3", _close_client)
+"""The aiobotocore clients of this process, one per (event loop, options, endpoint
+environment), shared by every S3 transport opened with the same options."""
 
 
 _ENDPOINT_ENVIRONMENT = (
@@ -329,14 +312,19 @@ class S3Transport(Transport):
             minimum); streams shorter than one part are a single conditional PUT.
         parts_in_flight: how many parts a streamed create uploads at once; memory stays
             bounded by about ``(parts_in_flight + 1) * part_size``.
-        **storage_options: passed to :class:`s3fs.S3FileSystem` (``endpoint_url``, ``key``,
-            ``secret``, ``client_kwargs``, ``config_kwargs``, ...). Without them the usual
+        **storage_options: passed to :class:`s3fs.S3FileSystem` to build the client
+            (``endpoint_url``, ``key``, ``secret``, ``client_kwargs``, ``config_kwargs``, ...;
+            :data:`ACCEPTED_OPTIONS`; others raise ``ValueError``). Without them the usual
             AWS environment applies, including ``AWS_ENDPOINT_URL``. Unless
             ``config_kwargs["retries"]`` is given, botocore's retries are disabled because
             objstore retries itself (see the module docstring).
+
+    Capabilities: ``single_put_limit`` is ``part_size`` (a larger object goes multipart) and
+    streamed creates hold about ``(parts_in_flight + 1) * part_size`` bytes.
     """
 
     scheme = "s3"
+    bounded_streaming = True
 
     #: Keys per ListObjectsV2 page (S3's maximum; tests lower it to exercise pagination).
     list_page_size = 1000
@@ -351,6 +339,12 @@ class S3Transport(Transport):
         **storage_options: Any,
     ) -> None:
         validate_bucket_name(bucket)
+        unknown = sorted(set(storage_options) - ACCEPTED_OPTIONS)
+        if unknown:
+            raise ValueError(
+                f"storage option(s) {', '.join(unknown)} are not used by the S3 transport; it "
+                f"accepts {', '.join(sorted(ACCEPTED_OPTIONS))}"
+            )
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum)")
         if parts_in_flight < 1:
@@ -364,13 +358,8 @@ class S3Transport(Transport):
         config_kwargs.setdefault("retries", {"total_max_attempts": 1})
         options["config_kwargs"] = config_kwargs
         self._storage_options = options
-        self._options_key = _options_key(bucket, options)
-        self.stream_retry = RetryPolicy()
-        """How parts and the completion of a streamed create are retried (the stream itself
-        cannot be replayed, so this happens here rather than in the backend)."""
-        self._joined: set[_PoolKey] = set()
-        self._joined_lock = threading.Lock()
-        self._pid = os.getpid()
+        self.single_put_limit = part_size
+        self._seat = _CLIENTS.seat(_options_key(bucket, options), self._build_client)
 
     @property
     def url(self) -> str:
@@ -396,26 +385,14 @@ class S3Transport(Transport):
     def _relative_key(self, full_key: str) -> str:
         return full_key[len(self._prefix) + 1 :] if self._prefix else full_key
 
+    async def _build_client(self) -> _Client:
+        fs = s3fs.S3FileSystem(asynchronous=True, skip_instance_cache=True, **self._storage_options)
+        await fs.set_session()
+        return _Client(fs, await fs.get_s3(self._bucket))
+
     async def _client(self) -> Any:
-        """The aiobotocore client for the running loop, shared through the pool."""
-        key = (asyncio.get_running_loop(), self._options_key)
-        with self._joined_lock:
-            if self._pid != os.getpid():
-                self._joined = set()
-                self._pid = os.getpid()
-            first_use = key not in self._joined
-            self._joined.add(key)
-        entry = None if first_use else _POOL.entry(key)
-        if entry is None:
-            entry, ended = _POOL.join(key, self._storage_options)
-            for stale in ended:
-                await _close_client(stale)
-        if entry.client is None:
-            async with entry.connecting:
-                if entry.client is None:
-                    await entry.fs.set_session()
-                    entry.client = await entry.fs.get_s3(self._bucket)
-        return entry.client
+        """The aiobotocore client for the running loop, shared with other transports."""
+        return (await self._seat.client()).s3
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -560,57 +537,37 @@ class S3Transport(Transport):
             return True
         return False
 
-    async def put_if_absent_stream(self, key: str, parts: AsyncIterable[Buffer]) -> str:
+    async def put_if_absent_stream(
+        self, key: str, parts: AsyncIterable[Buffer], *, retry: RetryPolicy | None = None
+    ) -> str:
         """Create the object from a stream; multipart once it outgrows one part.
 
         Parts are uploaded as they fill, at most ``parts_in_flight`` at once (the stream is
         not read further while that many are in flight), and the upload is completed with
         ``If-None-Match: *``: if the key was created meanwhile, S3 refuses the completion and
         this raises :class:`AlreadyExistsError`. On any failure the upload is aborted.
+        ``retry`` (the backend's policy) retries the start, each part and the completion; a
+        stream of at most one part is one conditional PUT, retried by it too.
         """
-        buffer = bytearray()
-        upload: _MultipartUpload | None = None
-        try:
-            async for part in parts:
-                buffer += part
-                while len(buffer) >= self._part_size:
-                    if upload is None:
-                        upload = _MultipartUpload(self, key, await self._client())
-                        await upload.start()
-                    chunk = bytes(memoryview(buffer)[: self._part_size])
-                    del buffer[: self._part_size]
-                    await upload.add_part(chunk)
-            if upload is None:
-                return await self.put_if_absent(key, buffer)
-            if buffer:
-                await upload.add_part(bytes(buffer))
-                buffer.clear()
-            return await upload.complete()
-        except BaseException:
-            if upload is not None:
-                await upload.abort()
-            raise
+        policy = retry or RetryPolicy(max_attempts=1)
+        client = await self._client()
+        return await upload_in_chunks(
+            self,
+            key,
+            parts,
+            size=self._part_size,
+            retry=policy,
+            open_upload=lambda: _MultipartUpload(self, key, client, policy),
+        )
 
     async def close(self) -> None:
         """Stop using the clients of every loop this transport has used.
 
         A client shared with other open transports stays open for them; the last user closes
-        it: on the running loop, or a loop that has ended, before returning; on another loop
-        that still runs, in the background there. A later call opens fresh clients.
+        it (see :class:`~objstore.backends._loop_clients.ClientSeat`). A later call opens
+        fresh clients.
         """
-        with self._joined_lock:
-            joined = list(self._joined) if self._pid == os.getpid() else []
-            self._joined = set()
-        current = asyncio.get_running_loop()
-        for key in joined:
-            entry = _POOL.leave(key)
-            if entry is None:
-                continue
-            loop = key[0]
-            if loop is current or loop.is_closed():
-                await _close_client(entry)
-            elif loop.is_running():
-                asyncio.run_coroutine_threadsafe(_close_client(entry), loop)
+        await self._seat.release()
 
 
 def multipart_etag(part_etags: list[str]) -> str | None:
@@ -634,26 +591,12 @@ def _rebuild(bucket: str, prefix: str, options: dict[str, Any]) -> S3Transport:
     return S3Transport(bucket, prefix, **options)
 
 
-async def _close_client(entry: _LoopClient) -> None:
-    """Close one loop's client.
-
-    Called on the client's own loop, or on any loop once the client's loop has closed: aiohttp
-    then only marks its sessions closed (the sockets went with the loop), which keeps it from
-    reporting "Unclosed client session" when the client is collected.
-    """
-    if entry.client is None:
-        return
-    try:
-        await entry.client.close()
-    except Exception:  # closing is best effort: the connection may already be gone
-        logger.debug("closing an S3 client failed", exc_info=True)
-
-
 class _MultipartUpload:
     """One in-progress multipart upload with a bounded number of parts in flight."""
 
-    def __init__(self, transport: S3Transport, key: str, client: Any) -> None:
+    def __init__(self, transport: S3Transport, key: str, client: Any, retry: RetryPolicy) -> None:
         self._transport = transport
+        self._retry = retry
         self._key = key
         self._full_key = transport._full_key(key)
         self._client = client
@@ -669,10 +612,13 @@ class _MultipartUpload:
                     Bucket=self._transport.bucket, Key=self._full_key
                 )
 
-        response = await self._transport.stream_retry.call(
-            attempt, description=f"start upload of {self._key}"
-        )
+        response = await self._retry.call(attempt, description=f"start upload of {self._key}")
         self._upload_id = str(response["UploadId"])
+
+    async def send(self, chunk: bytes, *, final: bool) -> str | None:
+        """Add ``chunk`` as the next part; after the ``final`` one, complete the upload."""
+        await self.add_part(chunk)
+        return await self.complete() if final else None
 
     async def add_part(self, data: bytes) -> None:
         """Start uploading ``data`` as the next part; waits while too many are in flight."""
@@ -697,7 +643,7 @@ class _MultipartUpload:
         try:
             # Re-uploading a part number replaces it, so parts are safe to retry here, where
             # the stream they came from cannot be replayed.
-            response = await self._transport.stream_retry.call(
+            response = await self._retry.call(
                 attempt, description=f"upload part {number} of {self._key}"
             )
             self._etags[number] = str(response["ETag"])
@@ -737,9 +683,7 @@ class _MultipartUpload:
                             return expected
                 raise
 
-        etag = await self._transport.stream_retry.call(
-            attempt, description=f"complete upload of {self._key}"
-        )
+        etag = await self._retry.call(attempt, description=f"complete upload of {self._key}")
         self._upload_id = None
         return etag
 

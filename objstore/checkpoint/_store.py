@@ -94,13 +94,10 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 SINGLE_PUT_LIMIT = 16 * 1024 * 1024
-"""Sidecars up to this size are sent as one retried PUT; larger ones are streamed (on S3 a
-multipart upload, completed only if the key is still absent), so their upload overlaps their
-compression. Equal to the S3 transport's default part size: a sidecar of more than one part
-goes multipart, and its first part leaves as soon as it is compressed."""
-LOCAL_SINGLE_PUT_LIMIT = 1024 * 1024
-"""The same limit on a local directory: a file gains nothing from one big write, and a
-streamed sidecar is written as its frames are produced, without first being joined."""
+"""Sidecars up to this size (or the transport's smaller ``single_put_limit``: 1 MiB on a
+local directory) are sent as one retried PUT; larger ones are streamed (on S3 a multipart
+upload, completed only if the key is still absent), so their upload overlaps their
+compression."""
 
 
 def default_chunks_in_flight() -> int:
@@ -433,7 +430,7 @@ class AsyncCheckpointStore(AsyncClosing):
             window=self.chunks_in_flight,
         )
         key = state_key(manifest.checkpoint_id)
-        limit = LOCAL_SINGLE_PUT_LIMIT if self.backend.scheme == "file" else SINGLE_PUT_LIMIT
+        limit = min(SINGLE_PUT_LIMIT, self.backend.transport.single_put_limit)
         pieces = encoder.pieces(chunks)
         head: collections.deque[bytes] = collections.deque()
         head_size = 0

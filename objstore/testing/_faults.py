@@ -24,7 +24,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-from objstore.backends import Buffer, ObjectInfo, ObjectListing, Transport
+from objstore.backends import Buffer, ObjectInfo, ObjectListing, RetryPolicy, Transport
 from objstore.errors import TransientStorageError
 
 __all__ = [
@@ -98,7 +98,7 @@ class FaultInjectingTransport(Transport):
 
     def __init__(self, inner: Transport, *, seed: int = 0) -> None:
         self.inner = inner
-        self.scheme = inner.scheme
+        self.adopt_capabilities(inner)
         self.calls: list[Call] = []
         self._state = _State()
         self._lock = threading.Lock()
@@ -282,9 +282,13 @@ class FaultInjectingTransport(Transport):
             "put_if_match", key, lambda: self.inner.put_if_match(key, data, version), len(data)
         )
 
-    async def put_if_absent_stream(self, key: str, parts: AsyncIterable[Buffer]) -> str:
+    async def put_if_absent_stream(
+        self, key: str, parts: AsyncIterable[Buffer], *, retry: RetryPolicy | None = None
+    ) -> str:
         return await self._call(
-            "put_if_absent_stream", key, lambda: self.inner.put_if_absent_stream(key, parts)
+            "put_if_absent_stream",
+            key,
+            lambda: self.inner.put_if_absent_stream(key, parts, retry=retry),
         )
 
     async def list(self, prefix: str) -> ObjectListing:

@@ -20,8 +20,12 @@ What the fixture adds to the emulator (gcp-storage-emulator ignores all of it), 
 servers apart by their ``Storage`` object:
 
 * ``ifGenerationMatch`` on media/multipart uploads (``0``: the object must not exist; ``N``:
-  its live generation must be ``N``, so a missing object fails too) and on deletes, answered
-  with GCS's 412 ``conditionNotMet``. The server is ``http.server.HTTPServer``, which handles
+  its live generation must be ``N``, so a missing object fails too), on deletes, and on
+  resumable uploads both when the session is opened and when its last request completes the
+  object (a fresh generation is given then), answered with GCS's 412 ``conditionNotMet``;
+  no ``Range`` header on a 308 while the upload holds nothing, and the object (200) in
+  answer to a request on an upload that has completed, as on GCS.
+  The server is ``http.server.HTTPServer``, which handles
   one request at a time on one thread (no ``ThreadingMixIn``), so check-then-write inside a
   handler is atomic without a lock.
 * ``x-goog-generation`` on media downloads, as GCS sends it.
@@ -40,6 +44,7 @@ import logging
 import os
 import socketserver
 import threading
+import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -127,6 +132,8 @@ def _reject_precondition(response: Any) -> None:
 def _upload_name(request: Any, upload_type: str) -> str | None:
     if "name" in request.query:
         return str(request.query["name"][0])
+    if upload_type == "resumable" and isinstance(request.data, dict) and request.data.get("name"):
+        return str(request.data["name"])
     if upload_type == "multipart" and isinstance(request.data, dict):
         name = request.data.get("meta", {}).get("name")
         return str(name) if name else None
@@ -138,12 +145,53 @@ def _insert(original: Handler, request: Any, response: Any, storage: Storage) ->
     upload_type = (request.query.get("uploadType") or [""])[0]
     if upload_type == "media" and data is None:
         request._data = b""  # the emulator takes len(None) of an empty body and crashes
-    if upload_type in ("media", "multipart"):
+    if upload_type in ("media", "multipart", "resumable"):
         name = _upload_name(request, upload_type)
         bucket = request.params["bucket_name"]
         if name is not None and not _precondition_holds(storage, bucket, name, request.query):
             return _reject_precondition(response)
     return original(request, response, storage)
+
+
+def _completes(request: Any, storage: Storage, upload_id: str) -> bool:
+    """Whether this request of a resumable upload completes the object: its Content-Range
+    names the total size and, with its body, the server then holds all of it."""
+    header = request.get_header("Content-Range", "") or ""
+    total = header.rpartition("/")[2]
+    if not total.isdigit():
+        return False
+    received = storage.get_resumable_byte_count(upload_id)
+    return received + len(request.data or b"") >= int(total)
+
+
+_completed_uploads: dict[tuple[int, str], tuple[str, str]] = {}
+"""(server storage, upload id) -> (bucket, name) of every completed resumable upload."""
+
+
+def _upload_partial(original: Handler, request: Any, response: Any, storage: Storage) -> Any:
+    """A request of a resumable upload: the session URL repeats the creating request's query,
+    so its ``ifGenerationMatch`` is checked again when the object is completed, as GCS does;
+    the new object gets a fresh generation then (the emulator stamps the creation's time)."""
+    upload_id = (request.query.get("upload_id") or [""])[0]
+    _ = request.data  # read the body first: the client is still sending it
+    try:
+        obj = storage.get_resumable_file_obj(upload_id)
+    except Exception:
+        completed = _completed_uploads.get((id(storage), upload_id))
+        current = storage.objects.get(completed[0], {}).get(completed[1]) if completed else None
+        if current is None:
+            return original(request, response, storage)
+        return response.json(current)  # GCS answers a completed upload with its object
+    if _completes(request, storage, upload_id):
+        if not _precondition_holds(storage, obj["bucket"], obj["name"], request.query):
+            return _reject_precondition(response)
+        obj["generation"] = str(time.time_ns() // 1000)
+        _completed_uploads[(id(storage), upload_id)] = (obj["bucket"], obj["name"])
+    result = original(request, response, storage)
+    if response.status == 308 and storage.get_resumable_byte_count(upload_id) == 0:
+        # GCS sends no Range while it holds nothing; the emulator says "bytes=0-0" (1 byte).
+        response._headers.pop("Range", None)
+    return result
 
 
 def _delete(original: Handler, request: Any, response: Any, storage: Storage) -> Any:
@@ -188,8 +236,9 @@ _ADDITIONS: dict[str, Callable[[Handler, Any, Any, Storage], Any]] = {
     "delete": _delete,
     "download": _download,
     "ls": _list,
+    "upload_partial": _upload_partial,
 }
-_FAULTABLE = ("insert", "delete", "download", "ls", "get")
+_FAULTABLE = ("insert", "delete", "download", "ls", "get", "upload_partial")
 
 
 def _wrap(name: str, original: Handler) -> Handler:

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from objstore.backends import Buffer, ObjectInfo, ObjectListing, Transport
+from objstore.backends import Buffer, ObjectInfo, ObjectListing, RetryPolicy, Transport
 from objstore.testing._faults import WRITE_OPERATIONS, SimulatedCrash
 
 __all__ = [
@@ -94,7 +94,7 @@ class SimulatedTransport(Transport):
 
     def __init__(self, inner: Transport, park: Callable[[Request], None]) -> None:
         self.inner = inner
-        self.scheme = inner.scheme
+        self.adopt_capabilities(inner)
         self._park = park
         self._queue = _Queue()
 
@@ -157,7 +157,9 @@ class SimulatedTransport(Transport):
         )
         return result
 
-    async def put_if_absent_stream(self, key: str, parts: AsyncIterable[Buffer]) -> str:
+    async def put_if_absent_stream(
+        self, key: str, parts: AsyncIterable[Buffer], *, retry: RetryPolicy | None = None
+    ) -> str:
         data = b"".join([bytes(part) async for part in parts])
         return await self.put_if_absent(key, data)
 
