@@ -475,7 +475,6 @@ def test_retried_streamed_save_with_state_after_its_sidecar_reply_was_lost(
     from objstore.checkpoint import _store
 
     monkeypatch.setattr(_store, "SINGLE_PUT_LIMIT", 64)
-    monkeypatch.setattr(_store, "LOCAL_SINGLE_PUT_LIMIT", 64)
     store, faults = faulty_store(store_url)
     faults.lose_response("put_if_absent_stream", 1)
     with pytest.raises(TransientStorageError):
