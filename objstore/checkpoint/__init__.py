@@ -44,7 +44,9 @@ from objstore.checkpoint._maintenance import (
     validate_checkpoint_streaming_async,
 )
 from objstore.checkpoint._manifest import (
+    ABORTED,
     MANIFEST_FORMAT,
+    TOMBSTONE_FORMAT,
     CheckpointManifest,
     OperatorState,
     SinkStatus,
@@ -63,6 +65,7 @@ from objstore.checkpoint._store import (
 )
 
 __all__ = [
+    "ABORTED",
     "CHECKPOINTS",
     "LATEST",
     "MANIFEST_FORMAT",
@@ -80,6 +83,7 @@ __all__ = [
     "Removal",
     "RemovalRefused",
     "SinkStatus",
+    "TOMBSTONE_FORMAT",
     "ValidationResult",
     "checkpoint_dir",
     "copy_checkpoint",
