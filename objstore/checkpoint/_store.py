@@ -1310,9 +1310,9 @@ class AsyncCheckpointStore(AsyncClosing):
         if len(committed) <= keep_count:
             plan_prune(committed, keep_count, None)  # validates keep_count
             return []
-        report = await self.recover_latest_validated()
-        doomed = plan_prune(committed, keep_count, report.chosen_id)
-        return await self._spare_newer_epochs(doomed, report.manifest)
+        anchor = await self._prune_anchor()
+        doomed = plan_prune(committed, keep_count, anchor.checkpoint_id if anchor else None)
+        return await self._spare_newer_epochs(doomed, anchor)
 
     async def _prune(self, keep_count: int, *, known_valid: CheckpointManifest | None) -> list[int]:
         """Delete what :meth:`prune` deletes. Tombstones are neither counted nor deleted
@@ -1323,7 +1323,7 @@ class AsyncCheckpointStore(AsyncClosing):
             plan_prune(committed, keep_count, None)
             return []
         if known_valid is None:
-            known_valid = (await self.recover_latest_validated()).manifest
+            known_valid = await self._prune_anchor()
         newest_valid = known_valid.checkpoint_id if known_valid is not None else None
         doomed = plan_prune(committed, keep_count, newest_valid)
         doomed = await self._spare_newer_epochs(doomed, known_valid)
@@ -1333,6 +1333,29 @@ class AsyncCheckpointStore(AsyncClosing):
         if doomed:
             logger.info("pruned checkpoints %s", doomed)
         return doomed
+
+    async def _prune_anchor(self) -> CheckpointManifest | None:
+        """The valid checkpoint a prune keeps and measures what it deletes against: one no
+        save can still withdraw.
+
+        The newest valid checkpoint (:meth:`recover_latest_validated`), unless it ranks
+        above the checkpoint ``latest.txt`` names: such a commit's save has not moved the
+        pointer yet and may still be withdrawn (its writer fenced, or its commit too late),
+        so the anchor is then the named checkpoint, fully validated — every save moves the
+        pointer before it returns. If that one is invalid, nothing is pruned now.
+        """
+        report, pointer = await asyncio.gather(
+            self.recover_latest_validated(), self._read_pointer()
+        )
+        chosen = report.manifest
+        record = await self._pointer_record(pointer)
+        rank = record.rank if record is not None else None
+        if chosen is None or rank is None or (chosen.epoch, chosen.checkpoint_id) <= rank:
+            return chosen
+        result, named = await self._validate(rank[1])
+        if not result.valid or named is None or (named.epoch, named.checkpoint_id) != rank:
+            return None
+        return named
 
     async def _spare_newer_epochs(
         self, doomed: list[int], newest_valid: CheckpointManifest | None
