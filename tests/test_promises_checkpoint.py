@@ -424,6 +424,31 @@ def test_a_janitors_prune_never_trusts_a_commit_that_may_still_be_withdrawn(
     assert fresh.load_state_data(2) == joined_state(2)
 
 
+def test_prune_never_deletes_a_sidecar_that_is_not_the_pruned_checkpoints_state(
+    store_url: str,
+) -> None:
+    """Simulator seed 5635: a prune lists checkpoint 1 (saved without state) together with
+    a sidecar another writer staged under the same id, deletes manifest 1, and that writer's
+    save commits 1 with its state before the prune's next delete: the prune must not take
+    the sidecar, which was never the pruned checkpoint's."""
+    pruner, faults = faulty_store(store_url, max_retained=1)
+    pruner.save(manifest(1))  # no state
+    other = CheckpointStore(store_url)
+    other.save_state_data(1, state_for(1), epoch=1)
+    committed = []
+
+    async def other_commits() -> None:
+        committed.append(await asyncio.to_thread(other.save, manifest(1)))
+
+    faults.on_call("delete", other_commits, when="after", key_contains="00001/manifest.json")
+    pruner.save(manifest(2))
+    assert len(committed) == 1
+    assert committed[0].state_checksum is not None
+    fresh = CheckpointStore(store_url)
+    assert fresh.validate_checkpoint(1).valid
+    assert fresh.load_state_data(1) == joined_state(1)
+
+
 def test_id_taken_after_a_claim_is_fenced_not_a_plain_conflict(store_url: str) -> None:
     first, second = CheckpointStore(store_url), CheckpointStore(store_url)
     first.save(manifest(1, epoch=1))

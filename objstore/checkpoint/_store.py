@@ -1312,7 +1312,7 @@ class AsyncCheckpointStore(AsyncClosing):
             return []
         anchor = await self._prune_anchor()
         doomed = plan_prune(committed, keep_count, anchor.checkpoint_id if anchor else None)
-        return await self._spare_newer_epochs(doomed, anchor)
+        return list(await self._spare_newer_epochs(doomed, anchor))
 
     async def _prune(self, keep_count: int, *, known_valid: CheckpointManifest | None) -> list[int]:
         """Delete what :meth:`prune` deletes. Tombstones are neither counted nor deleted
@@ -1326,10 +1326,16 @@ class AsyncCheckpointStore(AsyncClosing):
             known_valid = await self._prune_anchor()
         newest_valid = known_valid.checkpoint_id if known_valid is not None else None
         doomed = plan_prune(committed, keep_count, newest_valid)
-        doomed = await self._spare_newer_epochs(doomed, known_valid)
+        read = await self._spare_newer_epochs(doomed, known_valid)
+        doomed = list(read)
         for checkpoint_id in doomed:
-            for key in entries[checkpoint_id].keys:
-                await self.backend.delete(key)
+            entry, found = entries[checkpoint_id], read[checkpoint_id]
+            # A sidecar beside a manifest saved without state is not that checkpoint's: a
+            # writer staged it under the id, and may commit it once the manifest is gone.
+            foreign = found is not None and not found.has_state
+            for info in entry.objects:
+                if not (foreign and info is entry.state):
+                    await self.backend.delete(info.key)
         if doomed:
             logger.info("pruned checkpoints %s", doomed)
         return doomed
@@ -1359,13 +1365,16 @@ class AsyncCheckpointStore(AsyncClosing):
 
     async def _spare_newer_epochs(
         self, doomed: list[int], newest_valid: CheckpointManifest | None
-    ) -> list[int]:
+    ) -> dict[int, CheckpointManifest | None]:
         """``doomed`` without the checkpoints of an epoch newer than ``newest_valid``'s: a
-        newer epoch's commit whose pointer move is still in flight (one GET per doomed id)."""
+        newer epoch's commit whose pointer move is still in flight (one GET per doomed id),
+        each with its manifest as read (``None``: missing or unreadable)."""
         if not doomed or newest_valid is None:
-            return doomed
-        epochs = await _gather_bounded(self._epoch_of(cid) for cid in doomed)
-        return spare_newer_epochs(doomed, epochs, newest_valid.epoch)
+            return {}
+        manifests = await _gather_bounded(self._try_load(cid) for cid in doomed)
+        epochs = [m.epoch if m is not None else None for m in manifests]
+        kept = set(spare_newer_epochs(doomed, epochs, newest_valid.epoch))
+        return {cid: found for cid, found in zip(doomed, manifests, strict=True) if cid in kept}
 
     async def plan_cleanup_orphans(self, grace_seconds: float | None = None) -> list[int]:
         """The uncommitted checkpoint ids :meth:`cleanup_orphans` would delete now; writes
