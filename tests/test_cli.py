@@ -194,7 +194,37 @@ def test_ls_reports_every_status_and_the_pointer(url: str) -> None:
         "detail": "names checkpoint 5, which is corrupt",
     }
     assert doc["newest_valid_id"] == 3
-    assert doc["counts"] == {"valid": 2, "pending_sinks": 1, "corrupt": 2, "orphan": 1}
+    assert doc["counts"] == {
+        "valid": 2,
+        "pending_sinks": 1,
+        "corrupt": 2,
+        "orphan": 1,
+        "aborted": 0,
+    }
+
+
+def test_ls_and_prune_treat_an_aborted_id_as_no_checkpoint(tmp_path: Path) -> None:
+    """A janitor's tombstone (id 2) is neither corrupt (ls exits 0) nor pruned or counted."""
+    url = str(tmp_path / "store")
+    store = CheckpointStore(url)
+    for checkpoint_id in (1, 3):
+        if checkpoint_id == 3:
+            store.save_state_data(2, [b"abandoned"], epoch=1)
+
+            async def far_ahead() -> float:
+                return 8e9
+
+            assert CheckpointStore(url, store_clock=far_ahead).cleanup_orphans() == 1
+        store.save_with_state(CheckpointManifest(checkpoint_id, 1), [b"state"])
+    code, doc = invoke_json("ls", url)
+    assert code == 0
+    assert doc["counts"]["aborted"] == 1
+    assert doc["counts"]["corrupt"] == 0
+    assert [row["status"] for row in doc["checkpoints"]] == ["valid", "aborted", "valid"]
+    code, doc = invoke_json("prune", url, "--keep", "1")
+    assert code == 0
+    assert doc["committed"] == [1, 3]
+    assert doc["deleted"] == [1]
 
 
 def test_ls_quick_checks_sizes_only(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ cannot drift apart, and a format change that forgets its old bytes fails here.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from objstore import (
+    CheckpointConflict,
     CheckpointManifest,
     CheckpointStore,
     CorruptionError,
@@ -27,7 +29,7 @@ from objstore import (
     SourceCheckpoint,
     SourceCheckpointStore,
 )
-from objstore.checkpoint import POINTER_FORMAT
+from objstore.checkpoint import ABORTED, POINTER_FORMAT, TOMBSTONE_FORMAT
 from objstore.codec import SEALED_FORMAT, unseal
 from objstore.kv import KV_MANIFEST_FORMAT
 from objstore.projections import PROJECTION_FORMAT
@@ -78,6 +80,7 @@ def test_every_format_written_today_has_committed_data() -> None:
         f"sealed-format-{SEALED_FORMAT}",
         f"kv-format-{KV_MANIFEST_FORMAT}",
         f"checkpoint-format-{POINTER_FORMAT}",
+        f"checkpoint-tombstone-format-{TOMBSTONE_FORMAT}",
     }
     for name in generate.GENERATORS:
         assert (DATA / name).is_dir(), f"tests/data/{name} is missing: run tests/data/generate.py"
@@ -203,6 +206,29 @@ def test_checkpoint_format_2(source: Path, tmp_path: Path) -> None:
         store.save(CheckpointManifest(checkpoint_id=8, epoch=1))
     store.save(CheckpointManifest(checkpoint_id=8, epoch=2))
     assert store.load_latest().checkpoint_id == 8  # type: ignore[union-attr]
+    store.close()
+
+
+def test_checkpoint_tombstone_format_2(source: Path, tmp_path: Path) -> None:
+    """Id 2 was aborted (a janitor's tombstone): never a checkpoint, never restored, never
+    repaired, and its id stays taken; 1 and 3 read as saved."""
+    url = copy(source, f"checkpoint-tombstone-format-{TOMBSTONE_FORMAT}", tmp_path)
+    tombstone = json.loads(
+        (
+            Path(url) / "checkpoints" / "checkpoint_00000000000000000002" / "manifest.json"
+        ).read_text()
+    )
+    assert (tombstone["format_version"], tombstone["aborted"]) == (TOMBSTONE_FORMAT, True)
+    store = CheckpointStore(url)
+    assert store.list_ids() == [1, 3]
+    assert store.load_by_id(2) is None
+    assert store.load_latest().checkpoint_id == 3  # type: ignore[union-attr]
+    for checkpoint_id in (1, 3):
+        assert store.load_state_data(checkpoint_id) == generate.checkpoint_state(checkpoint_id, 1)
+    assert store.validate_checkpoint(2).issues == (ABORTED,)
+    assert store.next_checkpoint_id() == 4
+    with pytest.raises(CheckpointConflict):
+        store.save(CheckpointManifest(checkpoint_id=2, epoch=1))
     store.close()
 
 

@@ -375,6 +375,80 @@ def test_a_zombies_prune_spares_the_leaders_commit_in_flight(store_url: str) -> 
         zombie.save(manifest(9, epoch=1))
 
 
+def test_a_leaders_prune_removes_only_what_its_commit_outranks(store_url: str) -> None:
+    """Simulator seed 1698: epoch 1 saved 2 (returned) and, as a zombie, landed 3; the
+    leader (epoch 2, ``max_retained=1``) saves 1 and prunes. It deleted epoch 1's 2, which
+    is retention, not a lost save: the leader's 1 outranks it in the (epoch, id) order
+    readers choose by, and stays valid and restored; no checkpoint that outranks the
+    leader's is touched."""
+    old = CheckpointStore(store_url)
+    old.save_with_state(manifest(2, epoch=1), state_for(2))
+    old.save_with_state(manifest(3, epoch=1), state_for(3))
+    leader = CheckpointStore(store_url, max_retained=1)
+    leader.save_with_state(manifest(1, epoch=2), state_for(1))
+    fresh = CheckpointStore(store_url)
+    assert fresh.load_by_id(2) is None  # pruned: outranked by (2, 1)
+    assert fresh.list() == [(1, 2), (3, 1)]
+    assert fresh.load_latest().checkpoint_id == 1  # type: ignore[union-attr]
+    assert fresh.recover_latest_validated().chosen_id == 1
+    assert fresh.load_state_data(1) == joined_state(1)
+    with pytest.raises(FencedError):
+        old.save(manifest(4, epoch=1))
+
+
+def test_a_janitors_prune_never_trusts_a_commit_that_may_still_be_withdrawn(
+    store_url: str,
+) -> None:
+    """Simulator seed 4445: epoch 1 saved 1 and 2 (returned); epoch 2 claimed the store; a
+    save of 3 by epoch 1 landed its manifest and is about to learn it is fenced and withdraw
+    it. A janitor's ``prune(1)`` running then must not keep only 3 (above the pointer, not
+    final) and delete 2: after the withdrawal nothing valid would be left."""
+    writer, faults = faulty_store(store_url)
+    writer.save_with_state(manifest(1, epoch=1), state_for(1))
+    writer.save_with_state(manifest(2, epoch=1), state_for(2))
+    CheckpointStore(store_url).claim_epoch(2)
+    janitor = CheckpointStore(store_url)
+    pruned: list[int] = []
+
+    async def janitor_prunes() -> None:
+        pruned.append(await asyncio.to_thread(janitor.prune, 1))
+
+    faults.on_call("put_if_match", janitor_prunes, when="before", key_contains="latest.txt")
+    with pytest.raises(FencedError):
+        writer.save_with_state(manifest(3, epoch=1), state_for(3))
+    assert pruned == [1]  # checkpoint 1 only: 2, named by latest.txt, is the anchor
+    fresh = CheckpointStore(store_url)
+    assert fresh.load_by_id(3) is None  # withdrawn
+    assert fresh.load_latest().checkpoint_id == 2  # type: ignore[union-attr]
+    assert fresh.recover_latest_validated().chosen_id == 2
+    assert fresh.load_state_data(2) == joined_state(2)
+
+
+def test_prune_never_deletes_a_sidecar_that_is_not_the_pruned_checkpoints_state(
+    store_url: str,
+) -> None:
+    """Simulator seed 5635: a prune lists checkpoint 1 (saved without state) together with
+    a sidecar another writer staged under the same id, deletes manifest 1, and that writer's
+    save commits 1 with its state before the prune's next delete: the prune must not take
+    the sidecar, which was never the pruned checkpoint's."""
+    pruner, faults = faulty_store(store_url, max_retained=1)
+    pruner.save(manifest(1))  # no state
+    other = CheckpointStore(store_url)
+    other.save_state_data(1, state_for(1), epoch=1)
+    committed = []
+
+    async def other_commits() -> None:
+        committed.append(await asyncio.to_thread(other.save, manifest(1)))
+
+    faults.on_call("delete", other_commits, when="after", key_contains="00001/manifest.json")
+    pruner.save(manifest(2))
+    assert len(committed) == 1
+    assert committed[0].state_checksum is not None
+    fresh = CheckpointStore(store_url)
+    assert fresh.validate_checkpoint(1).valid
+    assert fresh.load_state_data(1) == joined_state(1)
+
+
 def test_id_taken_after_a_claim_is_fenced_not_a_plain_conflict(store_url: str) -> None:
     first, second = CheckpointStore(store_url), CheckpointStore(store_url)
     first.save(manifest(1, epoch=1))

@@ -22,8 +22,10 @@ import pytest
 from typer.testing import CliRunner
 
 from objstore import (
+    CheckpointConflict,
     CheckpointManifest,
     CheckpointStore,
+    FencedError,
     NotFoundError,
     PreconditionFailedError,
     cli,
@@ -31,6 +33,7 @@ from objstore import (
 )
 from objstore.backends import Backend
 from objstore.checkpoint import (
+    ABORTED,
     LATEST,
     QUARANTINE,
     SinkStatus,
@@ -118,8 +121,8 @@ def test_a_long_gap_between_staging_and_save_never_commits_a_manifest_without_st
     CheckpointStore(url, orphan_grace_seconds=1.0).cleanup_orphans()
     with pytest.raises(PreconditionFailedError, match="stage"):
         writer.save(manifest(2))
-    assert not raw.exists(manifest_key(2))
     reader = CheckpointStore(url)
+    assert reader.load_by_id(2) is None  # at most the janitor's tombstone holds the id
     assert reader.load_latest().checkpoint_id == 1  # type: ignore[union-attr]
     assert reader.recover_latest_validated().chosen_id == 1
 
@@ -136,15 +139,15 @@ def test_a_janitor_by_store_clock_deletes_a_stale_sidecar_and_the_save_refuses(
     assert janitor.plan_cleanup_orphans() == [2]
     assert janitor.cleanup_orphans() == 1
     assert not raw.exists(state_key(2))
-    with pytest.raises(PreconditionFailedError):
+    with pytest.raises(CheckpointConflict, match="next_checkpoint_id"):
         writer.save(manifest(2))
-    assert not raw.exists(manifest_key(2))
-    with pytest.raises(PreconditionFailedError):  # a retry cannot commit it without state
+    with pytest.raises(CheckpointConflict):  # a retry cannot commit it without state
         writer.save(manifest(2))
-    assert not raw.exists(manifest_key(2))
-    writer.save_state_data(2, state_for(2), epoch=1)  # staged again: now it commits
-    writer.save(manifest(2))
-    assert writer.load_state_data(2) == joined_state(2)
+    assert writer.load_by_id(2) is None
+    assert writer.next_checkpoint_id() == 3  # the aborted id stays taken
+    writer.save_state_data(3, state_for(3), epoch=1)  # staged again: now it commits
+    writer.save(manifest(3))
+    assert writer.load_state_data(3) == joined_state(3)
 
 
 def test_save_refuses_state_staged_longer_than_half_the_grace(url: str, raw: Backend) -> None:
@@ -209,8 +212,9 @@ def test_the_store_clock_costs_one_marker_write_and_one_head_only_when_orphans_e
 def test_a_janitor_never_deletes_a_sidecar_rewritten_since_its_listing(
     url: str, raw: Backend
 ) -> None:
-    """Janitor A lists a stale orphan; meanwhile janitor B deletes it and a writer stages
-    the freed id afresh. A must not take the new sidecar on the strength of the old one."""
+    """Janitor A lists a stale orphan; meanwhile janitor B collects it and a writer stages
+    the id afresh. B's tombstone keeps the id taken (the writer's save conflicts), and A's
+    claim fails, so A deletes nothing."""
     CheckpointStore(url).save_with_state(manifest(1), state_for(1))
     CheckpointStore(url).save_state_data(2, [b"abandoned"], epoch=1)
     writer = CheckpointStore(url)
@@ -223,9 +227,139 @@ def test_a_janitor_never_deletes_a_sidecar_rewritten_since_its_listing(
     janitor_a, faults = faulty_store(url, store_clock=later)
     faults.on_call("list", in_thread(janitor_b_then_writer), key_contains="checkpoints")
     assert janitor_a.cleanup_orphans() == 0
+    with pytest.raises(CheckpointConflict, match="next_checkpoint_id"):
+        writer.save(manifest(2))
+    assert writer.load_by_id(2) is None
+    assert not raw.exists(state_key(2))  # the losing writer removed its own sidecar
+
+
+def _janitor_collects_during(url: str, writer_faults: object) -> None:
+    """Hold the writer's manifest create while a janitor (whose store clock says the
+    sidecar is two hours old) collects the sidecar as an orphan."""
+    janitor = CheckpointStore(url, orphan_grace_seconds=600, store_clock=store_clock_ahead(7200))
+
+    def collect() -> None:
+        assert janitor.cleanup_orphans() == 1
+
+    writer_faults.on_call(  # type: ignore[attr-defined]
+        "put_if_absent", in_thread(collect), when="before", key_contains="00002/manifest.json"
+    )
+
+
+def test_a_manifest_create_delayed_past_the_janitor_commits_nothing(url: str, raw: Backend) -> None:
+    """The save passed its "staged too long" check, then its manifest create was delayed
+    while a janitor collected the sidecar: the create must meet the janitor's tombstone
+    (nothing committed, a typed conflict), never commit a manifest without state."""
+    clock = FakeClock()
+    writer, faults = faulty_store(url, orphan_grace_seconds=600, clock=clock)
+    writer.save_with_state(manifest(1), state_for(1))
+    writer.save_state_data(2, state_for(2), epoch=1)
+    _janitor_collects_during(url, faults)
+    with pytest.raises(CheckpointConflict, match="next_checkpoint_id") as raised:
+        writer.save(manifest(2))
+    assert not isinstance(raised.value, FencedError)
+    assert not raw.exists(state_key(2))
+    reader = CheckpointStore(url)
+    assert reader.load_by_id(2) is None
+    assert reader.load_latest().checkpoint_id == 1  # type: ignore[union-attr]
+    report = reader.recover_latest_validated()
+    assert report.chosen_id == 1
+    assert dict(report.skipped)[2] == ABORTED
+    assert not reader.validate_checkpoint(2).valid
+    assert reader.list_ids() == [1]
+    assert reader.next_checkpoint_id() == 3  # the id stays taken
+    assert quarantine_invalid(reader) == []  # a tombstone is nothing to repair
+    assert raw.exists(manifest_key(2))
+
+
+def test_a_writer_that_crashes_after_its_delayed_create_leaves_no_stateless_manifest(
+    url: str, raw: Backend
+) -> None:
+    """As above, but the writer dies right after its create: no withdrawal can run, so only
+    the create itself may decide."""
+    clock = FakeClock()
+    writer, faults = faulty_store(url, orphan_grace_seconds=600, clock=clock)
+    writer.save_with_state(manifest(1), state_for(1))
+    writer.save_state_data(2, state_for(2), epoch=1)
+    _janitor_collects_during(url, faults)
+    faults.crash_after("put_if_absent", key_contains="00002/manifest.json")
+    with pytest.raises((SimulatedCrash, CheckpointConflict)):
+        writer.save(manifest(2))
+    reader = CheckpointStore(url)
+    assert reader.load_by_id(2) is None
+    assert reader.load_latest().checkpoint_id == 1  # type: ignore[union-attr]
+    assert reader.recover_latest_validated().chosen_id == 1
+    assert reader.list_ids() == [1]
+
+
+def test_a_save_whose_create_wins_keeps_its_sidecar_from_the_janitor(
+    url: str, raw: Backend
+) -> None:
+    """The janitor judged the sidecar an orphan, but the manifest landed before its
+    tombstone: the janitor's claim fails and it deletes nothing."""
+    writer = CheckpointStore(url, orphan_grace_seconds=600)
+    writer.save_with_state(manifest(1), state_for(1))
+    writer.save_state_data(2, state_for(2), epoch=1)
+    later = store_clock_ahead(7200)
+    janitor, faults = faulty_store(url, orphan_grace_seconds=600, store_clock=later)
+    faults.on_call(
+        "put_if_absent",
+        in_thread(lambda: writer.save(manifest(2))),
+        when="before",
+        key_contains="00002/manifest.json",
+    )
+    assert janitor.cleanup_orphans() == 0
     assert raw.exists(state_key(2))
-    writer.save(manifest(2))
+    assert writer.validate_checkpoint(2).valid
     assert writer.load_state_data(2) == joined_state(2)
+
+
+def test_a_janitor_that_crashed_after_its_tombstone_is_finished_by_the_next_run(
+    url: str, raw: Backend
+) -> None:
+    """Tombstone written, sidecar not yet deleted: the next cleanup deletes the sidecar
+    (the id is claimed, nobody can commit it) and keeps the tombstone."""
+    CheckpointStore(url).save_with_state(manifest(1), state_for(1))
+    CheckpointStore(url).save_state_data(2, state_for(2), epoch=1)
+    later = store_clock_ahead(7200)
+    janitor, faults = faulty_store(url, store_clock=later)
+    faults.crash_after("put_if_absent", key_contains="00002/manifest.json")
+    with pytest.raises(SimulatedCrash):
+        janitor.cleanup_orphans()
+    assert raw.exists(state_key(2))
+    CheckpointStore(url, store_clock=later).cleanup_orphans()
+    assert not raw.exists(state_key(2))
+    assert raw.exists(manifest_key(2))
+    assert CheckpointStore(url).list_ids() == [1]
+
+
+def test_a_tombstone_is_collected_once_a_newer_epoch_committed_above_it(
+    url: str, raw: Backend
+) -> None:
+    """Its writer is then fenced: a create it may still send is withdrawn at its pointer
+    move and never restored. Below a commit of its own epoch the tombstone stays."""
+    CheckpointStore(url).save_with_state(manifest(1), state_for(1))
+    CheckpointStore(url).save_state_data(2, state_for(2), epoch=1)
+    later = store_clock_ahead(7200)
+    assert CheckpointStore(url, store_clock=later).cleanup_orphans() == 1
+    CheckpointStore(url).save_with_state(manifest(3), state_for(3))
+    CheckpointStore(url, store_clock=later).cleanup_orphans()
+    assert raw.exists(manifest_key(2))  # epoch 1 may still be live
+    CheckpointStore(url).save_with_state(manifest(4, epoch=2), state_for(4))
+    CheckpointStore(url, store_clock=later).cleanup_orphans()
+    assert not raw.exists(manifest_key(2))
+    assert CheckpointStore(url).list_ids() == [1, 3, 4]
+
+
+def test_prune_never_deletes_a_tombstone_nor_counts_it(url: str, raw: Backend) -> None:
+    store = CheckpointStore(url)
+    store.save_with_state(manifest(1), state_for(1))
+    store.save_state_data(2, state_for(2), epoch=1)
+    assert CheckpointStore(url, store_clock=store_clock_ahead(7200)).cleanup_orphans() == 1
+    store.save_with_state(manifest(3), state_for(3))
+    assert store.prune(1) == 1
+    assert raw.exists(manifest_key(2))
+    assert store.list_ids() == [3]
 
 
 # -- 4. update_manifest never loses a transition -----------------------------------------------

@@ -44,7 +44,10 @@ from objstore.checkpoint._maintenance import (
     validate_checkpoint_streaming_async,
 )
 from objstore.checkpoint._manifest import (
+    ABORTED,
     MANIFEST_FORMAT,
+    TOMBSTONE_FORMAT,
+    AbortedCheckpoint,
     CheckpointManifest,
     OperatorState,
     SinkStatus,
@@ -63,10 +66,12 @@ from objstore.checkpoint._store import (
 )
 
 __all__ = [
+    "ABORTED",
     "CHECKPOINTS",
     "LATEST",
     "MANIFEST_FORMAT",
     "POINTER_FORMAT",
+    "AbortedCheckpoint",
     "AsyncCheckpointStore",
     "CheckpointManifest",
     "CheckpointStore",
@@ -80,6 +85,7 @@ __all__ = [
     "Removal",
     "RemovalRefused",
     "SinkStatus",
+    "TOMBSTONE_FORMAT",
     "ValidationResult",
     "checkpoint_dir",
     "copy_checkpoint",

@@ -35,6 +35,15 @@ the janitor's grace is at least the writer's; clock rates agree (skew of any siz
 harmless); and the 10% margin of :data:`COMMIT_FRACTION` absorbs the store's mtime
 resolution (S3 stamps whole seconds, so graces of 10 s or more).
 
+Since tombstones, this timing is no longer what keeps a commit whole; it keeps saves
+*succeeding*. The janitor claims an orphan's id by creating ``manifest.json`` itself (a
+tombstone, create-if-absent) before it deletes anything, so of a saver's manifest create and
+the janitor's claim exactly one wins, however the requests are delayed: a check-then-delete
+against a create cannot be made safe by timing alone (the saver may pass its check, then its
+create may be delayed past any bound; simulator seed 73). The checks above still spare a
+saver a conflict with the tombstone, and protect stores shared with janitors of versions
+before tombstones.
+
 Tests and the interleaving simulator inject both: ``clock=`` (the saver's durations) and
 ``store_clock=`` (an async callable returning store time) on the store; by default the
 store clock is whatever mtime the backend sets, so a simulated backend controls it.

@@ -46,7 +46,12 @@ from objstore.checkpoint._layout import (
     pointer_text,
     state_key,
 )
-from objstore.checkpoint._manifest import StoredManifest, check_checkpoint_id, decode_manifest
+from objstore.checkpoint._manifest import (
+    ABORTED,
+    StoredManifest,
+    check_checkpoint_id,
+    decode_manifest,
+)
 from objstore.checkpoint._plan import CheckpointEntry, scan
 from objstore.checkpoint._quarantine import Quarantined, move_to_quarantine, restore
 from objstore.checkpoint._quarantine import list_quarantined as _list_quarantined
@@ -312,7 +317,7 @@ async def quarantine_invalid_async(
         return []
     moved = []
     for checkpoint_id, reason in sorted(report.skipped):
-        if checkpoint_id > report.chosen_id and reason != NEVER_COMMITTED:
+        if checkpoint_id > report.chosen_id and reason not in (NEVER_COMMITTED, ABORTED):
             record = await _quarantine_one(store, checkpoint_id)
             if record is not None:
                 moved.append(record)
@@ -327,7 +332,7 @@ async def _quarantine_one(store: AsyncCheckpointStore, checkpoint_id: int) -> Qu
     except NotFoundError:
         return None
     result = await store.validate_checkpoint(checkpoint_id)
-    if result.valid or result.issues == ("manifest missing",):
+    if result.valid or result.issues in (("manifest missing",), (ABORTED,)):
         return None
     return await move_to_quarantine(
         store.backend, checkpoint_id, data, version, "; ".join(result.issues)

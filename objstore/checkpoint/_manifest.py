@@ -4,6 +4,16 @@ Encoding and decoding are pure. A manifest on storage is canonical JSON (sorted 
 with a ``format_version`` and a ``manifest_checksum``: the xxh3-128 of the canonical JSON of
 every other field. Fields this version does not know are kept in :attr:`extra` and written
 back unchanged, so older readers never strip what newer writers added.
+
+A *tombstone* is the other record that can sit at ``manifest.json``: written create-if-absent
+by the janitor to claim an orphan's commit slot before it deletes the orphan's state (see
+:meth:`~objstore.checkpoint.AsyncCheckpointStore.cleanup_orphans`). It records that the id
+was aborted, never committed: ``{"aborted": true, "checkpoint_id": N, "format_version": 2,
+"orphan_epoch": E|null, "manifest_checksum": ...}``. :func:`decode_manifest` raises
+:class:`AbortedCheckpoint` (a ``NotFoundError``) for it, so every reader treats the id as
+having no manifest; readers older than tombstones reject its ``format_version`` 2 as an
+unsupported manifest and skip it as invalid, never restoring it. Checkpoint manifests stay
+format 1, so those readers still read every real checkpoint.
 """
 
 from __future__ import annotations
@@ -15,19 +25,28 @@ from typing import Any, Literal
 
 from objstore._checks import check_u64, is_int
 from objstore.codec import canonical_json, checksum, parse_json
-from objstore.errors import CorruptionError
+from objstore.errors import CorruptionError, NotFoundError
 
 __all__ = [
+    "ABORTED",
     "MANIFEST_FORMAT",
+    "TOMBSTONE_FORMAT",
+    "AbortedCheckpoint",
     "SINK_STATUSES",
     "CheckpointManifest",
     "OperatorState",
     "SinkStatus",
     "decode_manifest",
     "encode_manifest",
+    "encode_tombstone",
 ]
 
 MANIFEST_FORMAT = 1
+TOMBSTONE_FORMAT = 2
+"""The ``format_version`` of a tombstone (an aborted id): one that readers of manifest
+format 1 reject, so they skip it as invalid instead of restoring it."""
+ABORTED = "aborted: its state was collected as an orphan before a manifest landed"
+"""Why a tombstoned id is skipped (recovery reports, validation issues)."""
 SinkStatus = Literal["pending", "committed", "failed"]
 SINK_STATUSES: frozenset[str] = frozenset({"pending", "committed", "failed"})
 DEFAULT_VNODE_COUNT = 256
@@ -190,11 +209,36 @@ def encode_manifest(stored: StoredManifest) -> bytes:
     return canonical_json(body)
 
 
+class AbortedCheckpoint(NotFoundError):
+    """``manifest.json`` holds a tombstone: the id was aborted, nothing was committed.
+
+    A ``NotFoundError``, so every reader treats the checkpoint as absent; ``orphan_epoch``
+    is the epoch of the writer whose orphaned state was collected (``None``: unknown)."""
+
+    def __init__(self, key: str, checkpoint_id: int, orphan_epoch: int | None) -> None:
+        super().__init__(key, f"checkpoint {checkpoint_id}: {ABORTED}")
+        self.checkpoint_id = checkpoint_id
+        self.orphan_epoch = orphan_epoch
+
+
+def encode_tombstone(checkpoint_id: int, orphan_epoch: int | None) -> bytes:
+    """Canonical JSON bytes of the tombstone of ``checkpoint_id`` (see the module doc)."""
+    body: dict[str, Any] = {
+        "aborted": True,
+        "checkpoint_id": check_checkpoint_id(checkpoint_id),
+        "format_version": TOMBSTONE_FORMAT,
+        "orphan_epoch": orphan_epoch,
+    }
+    body["manifest_checksum"] = checksum(canonical_json(body))
+    return canonical_json(body)
+
+
 def decode_manifest(data: bytes, *, key: str, expected_id: int | None = None) -> StoredManifest:
     """Parse and verify manifest bytes; raise :class:`CorruptionError` saying what is wrong.
 
     Checks UTF-8, JSON, the checksum, the format version, field types, and (when given)
-    that the id inside matches the id of the path it was read from.
+    that the id inside matches the id of the path it was read from. A verified tombstone
+    raises :class:`AbortedCheckpoint` instead (the id has no manifest).
     """
     body = parse_json(data, key=key)
     if not isinstance(body, dict):
@@ -206,6 +250,11 @@ def decode_manifest(data: bytes, *, key: str, expected_id: int | None = None) ->
     if stated != actual:
         raise CorruptionError(key, "manifest checksum mismatch", expected=stated, actual=actual)
     version = body.get("format_version")
+    if version == TOMBSTONE_FORMAT and body.get("aborted") is True:
+        checkpoint_id, orphan_epoch = body.get("checkpoint_id"), body.get("orphan_epoch")
+        if not is_int(checkpoint_id) or (expected_id is not None and checkpoint_id != expected_id):
+            raise CorruptionError(key, "tombstone id does not match its path")
+        raise AbortedCheckpoint(key, checkpoint_id, orphan_epoch if is_int(orphan_epoch) else None)
     if (
         not isinstance(version, int)
         or isinstance(version, bool)

@@ -26,7 +26,13 @@ __all__ = [
     "plan_prune",
     "scan",
     "spare_newer_epochs",
+    "tombstone_candidates",
+    "tombstones_to_collect",
 ]
+
+TOMBSTONE_MAX_SIZE = 256
+"""A ``manifest.json`` listed at most this size may be a tombstone (about 130 bytes) and is
+read to find out; a real manifest, with its writer nonce and every field, is larger."""
 
 
 @dataclass(slots=True)
@@ -37,11 +43,20 @@ class CheckpointEntry:
     manifest: ObjectInfo | None = None
     state: ObjectInfo | None = None
     others: list[ObjectInfo] = field(default_factory=list)
+    aborted: bool = False
+    """Its ``manifest.json`` is a tombstone (set by the store after reading it)."""
+    aborted_epoch: int | None = None
+    """The tombstone's ``orphan_epoch``."""
 
     @property
     def committed(self) -> bool:
-        """Whether a manifest (the commit record) exists, valid or not."""
+        """Whether a manifest (the commit record) exists, valid or not: the id is taken."""
         return self.manifest is not None
+
+    @property
+    def checkpoint(self) -> bool:
+        """Whether a manifest exists that is not known to be a tombstone: a checkpoint."""
+        return self.manifest is not None and not self.aborted
 
     @property
     def keys(self) -> list[str]:
@@ -137,7 +152,7 @@ def orphans_to_delete(
     writer is fenced and can never win. An orphan of the same epoch below a newer commit may
     belong to a save still in flight on another task, so only the grace period frees it.
     """
-    committed = [cid for cid, entry in entries.items() if entry.committed]
+    committed = [cid for cid, entry in entries.items() if entry.checkpoint]
     newest_committed = max(committed, default=0)
     doomed = []
     for checkpoint_id, entry in sorted(entries.items()):
@@ -163,8 +178,41 @@ def age_matters(entries: dict[int, CheckpointEntry], settled: Collection[int]) -
 
 def fencing_candidates(entries: dict[int, CheckpointEntry]) -> list[int]:
     """Uncommitted ids below the newest committed one: whose writers' epochs decide."""
-    newest_committed = max((cid for cid, e in entries.items() if e.committed), default=0)
+    newest_committed = max((cid for cid, e in entries.items() if e.checkpoint), default=0)
     return sorted(cid for cid, e in entries.items() if not e.committed and cid < newest_committed)
+
+
+def tombstone_candidates(entries: dict[int, CheckpointEntry]) -> list[int]:
+    """Ids whose listed ``manifest.json`` is small enough to be a tombstone (to be read)."""
+    return sorted(
+        cid
+        for cid, e in entries.items()
+        if e.manifest is not None and e.manifest.size <= TOMBSTONE_MAX_SIZE
+    )
+
+
+def tombstones_to_collect(
+    entries: dict[int, CheckpointEntry], newest_committed_epoch: int | None
+) -> list[int]:
+    """Tombstones that may be deleted: below the newest checkpoint, whose epoch
+    (``newest_committed_epoch``) is newer than the tombstone's orphan writer's.
+
+    That writer is fenced, the same rule :func:`orphans_to_delete` frees fenced orphans by:
+    a manifest create it may still have in flight would land below a newer epoch's commit,
+    which readers always prefer (DESIGN §3 invariant 3), and its save is withdrawn at its
+    pointer move. A tombstone of the newest epoch stays, however old: a create delayed for
+    any length of time still meets it (no timing assumption).
+    """
+    newest = max((cid for cid, e in entries.items() if e.checkpoint), default=0)
+    if newest_committed_epoch is None:
+        return []
+    return sorted(
+        cid
+        for cid, e in entries.items()
+        if e.aborted
+        and cid < newest
+        and (e.aborted_epoch is None or e.aborted_epoch < newest_committed_epoch)
+    )
 
 
 class LatestChoice:

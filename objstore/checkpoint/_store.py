@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from objstore._checks import check_u64
 from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
-from objstore.backends import AsyncBackend, ObjectInfo, RequestHook
+from objstore.backends import AsyncBackend, RequestHook
 from objstore.checkpoint._clock import (
     StoreClock,
     commit_too_late,
@@ -45,12 +45,15 @@ from objstore.checkpoint._layout import (
     state_key,
 )
 from objstore.checkpoint._manifest import (
+    ABORTED,
+    AbortedCheckpoint,
     CheckpointManifest,
     OperatorState,
     StoredManifest,
     check_checkpoint_id,
     decode_manifest,
     encode_manifest,
+    encode_tombstone,
 )
 from objstore.checkpoint._plan import (
     CheckpointEntry,
@@ -61,6 +64,8 @@ from objstore.checkpoint._plan import (
     plan_prune,
     scan,
     spare_newer_epochs,
+    tombstone_candidates,
+    tombstones_to_collect,
 )
 from objstore.checkpoint._quarantine import quarantined_ids
 from objstore.checkpoint._sidecar import (
@@ -678,6 +683,13 @@ class AsyncCheckpointStore(AsyncClosing):
         try:
             data, _ = await self.backend.get(key)
             winner_epoch = decode_manifest(data, key=key).manifest.epoch
+        except AbortedCheckpoint:
+            detail = (
+                f"checkpoint {manifest.checkpoint_id} was aborted: its staged state was "
+                "collected as an orphan before the manifest landed (a janitor's tombstone "
+                "holds the id). Nothing was committed and the id stays taken: stage the "
+                "state again under a new id (next_checkpoint_id) and save"
+            )
         except (NotFoundError, CorruptionError):
             # Not committed (yet): the sidecar's header names the epoch of its writer.
             try:
@@ -942,12 +954,35 @@ class AsyncCheckpointStore(AsyncClosing):
         except NotFoundError:
             return None
 
-    async def _entries(self) -> dict[int, CheckpointEntry]:
-        return scan(await self.backend.list(CHECKPOINTS))
+    async def _entries(self, *, settle: bool = False) -> dict[int, CheckpointEntry]:
+        """One listing of ``checkpoints/``; with ``settle``, tombstones are marked
+        (``aborted``): each manifest small enough to be one is read (one GET each)."""
+        entries = scan(await self.backend.list(CHECKPOINTS))
+        if settle:
+            candidates = tombstone_candidates(entries)
+            found = await _gather_bounded(self._tombstone_epoch(cid) for cid in candidates)
+            for checkpoint_id, aborted in zip(candidates, found, strict=True):
+                if aborted is not None:
+                    entries[checkpoint_id].aborted = True
+                    entries[checkpoint_id].aborted_epoch = aborted[0]
+        return entries
+
+    async def _tombstone_epoch(self, checkpoint_id: int) -> tuple[int | None] | None:
+        """``(orphan epoch,)`` if the manifest of ``checkpoint_id`` is a tombstone; ``None``
+        if it is anything else (a checkpoint, unreadable, gone)."""
+        try:
+            await self._load_stored(checkpoint_id)
+        except AbortedCheckpoint as exc:
+            return (exc.orphan_epoch,)
+        except (NotFoundError, CorruptionError):
+            return None
+        return None
 
     async def list_ids(self) -> list[int]:
-        """Ids that have a manifest (readable or not), ascending. One listing."""
-        return sorted(cid for cid, entry in (await self._entries()).items() if entry.committed)
+        """Ids that have a manifest (readable or not; not a tombstone), ascending. One
+        listing, plus a GET of each manifest small enough to be a tombstone."""
+        entries = await self._entries(settle=True)
+        return sorted(cid for cid, entry in entries.items() if entry.checkpoint)
 
     async def next_checkpoint_id(self) -> int:
         """One more than any id in use (committed, corrupt or orphaned) or pointed at."""
@@ -1132,6 +1167,8 @@ class AsyncCheckpointStore(AsyncClosing):
         if stored is None:
             try:
                 stored = await self._load_stored(checkpoint_id)
+            except AbortedCheckpoint:
+                return ValidationResult(checkpoint_id, False, (ABORTED,)), None
             except NotFoundError:
                 return ValidationResult(checkpoint_id, False, ("manifest missing",)), None
             except CorruptionError as exc:
@@ -1221,6 +1258,9 @@ class AsyncCheckpointStore(AsyncClosing):
                 continue
             try:
                 stored = await self._load_stored(checkpoint_id)
+            except AbortedCheckpoint:
+                skipped.append((checkpoint_id, ABORTED))
+                continue
             except NotFoundError:
                 skipped.append((checkpoint_id, "manifest missing"))
                 continue
@@ -1262,42 +1302,76 @@ class AsyncCheckpointStore(AsyncClosing):
 
     async def plan_prune(self, keep_count: int) -> list[int]:
         """The ids :meth:`prune` would delete now (for dry runs)."""
-        entries = await self._entries()
-        committed = [cid for cid, entry in entries.items() if entry.committed]
+        entries = await self._entries(settle=True)
+        committed = [cid for cid, entry in entries.items() if entry.checkpoint]
         if len(committed) <= keep_count:
             plan_prune(committed, keep_count, None)  # validates keep_count
             return []
-        report = await self.recover_latest_validated()
-        doomed = plan_prune(committed, keep_count, report.chosen_id)
-        return await self._spare_newer_epochs(doomed, report.manifest)
+        anchor = await self._prune_anchor()
+        doomed = plan_prune(committed, keep_count, anchor.checkpoint_id if anchor else None)
+        return list(await self._spare_newer_epochs(doomed, anchor))
 
     async def _prune(self, keep_count: int, *, known_valid: CheckpointManifest | None) -> list[int]:
-        entries = await self._entries()
-        committed = [cid for cid, entry in entries.items() if entry.committed]
+        """Delete what :meth:`prune` deletes. Tombstones are neither counted nor deleted
+        (they hold aborted ids; :meth:`cleanup_orphans` collects them)."""
+        entries = await self._entries(settle=True)
+        committed = [cid for cid, entry in entries.items() if entry.checkpoint]
         if len(committed) <= keep_count:
             plan_prune(committed, keep_count, None)
             return []
         if known_valid is None:
-            known_valid = (await self.recover_latest_validated()).manifest
+            known_valid = await self._prune_anchor()
         newest_valid = known_valid.checkpoint_id if known_valid is not None else None
         doomed = plan_prune(committed, keep_count, newest_valid)
-        doomed = await self._spare_newer_epochs(doomed, known_valid)
+        read = await self._spare_newer_epochs(doomed, known_valid)
+        doomed = list(read)
         for checkpoint_id in doomed:
-            for key in entries[checkpoint_id].keys:
-                await self.backend.delete(key)
+            entry, found = entries[checkpoint_id], read[checkpoint_id]
+            # A sidecar beside a manifest saved without state is not that checkpoint's: a
+            # writer staged it under the id, and may commit it once the manifest is gone.
+            foreign = found is not None and not found.has_state
+            for info in entry.objects:
+                if not (foreign and info is entry.state):
+                    await self.backend.delete(info.key)
         if doomed:
             logger.info("pruned checkpoints %s", doomed)
         return doomed
 
+    async def _prune_anchor(self) -> CheckpointManifest | None:
+        """The valid checkpoint a prune keeps and measures what it deletes against: one no
+        save can still withdraw.
+
+        The newest valid checkpoint (:meth:`recover_latest_validated`), unless it ranks
+        above the checkpoint ``latest.txt`` names: such a commit's save has not moved the
+        pointer yet and may still be withdrawn (its writer fenced, or its commit too late),
+        so the anchor is then the named checkpoint, fully validated — every save moves the
+        pointer before it returns. If that one is invalid, nothing is pruned now.
+        """
+        report, pointer = await asyncio.gather(
+            self.recover_latest_validated(), self._read_pointer()
+        )
+        chosen = report.manifest
+        record = await self._pointer_record(pointer)
+        rank = record.rank if record is not None else None
+        if chosen is None or rank is None or (chosen.epoch, chosen.checkpoint_id) <= rank:
+            return chosen
+        result, named = await self._validate(rank[1])
+        if not result.valid or named is None or (named.epoch, named.checkpoint_id) != rank:
+            return None
+        return named
+
     async def _spare_newer_epochs(
         self, doomed: list[int], newest_valid: CheckpointManifest | None
-    ) -> list[int]:
+    ) -> dict[int, CheckpointManifest | None]:
         """``doomed`` without the checkpoints of an epoch newer than ``newest_valid``'s: a
-        newer epoch's commit whose pointer move is still in flight (one GET per doomed id)."""
+        newer epoch's commit whose pointer move is still in flight (one GET per doomed id),
+        each with its manifest as read (``None``: missing or unreadable)."""
         if not doomed or newest_valid is None:
-            return doomed
-        epochs = await _gather_bounded(self._epoch_of(cid) for cid in doomed)
-        return spare_newer_epochs(doomed, epochs, newest_valid.epoch)
+            return {}
+        manifests = await _gather_bounded(self._try_load(cid) for cid in doomed)
+        epochs = [m.epoch if m is not None else None for m in manifests]
+        kept = set(spare_newer_epochs(doomed, epochs, newest_valid.epoch))
+        return {cid: found for cid, found in zip(doomed, manifests, strict=True) if cid in kept}
 
     async def plan_cleanup_orphans(self, grace_seconds: float | None = None) -> list[int]:
         """The uncommitted checkpoint ids :meth:`cleanup_orphans` would delete now; writes
@@ -1313,14 +1387,14 @@ class AsyncCheckpointStore(AsyncClosing):
         fate depends on its age; quarantined ids (one listing, only when orphans exist)
         are never doomed."""
         grace = self.orphan_grace_seconds if grace_seconds is None else grace_seconds
-        entries = await self._entries()
+        entries = await self._entries(settle=writes)
         if all(entry.committed for entry in entries.values()):
             return entries, []
         candidates = fencing_candidates(entries)
         newest_epoch: int | None = None
         orphan_epochs: dict[int, int | None] = {}
         if candidates:
-            newest = max(cid for cid, entry in entries.items() if entry.committed)
+            newest = max(cid for cid, entry in entries.items() if entry.checkpoint)
             newest_epoch = await self._epoch_of(newest)
             epochs = await _gather_bounded(self._orphan_epoch(cid) for cid in candidates)
             orphan_epochs = dict(zip(candidates, epochs, strict=True))
@@ -1363,34 +1437,60 @@ class AsyncCheckpointStore(AsyncClosing):
     async def cleanup_orphans(self, grace_seconds: float | None = None) -> int:
         """Delete sidecars and directories that have no manifest and that no live writer can
         still commit: older than the grace period, or below a checkpoint committed by a newer
-        epoch (their writer is fenced). Returns how many orphaned checkpoints were deleted."""
+        epoch (their writer is fenced). Returns how many orphaned checkpoints were deleted.
+
+        Race-free against a save still committing the orphan: before deleting anything the
+        janitor claims the id's commit slot itself, creating ``manifest.json`` create-if-
+        absent as a *tombstone* (an aborted id, which readers treat as no checkpoint). The
+        store lets exactly one of the two creates win. If the saver's manifest won, the
+        janitor's create fails and it deletes nothing; if the tombstone won, the saver's
+        create fails (a :class:`~objstore.errors.CheckpointConflict` saying so) and nothing
+        can ever commit that id, so its state is garbage. The ages and epochs only choose
+        *which* orphans to claim; no timing argument is needed for safety, however long a
+        saver's create is delayed.
+
+        Also finishes tombstoned directories a crashed janitor left with objects besides the
+        tombstone, and deletes tombstones whose writer is fenced
+        (:func:`~objstore.checkpoint._plan.tombstones_to_collect`); those are not counted.
+        """
         entries, doomed = await self._plan_orphans(grace_seconds)
         deleted = 0
         for checkpoint_id in doomed:
-            if await self.backend.exists(manifest_key(checkpoint_id)):
-                continue  # committed since the listing: no longer an orphan
+            epoch = await self._orphan_epoch(checkpoint_id)
             try:
-                for info in entries[checkpoint_id].objects:
-                    await self.backend.delete(info.key, await self._judged_version(info))
-            except PreconditionFailedError:
-                continue  # rewritten since the listing (a writer staged the freed id anew)
+                await self.backend.put_if_absent(
+                    manifest_key(checkpoint_id), encode_tombstone(checkpoint_id, epoch)
+                )
+            except AlreadyExistsError:
+                continue  # committed since the listing (or claimed by another janitor)
+            for info in entries[checkpoint_id].objects:
+                await self.backend.delete(info.key)
             deleted += 1
+        await self._tidy_tombstones(entries)
         return deleted
 
-    async def _judged_version(self, info: ObjectInfo) -> str:
-        """The version of the object the listing showed, for a conditional delete: an
-        object rewritten since (another janitor deleted it and a writer staged the freed id
-        again) is not the one judged, and must not be taken. A listing without versions (a
-        local directory) costs one HEAD, and a changed mtime counts as rewritten."""
-        if info.version is not None:
-            return info.version
-        try:
-            now = await self.backend.head(info.key)
-        except NotFoundError as exc:
-            raise PreconditionFailedError(info.key, "deleted since the listing") from exc
-        if now.mtime != info.mtime or now.version is None:
-            raise PreconditionFailedError(info.key, "rewritten since the listing")
-        return now.version
+    async def _tidy_tombstones(self, entries: dict[int, CheckpointEntry]) -> None:
+        """Delete what remains beside a tombstone (an interrupted cleanup's garbage: the id
+        is claimed, so nothing there can ever be committed), then collect the tombstones
+        whose writers are fenced, each only if unchanged since it was read."""
+        aborted = [cid for cid, entry in entries.items() if entry.aborted]
+        if not aborted:
+            return
+        for checkpoint_id in aborted:
+            entry = entries[checkpoint_id]
+            for leftover in [entry.state, *entry.others]:
+                if leftover is not None:
+                    await self.backend.delete(leftover.key)
+        newest = max((cid for cid, entry in entries.items() if entry.checkpoint), default=None)
+        newest_epoch = await self._epoch_of(newest) if newest is not None else None
+        for checkpoint_id in tombstones_to_collect(entries, newest_epoch):
+            key = manifest_key(checkpoint_id)
+            info = entries[checkpoint_id].manifest
+            version = info.version if info is not None else None
+            if version is None:
+                version = (await self.backend.head(key)).version
+            with contextlib.suppress(PreconditionFailedError, NotFoundError):
+                await self.backend.delete(key, version)
 
     async def close(self) -> None:
         """Close the backend's connections."""

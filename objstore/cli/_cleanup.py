@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from objstore.checkpoint import MAX_CHECKPOINT_ID, AsyncCheckpointStore, plan_prune
+from objstore.checkpoint import MAX_CHECKPOINT_ID, AsyncCheckpointStore
 from objstore.cli._errors import ExitCode
 from objstore.cli._options import (
     DryRunOption,
@@ -38,10 +38,9 @@ __all__ = ["gc", "gc_command", "prune", "prune_command", "render_gc", "render_pr
 async def prune(store: AsyncCheckpointStore, keep: int, *, dry_run: bool) -> Outcome:
     """Keep the ``keep`` newest committed checkpoints (and the newest valid one, always);
     delete the rest, manifest first."""
-    entries = await list_entries(store)
-    committed = sorted(cid for cid, entry in entries.items() if entry.committed)
+    committed = await store.list_ids()
     newest_valid = await store.newest_valid_id() if len(committed) > keep else None
-    planned = plan_prune(committed, keep, newest_valid) if len(committed) > keep else []
+    planned = await store.plan_prune(keep) if len(committed) > keep else []
     refused = len(committed) > keep and newest_valid is None
     deleted_count = 0
     deleted: list[int] = []
@@ -148,7 +147,12 @@ async def gc(store: AsyncCheckpointStore, grace_seconds: float | None, *, dry_ru
     if eligible and not dry_run:
         deleted_count = await store.cleanup_orphans(grace)
         after = await list_entries(store)
-        deleted = [cid for cid in eligible if cid not in after]
+        # Gone, or only the janitor's tombstone left in its place (the id stays taken).
+        deleted = [
+            cid
+            for cid in eligible
+            if cid not in after or (after[cid].state is None and not after[cid].others)
+        ]
     document = {
         "url": store.url,
         "grace_seconds": grace,

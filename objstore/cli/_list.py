@@ -11,6 +11,8 @@ from rich.table import Table
 from rich.text import Text
 
 from objstore.checkpoint import (
+    ABORTED,
+    AbortedCheckpoint,
     AsyncCheckpointStore,
     CheckpointEntry,
     read_pointer_async,
@@ -75,6 +77,9 @@ async def _describe(
         return row
     try:
         _, stored = await read_stored(store.backend, checkpoint_id)
+    except AbortedCheckpoint:
+        row.update(status="aborted", reason=ABORTED)
+        return row
     except NotFoundError:
         row.update(status="corrupt", reason="manifest vanished during the listing")
         return row
@@ -136,12 +141,13 @@ async def list_checkpoints(
         for checkpoint_id in sorted(entries)
     )
     validity: dict[int, bool | None] = {
-        row["id"]: (None if row["status"] == "orphan" else row["valid"]) for row in rows
+        row["id"]: (None if row["status"] in ("orphan", "aborted") else row["valid"])
+        for row in rows
     }
     newest_valid = max((row["id"] for row in rows if row["valid"]), default=None)
     counts = {
         status: sum(1 for row in rows if row["status"] == status)
-        for status in ("valid", "pending_sinks", "corrupt", "orphan")
+        for status in ("valid", "pending_sinks", "corrupt", "orphan", "aborted")
     }
     document = {
         "url": store.url,
@@ -160,6 +166,7 @@ _STATUS_STYLE = {
     "pending_sinks": "yellow",
     "corrupt": "bold red",
     "orphan": "dim",
+    "aborted": "dim",
 }
 
 
@@ -170,8 +177,8 @@ def _status_text(row: dict[str, Any]) -> Text:
         label = "valid, pending sinks: " + ", ".join(row["pending_sinks"])
     elif status == "corrupt":
         label = f"corrupt: {row['reason']}"
-    elif status == "orphan":
-        label = f"orphan: {row['reason']}"
+    elif status in ("orphan", "aborted"):
+        label = f"{status}: {row['reason']}"
     return Text(label, style=_STATUS_STYLE.get(status, ""))
 
 
@@ -244,7 +251,8 @@ def render_ls(console: Console, document: dict[str, Any]) -> None:
     counts = document["counts"]
     console.print(
         f"{len(rows)} checkpoint directories: {counts['valid'] + counts['pending_sinks']} valid, "
-        f"{counts['corrupt']} corrupt, {counts['orphan']} orphaned (checked: {document['checked']})"
+        f"{counts['corrupt']} corrupt, {counts['orphan']} orphaned, {counts['aborted']} aborted "
+        f"(checked: {document['checked']})"
     )
 
 

@@ -22,6 +22,8 @@ What is not generated here, and why:
   (``future_field``) to prove unknown fields are kept; ``kv-format-1`` (commit 0716182) was
   written by a KV store whose snapshots had no ids, which today's code no longer writes.
   Both are frozen as they are.
+* ``checkpoint-tombstone-format-<N>`` holds a tombstone (an aborted id, ``format_version``
+  2 at its ``manifest.json``) between two format-1 checkpoints.
 * Objects whose writers draw random nonces (projection bases, KV objects) differ byte for
   byte between runs; the checks compare what a store reads back, never raw bytes.
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,7 +41,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from objstore import CheckpointManifest, CheckpointStore, KVStore, Snapshot, SourceCheckpoint
-from objstore.checkpoint import POINTER_FORMAT
+from objstore.checkpoint import POINTER_FORMAT, TOMBSTONE_FORMAT
 from objstore.codec import SEALED_FORMAT, seal
 from objstore.kv import KV_MANIFEST_FORMAT
 from objstore.projections import PROJECTION_FORMAT, _encode_base, _encode_delta
@@ -160,6 +163,35 @@ def write_checkpoints(root: Path) -> None:
         lock.unlink()
 
 
+def write_tombstone(root: Path) -> None:
+    """A checkpoint store whose id 2 was aborted: checkpoint 1 saved, state staged for 2 and
+    collected by ``cleanup_orphans`` (a tombstone at its ``manifest.json``), then 3 saved."""
+    root.mkdir(parents=True, exist_ok=True)
+
+    async def far_ahead() -> float:
+        return time.time() + 7200
+
+    store = CheckpointStore(str(root))
+    try:
+        for checkpoint_id in (1, 2, 3):
+            manifest = CheckpointManifest(
+                checkpoint_id=checkpoint_id,
+                epoch=1,
+                timestamp_ms=1_700_000_000_000 + checkpoint_id * 1000,
+            )
+            if checkpoint_id == 2:
+                store.save_state_data(2, checkpoint_state(2, 1), epoch=1)
+                janitor = CheckpointStore(str(root), store_clock=far_ahead)
+                assert janitor.cleanup_orphans() == 1
+                janitor.close()
+            else:
+                store.save_with_state(manifest, checkpoint_state(checkpoint_id, 1))
+    finally:
+        store.close()
+    for lock in root.rglob("*.lock"):
+        lock.unlink()
+
+
 GENERATORS: dict[str, Callable[[Path], None]] = {
     f"sources-format-{STATE_FORMAT}": write_sources,
     f"projections-format-{PROJECTION_FORMAT}": write_projections,
@@ -167,6 +199,7 @@ GENERATORS: dict[str, Callable[[Path], None]] = {
     f"sealed-format-{SEALED_FORMAT}": write_sealed,
     f"kv-format-{KV_MANIFEST_FORMAT}": write_kv,
     f"checkpoint-format-{POINTER_FORMAT}": write_checkpoints,
+    f"checkpoint-tombstone-format-{TOMBSTONE_FORMAT}": write_tombstone,
 }
 """Directory name -> writer, one per format today's code writes."""
 

@@ -3,7 +3,8 @@ committers and bit rot, checked against DESIGN §3's promises after every step.
 
 Promises checked (names appear in reports):
 
-- ``P1``  a save that returned stays valid, unless a prune removed it while a newer valid
+- ``P1``  a save that returned stays valid, unless a prune removed it while a newer (by
+  ``(epoch, id)``, the order readers choose by) valid
   checkpoint existed, or something outside objstore damaged it (the ``env`` actor).
 - ``P1-undone``  a checkpoint once seen valid never turns invalid under its manifest.
 - ``P1-stateless``  a manifest is never committed while its state is gone.
@@ -342,6 +343,7 @@ class CheckpointScenario(Scenario):
                 and write.operation == "put_if_absent"
                 and parsed is not None
                 and parsed[1] == "manifest.json"
+                and write.label != "cleanup_orphans"  # a tombstone: the id aborted, no commit
             ):
                 cid = parsed[0]
                 if cid not in oracle.valid and cid not in oracle.damaged:
@@ -351,7 +353,13 @@ class CheckpointScenario(Scenario):
                         "validate (its state is gone or not its own)",
                     )
         # Damage from outside counts as valid here: a prune that trusted it is not at fault.
-        newest_valid = max([*oracle.valid, *oracle.damaged], default=0)
+        # "Newer" is the order readers choose by, (epoch, id): a newer epoch's checkpoint
+        # outranks every older epoch's, whatever the ids (DESIGN §3 invariant 3).
+        newest_valid = max(
+            [(e, c) for c, e in oracle.valid.items()]
+            + [(oracle.present.get(c) or 0, c) for c in oracle.damaged],
+            default=(0, 0),
+        )
         for record in world.calls:
             if record.label != "save" or not record.ok:
                 continue
@@ -367,7 +375,7 @@ class CheckpointScenario(Scenario):
                 oracle.present.get(cid) is None
                 and deleted_by
                 and deleted_by[-1].label in ("prune", "save")
-                and newest_valid > cid
+                and newest_valid > (epoch, cid)
             ):
                 oracle.retired.add((cid, epoch))  # pruned while a newer valid one existed
                 continue
