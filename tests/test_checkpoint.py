@@ -380,12 +380,12 @@ def test_prune_keeps_newest_and_counts(store_url: str) -> None:
     for checkpoint_id in range(1, 6):
         store.save_with_state(manifest(checkpoint_id), state_for(checkpoint_id))
     assert store.plan_prune(2) == [1, 2, 3]
-    assert store.prune(2) == 3
+    assert len(store.prune(2).deleted) == 3
     assert store.list_ids() == [4, 5]
     assert [
         i.key for i in open_backend(store_url).list("checkpoints/checkpoint_00000000000000000001")
     ] == []
-    assert store.prune(2) == 0
+    assert len(store.prune(2).deleted) == 0
     with pytest.raises(ValueError, match="keep_count"):
         store.prune(0)
 
@@ -396,7 +396,7 @@ def test_prune_never_removes_newest_valid_when_newer_are_corrupt(store_url: str)
         store.save_with_state(manifest(checkpoint_id), state_for(checkpoint_id))
     _flip(store_url, state_key(5), 45)
     open_backend(store_url).put(manifest_key(4), b"broken")
-    assert store.prune(1) == 3
+    assert len(store.prune(1).deleted) == 3
     assert store.list_ids() == [3, 5]
     assert store.recover_latest_validated().chosen_id == 3
 
@@ -408,7 +408,7 @@ def test_prune_deletes_nothing_when_nothing_is_valid(store_url: str) -> None:
     backend = open_backend(store_url)
     for checkpoint_id in (1, 2, 3):
         backend.put(manifest_key(checkpoint_id), b"x")
-    assert store.prune(1) == 0
+    assert len(store.prune(1).deleted) == 0
     assert store.list_ids() == [1, 2, 3]
 
 
@@ -439,13 +439,13 @@ def test_cleanup_orphans_spares_in_flight_writers(store_url: str) -> None:
     real_now = max(info.mtime or 0 for info in backend.list("checkpoints"))
     now[0] = real_now + 1
     assert store.plan_cleanup_orphans() == [1]
-    assert store.cleanup_orphans() == 1
+    assert len(store.cleanup_orphans().deleted) == 1
     assert backend.exists(state_key(3))
     assert not backend.exists(state_key(1))
     now[0] = real_now + 602  # past the grace and the mtime slack, by the store's clock
-    assert store.cleanup_orphans() == 1
+    assert len(store.cleanup_orphans().deleted) == 1
     assert not backend.exists(state_key(3))
-    assert store.cleanup_orphans() == 0
+    assert len(store.cleanup_orphans().deleted) == 0
     assert store.load_latest().checkpoint_id == 2  # type: ignore[union-attr]
 
 
@@ -597,7 +597,7 @@ def test_transient_errors_are_retried_not_mistaken_for_corruption(store_url: str
     assert report.chosen_id == 3
     assert report.skipped == ()
     assert store.load_state_data(3) == joined_state(3)
-    assert store.prune(1) == 2
+    assert len(store.prune(1).deleted) == 2
     faults.clear_faults()
     assert CheckpointStore(store_url).list_ids() == [3]
 
@@ -726,7 +726,7 @@ def test_cleanup_spares_a_same_epoch_sidecar_below_a_newer_commit(store_url: str
     store.save_state_data(9, [b"fenced writer"], epoch=4)
     now[0] = max(info.mtime or 0 for info in open_backend(store_url).list("checkpoints")) + 1
     assert store.plan_cleanup_orphans() == [9]
-    assert store.cleanup_orphans() == 1
+    assert len(store.cleanup_orphans().deleted) == 1
     store.save(manifest(10, epoch=5))  # the in-flight save completes with its state
     assert store.validate_checkpoint(10).valid
     assert store.load_state_data(10) == b"still being committed"

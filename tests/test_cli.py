@@ -214,7 +214,7 @@ def test_ls_and_prune_treat_an_aborted_id_as_no_checkpoint(tmp_path: Path) -> No
             async def far_ahead() -> float:
                 return 8e9
 
-            assert CheckpointStore(url, store_clock=far_ahead).cleanup_orphans() == 1
+            assert len(CheckpointStore(url, store_clock=far_ahead).cleanup_orphans().deleted) == 1
         store.save_with_state(CheckpointManifest(checkpoint_id, 1), [b"state"])
     code, doc = invoke_json("ls", url)
     assert code == 0

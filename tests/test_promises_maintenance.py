@@ -102,7 +102,7 @@ def test_a_janitor_whose_clock_runs_an_hour_ahead_spares_an_in_flight_sidecar(
     writer.save_state_data(2, state_for(2), epoch=1)  # in flight: save() is yet to come
     janitor = CheckpointStore(url, orphan_grace_seconds=3600, clock=lambda: time.time() + 3601)
     assert janitor.plan_cleanup_orphans() == []
-    assert janitor.cleanup_orphans() == 0
+    assert len(janitor.cleanup_orphans().deleted) == 0
     assert raw.exists(state_key(2))
     writer.save(manifest(2))
     assert writer.validate_checkpoint(2).valid
@@ -137,7 +137,7 @@ def test_a_janitor_by_store_clock_deletes_a_stale_sidecar_and_the_save_refuses(
     clock.now += 7200  # the writer stalled for two hours; so did the store's clock
     janitor = CheckpointStore(url, orphan_grace_seconds=600, store_clock=store_clock_ahead(7200))
     assert janitor.plan_cleanup_orphans() == [2]
-    assert janitor.cleanup_orphans() == 1
+    assert len(janitor.cleanup_orphans().deleted) == 1
     assert not raw.exists(state_key(2))
     with pytest.raises(CheckpointConflict, match="next_checkpoint_id"):
         writer.save(manifest(2))
@@ -191,11 +191,11 @@ def test_the_store_clock_costs_one_marker_write_and_one_head_only_when_orphans_e
     """With no orphan, one listing; with one, also the quarantine listing and the marker."""
     janitor, faults = faulty_store(url)
     CheckpointStore(url).save_with_state(manifest(1), state_for(1))
-    assert janitor.cleanup_orphans() == 0
+    assert len(janitor.cleanup_orphans().deleted) == 0
     assert [call.operation for call in faults.calls] == ["list"]
     CheckpointStore(url).save_state_data(2, state_for(2), epoch=1)
     faults.clear_calls()
-    assert janitor.cleanup_orphans() == 0
+    assert len(janitor.cleanup_orphans().deleted) == 0
     assert [(call.operation, call.key) for call in faults.calls] == [
         ("list", "checkpoints"),
         ("list", QUARANTINE),
@@ -221,12 +221,12 @@ def test_a_janitor_never_deletes_a_sidecar_rewritten_since_its_listing(
     later = store_clock_ahead(7200)
 
     def janitor_b_then_writer() -> None:
-        assert CheckpointStore(url, store_clock=later).cleanup_orphans() == 1
+        assert len(CheckpointStore(url, store_clock=later).cleanup_orphans().deleted) == 1
         writer.save_state_data(2, state_for(2), epoch=1)
 
     janitor_a, faults = faulty_store(url, store_clock=later)
     faults.on_call("list", in_thread(janitor_b_then_writer), key_contains="checkpoints")
-    assert janitor_a.cleanup_orphans() == 0
+    assert len(janitor_a.cleanup_orphans().deleted) == 0
     with pytest.raises(CheckpointConflict, match="next_checkpoint_id"):
         writer.save(manifest(2))
     assert writer.load_by_id(2) is None
@@ -239,7 +239,7 @@ def _janitor_collects_during(url: str, writer_faults: object) -> None:
     janitor = CheckpointStore(url, orphan_grace_seconds=600, store_clock=store_clock_ahead(7200))
 
     def collect() -> None:
-        assert janitor.cleanup_orphans() == 1
+        assert len(janitor.cleanup_orphans().deleted) == 1
 
     writer_faults.on_call(  # type: ignore[attr-defined]
         "put_if_absent", in_thread(collect), when="before", key_contains="00002/manifest.json"
@@ -308,7 +308,7 @@ def test_a_save_whose_create_wins_keeps_its_sidecar_from_the_janitor(
         when="before",
         key_contains="00002/manifest.json",
     )
-    assert janitor.cleanup_orphans() == 0
+    assert len(janitor.cleanup_orphans().deleted) == 0
     assert raw.exists(state_key(2))
     assert writer.validate_checkpoint(2).valid
     assert writer.load_state_data(2) == joined_state(2)
@@ -341,7 +341,7 @@ def test_a_tombstone_is_collected_once_a_newer_epoch_committed_above_it(
     CheckpointStore(url).save_with_state(manifest(1), state_for(1))
     CheckpointStore(url).save_state_data(2, state_for(2), epoch=1)
     later = store_clock_ahead(7200)
-    assert CheckpointStore(url, store_clock=later).cleanup_orphans() == 1
+    assert len(CheckpointStore(url, store_clock=later).cleanup_orphans().deleted) == 1
     CheckpointStore(url).save_with_state(manifest(3), state_for(3))
     CheckpointStore(url, store_clock=later).cleanup_orphans()
     assert raw.exists(manifest_key(2))  # epoch 1 may still be live
@@ -355,9 +355,10 @@ def test_prune_never_deletes_a_tombstone_nor_counts_it(url: str, raw: Backend) -
     store = CheckpointStore(url)
     store.save_with_state(manifest(1), state_for(1))
     store.save_state_data(2, state_for(2), epoch=1)
-    assert CheckpointStore(url, store_clock=store_clock_ahead(7200)).cleanup_orphans() == 1
+    janitor = CheckpointStore(url, store_clock=store_clock_ahead(7200))
+    assert len(janitor.cleanup_orphans().deleted) == 1
     store.save_with_state(manifest(3), state_for(3))
-    assert store.prune(1) == 1
+    assert len(store.prune(1).deleted) == 1
     assert raw.exists(manifest_key(2))
     assert store.list_ids() == [3]
 
@@ -473,7 +474,7 @@ def _prune_by_live_writer(url: str) -> Callable[[], object]:
 def _prune_by_operator(url: str) -> Callable[[], object]:
     def work() -> None:
         CheckpointStore(url).save_with_state(manifest(5), state_for(5))
-        assert CheckpointStore(url).prune(1) == 4
+        assert len(CheckpointStore(url).prune(1).deleted) == 4
 
     return work
 
@@ -554,7 +555,7 @@ def test_after_a_repair_readers_skip_the_quarantined_checkpoint(url: str, raw: B
     ]
     # A janitor, even long after, leaves the quarantined sidecar alone.
     janitor = CheckpointStore(url, store_clock=store_clock_ahead(10 * 86400))
-    assert janitor.cleanup_orphans() == 0
+    assert len(janitor.cleanup_orphans().deleted) == 0
     assert raw.exists(state_key(3))
     # An operator can put it back, byte for byte.
     restore_quarantined(fresh, 3)

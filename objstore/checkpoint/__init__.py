@@ -55,6 +55,7 @@ from objstore.checkpoint._manifest import (
 from objstore.checkpoint._manifest import StoredManifest as StoredManifest
 from objstore.checkpoint._manifest import decode_manifest as decode_manifest
 from objstore.checkpoint._plan import CheckpointEntry as CheckpointEntry
+from objstore.checkpoint._plan import CleanupResult, Orphan, PruneResult
 from objstore.checkpoint._plan import plan_prune as plan_prune
 from objstore.checkpoint._plan import scan as scan
 from objstore.checkpoint._quarantine import QUARANTINE
@@ -75,10 +76,13 @@ __all__ = [
     "AsyncCheckpointStore",
     "CheckpointManifest",
     "CheckpointStore",
+    "CleanupResult",
     "CopyResult",
     "OperatorState",
+    "Orphan",
     "Pointer",
     "PointerRepair",
+    "PruneResult",
     "QUARANTINE",
     "Quarantined",
     "RecoveryReport",

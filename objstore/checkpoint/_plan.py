@@ -19,6 +19,9 @@ from objstore.checkpoint._layout import (
 
 __all__ = [
     "CheckpointEntry",
+    "CleanupResult",
+    "Orphan",
+    "PruneResult",
     "LatestChoice",
     "age_matters",
     "fencing_candidates",
@@ -276,3 +279,69 @@ class LatestChoice:
             return None
         reason = f"epoch {previous[0]} is older than checkpoint {checkpoint_id}'s epoch {epoch}"
         return previous[1], reason
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What :meth:`~objstore.checkpoint.AsyncCheckpointStore.prune` decided and did.
+
+    ``committed`` are the committed ids it listed (ascending), ``anchor_id`` the valid
+    checkpoint it kept and measured against (``None`` when there was nothing to prune, or
+    nothing valid: then nothing is deleted), ``planned`` the ids it chose and ``deleted``
+    the ids it deleted (empty on a dry run). A CLI or a script renders this instead of
+    planning again, so what it reports is what happened.
+    """
+
+    keep_count: int
+    committed: tuple[int, ...]
+    anchor_id: int | None
+    planned: tuple[int, ...]
+    deleted: tuple[int, ...]
+    dry_run: bool = False
+
+    @property
+    def kept(self) -> tuple[int, ...]:
+        """The committed ids the plan keeps."""
+        planned = set(self.planned)
+        return tuple(cid for cid in self.committed if cid not in planned)
+
+    @property
+    def refused(self) -> bool:
+        """Whether there was something to prune but no valid checkpoint to keep, so nothing
+        was deleted (an operator should look first)."""
+        return len(self.committed) > self.keep_count and self.anchor_id is None
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """An uncommitted checkpoint directory as a cleanup saw it: its ``size`` in bytes, its
+    newest ``mtime`` (store clock) and whether the cleanup chose to delete it."""
+
+    checkpoint_id: int
+    size: int
+    mtime: float | None
+    eligible: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupResult:
+    """What :meth:`~objstore.checkpoint.AsyncCheckpointStore.cleanup_orphans` decided and did.
+
+    ``orphans`` are every uncommitted directory it listed, ``planned`` the ids it chose,
+    ``deleted`` those it claimed with a tombstone and deleted (empty on a dry run; an id a
+    saver committed meanwhile is planned but not deleted), ``store_now`` the store's time
+    the ages were judged by (``None`` when no orphan's fate depended on its age).
+    """
+
+    grace_seconds: float
+    orphans: tuple[Orphan, ...]
+    planned: tuple[int, ...]
+    deleted: tuple[int, ...]
+    store_now: float | None
+    dry_run: bool = False
+
+    def age_of(self, orphan: Orphan) -> float | None:
+        """``orphan``'s age by the store's clock, if both times are known."""
+        if self.store_now is None or orphan.mtime is None:
+            return None
+        return max(0.0, self.store_now - orphan.mtime)

@@ -57,7 +57,10 @@ from objstore.checkpoint._manifest import (
 )
 from objstore.checkpoint._plan import (
     CheckpointEntry,
+    CleanupResult,
     LatestChoice,
+    Orphan,
+    PruneResult,
     age_matters,
     fencing_candidates,
     orphans_to_delete,
@@ -1291,41 +1294,41 @@ class AsyncCheckpointStore(AsyncClosing):
 
     # -- housekeeping --------------------------------------------------------------------------
 
-    async def prune(self, keep_count: int) -> int:
-        """Delete all but the ``keep_count`` newest committed checkpoints; return how many.
+    async def prune(self, keep_count: int, *, dry_run: bool = False) -> PruneResult:
+        """Delete all but the ``keep_count`` newest committed checkpoints; return what was
+        planned and deleted (:class:`~objstore.checkpoint.PruneResult`).
 
         The newest *valid* checkpoint is always kept, even when newer ones are corrupt; if
-        none is valid nothing is deleted. Each checkpoint loses its manifest before its
-        sidecar, so a crash leaves at worst an orphan.
+        none is valid nothing is deleted (``result.refused``). Each checkpoint loses its
+        manifest before its sidecar, so a crash leaves at worst an orphan. A ``dry_run``
+        plans the same way and deletes nothing. Raises ``ValueError`` for a ``keep_count``
+        below 1.
         """
-        return len(await self._prune(keep_count, known_valid=None))
+        return await self._prune(keep_count, known_valid=None, dry_run=dry_run)
 
     async def plan_prune(self, keep_count: int) -> list[int]:
-        """The ids :meth:`prune` would delete now (for dry runs)."""
-        entries = await self._entries(settle=True)
-        committed = [cid for cid, entry in entries.items() if entry.checkpoint]
-        if len(committed) <= keep_count:
-            plan_prune(committed, keep_count, None)  # validates keep_count
-            return []
-        anchor = await self._prune_anchor()
-        doomed = plan_prune(committed, keep_count, anchor.checkpoint_id if anchor else None)
-        return list(await self._spare_newer_epochs(doomed, anchor))
+        """The ids :meth:`prune` would delete now (``prune(keep_count, dry_run=True)``)."""
+        return list((await self.prune(keep_count, dry_run=True)).planned)
 
-    async def _prune(self, keep_count: int, *, known_valid: CheckpointManifest | None) -> list[int]:
+    async def _prune(
+        self, keep_count: int, *, known_valid: CheckpointManifest | None, dry_run: bool = False
+    ) -> PruneResult:
         """Delete what :meth:`prune` deletes. Tombstones are neither counted nor deleted
         (they hold aborted ids; :meth:`cleanup_orphans` collects them)."""
         entries = await self._entries(settle=True)
-        committed = [cid for cid, entry in entries.items() if entry.checkpoint]
+        committed = tuple(cid for cid, entry in entries.items() if entry.checkpoint)
         if len(committed) <= keep_count:
-            plan_prune(committed, keep_count, None)
-            return []
+            plan_prune(list(committed), keep_count, None)  # validates keep_count
+            return PruneResult(keep_count, committed, None, (), (), dry_run)
         if known_valid is None:
             known_valid = await self._prune_anchor()
         newest_valid = known_valid.checkpoint_id if known_valid is not None else None
-        doomed = plan_prune(committed, keep_count, newest_valid)
+        doomed = plan_prune(list(committed), keep_count, newest_valid)
         read = await self._spare_newer_epochs(doomed, known_valid)
-        doomed = list(read)
-        for checkpoint_id in doomed:
+        planned = tuple(read)
+        if dry_run:
+            return PruneResult(keep_count, committed, newest_valid, planned, (), dry_run)
+        for checkpoint_id in planned:
             entry, found = entries[checkpoint_id], read[checkpoint_id]
             # A sidecar beside a manifest saved without state is not that checkpoint's: a
             # writer staged it under the id, and may commit it once the manifest is gone.
@@ -1333,9 +1336,9 @@ class AsyncCheckpointStore(AsyncClosing):
             for info in entry.objects:
                 if not (foreign and info is entry.state):
                     await self.backend.delete(info.key)
-        if doomed:
-            logger.info("pruned checkpoints %s", doomed)
-        return doomed
+        if planned:
+            logger.info("pruned checkpoints %s", list(planned))
+        return PruneResult(keep_count, committed, newest_valid, planned, planned, dry_run)
 
     async def _prune_anchor(self) -> CheckpointManifest | None:
         """The valid checkpoint a prune keeps and measures what it deletes against: one no
@@ -1374,14 +1377,13 @@ class AsyncCheckpointStore(AsyncClosing):
         return {cid: found for cid, found in zip(doomed, manifests, strict=True) if cid in kept}
 
     async def plan_cleanup_orphans(self, grace_seconds: float | None = None) -> list[int]:
-        """The uncommitted checkpoint ids :meth:`cleanup_orphans` would delete now; writes
-        nothing, so ages are judged against the newest mtime listed (a lower bound of the
-        store's time): it may name fewer ids than the cleanup deletes, never more."""
-        return (await self._plan_orphans(grace_seconds, writes=False))[1]
+        """The uncommitted checkpoint ids :meth:`cleanup_orphans` would delete now
+        (``cleanup_orphans(grace_seconds, dry_run=True).planned``)."""
+        return list((await self.cleanup_orphans(grace_seconds, dry_run=True)).planned)
 
     async def _plan_orphans(
         self, grace_seconds: float | None, *, writes: bool = True
-    ) -> tuple[dict[int, CheckpointEntry], list[int]]:
+    ) -> tuple[dict[int, CheckpointEntry], list[int], float | None]:
         """The listing and the orphans to delete. Ages are judged by the store's clock,
         read (one marker PUT + HEAD, unless ``writes`` is false) only when some orphan's
         fate depends on its age; quarantined ids (one listing, only when orphans exist)
@@ -1389,7 +1391,7 @@ class AsyncCheckpointStore(AsyncClosing):
         grace = self.orphan_grace_seconds if grace_seconds is None else grace_seconds
         entries = await self._entries(settle=writes)
         if all(entry.committed for entry in entries.values()):
-            return entries, []
+            return entries, [], None
         candidates = fencing_candidates(entries)
         newest_epoch: int | None = None
         orphan_epochs: dict[int, int | None] = {}
@@ -1411,9 +1413,11 @@ class AsyncCheckpointStore(AsyncClosing):
             )
 
         doomed = plan(None)
+        store_now: float | None = None
         if age_matters(entries, {*doomed, *kept}):
-            doomed = plan(await self._store_now(entries, writes=writes))
-        return entries, doomed
+            store_now = await self._store_now(entries, writes=writes)
+            doomed = plan(store_now)
+        return entries, doomed, store_now
 
     async def _store_now(
         self, entries: dict[int, CheckpointEntry], *, writes: bool
@@ -1434,10 +1438,17 @@ class AsyncCheckpointStore(AsyncClosing):
             return None
         return read_header_epoch(header)
 
-    async def cleanup_orphans(self, grace_seconds: float | None = None) -> int:
+    async def cleanup_orphans(
+        self, grace_seconds: float | None = None, *, dry_run: bool = False
+    ) -> CleanupResult:
         """Delete sidecars and directories that have no manifest and that no live writer can
         still commit: older than the grace period, or below a checkpoint committed by a newer
-        epoch (their writer is fenced). Returns how many orphaned checkpoints were deleted.
+        epoch (their writer is fenced). Returns what it saw, planned and deleted
+        (:class:`~objstore.checkpoint.CleanupResult`).
+
+        A ``dry_run`` writes nothing, so ages are judged against the newest mtime listed (a
+        lower bound of the store's time): it may plan fewer ids than a real run deletes,
+        never more.
 
         Race-free against a save still committing the orphan: before deleting anything the
         janitor claims the id's commit slot itself, creating ``manifest.json`` create-if-
@@ -1453,8 +1464,22 @@ class AsyncCheckpointStore(AsyncClosing):
         tombstone, and deletes tombstones whose writer is fenced
         (:func:`~objstore.checkpoint._plan.tombstones_to_collect`); those are not counted.
         """
-        entries, doomed = await self._plan_orphans(grace_seconds)
-        deleted = 0
+        grace = self.orphan_grace_seconds if grace_seconds is None else grace_seconds
+        entries, doomed, store_now = await self._plan_orphans(grace, writes=not dry_run)
+        planned = set(doomed)
+        orphans = tuple(
+            Orphan(
+                cid,
+                sum(info.size for info in (entry.state, *entry.others) if info is not None),
+                entry.newest_mtime,
+                cid in planned,
+            )
+            for cid, entry in sorted(entries.items())
+            if not entry.committed
+        )
+        if dry_run:
+            return CleanupResult(grace, orphans, tuple(doomed), (), store_now, dry_run)
+        deleted: list[int] = []
         for checkpoint_id in doomed:
             epoch = await self._orphan_epoch(checkpoint_id)
             try:
@@ -1465,9 +1490,9 @@ class AsyncCheckpointStore(AsyncClosing):
                 continue  # committed since the listing (or claimed by another janitor)
             for info in entries[checkpoint_id].objects:
                 await self.backend.delete(info.key)
-            deleted += 1
+            deleted.append(checkpoint_id)
         await self._tidy_tombstones(entries)
-        return deleted
+        return CleanupResult(grace, orphans, tuple(doomed), tuple(deleted), store_now, dry_run)
 
     async def _tidy_tombstones(self, entries: dict[int, CheckpointEntry]) -> None:
         """Delete what remains beside a tombstone (an interrupted cleanup's garbage: the id

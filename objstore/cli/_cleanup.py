@@ -9,7 +9,6 @@ print ids as ranges, so 10,000 deleted checkpoints still make one short line.
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 import typer
@@ -27,7 +26,7 @@ from objstore.cli._options import (
     parse_duration,
 )
 from objstore.cli._output import ByteProgress, Outcome, ranges_text, run_command, size_text
-from objstore.cli._stores import list_entries, open_store
+from objstore.cli._stores import open_store
 
 __all__ = ["gc", "gc_command", "prune", "prune_command", "render_gc", "render_prune"]
 
@@ -37,39 +36,26 @@ __all__ = ["gc", "gc_command", "prune", "prune_command", "render_gc", "render_pr
 
 async def prune(store: AsyncCheckpointStore, keep: int, *, dry_run: bool) -> Outcome:
     """Keep the ``keep`` newest committed checkpoints (and the newest valid one, always);
-    delete the rest, manifest first."""
-    committed = await store.list_ids()
-    newest_valid = await store.newest_valid_id() if len(committed) > keep else None
-    planned = await store.plan_prune(keep) if len(committed) > keep else []
-    refused = len(committed) > keep and newest_valid is None
-    deleted_count = 0
-    deleted: list[int] = []
-    if planned and not dry_run:
-        deleted_count = await store.prune(keep)
-        deleted = await _gone(store, planned)
+    delete the rest, manifest first. Renders the store's own result: one plan, and the
+    report says what that plan deleted."""
+    result = await store.prune(keep, dry_run=dry_run)
     document = {
         "url": store.url,
         "keep": keep,
         "dry_run": dry_run,
-        "newest_valid_id": newest_valid,
-        "committed": committed,
-        "planned": planned,
-        "deleted": deleted,
-        "deleted_count": deleted_count,
-        "kept": [cid for cid in committed if cid not in set(planned)],
+        "newest_valid_id": result.anchor_id,
+        "committed": list(result.committed),
+        "planned": list(result.planned),
+        "deleted": list(result.deleted),
+        "deleted_count": len(result.deleted),
+        "kept": list(result.kept),
         "refused": (
             "no valid checkpoint: prune deletes nothing until an operator has looked"
-            if refused
+            if result.refused
             else None
         ),
     }
-    return Outcome(document, ExitCode.INVALID if refused else ExitCode.OK)
-
-
-async def _gone(store: AsyncCheckpointStore, ids: list[int]) -> list[int]:
-    """Which of ``ids`` are no longer committed (one listing): what a deletion achieved."""
-    entries = await list_entries(store)
-    return [cid for cid in ids if cid not in entries or not entries[cid].committed]
+    return Outcome(document, ExitCode.INVALID if result.refused else ExitCode.OK)
 
 
 def render_prune(console: Console, document: dict[str, Any]) -> None:
@@ -124,43 +110,28 @@ def prune_command(
 
 
 async def gc(store: AsyncCheckpointStore, grace_seconds: float | None, *, dry_run: bool) -> Outcome:
-    """Delete orphaned sidecars no live writer can still commit; list the ones kept."""
-    grace = store.orphan_grace_seconds if grace_seconds is None else grace_seconds
-    now = time.time()
-    entries = await list_entries(store)
-    eligible = await store.plan_cleanup_orphans(grace)
+    """Delete orphaned sidecars no live writer can still commit; list the ones kept. Ages
+    are the store's (its clock, as the cleanup judged them), never this machine's."""
+    result = await store.cleanup_orphans(grace_seconds, dry_run=dry_run)
     orphans = []
-    for checkpoint_id, entry in sorted(entries.items()):
-        if entry.committed:
-            continue
-        mtime = entry.newest_mtime
+    for orphan in result.orphans:
+        age = result.age_of(orphan)
         orphans.append(
             {
-                "id": checkpoint_id,
-                "size": sum(info.size for info in (entry.state, *entry.others) if info),
-                "age_seconds": None if mtime is None else round(now - mtime, 3),
-                "eligible": checkpoint_id in eligible,
+                "id": orphan.checkpoint_id,
+                "size": orphan.size,
+                "age_seconds": None if age is None else round(age, 3),
+                "eligible": orphan.eligible,
             }
         )
-    deleted_count = 0
-    deleted: list[int] = []
-    if eligible and not dry_run:
-        deleted_count = await store.cleanup_orphans(grace)
-        after = await list_entries(store)
-        # Gone, or only the janitor's tombstone left in its place (the id stays taken).
-        deleted = [
-            cid
-            for cid in eligible
-            if cid not in after or (after[cid].state is None and not after[cid].others)
-        ]
     document = {
         "url": store.url,
-        "grace_seconds": grace,
+        "grace_seconds": result.grace_seconds,
         "dry_run": dry_run,
         "orphans": orphans,
-        "planned": eligible,
-        "deleted": deleted,
-        "deleted_count": deleted_count,
+        "planned": list(result.planned),
+        "deleted": list(result.deleted),
+        "deleted_count": len(result.deleted),
     }
     return Outcome(document)
 

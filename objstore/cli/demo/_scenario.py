@@ -225,7 +225,7 @@ def run_demo(
 
         _zombie(first, result, report)
 
-        result.orphans_deleted = second.cleanup_orphans()
+        result.orphans_deleted = len(second.cleanup_orphans().deleted)
         if result.orphans_deleted:
             report(
                 DemoStep(
