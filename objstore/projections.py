@@ -41,15 +41,15 @@ is its blocking face.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 from objstore._checks import MAX_U64, check_u64, is_int
+from objstore._concurrency import gather_bounded
 from objstore._keys import join_key, name_segment
 from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
@@ -274,16 +274,6 @@ class _Layout:
         ]
 
 
-async def _gather_bounded(jobs: Iterable[Awaitable[_T]]) -> list[_T]:
-    semaphore = asyncio.Semaphore(_PARALLEL_READS)
-
-    async def one(job: Awaitable[_T]) -> _T:
-        async with semaphore:
-            return await job
-
-    return list(await asyncio.gather(*(one(job) for job in jobs)))
-
-
 _UNKNOWN = "unknown"
 
 
@@ -356,7 +346,9 @@ class AsyncProjectionCheckpointStore(AsyncClosing):
                 else:
                     version, base = None, _EMPTY_BASE
                 unfolded = [i for i in layout.delta_ids(listing) if i not in base.folded]
-                deltas = await _gather_bounded(self._read_delta(layout, i) for i in unfolded)
+                deltas = await gather_bounded(
+                    (self._read_delta(layout, i) for i in unfolded), _PARALLEL_READS
+                )
             except NotFoundError:
                 continue  # a compaction folded what we listed into a newer base: start over
             cursors = dict(base.cursors)
@@ -452,7 +444,9 @@ class AsyncProjectionCheckpointStore(AsyncClosing):
             await self.backend.delete_many(layout.delta(i) for i in listed)
             return False
         try:
-            deltas = await _gather_bounded(self._read_delta(layout, i) for i in unfolded)
+            deltas = await gather_bounded(
+                (self._read_delta(layout, i) for i in unfolded), _PARALLEL_READS
+            )
         except NotFoundError:
             return False  # another writer folded and deleted them
         cursors = dict(base.cursors)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from objstore._checks import check_u64
+from objstore._concurrency import gather_bounded
 from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
 from objstore.backends import AsyncBackend, ObjectInfo, RequestHook
@@ -147,14 +148,9 @@ class RecoveryReport:
     skipped: tuple[tuple[int, str], ...]
 
 
-async def _gather_bounded(jobs: Iterable[Awaitable[_T]], limit: int = PARALLEL_READS) -> list[_T]:
-    semaphore = asyncio.Semaphore(limit)
-
-    async def one(job: Awaitable[_T]) -> _T:
-        async with semaphore:
-            return await job
-
-    return list(await asyncio.gather(*(one(job) for job in jobs)))
+async def _gather_bounded(jobs: Iterable[Awaitable[_T]]) -> list[_T]:
+    """:func:`~objstore._concurrency.gather_bounded` with this store's read limit."""
+    return await gather_bounded(jobs, PARALLEL_READS)
 
 
 class AsyncCheckpointStore(AsyncClosing):
