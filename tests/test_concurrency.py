@@ -38,5 +38,5 @@ def test_gather_bounded_propagates_the_error() -> None:
 
 
 def test_gather_bounded_refuses_a_limit_below_one() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="limit must be at least 1"):
         asyncio.run(gather_bounded([], 0))
