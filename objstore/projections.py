@@ -54,7 +54,7 @@ from objstore._keys import join_key, name_segment
 from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
 from objstore.backends import AsyncBackend, RequestHook
-from objstore.codec import canonical_json, parse_json, seal, unseal
+from objstore.codec import canonical_json, open_document, seal
 from objstore.errors import (
     AlreadyExistsError,
     CorruptionError,
@@ -211,17 +211,9 @@ def _encode_delta(name: str, cursors: Mapping[str, int]) -> bytes:
 def _decode(
     blob: bytes, *, key: str, kind: str, name: str
 ) -> tuple[dict[str, Any], dict[str, int]]:
-    document = parse_json(unseal(blob, key=key), key=key)
-    if not isinstance(document, dict):
-        raise CorruptionError(key, "not a JSON object")
-    if document.get("format") != PROJECTION_FORMAT:
-        raise CorruptionError(key, f"unknown format {document.get('format')!r}")
-    if document.get("kind") != kind:
-        raise CorruptionError(key, f"not a {kind}", expected=kind, actual=document.get("kind"))
-    if document.get("name") != name:
-        raise CorruptionError(
-            key, "belongs to another projection", expected=name, actual=document.get("name")
-        )
+    document = open_document(
+        blob, key=key, formats=(PROJECTION_FORMAT,), kind=kind, owner=("name", name)
+    )
     cursors = document.get("cursors")
     if not isinstance(cursors, dict):
         raise CorruptionError(key, "cursors are not a JSON object")
