@@ -670,14 +670,8 @@ def test_newer_epoch_takes_over_from_an_older_one(store_url: str) -> None:
     assert CheckpointStore(store_url).load_latest().epoch == 2  # type: ignore[union-attr]
 
 
-def test_large_sidecars_are_validated_in_ranges_not_held_whole(
-    store_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from objstore.checkpoint import _store
-
-    monkeypatch.setattr(_store, "STREAMED_VALIDATION_THRESHOLD", 10)
-    monkeypatch.setattr(_store, "RANGE_SIZE", 16)
-    store, faults = faulty_store(store_url)
+def test_large_sidecars_are_validated_in_ranges_not_held_whole(store_url: str) -> None:
+    store, faults = faulty_store(store_url, streamed_validation_threshold=10, range_size=16)
     store.save_with_state(manifest(1), state_for(1))
     store.save_with_state(manifest(2), state_for(2))
     faults.clear_calls()
