@@ -598,11 +598,10 @@ class AsyncCheckpointStore(AsyncClosing):
         (``PreconditionFailedError``; see ``_clock``)."""
         stored = landed.stored.manifest
         if not _same_commit(stored, requested, compare_state=compare_state):
-            raise CheckpointConflict(
-                manifest_key(stored.checkpoint_id),
+            raise id_taken(
+                stored.checkpoint_id,
                 f"checkpoint {stored.checkpoint_id} was already committed by this store object "
                 "with a different manifest; it is kept as it is",
-                checkpoint_id=stored.checkpoint_id,
                 epoch=requested.epoch,
                 winner_epoch=stored.epoch,
             )
