@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Container
 from typing import Any
 
 import xxhash
@@ -25,6 +26,8 @@ __all__ = [
     "SEALED_FORMAT",
     "canonical_json",
     "checksum",
+    "open_document",
+    "open_framed",
     "parse_json",
     "seal",
     "unseal",
@@ -35,6 +38,7 @@ SEALED_FORMAT = 1
 _HEADER = struct.Struct("<4sBBQ16s")
 _COMPRESSED = 0x01
 _COMPRESS_THRESHOLD = 256
+_FRAME_LENGTH = struct.Struct("<I")
 
 
 def canonical_json(value: Any) -> bytes:
@@ -100,3 +104,74 @@ def unseal(blob: bytes, *, key: str) -> bytes:
     if actual != digest:
         raise CorruptionError(key, "checksum mismatch", expected=digest.hex(), actual=actual.hex())
     return raw
+
+
+# -- sealed documents: the one decoder the small stores share ------------------------------------
+
+
+def open_document(
+    blob: bytes,
+    *,
+    key: str,
+    formats: Container[int],
+    kind: str,
+    owner: tuple[str, object] | None = None,
+) -> dict[str, Any]:
+    """The JSON object sealed in ``blob``, checked to be one of ``formats`` and of ``kind``.
+
+    ``owner`` is ``(field, value)`` the document must carry (the query or projection it
+    belongs to), so an object copied to another owner's key is refused. Raises
+    :class:`CorruptionError` (naming ``key``) if the blob is damaged, is not a JSON object,
+    or does not match.
+    """
+    document = parse_json(unseal(blob, key=key), key=key)
+    if not isinstance(document, dict):
+        raise CorruptionError(key, "not a JSON object")
+    _check_header(document, key=key, formats=formats, kind=kind, owner=owner)
+    return document
+
+
+def open_framed(
+    blob: bytes, *, key: str, formats: Container[int], kind: str
+) -> tuple[dict[str, Any], bytes, int]:
+    """``(header, payload, body start)`` of a sealed framed object.
+
+    A framed payload is ``u32 header length | JSON header | body`` (snapshots and KV
+    objects); the header is checked as :func:`open_document` checks a document, and the
+    body is ``payload[start:]``. Raises :class:`CorruptionError` if the blob is damaged,
+    its header runs past the end or does not match.
+    """
+    payload = unseal(blob, key=key)
+    if len(payload) < _FRAME_LENGTH.size:
+        raise CorruptionError(key, "too short for a header")
+    (length,) = _FRAME_LENGTH.unpack_from(payload)
+    end = _FRAME_LENGTH.size + length
+    if end > len(payload):
+        raise CorruptionError(key, "header runs past the end", expected=end, actual=len(payload))
+    header = parse_json(payload[_FRAME_LENGTH.size : end], key=key)
+    if not isinstance(header, dict):
+        raise CorruptionError(key, "header is not a JSON object")
+    _check_header(header, key=key, formats=formats, kind=kind, owner=None)
+    return header, payload, end
+
+
+def _check_header(
+    document: dict[str, Any],
+    *,
+    key: str,
+    formats: Container[int],
+    kind: str,
+    owner: tuple[str, object] | None,
+) -> None:
+    if document.get("format") not in formats:
+        raise CorruptionError(key, f"unknown format {document.get('format')!r}")
+    if document.get("kind") != kind:
+        raise CorruptionError(
+            key, f"not a {kind} object", expected=kind, actual=document.get("kind")
+        )
+    if owner is not None:
+        field, value = owner
+        if document.get(field) != value:
+            raise CorruptionError(
+                key, f"belongs to another {field}", expected=value, actual=document.get(field)
+            )

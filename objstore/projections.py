@@ -41,20 +41,20 @@ is its blocking face.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 from objstore._checks import MAX_U64, check_u64, is_int
+from objstore._concurrency import gather_bounded
 from objstore._keys import join_key, name_segment
 from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
 from objstore.backends import AsyncBackend, RequestHook
-from objstore.codec import canonical_json, parse_json, seal, unseal
+from objstore.codec import canonical_json, open_document, seal
 from objstore.errors import (
     AlreadyExistsError,
     CorruptionError,
@@ -211,17 +211,9 @@ def _encode_delta(name: str, cursors: Mapping[str, int]) -> bytes:
 def _decode(
     blob: bytes, *, key: str, kind: str, name: str
 ) -> tuple[dict[str, Any], dict[str, int]]:
-    document = parse_json(unseal(blob, key=key), key=key)
-    if not isinstance(document, dict):
-        raise CorruptionError(key, "not a JSON object")
-    if document.get("format") != PROJECTION_FORMAT:
-        raise CorruptionError(key, f"unknown format {document.get('format')!r}")
-    if document.get("kind") != kind:
-        raise CorruptionError(key, f"not a {kind}", expected=kind, actual=document.get("kind"))
-    if document.get("name") != name:
-        raise CorruptionError(
-            key, "belongs to another projection", expected=name, actual=document.get("name")
-        )
+    document = open_document(
+        blob, key=key, formats=(PROJECTION_FORMAT,), kind=kind, owner=("name", name)
+    )
     cursors = document.get("cursors")
     if not isinstance(cursors, dict):
         raise CorruptionError(key, "cursors are not a JSON object")
@@ -272,16 +264,6 @@ class _Layout:
             for key in keys
             if key.startswith(start) and "/" not in key[len(start) :]
         ]
-
-
-async def _gather_bounded(jobs: Iterable[Awaitable[_T]]) -> list[_T]:
-    semaphore = asyncio.Semaphore(_PARALLEL_READS)
-
-    async def one(job: Awaitable[_T]) -> _T:
-        async with semaphore:
-            return await job
-
-    return list(await asyncio.gather(*(one(job) for job in jobs)))
 
 
 _UNKNOWN = "unknown"
@@ -356,7 +338,9 @@ class AsyncProjectionCheckpointStore(AsyncClosing):
                 else:
                     version, base = None, _EMPTY_BASE
                 unfolded = [i for i in layout.delta_ids(listing) if i not in base.folded]
-                deltas = await _gather_bounded(self._read_delta(layout, i) for i in unfolded)
+                deltas = await gather_bounded(
+                    (self._read_delta(layout, i) for i in unfolded), _PARALLEL_READS
+                )
             except NotFoundError:
                 continue  # a compaction folded what we listed into a newer base: start over
             cursors = dict(base.cursors)
@@ -452,7 +436,9 @@ class AsyncProjectionCheckpointStore(AsyncClosing):
             await self.backend.delete_many(layout.delta(i) for i in listed)
             return False
         try:
-            deltas = await _gather_bounded(self._read_delta(layout, i) for i in unfolded)
+            deltas = await gather_bounded(
+                (self._read_delta(layout, i) for i in unfolded), _PARALLEL_READS
+            )
         except NotFoundError:
             return False  # another writer folded and deleted them
         cursors = dict(base.cursors)

@@ -51,7 +51,7 @@ from objstore._keys import escape_name, join_key, name_segment
 from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
 from objstore.backends import AsyncBackend, RequestHook
-from objstore.codec import canonical_json, parse_json, seal, unseal
+from objstore.codec import canonical_json, open_framed, parse_json, seal
 from objstore.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -133,20 +133,7 @@ def encode_snapshot(snapshot: Snapshot, *, level: int = 3) -> bytes:
 
 def decode_snapshot(blob: bytes, *, key: str) -> Snapshot:
     """The snapshot in a sealed object; :class:`CorruptionError` if anything is off."""
-    payload = unseal(blob, key=key)
-    if len(payload) < _HEADER_LENGTH.size:
-        raise CorruptionError(key, "too short for a snapshot header")
-    (length,) = _HEADER_LENGTH.unpack_from(payload)
-    end = _HEADER_LENGTH.size + length
-    if end > len(payload):
-        raise CorruptionError(
-            key, "header length runs past the end", expected=end, actual=len(payload)
-        )
-    header = parse_json(payload[_HEADER_LENGTH.size : end], key=key)
-    if not isinstance(header, dict):
-        raise CorruptionError(key, "header is not a JSON object")
-    if header.get("format") != SNAPSHOT_FORMAT or header.get("kind") != _KIND:
-        raise CorruptionError(key, f"unknown snapshot format {header.get('format')!r}")
+    header, payload, end = open_framed(blob, key=key, formats=(SNAPSHOT_FORMAT,), kind=_KIND)
     raw_state = payload[end:]
     encoding = header.get("state_encoding")
     state: bytes | JSONValue

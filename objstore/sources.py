@@ -59,7 +59,7 @@ from objstore._keys import escape_name, join_key, name_segment
 from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
 from objstore.backends import AsyncBackend, Buffer, RequestHook
-from objstore.codec import canonical_json, parse_json, seal, unseal
+from objstore.codec import canonical_json, open_document, seal
 from objstore.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -152,20 +152,9 @@ def encode_state(
 
 
 def _document(blob: bytes, *, key: str, kind: str, query_id: str) -> dict[str, Any]:
-    document = parse_json(unseal(blob, key=key), key=key)
-    if not isinstance(document, dict):
-        raise CorruptionError(key, "not a JSON object")
-    if document.get("format") != STATE_FORMAT:
-        raise CorruptionError(key, f"unknown format {document.get('format')!r}")
-    if document.get("kind") != kind:
-        raise CorruptionError(
-            key, f"not a {kind} object", expected=kind, actual=document.get("kind")
-        )
-    if document.get("query_id") != query_id:
-        raise CorruptionError(
-            key, "belongs to another query", expected=query_id, actual=document.get("query_id")
-        )
-    return document
+    return open_document(
+        blob, key=key, formats=(STATE_FORMAT,), kind=kind, owner=("query_id", query_id)
+    )
 
 
 def decode_state(

@@ -24,7 +24,7 @@ from objstore import (
     TransientStorageError,
 )
 from objstore.backends import open_backend
-from objstore.checkpoint import LATEST, manifest_key, state_key
+from objstore.checkpoint import LATEST, manifest_key, state_key, validate_checkpoint_streaming
 from tests.checkpoint_helpers import faulty_store, joined_state, manifest, pointed_id, state_for
 
 # -- layout and round trips ---------------------------------------------------------------------
@@ -670,14 +670,8 @@ def test_newer_epoch_takes_over_from_an_older_one(store_url: str) -> None:
     assert CheckpointStore(store_url).load_latest().epoch == 2  # type: ignore[union-attr]
 
 
-def test_large_sidecars_are_validated_in_ranges_not_held_whole(
-    store_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from objstore.checkpoint import _store
-
-    monkeypatch.setattr(_store, "STREAMED_VALIDATION_THRESHOLD", 10)
-    monkeypatch.setattr(_store, "RANGE_SIZE", 16)
-    store, faults = faulty_store(store_url)
+def test_large_sidecars_are_validated_in_ranges_not_held_whole(store_url: str) -> None:
+    store, faults = faulty_store(store_url, streamed_validation_threshold=10, range_size=16)
     store.save_with_state(manifest(1), state_for(1))
     store.save_with_state(manifest(2), state_for(2))
     faults.clear_calls()
@@ -691,6 +685,29 @@ def test_large_sidecars_are_validated_in_ranges_not_held_whole(
     assert "checksum" in result.issues[0]
     assert sum(seen) > 0
     assert store.recover_latest_validated().chosen_id == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("single_put_limit", -1), ("streamed_validation_threshold", -1), ("range_size", 0)],
+)
+def test_size_options_out_of_range_are_refused(option: str, value: int) -> None:
+    for store_class in (CheckpointStore, AsyncCheckpointStore):
+        with pytest.raises(ValueError, match=option):
+            store_class("memory://", **{option: value})  # type: ignore[arg-type]
+
+
+def test_streamed_validation_defaults_to_the_stores_range_size(store_url: str) -> None:
+    store, faults = faulty_store(store_url, range_size=16)
+    saved = store.save_with_state(manifest(1), state_for(1))
+    assert saved.state_size is not None
+    assert saved.state_size > 4 * 16
+    faults.clear_calls()
+    assert validate_checkpoint_streaming(store, 1).valid
+    assert faults.count("get_range") >= saved.state_size // 16
+    default, default_faults = faulty_store(store_url)
+    assert validate_checkpoint_streaming(default, 1).valid
+    assert default_faults.count("get_range") == 1  # one 8 MiB range holds it all
 
 
 def test_load_latest_sees_past_a_run_of_orphans_behind_a_lagging_pointer(store_url: str) -> None:

@@ -29,11 +29,11 @@ from objstore.checkpoint import (
     AsyncCheckpointStore,
     Pointer,
     RecoveryReport,
-    _maintenance,
     manifest_key,
     plan_pointer_repair,
     read_pointer_async,
     state_key,
+    validate_checkpoint_streaming,
 )
 from objstore.checkpoint._layout import parse_pointer, pointer_text
 from objstore.cli import _output, _probe, _repair
@@ -360,20 +360,23 @@ def _damage_every_way(url: str) -> None:
     put_raw(url, manifest_key(8), get_raw(url, manifest_key(8)).replace(b'"epoch":1', b'"epoch":2'))
 
 
-def test_streamed_verification_agrees_with_the_library(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_streamed_verification_agrees_with_the_library(tmp_path: Path) -> None:
     url = str(tmp_path / "store")
     _damage_every_way(url)
     store = CheckpointStore(url)
     expected = {cid: store.validate_checkpoint(cid) for cid in range(1, 9)}
     store.close()
     assert sum(result.valid for result in expected.values()) == 2  # 1 and 6
-    monkeypatch.setattr(_maintenance, "RANGE_SIZE", 64)  # many small ranged reads per sidecar
     _, doc = invoke_json("verify", url, "--all")
     for row in doc["checkpoints"]:
         library = expected[row["id"]]
         assert (row["valid"], row["issues"]) == (library.valid, list(library.issues)), row
+    # The streamed check the command runs, in many small ranged reads per sidecar.
+    ranged = CheckpointStore(url, range_size=64)
+    for cid, library in expected.items():
+        streamed = validate_checkpoint_streaming(ranged, cid)
+        assert (streamed.valid, streamed.issues) == (library.valid, library.issues), cid
+    ranged.close()
 
 
 # -- recover ---------------------------------------------------------------------------------

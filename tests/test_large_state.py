@@ -18,7 +18,6 @@ import boto3
 import pytest
 
 import objstore.checkpoint._sidecar as sidecar_module
-import objstore.checkpoint._store as store_module
 from objstore import CheckpointConflict, CheckpointStore, CorruptionError
 from objstore.backends import (
     AsyncBackend,
@@ -42,10 +41,9 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return make_store_url(request.param, request, tmp_path)
 
 
-@pytest.fixture
-def streamed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Send every sidecar larger than its header through the streamed path."""
-    monkeypatch.setattr(store_module, "SINGLE_PUT_LIMIT", 0)
+STREAMED = 0
+"""A ``single_put_limit`` that sends every sidecar larger than its header through the
+streamed path."""
 
 
 def compressible(index: int, size: int) -> bytes:
@@ -62,10 +60,9 @@ def sizes(count: int) -> list[int]:
 # -- round trips -------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("streamed")
 def test_streamed_save_of_many_chunks_round_trips(url: str) -> None:
     chunk_sizes = sizes(300)
-    store = CheckpointStore(url, chunks_in_flight=3)
+    store = CheckpointStore(url, chunks_in_flight=3, single_put_limit=STREAMED)
 
     def chunks() -> Iterator[bytes]:
         for index, size in enumerate(chunk_sizes):
@@ -81,14 +78,13 @@ def test_streamed_save_of_many_chunks_round_trips(url: str) -> None:
     assert CheckpointStore(url).load_latest() == saved
 
 
-@pytest.mark.usefixtures("streamed")
 def test_async_iterator_of_named_chunks_round_trips(url: str) -> None:
     async def chunks() -> AsyncIterable[tuple[str, bytes]]:
         for index in range(40):
             await asyncio.sleep(0)
             yield f"operator-{index}", compressible(index, 10 * KiB + index)
 
-    store = CheckpointStore(url)
+    store = CheckpointStore(url, single_put_limit=STREAMED)
     store.save_with_state(manifest(1), chunks())
     assert store.load_operator_state(1, "operator-33") == compressible(33, 10 * KiB + 33)
     assert store.load_state_data(1) == b"".join(compressible(i, 10 * KiB + i) for i in range(40))
@@ -151,11 +147,12 @@ class _CountingTransport(MemoryTransport):
         return await super().put_if_absent_stream(key, counted(), retry=retry)
 
 
-@pytest.mark.usefixtures("streamed")
 @pytest.mark.parametrize("window", [1, 2, 5])
 def test_chunks_in_flight_is_respected(window: int, monkeypatch: pytest.MonkeyPatch) -> None:
     transport = _CountingTransport()
-    store = CheckpointStore(Backend(AsyncBackend(transport)), chunks_in_flight=window)
+    store = CheckpointStore(
+        Backend(AsyncBackend(transport)), chunks_in_flight=window, single_put_limit=STREAMED
+    )
     active = 0
     most_active = 0
     lock = threading.Lock()
@@ -222,12 +219,9 @@ def _bucket_and_prefix(url: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def test_large_sidecar_goes_multipart_on_s3_and_stays_create_if_absent(
-    s3_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(store_module, "SINGLE_PUT_LIMIT", 1 * MiB)
+def test_large_sidecar_goes_multipart_on_s3_and_stays_create_if_absent(s3_url: str) -> None:
     options = {"part_size": 5 * MiB, "parts_in_flight": 2}
-    first = CheckpointStore(s3_url, storage_options=options)
+    first = CheckpointStore(s3_url, storage_options=options, single_put_limit=1 * MiB)
     state = [os.urandom(1 * MiB) for _ in range(12)]
     saved = first.save_with_state(manifest(1, epoch=2), iter(state))
     bucket, prefix = _bucket_and_prefix(s3_url)
@@ -236,7 +230,7 @@ def test_large_sidecar_goes_multipart_on_s3_and_stays_create_if_absent(
     assert head["ETag"].strip('"').endswith("-3")  # 12 MiB + frames in 5 MiB parts
     assert head["ContentLength"] == saved.state_size
 
-    second = CheckpointStore(s3_url, storage_options=options)
+    second = CheckpointStore(s3_url, storage_options=options, single_put_limit=1 * MiB)
     with pytest.raises(CheckpointConflict):
         second.save_with_state(manifest(1, epoch=2), (os.urandom(1 * MiB) for _ in range(12)))
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
@@ -247,9 +241,8 @@ def test_large_sidecar_goes_multipart_on_s3_and_stays_create_if_absent(
 # -- restore requests --------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("streamed")
 def test_restore_is_one_get_per_object(url: str) -> None:
-    store, faults = faulty_store(url)
+    store, faults = faulty_store(url, single_put_limit=STREAMED)
     store.save_with_state(manifest(1), (compressible(i, 64 * KiB) for i in range(20)))
     faults.clear_calls()
     assert store.load_state_data(1) == b"".join(compressible(i, 64 * KiB) for i in range(20))
@@ -283,9 +276,8 @@ def test_restore_returns_bytes_and_holds_one_full_size_buffer(tmp_path: Path) ->
     assert peak < raw + saved.state_size + 4 * MiB, (peak, raw)
 
 
-@pytest.mark.usefixtures("streamed")
 def test_corruption_in_a_streamed_sidecar_is_caught_on_restore(url: str) -> None:
-    store, faults = faulty_store(url)
+    store, faults = faulty_store(url, single_put_limit=STREAMED)
     store.save_with_state(manifest(1), (compressible(i, 64 * KiB) for i in range(20)))
     faults.flip_bytes_on_read("state.bin")
     with pytest.raises(CorruptionError, match="checksum"):
@@ -308,9 +300,8 @@ def test_sidecar_of_the_wrong_length_is_caught_on_restore(
 # -- failures while streaming ------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("streamed")
 def test_failed_stream_leaves_nothing_on_disk(tmp_path: Path) -> None:
-    store = CheckpointStore(tmp_path)
+    store = CheckpointStore(tmp_path, single_put_limit=STREAMED)
 
     def chunks() -> Iterator[object]:
         for index in range(10):

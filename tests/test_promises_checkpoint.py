@@ -543,13 +543,8 @@ def test_a_newer_epoch_is_never_told_it_lost_an_id_to_an_older_one(store_url: st
     assert CheckpointStore(store_url).load_latest().epoch == 2  # type: ignore[union-attr]
 
 
-def test_retried_streamed_save_with_state_after_its_sidecar_reply_was_lost(
-    store_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from objstore.checkpoint import _store
-
-    monkeypatch.setattr(_store, "SINGLE_PUT_LIMIT", 64)
-    store, faults = faulty_store(store_url)
+def test_retried_streamed_save_with_state_after_its_sidecar_reply_was_lost(store_url: str) -> None:
+    store, faults = faulty_store(store_url, single_put_limit=64)
     faults.lose_response("put_if_absent_stream", 1)
     with pytest.raises(TransientStorageError):
         store.save_with_state(manifest(1), state_for(1))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self, TypeVar
 
+from objstore._concurrency import gather_bounded
 from objstore._keys import validate_key, validate_prefix
 from objstore._loop import blocking
 from objstore.backends._base import Buffer, ObjectInfo, ObjectListing, Transport
@@ -40,6 +41,8 @@ _T = TypeVar("_T")
 logger = logging.getLogger(__name__)
 
 PROBE_PREFIX = ".objstore-probe"
+DELETES_IN_FLIGHT = 16
+"""How many DELETEs :meth:`AsyncBackend.delete_many` keeps in flight."""
 """Keys under this prefix are written and removed by the capability probe."""
 
 
@@ -376,13 +379,7 @@ class AsyncBackend:
 
     async def delete_many(self, keys: Iterable[str]) -> None:
         """Delete several objects unconditionally, a few requests in flight at once."""
-        semaphore = asyncio.Semaphore(16)
-
-        async def one(key: str) -> None:
-            async with semaphore:
-                await self.delete(key)
-
-        await asyncio.gather(*(one(key) for key in keys))
+        await gather_bounded((self.delete(key) for key in keys), DELETES_IN_FLIGHT)
 
     async def check_root(self) -> None:
         """Check that the store exists before reading it (see :meth:`Transport.check_root`).

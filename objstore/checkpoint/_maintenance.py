@@ -37,13 +37,11 @@ from typing import Literal, TypeAlias
 from objstore._loop import run_sync
 from objstore._open import StoreLocation
 from objstore.backends import AsyncBackend, Backend
+from objstore.checkpoint._conflicts import id_taken
 from objstore.checkpoint._layout import (
     CHECKPOINTS,
     LATEST,
-    PointerRecord,
     manifest_key,
-    parse_pointer,
-    pointer_text,
     state_key,
 )
 from objstore.checkpoint._manifest import (
@@ -53,6 +51,14 @@ from objstore.checkpoint._manifest import (
     decode_manifest,
 )
 from objstore.checkpoint._plan import CheckpointEntry, scan
+from objstore.checkpoint._pointer import (
+    POINTER_ATTEMPTS,
+    Pointer,
+    advance_pointer,
+    moved_text,
+    swap_pointer,
+)
+from objstore.checkpoint._pointer import read_pointer as read_pointer_from
 from objstore.checkpoint._quarantine import Quarantined, move_to_quarantine, restore
 from objstore.checkpoint._quarantine import list_quarantined as _list_quarantined
 from objstore.checkpoint._store import (
@@ -63,7 +69,6 @@ from objstore.checkpoint._store import (
     ValidationResult,
 )
 from objstore.checkpoint._streamed_sidecar import (
-    RANGE_SIZE,
     Progress,
     check_sidecar,
     no_progress,
@@ -104,46 +109,10 @@ __all__ = [
     "validate_checkpoint_streaming_async",
 ]
 
-POINTER_ATTEMPTS = 100
-"""Compare-and-swap attempts to move a pointer forward before giving up to other writers."""
-POINTER_TEXT_SHOWN = 200
-"""How much of a garbage ``latest.txt`` :class:`Pointer` keeps, for reports."""
-
-PointerState = Literal["missing", "garbage", "set"]
 RepairAction = Literal["none", "create", "replace", "forward", "backward", "refuse"]
 
 
 # -- the pointer -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Pointer:
-    """``latest.txt`` as read.
-
-    ``text`` is its content (the first 200 characters, decoded leniently; ``None`` if the
-    object is missing), ``checkpoint_id`` the id it names (``None`` if missing or garbage),
-    ``version`` what a compare-and-swap of it must expect (``None`` if missing), and
-    ``epoch``/``fence_epoch`` the named checkpoint's epoch and the newest claimed epoch
-    (``None`` in a format-1 pointer).
-    """
-
-    text: str | None
-    checkpoint_id: int | None
-    version: str | None
-    epoch: int | None = None
-    fence_epoch: int | None = None
-
-    @property
-    def exists(self) -> bool:
-        """Whether ``latest.txt`` exists at all."""
-        return self.text is not None
-
-    @property
-    def state(self) -> PointerState:
-        """``missing``, ``garbage`` (does not name a checkpoint) or ``set``."""
-        if self.text is None:
-            return "missing"
-        return "garbage" if self.checkpoint_id is None else "set"
 
 
 async def read_pointer_async(store: AsyncCheckpointStore) -> Pointer:
@@ -152,13 +121,7 @@ async def read_pointer_async(store: AsyncCheckpointStore) -> Pointer:
     Unlike the store's loaders, this does not look past the pointer: it says what the
     pointer names, so that it can be reported or repaired.
     """
-    try:
-        data, version = await store.backend.get(LATEST)
-    except NotFoundError:
-        return Pointer(None, None, None)
-    record = parse_pointer(data) or PointerRecord(None)
-    text = data[:POINTER_TEXT_SHOWN].decode("utf-8", "replace")
-    return Pointer(text, record.checkpoint_id, version, record.epoch, record.fence_epoch)
+    return await read_pointer_from(store.backend)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,46 +214,14 @@ async def repair_pointer_async(
     if plan.action == "refuse" or plan.target_id is None:
         raise PreconditionFailedError(LATEST, plan.reason)
     _, target = await _read_manifest(store.backend, plan.target_id)
-    if not await _swap_pointer(store.backend, plan.pointer, plan.target_id, target.manifest.epoch):
+    text = moved_text(plan.target_id, target.manifest.epoch, plan.pointer.fence_epoch)
+    if await swap_pointer(store.backend, plan.pointer.version, text) is None:
         raise PreconditionFailedError(
             LATEST,
             "latest.txt changed while repairing (is a writer running?); nothing was written",
             expected_version=plan.pointer.version,
         )
     return plan
-
-
-async def _swap_pointer(backend: AsyncBackend, pointer: Pointer, target: int, epoch: int) -> bool:
-    """Make ``latest.txt`` name ``target`` (of ``epoch``) if it is still ``pointer``, keeping
-    its fence epoch (a repair never unfences a zombie); whether it did."""
-    text = pointer_text(target, epoch, max(pointer.fence_epoch or 0, epoch))
-    try:
-        if pointer.version is None:
-            await backend.put_if_absent(LATEST, text)
-        else:
-            await backend.put_if_match(LATEST, text, pointer.version)
-    except (AlreadyExistsError, PreconditionFailedError, NotFoundError):
-        return False
-    return True
-
-
-async def _advance_pointer(
-    store: AsyncCheckpointStore, target: int, epoch: int
-) -> tuple[Pointer, bool]:
-    """Move ``latest.txt`` forward to ``target`` (of ``epoch``) in (epoch, id) order, never
-    backward: the pointer as found and whether it moved. Retries while concurrent writers
-    move it first."""
-    for _ in range(POINTER_ATTEMPTS):
-        pointer = await read_pointer_async(store)
-        if pointer.checkpoint_id is not None and (
-            (pointer.epoch, pointer.checkpoint_id) >= (epoch, target)
-            if pointer.epoch is not None
-            else pointer.checkpoint_id >= target
-        ):
-            return pointer, False
-        if await _swap_pointer(store.backend, pointer, target, epoch):
-            return pointer, True
-    raise PreconditionFailedError(LATEST, "latest.txt keeps changing under concurrent writers")
 
 
 # -- quarantine --------------------------------------------------------------------------------
@@ -359,10 +290,10 @@ async def restore_quarantined_async(store: AsyncCheckpointStore, checkpoint_id: 
 # -- streamed validation ----------------------------------------------------------------------
 
 
-def _range_size(requested: int | None) -> int:
-    """``requested`` (``None``: :data:`RANGE_SIZE`); ``ValueError`` unless positive."""
+def _range_size(store: AsyncCheckpointStore, requested: int | None) -> int:
+    """``requested`` (``None``: the store's ``range_size``); ``ValueError`` unless positive."""
     if requested is None:
-        return RANGE_SIZE
+        return store.range_size
     if requested < 1:
         raise ValueError(f"range_size must be at least 1 byte, got {requested}")
     return requested
@@ -385,14 +316,15 @@ async def validate_checkpoint_streaming_async(
     """Fully validate one checkpoint like :meth:`AsyncCheckpointStore.validate_checkpoint`
     (same checks, same issues, same warnings), reading its sidecar in ranged reads.
 
-    The sidecar is hashed as it arrives, ``range_size`` bytes at a time (default 8 MiB, two
-    reads in flight), and never held whole, so a multi-GB sidecar costs bounded memory.
+    The sidecar is hashed as it arrives, ``range_size`` bytes at a time (default: the
+    store's ``range_size``; two reads in flight), and never held whole, so a multi-GB
+    sidecar costs bounded memory.
     ``progress`` is called with the byte count of each read. Requests: the manifest GET,
     a HEAD of the sidecar and one GET per range. Transient errors propagate (after
     retries) rather than being mistaken for corruption.
     """
     return await store.validate_checkpoint(
-        checkpoint_id, progress=progress or no_progress, range_size=_range_size(range_size)
+        checkpoint_id, progress=progress or no_progress, range_size=_range_size(store, range_size)
     )
 
 
@@ -494,7 +426,7 @@ async def _copy_checkpoint(
     range_size: int | None,
 ) -> CopyResult:
     advance = progress or no_progress
-    ranges = _range_size(range_size)
+    ranges = _range_size(src, range_size)
     data, stored = await _read_manifest(src.backend, checkpoint_id)
     existing = await _destination_manifest(dst, stored)
     outcome: Literal["copied", "present"] = "present" if existing is not None else "copied"
@@ -525,7 +457,7 @@ async def _copy_checkpoint(
             f"checkpoint {checkpoint_id} does not validate on {dst.url} after the copy: "
             + "; ".join(result.issues),
         )
-    before, moved = await _advance_pointer(dst, checkpoint_id, stored.manifest.epoch)
+    before, moved = await advance_pointer(dst.backend, checkpoint_id, stored.manifest.epoch)
     return CopyResult(checkpoint_id, outcome, before, moved)
 
 
@@ -533,11 +465,10 @@ def _conflict(
     dst: AsyncCheckpointStore, stored: StoredManifest, theirs: StoredManifest | None
 ) -> CheckpointConflict:
     checkpoint_id = stored.manifest.checkpoint_id
-    return CheckpointConflict(
-        manifest_key(checkpoint_id),
+    return id_taken(
+        checkpoint_id,
         f"{dst.url} already has a different checkpoint {checkpoint_id} (another writer's "
         "commit); not copying over it",
-        checkpoint_id=checkpoint_id,
         epoch=stored.manifest.epoch,
         winner_epoch=None if theirs is None else theirs.manifest.epoch,
     )

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from objstore._checks import check_u64
+from objstore._concurrency import gather_bounded
 from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
 from objstore.backends import AsyncBackend, RequestHook
@@ -33,6 +34,7 @@ from objstore.checkpoint._clock import (
     read_store_clock,
     staged_too_long,
 )
+from objstore.checkpoint._conflicts import id_taken
 from objstore.checkpoint._layout import (
     CHECKPOINTS,
     LATEST,
@@ -40,7 +42,6 @@ from objstore.checkpoint._layout import (
     checkpoint_dir,
     manifest_key,
     parse_listing_key,
-    parse_pointer,
     pointer_text,
     state_key,
 )
@@ -69,6 +70,14 @@ from objstore.checkpoint._plan import (
     spare_newer_epochs,
     tombstone_candidates,
     tombstones_to_collect,
+)
+from objstore.checkpoint._pointer import (
+    Pointer,
+    at_or_past,
+    classify_pointer,
+    moved_text,
+    read_pointer,
+    swap_pointer,
 )
 from objstore.checkpoint._quarantine import quarantined_ids
 from objstore.checkpoint._sidecar import (
@@ -155,14 +164,9 @@ class RecoveryReport:
     skipped: tuple[tuple[int, str], ...]
 
 
-async def _gather_bounded(jobs: Iterable[Awaitable[_T]], limit: int = PARALLEL_READS) -> list[_T]:
-    semaphore = asyncio.Semaphore(limit)
-
-    async def one(job: Awaitable[_T]) -> _T:
-        async with semaphore:
-            return await job
-
-    return list(await asyncio.gather(*(one(job) for job in jobs)))
+async def _gather_bounded(jobs: Iterable[Awaitable[_T]]) -> list[_T]:
+    """:func:`~objstore._concurrency.gather_bounded` with this store's read limit."""
+    return await gather_bounded(jobs, PARALLEL_READS)
 
 
 class AsyncCheckpointStore(AsyncClosing):
@@ -200,6 +204,17 @@ class AsyncCheckpointStore(AsyncClosing):
         store_clock: the store's current time, for orphan ages (default
             :func:`~objstore.checkpoint._clock.read_store_clock`: the mtime the store stamps
             on a marker written for the purpose).
+        single_put_limit: sidecars up to this many bytes (or the transport's smaller
+            ``single_put_limit``) are sent as one retried PUT, larger ones streamed (default
+            :data:`SINGLE_PUT_LIMIT`, 16 MiB; 0 streams every sidecar).
+        streamed_validation_threshold: sidecars larger than this many bytes are validated
+            in ranged reads instead of one whole GET (default
+            :data:`STREAMED_VALIDATION_THRESHOLD`, 64 MiB).
+        range_size: the bytes per ranged read when a sidecar is validated or copied in
+            ranges and no ``range_size`` is passed to the call (default
+            :data:`~objstore.checkpoint._streamed_sidecar.RANGE_SIZE`, 8 MiB).
+
+    Raises ``ValueError`` for an option out of range.
     """
 
     def __init__(
@@ -216,6 +231,9 @@ class AsyncCheckpointStore(AsyncClosing):
         chunks_in_flight: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         store_clock: StoreClock | None = None,
+        single_put_limit: int = SINGLE_PUT_LIMIT,
+        streamed_validation_threshold: int = STREAMED_VALIDATION_THRESHOLD,
+        range_size: int = RANGE_SIZE,
     ) -> None:
         if max_retained is not None and max_retained < 1:
             raise ValueError("max_retained must be at least 1")
@@ -223,6 +241,10 @@ class AsyncCheckpointStore(AsyncClosing):
             raise ValueError("vnode_count must be within [1, 65535]")
         if not -7 <= compression_level <= 22:
             raise ValueError("compression_level must be within zstd's [-7, 22]")
+        if single_put_limit < 0 or streamed_validation_threshold < 0:
+            raise ValueError("single_put_limit and streamed_validation_threshold must be >= 0")
+        if range_size < 1:
+            raise ValueError(f"range_size must be at least 1 byte, got {range_size}")
         self.backend: AsyncBackend = as_async_backend(
             url_or_backend,
             storage_options,
@@ -236,7 +258,10 @@ class AsyncCheckpointStore(AsyncClosing):
         self.chunks_in_flight = chunks_in_flight or default_chunks_in_flight()
         self._clock = clock
         self._store_clock = store_clock
-        self._pointer: tuple[PointerRecord | None, str] | None = None
+        self.single_put_limit = single_put_limit
+        self.streamed_validation_threshold = streamed_validation_threshold
+        self.range_size = range_size
+        self._pointer: Pointer | None = None
         self._staged: dict[int, tuple[EncodedState, str, str]] = {}
         self._unconfirmed: dict[int, str] = {}
         """Sidecar versions of saves that raised with their outcome unknown, by id."""
@@ -365,10 +390,9 @@ class AsyncCheckpointStore(AsyncClosing):
         placeholder = CheckpointManifest(checkpoint_id=checkpoint_id, epoch=epoch)
         written = await self._write_sidecar(placeholder, iter_chunks(chunks))
         if isinstance(written, _Landed):
-            raise CheckpointConflict(
-                manifest_key(checkpoint_id),
+            raise id_taken(
+                checkpoint_id,
                 f"checkpoint {checkpoint_id} is already committed (by this store object)",
-                checkpoint_id=checkpoint_id,
                 epoch=epoch,
                 winner_epoch=written.stored.manifest.epoch,
             )
@@ -400,21 +424,17 @@ class AsyncCheckpointStore(AsyncClosing):
                     epoch=epoch,
                     winner_epoch=fence,
                 )
-            if fence == epoch and current is not None:
+            if fence == epoch and current.exists:
                 self._pointer = current
                 return
             latest = await self._latest_after(record)
             text = pointer_text(
                 latest.checkpoint_id if latest else None, latest.epoch if latest else None, epoch
             )
-            try:
-                if current is None:
-                    version = await self.backend.put_if_absent(LATEST, text)
-                else:
-                    version = await self.backend.put_if_match(LATEST, text, current[1])
-            except (AlreadyExistsError, PreconditionFailedError, NotFoundError):
+            version = await swap_pointer(self.backend, current.version, text)
+            if version is None:
                 continue
-            self._pointer = (parse_pointer(text), version)
+            self._pointer = classify_pointer(text, version)
             logger.info("claimed epoch %d", epoch)
             return
 
@@ -438,7 +458,7 @@ class AsyncCheckpointStore(AsyncClosing):
             window=self.chunks_in_flight,
         )
         key = state_key(manifest.checkpoint_id)
-        limit = min(SINGLE_PUT_LIMIT, self.backend.transport.single_put_limit)
+        limit = min(self.single_put_limit, self.backend.transport.single_put_limit)
         pieces = encoder.pieces(chunks)
         head: collections.deque[bytes] = collections.deque()
         head_size = 0
@@ -586,11 +606,10 @@ class AsyncCheckpointStore(AsyncClosing):
         (``PreconditionFailedError``; see ``_clock``)."""
         stored = landed.stored.manifest
         if not _same_commit(stored, requested, compare_state=compare_state):
-            raise CheckpointConflict(
-                manifest_key(stored.checkpoint_id),
+            raise id_taken(
+                stored.checkpoint_id,
                 f"checkpoint {stored.checkpoint_id} was already committed by this store object "
                 "with a different manifest; it is kept as it is",
-                checkpoint_id=stored.checkpoint_id,
                 epoch=requested.epoch,
                 winner_epoch=stored.epoch,
             )
@@ -711,38 +730,32 @@ class AsyncCheckpointStore(AsyncClosing):
             # An older or equal winner, yet we may be fenced all the same (a claim): say so.
             fence = await self._fence_epoch()
             if fence is not None and fence > manifest.epoch:
-                return FencedError(
-                    key,
+                return id_taken(
+                    manifest.checkpoint_id,
                     f"checkpoint {manifest.checkpoint_id}: {what} already exists, and epoch "
                     f"{fence} has been claimed (ours is {manifest.epoch})",
-                    checkpoint_id=manifest.checkpoint_id,
                     epoch=manifest.epoch,
                     winner_epoch=fence,
+                    newer_fences=True,
                 )
         if winner_epoch is not None and winner_epoch < manifest.epoch:
             # A newer epoch never loses to an older one: the id is merely occupied (by an
             # older checkpoint, which ours outranks anyway, or by a writer that is fenced at
             # its pointer move and withdraws what it wrote).
-            return CheckpointConflict(
-                key,
+            return id_taken(
+                manifest.checkpoint_id,
                 f"checkpoint {manifest.checkpoint_id}: {what} is occupied by the older epoch "
                 f"{winner_epoch}, which never outranks epoch {manifest.epoch}; nothing was "
                 "written: save under another id (next_checkpoint_id)",
-                checkpoint_id=manifest.checkpoint_id,
                 epoch=manifest.epoch,
                 winner_epoch=None,
             )
-        error_type = (
-            FencedError
-            if winner_epoch is not None and winner_epoch > manifest.epoch
-            else CheckpointConflict
-        )
-        return error_type(
-            key,
+        return id_taken(
+            manifest.checkpoint_id,
             detail,
-            checkpoint_id=manifest.checkpoint_id,
             epoch=manifest.epoch,
             winner_epoch=winner_epoch,
+            newer_fences=True,
         )
 
     async def _fence_epoch(self) -> int | None:
@@ -750,23 +763,17 @@ class AsyncCheckpointStore(AsyncClosing):
         record = await self._pointer_record(await self._read_pointer())
         return record.fence_epoch if record is not None else None
 
-    async def _read_pointer(self) -> tuple[PointerRecord | None, str] | None:
-        """``(record or None if garbage, version)`` of ``latest.txt``; ``None`` if missing."""
-        try:
-            data, version = await self.backend.get(LATEST)
-        except NotFoundError:
-            return None
-        return parse_pointer(data), version
+    async def _read_pointer(self) -> Pointer:
+        """``latest.txt`` as it is now (one GET)."""
+        return await read_pointer(self.backend)
 
-    async def _pointer_record(
-        self, current: tuple[PointerRecord | None, str] | None
-    ) -> PointerRecord | None:
-        """The record of a pointer as read, with the epochs a format-1 pointer leaves out
-        filled in from the checkpoint it names (one GET); if that is unreadable, the pointer
-        ranks as epoch 0 and fences nothing."""
-        if current is None or current[0] is None:
+    async def _pointer_record(self, current: Pointer) -> PointerRecord | None:
+        """The record of a pointer as read (``None``: missing or garbage), with the epochs
+        a format-1 pointer leaves out filled in from the checkpoint it names (one GET); if
+        that is unreadable, the pointer ranks as epoch 0 and fences nothing."""
+        record = current.record
+        if record is None:
             return None
-        record = current[0]
         if record.checkpoint_id is not None and record.epoch is None:
             named_epoch = await self._epoch_of(record.checkpoint_id) or 0
             return PointerRecord(record.checkpoint_id, named_epoch, named_epoch)
@@ -790,21 +797,16 @@ class AsyncCheckpointStore(AsyncClosing):
             if record is not None and fence is not None and fence > epoch:
                 self._pointer = None
                 return record.checkpoint_id or 0, fence
-            rank = record.rank if record is not None else None
-            if rank is not None and rank >= (epoch, checkpoint_id):
+            if at_or_past(record, epoch, checkpoint_id):
                 self._pointer = current
                 return None
-            new_fence = max(fence or 0, epoch)
-            text = pointer_text(checkpoint_id, epoch, new_fence)
-            try:
-                if current is None:
-                    version = await self.backend.put_if_absent(LATEST, text)
-                else:
-                    version = await self.backend.put_if_match(LATEST, text, current[1])
-            except (AlreadyExistsError, PreconditionFailedError, NotFoundError):
+            rank = record.rank if record is not None else None
+            text = moved_text(checkpoint_id, epoch, fence)
+            version = await swap_pointer(self.backend, current.version, text)
+            if version is None:
                 self._pointer = None
                 continue
-            self._pointer = (PointerRecord(checkpoint_id, epoch, new_fence), version)
+            self._pointer = classify_pointer(text, version)
             if rank is not None and rank[0] == epoch and checkpoint_id > rank[1] + 1:
                 newer = await self._newer_epoch_between(rank[1], checkpoint_id, epoch)
                 if newer is not None:
@@ -836,10 +838,7 @@ class AsyncCheckpointStore(AsyncClosing):
         pointer. Best effort: if the pointer moved meanwhile, its mover knew better."""
         newer_id, newer_epoch = newer
         self._pointer = None
-        with contextlib.suppress(PreconditionFailedError, NotFoundError):
-            await self.backend.put_if_match(
-                LATEST, pointer_text(newer_id, newer_epoch, newer_epoch), version
-            )
+        await swap_pointer(self.backend, version, pointer_text(newer_id, newer_epoch, newer_epoch))
 
     async def _epoch_of(self, checkpoint_id: int) -> int | None:
         """The epoch of a committed checkpoint, or ``None`` if it is missing or unreadable."""
@@ -888,8 +887,7 @@ class AsyncCheckpointStore(AsyncClosing):
         listing walked from the newest id when the pointer is missing, garbage, dangling or
         lagging. Does not read state; use :meth:`recover_latest_validated` for that.
         """
-        current = await self._read_pointer()
-        return await self._latest_after(current[0] if current is not None else None)
+        return await self._latest_after((await self._read_pointer()).record)
 
     async def _latest_after(self, record: PointerRecord | None) -> CheckpointManifest | None:
         """:meth:`load_latest` once the pointer was read."""
@@ -990,9 +988,7 @@ class AsyncCheckpointStore(AsyncClosing):
     async def next_checkpoint_id(self) -> int:
         """One more than any id in use (committed, corrupt or orphaned) or pointed at."""
         entries = await self._entries()
-        pointer = await self._read_pointer()
-        record = pointer[0] if pointer is not None else None
-        pointed = record.checkpoint_id if record is not None else None
+        pointed = (await self._read_pointer()).checkpoint_id
         return max([pointed or 0, *entries]) + 1
 
     async def load_state_data(self, checkpoint_id: int) -> bytes | None:
@@ -1149,7 +1145,7 @@ class AsyncCheckpointStore(AsyncClosing):
         path, sidecar present with the recorded size and xxh3. Transient errors propagate
         (after retries) instead of being mistaken for corruption.
 
-        A sidecar over :data:`STREAMED_VALIDATION_THRESHOLD` bytes, or any sidecar when
+        A sidecar over the store's ``streamed_validation_threshold``, or any sidecar when
         ``progress`` or ``range_size`` is given, is read in ranges and hashed as it arrives,
         never held whole; ``progress`` is called with the size of each range read.
         """
@@ -1187,7 +1183,7 @@ class AsyncCheckpointStore(AsyncClosing):
         streamed = (
             progress is not None
             or range_size is not None
-            or (manifest.state_size or 0) > STREAMED_VALIDATION_THRESHOLD
+            or (manifest.state_size or 0) > self.streamed_validation_threshold
         )
         key = state_key(checkpoint_id)
         try:
@@ -1195,7 +1191,7 @@ class AsyncCheckpointStore(AsyncClosing):
                 await check_sidecar(
                     self.backend,
                     stored,
-                    range_size=range_size or RANGE_SIZE,
+                    range_size=range_size or self.range_size,
                     progress=progress or no_progress,
                 )
             else:
@@ -1234,7 +1230,7 @@ class AsyncCheckpointStore(AsyncClosing):
         every id it looked at).
         """
         first, pointer = await asyncio.gather(self._entries(), self._read_pointer())
-        record = pointer[0] if pointer is not None else None
+        record = pointer.record
         unused = [first]
 
         async def listing() -> dict[int, CheckpointEntry]:
@@ -1627,6 +1623,9 @@ class CheckpointStore(StoreFacade[AsyncCheckpointStore]):
         chunks_in_flight: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         store_clock: StoreClock | None = None,
+        single_put_limit: int = SINGLE_PUT_LIMIT,
+        streamed_validation_threshold: int = STREAMED_VALIDATION_THRESHOLD,
+        range_size: int = RANGE_SIZE,
     ) -> None:
         super().__init__(
             AsyncCheckpointStore(
@@ -1641,6 +1640,9 @@ class CheckpointStore(StoreFacade[AsyncCheckpointStore]):
                 chunks_in_flight=chunks_in_flight,
                 clock=clock,
                 store_clock=store_clock,
+                single_put_limit=single_put_limit,
+                streamed_validation_threshold=streamed_validation_threshold,
+                range_size=range_size,
             )
         )
 

@@ -3,11 +3,11 @@ stored, and describing ``latest.txt`` against what was found."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import Any, TypeVar
 
+from objstore._concurrency import gather_bounded
 from objstore.backends import AsyncBackend
 from objstore.checkpoint import (
     CHECKPOINTS,
@@ -74,13 +74,7 @@ async def open_store(
 
 async def gather(jobs: Iterable[Awaitable[_T]], limit: int = PARALLEL) -> list[_T]:
     """Results of ``jobs`` in order, at most ``limit`` running at once."""
-    semaphore = asyncio.Semaphore(limit)
-
-    async def one(job: Awaitable[_T]) -> _T:
-        async with semaphore:
-            return await job
-
-    return list(await asyncio.gather(*(one(job) for job in jobs)))
+    return await gather_bounded(jobs, limit)
 
 
 async def list_entries(store: AsyncCheckpointStore) -> dict[int, CheckpointEntry]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from objstore._checks import is_int
-from objstore.codec import canonical_json, parse_json, seal, unseal
+from objstore.codec import canonical_json, open_document, open_framed, seal
 from objstore.errors import CorruptionError
 
 __all__ = [
@@ -177,18 +177,7 @@ class _Reader:
 
 
 def _open(blob: bytes, *, key: str, kind: str, sequence: int) -> tuple[dict[str, Any], _Reader]:
-    payload = unseal(blob, key=key)
-    if len(payload) < _U32.size:
-        raise CorruptionError(key, "too short for a header")
-    (length,) = _U32.unpack_from(payload)
-    end = _U32.size + length
-    if end > len(payload):
-        raise CorruptionError(key, "header runs past the end")
-    header = parse_json(payload[_U32.size : end], key=key)
-    if not isinstance(header, dict) or header.get("format") != KV_FORMAT:
-        raise CorruptionError(key, "unknown KV object format")
-    if header.get("kind") != kind:
-        raise CorruptionError(key, "wrong kind", expected=kind, actual=header.get("kind"))
+    header, payload, end = open_framed(blob, key=key, formats=(KV_FORMAT,), kind=kind)
     if header.get("sequence") != sequence:
         raise CorruptionError(
             key, "sequence does not match the key", expected=sequence, actual=header.get("sequence")
@@ -303,11 +292,7 @@ def encode_manifest(manifest: KVManifest, nonce: str) -> bytes:
 def decode_manifest(blob: bytes, *, key: str) -> KVManifest:
     """The manifest in a blob (format 1 or 2); :class:`CorruptionError` if damaged or
     inconsistent."""
-    document = parse_json(unseal(blob, key=key), key=key)
-    if not isinstance(document, dict) or document.get("format") not in _MANIFEST_FORMATS:
-        raise CorruptionError(key, "unknown KV manifest format")
-    if document.get("kind") != _MANIFEST_KIND:
-        raise CorruptionError(key, "not a KV manifest")
+    document = open_document(blob, key=key, formats=_MANIFEST_FORMATS, kind=_MANIFEST_KIND)
     fields: list[int] = []
     for name in ("snapshot", "retained_from", "tombstoned_below"):
         value = document.get(name)

@@ -7,10 +7,11 @@ import bisect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from objstore._concurrency import gather_bounded
 from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
 from objstore.backends import AsyncBackend, Buffer, RequestHook
@@ -72,17 +73,6 @@ def _check_key(key: object) -> bytes:
     if not checked:
         raise ValueError("key must not be empty")
     return checked
-
-
-async def _gather(jobs: Iterable[Awaitable[_T]]) -> list[_T]:
-    """Run ``jobs`` with at most a few requests in flight, keeping their order."""
-    semaphore = asyncio.Semaphore(_PARALLEL)
-
-    async def one(job: Awaitable[_T]) -> _T:
-        async with semaphore:
-            return await job
-
-    return await asyncio.gather(*(one(job) for job in jobs))
 
 
 class _View:
@@ -360,9 +350,12 @@ class AsyncKVStore(AsyncClosing):
             start, target = view.manifest.tombstoned_below, view.manifest.retained_from
             if start >= target:
                 return 0
-            await _gather(
-                self.backend.put(log_key(sequence), encode_tombstone(sequence))
-                for sequence in range(start, target)
+            await gather_bounded(
+                (
+                    self.backend.put(log_key(sequence), encode_tombstone(sequence))
+                    for sequence in range(start, target)
+                ),
+                _PARALLEL,
             )
             await self._advance_manifest(view, KVManifest(0, 1, target))
             return target - start
@@ -528,7 +521,9 @@ class AsyncKVStore(AsyncClosing):
             )
             found = (sequence_of(info.key, LOG_PREFIX) for info in listing)
             tail = contiguous_tail(view.sequence, (s for s in found if s is not None))
-            batches = await _gather(self._read_log(sequence) for sequence in tail)
+            batches = await gather_bounded(
+                (self._read_log(sequence) for sequence in tail), _PARALLEL
+            )
             for batch in batches:
                 if batch is None:
                     raise _Stale
