@@ -14,8 +14,16 @@ import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from objstore.backends import (
+    MemoryTransport,
+    Transport,
+    register_transport,
+    unregister_transport,
+)
 
 pytest_plugins = ["tests.servers.s3", "tests.servers.seaweedfs", "tests.servers.gcs"]
 
@@ -59,3 +67,39 @@ def _reset_objstore_logging() -> Iterator[None]:
     for handler in [h for h in logger.handlers if getattr(h, "objstore_cli", False)]:
         logger.removeHandler(handler)
     logger.setLevel(logging.NOTSET)
+
+
+class IgnoresPreconditions(MemoryTransport):
+    """A store like some S3-compatible gateways: every conditional write just succeeds."""
+
+    async def put_if_absent(self, key: str, data: Any) -> str:
+        return await self.put(key, data)
+
+    async def put_if_match(self, key: str, data: Any, version: str) -> str:
+        return await self.put(key, data)
+
+    async def delete(self, key: str, version: str | None = None) -> None:
+        await super().delete(key, None)
+
+
+def _open_lax(url: str, /, **storage_options: Any) -> Transport:
+    if storage_options:
+        raise ValueError(f"{url}: unused storage options {sorted(storage_options)}")
+    return IgnoresPreconditions(url.split("://", 1)[1])
+
+
+LAX_SCHEME = "lax"
+"""URLs ``lax://name`` open an in-memory store that ignores preconditions, registered through
+the public transport registry as a third-party transport would be."""
+
+
+@pytest.fixture
+def lax_url() -> Iterator[str]:
+    """A fresh ``lax://…`` store URL: a store that ignores preconditions."""
+    register_transport(LAX_SCHEME, _open_lax, replace=True)
+    name = f"lax-{uuid.uuid4().hex}"
+    try:
+        yield f"{LAX_SCHEME}://{name}"
+    finally:
+        unregister_transport(LAX_SCHEME)
+        MemoryTransport.discard(name)

@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from objstore import CheckpointManifest, CheckpointStore, cli, open_backend
-from objstore.backends import AsyncBackend, MemoryTransport
+from objstore.backends import MemoryTransport
 from objstore.checkpoint import (
     LATEST,
     AsyncCheckpointStore,
@@ -36,7 +35,7 @@ from objstore.checkpoint import (
     validate_checkpoint_streaming,
 )
 from objstore.checkpoint._layout import parse_pointer, pointer_text
-from objstore.cli import _output, _probe, _repair
+from objstore.cli import _output, _repair
 from objstore.errors import (
     AlreadyExistsError,
     CheckpointConflict,
@@ -676,37 +675,10 @@ def test_cp_usage(tmp_path: Path) -> None:
 # -- probe and unsupported stores ------------------------------------------------------------
 
 
-class IgnoresPreconditions(MemoryTransport):
-    """A store like some S3-compatible gateways: every conditional write just succeeds."""
-
-    async def put_if_absent(self, key: str, data: Any) -> str:
-        return await self.put(key, data)
-
-    async def put_if_match(self, key: str, data: Any, version: str) -> str:
-        return await self.put(key, data)
-
-    async def delete(self, key: str, version: str | None = None) -> None:
-        await super().delete(key, None)
-
-
 @pytest.fixture
-def unsupported_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """``memory://lax`` opens a store that ignores preconditions."""
-    import objstore._open
-
-    name = f"lax-{os.getpid()}-{id(monkeypatch)}"
-    real = objstore._open.open_async_backend
-
-    def opener(url: Any, **options: Any) -> AsyncBackend:
-        if str(url) == f"memory://{name}":
-            options.pop("transport", None)  # the implementation is chosen right here
-            return AsyncBackend(IgnoresPreconditions(name), **options)
-        return real(url, **options)
-
-    monkeypatch.setattr(objstore._open, "open_async_backend", opener)
-    monkeypatch.setattr(_probe, "open_async_backend", opener)
-    yield f"memory://{name}"
-    MemoryTransport.discard(name)
+def unsupported_store(lax_url: str) -> str:
+    """A store that ignores preconditions (``lax://…``, see ``tests.store_helpers``)."""
+    return lax_url
 
 
 def test_probe(url: str) -> None:

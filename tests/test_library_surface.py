@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import objstore._open
 from objstore import (
     AsyncCheckpointStore,
     AsyncKVStore,
@@ -44,7 +42,7 @@ from objstore import (
     open_async_backend,
     open_backend,
 )
-from objstore.backends import PROBE_PREFIX, AsyncBackend, MemoryTransport
+from objstore.backends import PROBE_PREFIX, AsyncBackend
 from objstore.checkpoint import LATEST, manifest_key, state_key
 from objstore.checkpoint._layout import PointerRecord, parse_pointer
 from tests.conftest import make_store_url
@@ -134,34 +132,6 @@ def write_sync(kind: Kind, store: Any) -> None:
 # -- verify_fencing --------------------------------------------------------------------------
 
 
-class IgnoresPreconditions(MemoryTransport):
-    """A store like some S3-compatible gateways: every conditional write just succeeds."""
-
-    async def put_if_absent(self, key: str, data: Any) -> str:
-        return await self.put(key, data)
-
-    async def put_if_match(self, key: str, data: Any, version: str) -> str:
-        return await self.put(key, data)
-
-    async def delete(self, key: str, version: str | None = None) -> None:
-        await super().delete(key, None)
-
-
-@pytest.fixture
-def lax_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """``memory://lax-…``: a store URL that opens a store ignoring preconditions."""
-    name = f"lax-{uuid.uuid4().hex}"
-    real = objstore._open.open_async_backend
-
-    def opener(url: Any, **options: Any) -> AsyncBackend:
-        if str(url) == f"memory://{name}":
-            options.pop("transport", None)  # the implementation is chosen right here
-            return AsyncBackend(IgnoresPreconditions(name), **options)
-        return real(url, **options)
-
-    monkeypatch.setattr(objstore._open, "open_async_backend", opener)
-    yield f"memory://{name}"
-    MemoryTransport.discard(name)
 
 
 @fenced_kinds
