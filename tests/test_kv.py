@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -15,7 +16,12 @@ from typing import Any
 import pytest
 
 from objstore.backends import AsyncBackend, Backend, RetryPolicy, open_transport
-from objstore.errors import CheckpointConflict, ConflictError, TransientStorageError
+from objstore.errors import (
+    CheckpointConflict,
+    ConflictError,
+    OutcomeUnknownError,
+    TransientStorageError,
+)
 from objstore.kv import DEFAULT_SNAPSHOT_GRACE_SECONDS, KVStore
 from objstore.kv._format import (
     LOG_PREFIX,
@@ -27,6 +33,7 @@ from objstore.kv._format import (
     decode_manifest,
     encode_batch,
     encode_manifest,
+    encode_tombstone,
     log_key,
 )
 from objstore.testing import FaultInjectingTransport, SimulatedCrash
@@ -548,6 +555,111 @@ def test_a_batch_that_landed_before_an_unexpected_error_returns_its_sequence(
     with pytest.raises(OSError, match="no space"):
         store.put_batch([(b"d", b"4")])
     assert log_sequences(url) == [1, 2, 3]
+
+
+def _lose_the_answer_of_a_landed_batch(store: KVStore, faults: FaultInjectingTransport) -> None:
+    """``put_batch([(b"k", b"w")])`` lands as batch 2 but raises: its answer is lost and every
+    retry and read-back fail, so the caller does not know it committed."""
+    faults.lose_response("put_if_absent", key_contains="log/")
+    faults.fail_transiently(1.0, ["put_if_absent", "get"])
+    with pytest.raises(TransientStorageError):
+        store.put_batch([(b"k", b"w")])
+    faults.clear_faults()
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "s3"])
+def test_a_retry_of_a_landed_batch_that_was_pruned_returns_its_sequence(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Review finding F4: another writer commits after the unanswered batch and prunes the
+    log past it. The retry must recognise batch 2 as its own in the tombstone (which keeps
+    the batch's writer nonce), not append it again over the newer value."""
+    url = make_store_url(kind, request, tmp_path)
+    store, faults = faulty_kv(url, compact_every=0)
+    assert store.put_batch([(b"k", b"1")]) == 1
+    _lose_the_answer_of_a_landed_batch(store, faults)
+    other = open_kv(url, compact_every=0)
+    assert other.put_batch([(b"k", b"o")]) == 3
+    assert other.prune_batch_log(4) == 3  # batch 2 (landed, unanswered) is a tombstone now
+    assert store.put_batch([(b"k", b"w")]) == 2  # recognised as landed, not appended again
+    assert log_sequences(url) == [1, 2, 3]
+    assert state(open_kv(url)) == {b"k": b"o"}
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "s3"])
+def test_a_retry_that_meets_an_unmatchable_tombstone_reports_an_unknown_outcome(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A tombstone written before tombstones kept nonces cannot tell whose batch it was: the
+    retry raises OutcomeUnknownError naming the sequence and appends nothing."""
+    url = make_store_url(kind, request, tmp_path)
+    store, faults = faulty_kv(url, compact_every=0)
+    assert store.put_batch([(b"k", b"1")]) == 1
+    _lose_the_answer_of_a_landed_batch(store, faults)
+    other = open_kv(url, compact_every=0)
+    assert other.put_batch([(b"k", b"o")]) == 3
+    other.prune_batch_log(4)
+    backend_for(url).put(log_key(2), encode_tombstone(2))  # an old-format tombstone
+    with pytest.raises(OutcomeUnknownError) as caught:
+        store.put_batch([(b"k", b"w")])
+    assert caught.value.sequence == 2
+    assert log_sequences(url) == [1, 2, 3]
+    assert state(open_kv(url)) == {b"k": b"o"}
+    # Told, the caller decides; a new call of the same batch is then a new batch.
+    assert store.put_batch([(b"k", b"w")]) == 4
+
+
+# -- a manifest never references a swept snapshot (review finding F2) -----------------------------
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "s3"])
+def test_a_manifest_swap_held_in_flight_past_a_sweep_never_references_a_swept_snapshot(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding F2: a compaction writes its snapshot, then its manifest swap is held in
+    flight (retries, backoff, a process pause) until a sweep finds the snapshot old by the
+    store's clock and unreferenced, and deletes it. The swap must not then land: every open
+    afterwards would raise CorruptionError."""
+    url = make_store_url(kind, request, tmp_path)
+    writer = open_kv(url, compact_every=0)
+    writer.put_batch([(b"a", b"1")])
+    writer.compact()
+    writer.put_batch([(b"c", b"3")])
+    store, faults = faulty_kv(url, compact_every=0)
+    store.current_sequence()
+    sweeper = open_kv(url, compact_every=0)
+    swept: list[str] = []
+    real_time = time.time
+
+    def sweep_past_the_grace() -> None:
+        if kind == "file":  # the swap has been held for an hour by the store's clock
+            young = sorted(set(snapshot_keys(url)) - set(referenced_snapshot(url)))
+            for key in young:
+                old = real_time() - 3600
+                os.utime(tmp_path / "store" / key, (old, old))
+            swept.extend(sweeper.sweep_snapshots())
+        elif kind == "memory":  # a memory store's clock is this process's clock
+            monkeypatch.setattr(time, "time", lambda: real_time() + 3600)
+            swept.extend(sweeper.sweep_snapshots())
+            monkeypatch.setattr(time, "time", real_time)
+        else:  # moto keeps its own clock: a sweep with no grace judges the same way
+            swept.extend(sweeper.sweep_snapshots(grace_seconds=0))
+
+    faults.on_call(
+        "put_if_match",
+        lambda: asyncio.to_thread(sweep_past_the_grace),
+        when="before",
+        key_contains="manifest",
+    )
+    store.compact()
+    assert len(swept) == 1  # the sweep did delete the in-flight compaction's snapshot
+    assert swept[0] not in referenced_snapshot(url)
+    assert state(open_kv(url)) == {b"a": b"1", b"c": b"3"}
+    assert store.put_batch([(b"d", b"4")]) == 3
+    assert state(open_kv(url)) == {b"a": b"1", b"c": b"3", b"d": b"4"}
+    open_kv(url).compact()
+    assert snapshot_keys(url) == referenced_snapshot(url)
+    assert state(open_kv(url)) == {b"a": b"1", b"c": b"3", b"d": b"4"}
 
 
 # -- snapshots never leak (issue 10, item 8) -----------------------------------------------------
