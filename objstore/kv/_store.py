@@ -336,9 +336,10 @@ class AsyncKVStore(AsyncClosing):
         never be allocated again; the tombstone keeps the batch's writer nonce (1 GET per
         batch), so a writer retrying an unanswered batch still recognises it as committed.
         Resumable: a prune that crashed midway (after moving ``retained_from``, before
-        recording its tombstones) is finished by the next call, whatever its cutoff. Raises ``ValueError`` for a cutoff below 1, and
-        :class:`~objstore.errors.ConflictError` (nothing pruned) if the compaction it needs
-        gave up (it could not reference its snapshot in time).
+        recording its tombstones) is finished by the next call, whatever its cutoff. Raises
+        ``ValueError`` for a cutoff below 1, and :class:`~objstore.errors.ConflictError`
+        (nothing pruned) if the compaction it needs gave up (it could not reference its
+        snapshot in time).
         """
         if cutoff_exclusive < 1:
             raise ValueError("cutoff_exclusive must be at least 1")
