@@ -412,7 +412,14 @@ class AsyncKVStore(AsyncClosing):
         try:
             unanswered, self._unanswered = self._unanswered, None
             if unanswered is not None and unanswered.is_retry(kind, pairs, keys):
-                if await self._landed(unanswered):
+                try:
+                    landed = await self._landed(unanswered)
+                except OutcomeUnknownError:
+                    raise
+                except BaseException:
+                    self._unanswered = unanswered  # still unknown: ask again next retry
+                    raise
+                if landed:
                     logger.info("KV batch %d had landed before its retry", unanswered.sequence)
                     return unanswered.sequence
             elif unanswered is not None:
