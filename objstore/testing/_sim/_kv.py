@@ -67,6 +67,7 @@ async def _kv_writer(ctx: ActorContext) -> None:
             record = await ctx.call(label, operation, token=token, attempt=attempt)
             if record.ok or rng.random() < 0.3:
                 break
+            await ctx.think(rng.uniform(0, 2))  # the caller's backoff: others run meanwhile
 
 
 async def _kv_compactor(ctx: ActorContext) -> None:
