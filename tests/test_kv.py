@@ -794,6 +794,43 @@ def test_a_compaction_too_slow_to_reference_its_snapshot_abandons_it(
     assert state(open_kv(url)) == model | {b"x": b"1"}
 
 
+@pytest.mark.parametrize("kind", ["memory", "file", "s3"])
+def test_a_sweep_never_deletes_a_snapshot_a_swap_moved_the_manifest_to_first(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The other order of F2: a sweep judged a snapshot old and unreferenced, then the
+    compaction's swap to it landed before the sweep's retire. The retire's compare-and-swap
+    fails, the retry sees the snapshot referenced, and the sweep keeps it."""
+    url = make_store_url(kind, request, tmp_path)
+    model = _base(url)
+    writer, crashing = faulty_kv(url, compact_every=0)
+    writer.compact()
+    writer.put_batch([(b"x", b"1")])
+    crashing.crash_after("put_if_absent", key_contains="snapshots")
+    with pytest.raises(SimulatedCrash):
+        writer.compact()  # stands for a compaction whose swap is still in flight
+    young = sorted(set(snapshot_keys(url)) - set(referenced_snapshot(url)))
+    assert len(young) == 1
+    sequence, snapshot_id = young[0].rsplit("/", 1)[1].split("-")
+
+    def the_swap_lands() -> None:
+        swapped = KVManifest(int(sequence), 1, 1, snapshot_id)
+        backend_for(url).put(MANIFEST_KEY, encode_manifest(manifest(url).merged(swapped), "n"))
+
+    sweeper, faults = faulty_kv(url, compact_every=0)
+    faults.on_call(
+        "put_if_match",
+        lambda: asyncio.to_thread(the_swap_lands),
+        when="before",
+        key_contains="manifest",
+    )
+    assert sweeper.sweep_snapshots(grace_seconds=0) != young
+    assert referenced_snapshot(url) == young
+    assert young[0] in snapshot_keys(url)
+    assert manifest(url).retired == ()
+    assert state(open_kv(url)) == model | {b"x": b"1"}
+
+
 # -- prune is resumable (issue 10, item 9) --------------------------------------------------------
 
 
