@@ -609,6 +609,32 @@ def test_a_retry_that_meets_an_unmatchable_tombstone_reports_an_unknown_outcome(
     assert store.put_batch([(b"k", b"w")]) == 4
 
 
+@pytest.mark.parametrize("kind", ["memory", "file", "s3"])
+def test_a_create_whose_answer_was_lost_and_that_was_pruned_before_its_read_back_returns(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """F4 inside one call (simulator seed 7485 of the kv store): the create lands, its
+    answer is lost, and a prune tombstones the batch before the backend's retry reads it
+    back, so the read-back sees different bytes and reports a lost race. The batch is still
+    recognised by the nonce its tombstone keeps, and not appended again."""
+    url = make_store_url(kind, request, tmp_path)
+    store, faults = faulty_kv(url, compact_every=0)
+    assert store.put_batch([(b"k", b"1")]) == 1
+    pruned: list[int] = []
+    faults.lose_response("put_if_absent", key_contains="log/")
+    faults.on_call(
+        "get",
+        lambda: asyncio.to_thread(lambda: pruned.append(open_kv(url).prune_batch_log(3))),
+        when="before",
+        key_contains=log_key(2),
+    )
+    assert store.put_batch([(b"k", b"2")]) == 2
+    assert pruned == [2]
+    assert log_sequences(url) == [1, 2]
+    assert state(open_kv(url)) == {b"k": b"2"}
+    assert store.put_batch([(b"k", b"3")]) == 3
+
+
 # -- a manifest never references a swept snapshot (review finding F2) -----------------------------
 
 

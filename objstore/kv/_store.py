@@ -434,6 +434,12 @@ class AsyncKVStore(AsyncClosing):
                     await self.backend.put_if_absent(log_key(sequence), blob)
                 except AlreadyExistsError:
                     view = await self._catch_up()
+                    if view.manifest.retained_from > sequence and await self._pruned_as_ours(
+                        sequence, nonce
+                    ):
+                        logger.info("KV batch %d had landed and been pruned", sequence)
+                        self._unanswered = None
+                        return sequence
                     continue
                 except OSError:  # transient past its retries, or the store's own (disk full)
                     sent = _Unanswered(sequence, blob, nonce, kind, pairs, keys)
@@ -468,6 +474,22 @@ class AsyncKVStore(AsyncClosing):
         if landed:
             logger.info("KV batch %d had landed before the error of its retry", sent.sequence)
         return landed
+
+    async def _pruned_as_ours(self, sequence: int, nonce: str) -> bool:
+        """Whether log object ``sequence`` is a tombstone keeping ``nonce`` (1 GET).
+
+        Asked when a create met an existing object at a sequence that is pruned by now: an
+        earlier attempt of the same create may have landed with its answer lost, and the
+        backend's read-back (which compares bytes) found the tombstone a prune put there
+        since. A tombstone without a nonce counts as someone else's here (this may just
+        have been a lost race; :meth:`_landed` is stricter for a caller's retry)."""
+        key = log_key(sequence)
+        try:
+            stored, _ = await self.backend.get(key)
+            stamp = describe_log_object(stored, key=key, sequence=sequence)
+        except (NotFoundError, CorruptionError):
+            return False
+        return stamp.pruned and stamp.nonce == nonce
 
     async def _landed(self, unanswered: _Unanswered) -> bool:
         """Whether the log object of an unanswered create holds exactly what it sent, or a
