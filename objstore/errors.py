@@ -12,6 +12,7 @@ handler would do about it::
     │   └── ConflictError                       the store holds newer state than this write
     ├── CorruptionError                         bytes do not match their checksum or format
     ├── NotSupportedError(NotImplementedError)  the store cannot give the guarantees we need
+    ├── OutcomeUnknownError                     a write may have committed; the store cannot tell
     ├── StoreNotFoundError                      the store itself (bucket, root directory) is missing
     └── TransientStorageError(OSError)          5xx, throttling, timeouts: the only retried kind
 
@@ -38,6 +39,7 @@ __all__ = [
     "NotFoundError",
     "NotSupportedError",
     "ObjstoreError",
+    "OutcomeUnknownError",
     "PreconditionFailedError",
     "StoreNotFoundError",
     "TransientStorageError",
@@ -181,6 +183,23 @@ class CorruptionError(ObjstoreError):
 
 class NotSupportedError(ObjstoreError, NotImplementedError):
     """The store cannot provide a guarantee objstore relies on (e.g. it ignores preconditions)."""
+
+
+class OutcomeUnknownError(ObjstoreError):
+    """A write whose earlier answer was lost may have committed as ``sequence``, and the
+    evidence is gone (e.g. its log object was pruned to a tombstone that cannot say whose
+    batch it was). Nothing was written by the call that raised; the caller decides whether
+    to write again. ``key`` is the object that could not tell.
+    """
+
+    def __init__(self, key: str, message: str | None = None, *, sequence: int) -> None:
+        super().__init__(
+            message
+            or f"outcome unknown: the batch may have committed as sequence {sequence} and "
+            f"been pruned ({key} no longer says whose batch it was)"
+        )
+        self.key = key
+        self.sequence = sequence
 
 
 class StoreNotFoundError(ObjstoreError):

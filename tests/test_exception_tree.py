@@ -28,6 +28,7 @@ from objstore.errors import (
     NotFoundError,
     NotSupportedError,
     ObjstoreError,
+    OutcomeUnknownError,
     PreconditionFailedError,
     StoreNotFoundError,
     TransientStorageError,
@@ -45,6 +46,7 @@ TREE: dict[type[BaseException], tuple[tuple[type, ...], tuple[type[BaseException
     ConflictError: ((PreconditionFailedError,), ()),
     CorruptionError: ((ObjstoreError,), ()),
     NotSupportedError: ((ObjstoreError, NotImplementedError), (NotImplementedError,)),
+    OutcomeUnknownError: ((ObjstoreError,), ()),
     StoreNotFoundError: ((ObjstoreError,), ()),
     TransientStorageError: ((ObjstoreError, OSError), (OSError,)),
 }
@@ -72,6 +74,7 @@ def _samples() -> list[BaseException]:
         CorruptionError("state.bin", "checksum mismatch", expected="ab", actual="cd"),
         CorruptionError("state.bin", "truncated"),
         NotSupportedError("ignores preconditions"),
+        OutcomeUnknownError("kv/log/00000000000000000002", sequence=2),
         StoreNotFoundError("s3://nope"),
         StoreNotFoundError("file:///x", "the store file:///x does not exist"),
         TransientStorageError("503 slow down"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -15,7 +16,12 @@ from typing import Any
 import pytest
 
 from objstore.backends import AsyncBackend, Backend, RetryPolicy, open_transport
-from objstore.errors import CheckpointConflict, ConflictError, TransientStorageError
+from objstore.errors import (
+    CheckpointConflict,
+    ConflictError,
+    OutcomeUnknownError,
+    TransientStorageError,
+)
 from objstore.kv import DEFAULT_SNAPSHOT_GRACE_SECONDS, KVStore
 from objstore.kv._format import (
     LOG_PREFIX,
@@ -27,6 +33,7 @@ from objstore.kv._format import (
     decode_manifest,
     encode_batch,
     encode_manifest,
+    encode_tombstone,
     log_key,
 )
 from objstore.testing import FaultInjectingTransport, SimulatedCrash
@@ -550,6 +557,137 @@ def test_a_batch_that_landed_before_an_unexpected_error_returns_its_sequence(
     assert log_sequences(url) == [1, 2, 3]
 
 
+def _lose_the_answer_of_a_landed_batch(store: KVStore, faults: FaultInjectingTransport) -> None:
+    """``put_batch([(b"k", b"w")])`` lands as batch 2 but raises: its answer is lost and every
+    retry and read-back fail, so the caller does not know it committed."""
+    faults.lose_response("put_if_absent", key_contains="log/")
+    faults.fail_transiently(1.0, ["put_if_absent", "get"])
+    with pytest.raises(TransientStorageError):
+        store.put_batch([(b"k", b"w")])
+    faults.clear_faults()
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "s3"])
+def test_a_retry_of_a_landed_batch_that_was_pruned_returns_its_sequence(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Review finding F4: another writer commits after the unanswered batch and prunes the
+    log past it. The retry must recognise batch 2 as its own in the tombstone (which keeps
+    the batch's writer nonce), not append it again over the newer value."""
+    url = make_store_url(kind, request, tmp_path)
+    store, faults = faulty_kv(url, compact_every=0)
+    assert store.put_batch([(b"k", b"1")]) == 1
+    _lose_the_answer_of_a_landed_batch(store, faults)
+    other = open_kv(url, compact_every=0)
+    assert other.put_batch([(b"k", b"o")]) == 3
+    assert other.prune_batch_log(4) == 3  # batch 2 (landed, unanswered) is a tombstone now
+    assert store.put_batch([(b"k", b"w")]) == 2  # recognised as landed, not appended again
+    assert log_sequences(url) == [1, 2, 3]
+    assert state(open_kv(url)) == {b"k": b"o"}
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "s3"])
+def test_a_retry_that_meets_an_unmatchable_tombstone_reports_an_unknown_outcome(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A tombstone written before tombstones kept nonces cannot tell whose batch it was: the
+    retry raises OutcomeUnknownError naming the sequence and appends nothing."""
+    url = make_store_url(kind, request, tmp_path)
+    store, faults = faulty_kv(url, compact_every=0)
+    assert store.put_batch([(b"k", b"1")]) == 1
+    _lose_the_answer_of_a_landed_batch(store, faults)
+    other = open_kv(url, compact_every=0)
+    assert other.put_batch([(b"k", b"o")]) == 3
+    other.prune_batch_log(4)
+    backend_for(url).put(log_key(2), encode_tombstone(2))  # an old-format tombstone
+    with pytest.raises(OutcomeUnknownError) as caught:
+        store.put_batch([(b"k", b"w")])
+    assert caught.value.sequence == 2
+    assert log_sequences(url) == [1, 2, 3]
+    assert state(open_kv(url)) == {b"k": b"o"}
+    # Told, the caller decides; a new call of the same batch is then a new batch.
+    assert store.put_batch([(b"k", b"w")]) == 4
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "s3"])
+def test_a_create_whose_answer_was_lost_and_that_was_pruned_before_its_read_back_returns(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """F4 inside one call (simulator seed 7485 of the kv store): the create lands, its
+    answer is lost, and a prune tombstones the batch before the backend's retry reads it
+    back, so the read-back sees different bytes and reports a lost race. The batch is still
+    recognised by the nonce its tombstone keeps, and not appended again."""
+    url = make_store_url(kind, request, tmp_path)
+    store, faults = faulty_kv(url, compact_every=0)
+    assert store.put_batch([(b"k", b"1")]) == 1
+    pruned: list[int] = []
+    faults.lose_response("put_if_absent", key_contains="log/")
+    faults.on_call(
+        "get",
+        lambda: asyncio.to_thread(lambda: pruned.append(open_kv(url).prune_batch_log(3))),
+        when="before",
+        key_contains=log_key(2),
+    )
+    assert store.put_batch([(b"k", b"2")]) == 2
+    assert pruned == [2]
+    assert log_sequences(url) == [1, 2]
+    assert state(open_kv(url)) == {b"k": b"2"}
+    assert store.put_batch([(b"k", b"3")]) == 3
+
+
+# -- a manifest never references a swept snapshot (review finding F2) -----------------------------
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "s3"])
+def test_a_manifest_swap_held_in_flight_past_a_sweep_never_references_a_swept_snapshot(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding F2: a compaction writes its snapshot, then its manifest swap is held in
+    flight (retries, backoff, a process pause) until a sweep finds the snapshot old by the
+    store's clock and unreferenced, and deletes it. The swap must not then land: every open
+    afterwards would raise CorruptionError."""
+    url = make_store_url(kind, request, tmp_path)
+    writer = open_kv(url, compact_every=0)
+    writer.put_batch([(b"a", b"1")])
+    writer.compact()
+    writer.put_batch([(b"c", b"3")])
+    store, faults = faulty_kv(url, compact_every=0)
+    store.current_sequence()
+    sweeper = open_kv(url, compact_every=0)
+    swept: list[str] = []
+    real_time = time.time
+
+    def sweep_past_the_grace() -> None:
+        if kind == "file":  # the swap has been held for an hour by the store's clock
+            young = sorted(set(snapshot_keys(url)) - set(referenced_snapshot(url)))
+            for key in young:
+                old = real_time() - 3600
+                os.utime(tmp_path / "store" / key, (old, old))
+            swept.extend(sweeper.sweep_snapshots())
+        elif kind == "memory":  # a memory store's clock is this process's clock
+            monkeypatch.setattr(time, "time", lambda: real_time() + 3600)
+            swept.extend(sweeper.sweep_snapshots())
+            monkeypatch.setattr(time, "time", real_time)
+        else:  # moto keeps its own clock: a sweep with no grace judges the same way
+            swept.extend(sweeper.sweep_snapshots(grace_seconds=0))
+
+    faults.on_call(
+        "put_if_match",
+        lambda: asyncio.to_thread(sweep_past_the_grace),
+        when="before",
+        key_contains="manifest",
+    )
+    store.compact()
+    assert len(swept) == 1  # the sweep did delete the in-flight compaction's snapshot
+    assert swept[0] not in referenced_snapshot(url)
+    assert state(open_kv(url)) == {b"a": b"1", b"c": b"3"}
+    assert store.put_batch([(b"d", b"4")]) == 3
+    assert state(open_kv(url)) == {b"a": b"1", b"c": b"3", b"d": b"4"}
+    open_kv(url).compact()
+    assert snapshot_keys(url) == referenced_snapshot(url)
+    assert state(open_kv(url)) == {b"a": b"1", b"c": b"3", b"d": b"4"}
+
+
 # -- snapshots never leak (issue 10, item 8) -----------------------------------------------------
 
 
@@ -679,6 +817,43 @@ def test_a_compaction_too_slow_to_reference_its_snapshot_abandons_it(
     assert store.compact() == before.snapshot  # gave up: a sweep may have judged it dead
     assert manifest(url) == before
     assert snapshot_keys(url) == [before.snapshot_key]
+    assert state(open_kv(url)) == model | {b"x": b"1"}
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "s3"])
+def test_a_sweep_never_deletes_a_snapshot_a_swap_moved_the_manifest_to_first(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The other order of F2: a sweep judged a snapshot old and unreferenced, then the
+    compaction's swap to it landed before the sweep's retire. The retire's compare-and-swap
+    fails, the retry sees the snapshot referenced, and the sweep keeps it."""
+    url = make_store_url(kind, request, tmp_path)
+    model = _base(url)
+    writer, crashing = faulty_kv(url, compact_every=0)
+    writer.compact()
+    writer.put_batch([(b"x", b"1")])
+    crashing.crash_after("put_if_absent", key_contains="snapshots")
+    with pytest.raises(SimulatedCrash):
+        writer.compact()  # stands for a compaction whose swap is still in flight
+    young = sorted(set(snapshot_keys(url)) - set(referenced_snapshot(url)))
+    assert len(young) == 1
+    sequence, snapshot_id = young[0].rsplit("/", 1)[1].split("-")
+
+    def the_swap_lands() -> None:
+        swapped = KVManifest(int(sequence), 1, 1, snapshot_id)
+        backend_for(url).put(MANIFEST_KEY, encode_manifest(manifest(url).merged(swapped), "n"))
+
+    sweeper, faults = faulty_kv(url, compact_every=0)
+    faults.on_call(
+        "put_if_match",
+        lambda: asyncio.to_thread(the_swap_lands),
+        when="before",
+        key_contains="manifest",
+    )
+    assert sweeper.sweep_snapshots(grace_seconds=0) != young
+    assert referenced_snapshot(url) == young
+    assert young[0] in snapshot_keys(url)
+    assert manifest(url).retired == ()
     assert state(open_kv(url)) == model | {b"x": b"1"}
 
 

@@ -7,7 +7,8 @@ The contract is exoware's ``StoreEngine`` (DESIGN §4). Layout::
     {root}/kv/snapshots/{seq:020d}-{id}   every live key, sorted, after batch ``seq``, written
                                           by compaction ``id`` (format-1 stores:
                                           ``snapshots/{seq:020d}``, still read)
-    {root}/kv/manifest                    the snapshot readers start from, the prune marks
+    {root}/kv/manifest                    the snapshot readers start from, the prune marks,
+                                          the snapshots a sweep retired (format 3)
     {root}/kv/clock                       rewritten by a sweep to read the store's time
 
 **Sequences.** A batch's sequence number is allocated by the write that commits it: one
@@ -30,7 +31,10 @@ housekeeping failures are logged at WARNING and retried after a few more batches
 that got no answer (transient errors past the retries) may have landed; the store object
 remembers the bytes it sent, and when the caller retries the *same* batch it reads that log
 object back first (1 GET) and returns its sequence if it holds them (writer nonce) instead
-of appending the batch twice. Another batch committing in between ends that window.
+of appending the batch twice — or a tombstone keeping its nonce, if a prune got there
+first. A tombstone that keeps no nonce (written before tombstones did) cannot tell:
+:class:`~objstore.errors.OutcomeUnknownError` (with the ``sequence``), nothing appended.
+Another batch committing in between ends that window.
 
 **Compaction** (every ``compact_every`` batches, or :meth:`AsyncKVStore.compact`): write
 ``snapshots/{seq}-{id}`` (create-if-absent, a key of its own: no two compactions share a
@@ -43,13 +47,21 @@ manifest (and an unreferenced snapshot) or the new one.
 **Sweeping** (:meth:`AsyncKVStore.sweep_snapshots`, and after every compaction): snapshots
 older than the manifest's go at once; newer unreferenced ones (a crashed compaction's, or a
 running one's) only once :data:`DEFAULT_SNAPSHOT_GRACE_SECONDS` old by the store's clock —
-object times, read against a fresh write of ``kv/clock``, never the local clock. A
-compaction that has not moved the manifest within half that grace (by its own monotonic
-clock) abandons its snapshot, so a sweep never deletes one about to be referenced.
+object times, read against a fresh write of ``kv/clock``, never the local clock — and only
+after a compare-and-swap of the manifest has *retired* them. The manifest never moves to a
+retired snapshot, so a sweep can never delete one the manifest references or will: either
+the compaction's swap landed first (the sweep's CAS fails, its retry sees the snapshot
+referenced and keeps it) or the retire did (the compaction's swap fails its precondition,
+its retry finds its snapshot retired and it loses, as to another compaction). Safety does
+not depend on clocks, the grace or how long a swap is held in flight; the grace only spares
+live compactions that work. A compaction that has not moved the manifest within half the
+grace (by its own monotonic clock) gives up early. Retired entries leave the manifest once
+its snapshot passes them.
 
 **Pruning** ``prune_batch_log(cutoff)``: compact through ``cutoff - 1`` if needed, CAS the
 manifest's ``retained_from`` to the cutoff, overwrite every log object below it with a
-tombstone, then CAS ``tombstoned_below``. Resumable: any prune first finishes tombstoning up
+tombstone keeping the batch's writer nonce (1 GET + 1 PUT each), then CAS
+``tombstoned_below``. Resumable: any prune first finishes tombstoning up
 to ``retained_from`` (a crashed prune's work), whatever its cutoff. Log objects are
 tombstoned rather than deleted because deleting ``log/{n}`` would let a writer that has not
 seen ``n`` create it again and be told it committed batch ``n`` — which every reader

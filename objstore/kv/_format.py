@@ -13,6 +13,19 @@ adds ``snapshot_id``: the snapshot is ``snapshots/{seq:020d}-{snapshot_id}``, on
 compaction, so no two compactors ever share one and a sweep can delete any unreferenced one
 (see :func:`plan_snapshot_sweep`). Format-1 manifests (no ``snapshot_id``) name the shared
 key ``snapshots/{seq:020d}`` and are still read.
+
+Format 3 (written once a sweep has retired a snapshot; a manifest with nothing retired is
+still written as format 2, so older readers keep working until then) adds ``retired``:
+``[[sequence, snapshot_id], ...]``, snapshots newer than the manifest's that a sweep has
+condemned and deletes only *after* recording them here with a compare-and-swap. A manifest
+never moves to a retired snapshot (:meth:`KVManifest.merged`), so a compaction whose manifest
+swap is held in flight past the sweep's grace loses the swap's precondition instead of
+referencing a deleted snapshot — whatever the clocks or delays. Entries at or below the
+manifest's snapshot are dropped (the manifest can never reference them anyway).
+
+A pruned log object becomes a tombstone (``op`` ``"pruned"``); since tombstones carry the
+pruned batch's writer ``nonce``, a writer retrying an unanswered batch still recognises it
+after a prune (tombstones without one are still read).
 """
 
 from __future__ import annotations
@@ -31,10 +44,12 @@ __all__ = [
     "KV_MANIFEST_FORMAT",
     "KVBatch",
     "KVManifest",
+    "LogStamp",
     "SnapshotSweep",
     "decode_batch",
     "decode_manifest",
     "decode_snapshot",
+    "describe_log_object",
     "encode_batch",
     "encode_manifest",
     "encode_snapshot",
@@ -49,9 +64,10 @@ __all__ = [
 
 KV_FORMAT = 1
 """Format version of KV log objects (batches, tombstones) and snapshots."""
-KV_MANIFEST_FORMAT = 2
-"""Format version of the KV manifest this code writes (it reads 1 and 2)."""
-_MANIFEST_FORMATS = frozenset({1, KV_MANIFEST_FORMAT})
+KV_MANIFEST_FORMAT = 3
+"""Newest format version of the KV manifest this code writes (format 2 while nothing is
+retired; it reads 1, 2 and 3)."""
+_MANIFEST_FORMATS = frozenset({1, 2, KV_MANIFEST_FORMAT})
 
 LOG_PREFIX = "kv/log"
 SNAPSHOT_PREFIX = "kv/snapshots"
@@ -153,12 +169,37 @@ def encode_batch(batch: KVBatch, nonce: str) -> bytes:
     return _frame(header, (part for key in batch.keys for part in (_U32.pack(len(key)), key)))
 
 
-def encode_tombstone(sequence: int) -> bytes:
+def encode_tombstone(sequence: int, nonce: str = "") -> bytes:
     """What a pruned log object is overwritten with: the slot stays taken (so no writer can
-    ever create batch ``sequence`` again) but the batch's data is gone."""
-    return _frame(
-        {"format": KV_FORMAT, "kind": _BATCH_KIND, "op": "pruned", "sequence": sequence}, []
-    )
+    ever create batch ``sequence`` again) but the batch's data is gone. ``nonce`` is the
+    pruned batch's writer nonce, so the writer's retry can still recognise its batch
+    (``""``: unknown, the form tombstones had before they kept it)."""
+    header: dict[str, Any] = {
+        "format": KV_FORMAT,
+        "kind": _BATCH_KIND,
+        "op": "pruned",
+        "sequence": sequence,
+    }
+    if nonce:
+        header["nonce"] = nonce
+    return _frame(header, [])
+
+
+@dataclass(frozen=True, slots=True)
+class LogStamp:
+    """Whose a log object is: ``pruned`` for a tombstone, and the writer ``nonce`` of its
+    batch (``None`` when it does not say: a tombstone written before they kept it)."""
+
+    pruned: bool
+    nonce: str | None
+
+
+def describe_log_object(blob: bytes, *, key: str, sequence: int) -> LogStamp:
+    """The :class:`LogStamp` of log object ``sequence`` (header only, entries unread);
+    :class:`CorruptionError` if damaged or not batch ``sequence``."""
+    header, _ = _open(blob, key=key, kind=_BATCH_KIND, sequence=sequence)
+    nonce = header.get("nonce")
+    return LogStamp(header.get("op") == "pruned", nonce if isinstance(nonce, str) else None)
 
 
 class _Reader:
@@ -247,12 +288,15 @@ class KVManifest:
     the object :attr:`snapshot_key` (written by compaction ``snapshot_id``; ``""`` in
     format-1 stores); batches below ``retained_from`` are pruned (``retained_from <=
     snapshot + 1``); log objects below ``tombstoned_below`` are known to be tombstones
-    already. Every field only grows (the snapshot id moves with its snapshot)."""
+    already. Every field only grows (the snapshot id moves with its snapshot).
+    ``retired`` lists ``(sequence, snapshot_id)`` of snapshots newer than ``snapshot`` that
+    a sweep condemned: the manifest never moves to one of them (format 3)."""
 
     snapshot: int = 0
     retained_from: int = 1
     tombstoned_below: int = 1
     snapshot_id: str = ""
+    retired: tuple[tuple[int, str], ...] = ()
 
     @property
     def snapshot_key(self) -> str:
@@ -262,35 +306,62 @@ class KVManifest:
     def merged(self, other: KVManifest) -> KVManifest:
         """The field-wise maximum: what a compare-and-swap retry writes, so two maintainers
         racing each other can never move a field backward. Of two snapshots at the same
-        sequence, ``self``'s (the stored one) is kept: the other compaction lost."""
-        newer = other if other.snapshot > self.snapshot else self
+        sequence, ``self``'s (the stored one) is kept: the other compaction lost. A snapshot
+        either side retired is never taken; retired entries the result's snapshot has
+        reached are dropped."""
+        retired = set(self.retired) | set(other.retired)
+        takes_other = (
+            other.snapshot > self.snapshot and (other.snapshot, other.snapshot_id) not in retired
+        )
+        newer = other if takes_other else self
         return KVManifest(
             newer.snapshot,
             max(self.retained_from, other.retained_from),
             max(self.tombstoned_below, other.tombstoned_below),
             newer.snapshot_id,
+            tuple(sorted(entry for entry in retired if entry[0] > newer.snapshot)),
         )
 
 
 def encode_manifest(manifest: KVManifest, nonce: str) -> bytes:
-    """The sealed manifest object (canonical JSON, format :data:`KV_MANIFEST_FORMAT`)."""
-    return seal(
-        canonical_json(
-            {
-                "format": KV_MANIFEST_FORMAT,
-                "kind": _MANIFEST_KIND,
-                "snapshot": manifest.snapshot,
-                "snapshot_id": manifest.snapshot_id,
-                "retained_from": manifest.retained_from,
-                "tombstoned_below": manifest.tombstoned_below,
-                "nonce": nonce,
-            }
-        )
-    )
+    """The sealed manifest object (canonical JSON): format 2, or format
+    :data:`KV_MANIFEST_FORMAT` when it lists retired snapshots."""
+    document: dict[str, Any] = {
+        "format": 2,
+        "kind": _MANIFEST_KIND,
+        "snapshot": manifest.snapshot,
+        "snapshot_id": manifest.snapshot_id,
+        "retained_from": manifest.retained_from,
+        "tombstoned_below": manifest.tombstoned_below,
+        "nonce": nonce,
+    }
+    if manifest.retired:
+        document["format"] = KV_MANIFEST_FORMAT
+        document["retired"] = [[sequence, ident] for sequence, ident in manifest.retired]
+    return seal(canonical_json(document))
+
+
+def _decode_retired(document: Mapping[str, Any], key: str) -> tuple[tuple[int, str], ...]:
+    raw = document.get("retired", []) if document["format"] >= 3 else []
+    if not isinstance(raw, list):
+        raise CorruptionError(key, f"bad manifest field retired={raw!r}")
+    retired: list[tuple[int, str]] = []
+    for entry in raw:
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 2
+            and is_int(entry[0])
+            and entry[0] > 0
+            and isinstance(entry[1], str)
+            and (not entry[1] or _is_snapshot_id(entry[1]))
+        ):
+            raise CorruptionError(key, f"bad retired snapshot {entry!r}")
+        retired.append((entry[0], entry[1]))
+    return tuple(sorted(retired))
 
 
 def decode_manifest(blob: bytes, *, key: str) -> KVManifest:
-    """The manifest in a blob (format 1 or 2); :class:`CorruptionError` if damaged or
+    """The manifest in a blob (format 1, 2 or 3); :class:`CorruptionError` if damaged or
     inconsistent."""
     document = open_document(blob, key=key, formats=_MANIFEST_FORMATS, kind=_MANIFEST_KIND)
     fields: list[int] = []
@@ -302,7 +373,8 @@ def decode_manifest(blob: bytes, *, key: str) -> KVManifest:
     snapshot_id = document.get("snapshot_id", "") if document["format"] > 1 else ""
     if not isinstance(snapshot_id, str) or (snapshot_id and not _is_snapshot_id(snapshot_id)):
         raise CorruptionError(key, f"bad manifest field snapshot_id={snapshot_id!r}")
-    manifest = KVManifest(fields[0], fields[1], fields[2], snapshot_id)
+    retired = _decode_retired(document, key)
+    manifest = KVManifest(fields[0], fields[1], fields[2], snapshot_id, retired)
     if not 1 <= manifest.tombstoned_below <= manifest.retained_from <= manifest.snapshot + 1:
         raise CorruptionError(key, f"inconsistent manifest {manifest!r}")
     return manifest
@@ -316,9 +388,9 @@ class SnapshotSweep:
     """What a sweep may delete, given a listing of ``snapshots/`` and a manifest read *after*
     it: ``now`` — snapshots the manifest can never reference again (below its snapshot, or
     at its sequence but another compaction's: the manifest's snapshot only grows, and of
-    equal sequences the stored one is kept); ``if_old`` — snapshots newer than the
-    manifest's, which a running compaction may still be about to reference, so they may go
-    only once old by the store's clock (:meth:`old`)."""
+    equal sequences the stored one is kept; or retired in it); ``if_old`` — snapshots newer
+    than the manifest's, which a running compaction may still be about to reference, so they may go
+    only once old by the store's clock (:meth:`old`) *and* retired in the manifest first."""
 
     now: tuple[str, ...]
     if_old: tuple[tuple[str, float | None], ...]
@@ -347,7 +419,7 @@ def plan_snapshot_sweep(
         parsed = parse_snapshot_key(key)
         if parsed is None or key == referenced:
             continue
-        if parsed[0] <= manifest.snapshot:
+        if parsed[0] <= manifest.snapshot or parsed in manifest.retired:
             now.append(key)
         else:
             if_old.append((key, mtime))

@@ -20,6 +20,7 @@ from objstore.errors import (
     ConflictError,
     CorruptionError,
     NotFoundError,
+    OutcomeUnknownError,
     PreconditionFailedError,
 )
 from objstore.kv._format import (
@@ -32,11 +33,13 @@ from objstore.kv._format import (
     decode_batch,
     decode_manifest,
     decode_snapshot,
+    describe_log_object,
     encode_batch,
     encode_manifest,
     encode_snapshot,
     encode_tombstone,
     log_key,
+    parse_snapshot_key,
     plan_snapshot_sweep,
     sequence_of,
     snapshot_key,
@@ -51,8 +54,10 @@ DEFAULT_COMPACT_EVERY = 256
 """Batches in the log tail after which a writer folds the state into a new snapshot."""
 DEFAULT_SNAPSHOT_GRACE_SECONDS = 600.0
 """How old, by the store's clock, an unreferenced snapshot newer than the manifest's must be
-before a sweep deletes it. A compaction that has not moved the manifest to its snapshot
-within half of this (by its own monotonic clock) abandons the snapshot instead."""
+before a sweep retires and deletes it. Only liveness depends on it: a sweep that judges a
+live compaction's snapshot old makes that compaction lose (its snapshot is retired in the
+manifest first), never leaves the manifest referencing a deleted snapshot. A compaction
+that has not moved the manifest within half of it (by its own monotonic clock) gives up."""
 CLOCK_KEY = "kv/clock"
 """Rewritten by a sweep to read the store's current time (its mtime) when it must judge ages."""
 _LIST_PAGE = 1000
@@ -116,6 +121,7 @@ class _Unanswered:
 
     sequence: int
     blob: bytes
+    nonce: str
     kind: str
     pairs: tuple[tuple[bytes, bytes], ...]
     keys: tuple[bytes, ...]
@@ -307,11 +313,14 @@ class AsyncKVStore(AsyncClosing):
 
         Snapshots older than the manifest's go at once (the manifest's snapshot only grows).
         Newer ones may belong to a compaction about to reference them, so they go only once
-        ``grace_seconds`` old by the **store's** clock (object times, never this machine's).
-        Safe while other writers compact as long as ``grace_seconds`` is at least
-        :data:`DEFAULT_SNAPSHOT_GRACE_SECONDS` (compactions abandon their snapshot after half
-        of it); a smaller grace is for when no compaction runs. Costs 1 LIST + 1 GET, plus
-        1 PUT + 1 HEAD + 1 GET when newer unreferenced snapshots exist, plus the deletes.
+        ``grace_seconds`` old by the **store's** clock (object times, never this machine's),
+        and only after a compare-and-swap of the manifest has *retired* them: a manifest
+        never moves to a retired snapshot, so a compaction whose manifest swap is still in
+        flight (retries, backoff, a paused process) loses that swap's precondition instead of
+        referencing a deleted snapshot. Safety therefore does not depend on clocks or delays;
+        a grace shorter than a compaction takes only makes that compaction give up. Costs
+        1 LIST + 1 GET, plus 1 PUT + 1 HEAD + 1 GET when newer unreferenced snapshots exist,
+        plus 1 manifest CAS when some are old, plus the deletes.
         """
         if grace_seconds < 0:
             raise ValueError("grace_seconds must not be negative")
@@ -324,11 +333,13 @@ class AsyncKVStore(AsyncClosing):
 
         Compacts through the cutoff first, so no key is ever lost. A pruned log object is
         overwritten with a tiny tombstone rather than deleted, so its sequence number can
-        never be allocated again. Resumable: a prune that crashed midway (after moving
-        ``retained_from``, before recording its tombstones) is finished by the next call,
-        whatever its cutoff. Raises ``ValueError`` for a cutoff below 1, and
-        :class:`~objstore.errors.ConflictError` (nothing pruned) if the compaction it needs
-        gave up (it could not reference its snapshot in time).
+        never be allocated again; the tombstone keeps the batch's writer nonce (1 GET per
+        batch), so a writer retrying an unanswered batch still recognises it as committed.
+        Resumable: a prune that crashed midway (after moving ``retained_from``, before
+        recording its tombstones) is finished by the next call, whatever its cutoff. Raises
+        ``ValueError`` for a cutoff below 1, and :class:`~objstore.errors.ConflictError`
+        (nothing pruned) if the compaction it needs gave up (it could not reference its
+        snapshot in time).
         """
         if cutoff_exclusive < 1:
             raise ValueError("cutoff_exclusive must be at least 1")
@@ -351,14 +362,22 @@ class AsyncKVStore(AsyncClosing):
             if start >= target:
                 return 0
             await gather_bounded(
-                (
-                    self.backend.put(log_key(sequence), encode_tombstone(sequence))
-                    for sequence in range(start, target)
-                ),
-                _PARALLEL,
+                (self._tombstone(sequence) for sequence in range(start, target)), _PARALLEL
             )
             await self._advance_manifest(view, KVManifest(0, 1, target))
             return target - start
+
+    async def _tombstone(self, sequence: int) -> None:
+        """Overwrite log object ``sequence`` with a tombstone keeping its writer nonce (read
+        from the batch, or from the tombstone a crashed prune already wrote)."""
+        key = log_key(sequence)
+        try:
+            blob, _ = await self.backend.get(key)
+        except NotFoundError:
+            nonce = ""
+        else:
+            nonce = describe_log_object(blob, key=key, sequence=sequence).nonce or ""
+        await self.backend.put(key, encode_tombstone(sequence, nonce))
 
     async def close(self) -> None:
         """Close the backend's connections."""
@@ -385,13 +404,22 @@ class AsyncKVStore(AsyncClosing):
         A create that raised is read back at once (1 GET): if it holds the bytes sent (writer
         nonce) the batch committed and its sequence is returned. If that cannot tell, the
         create is remembered; when the caller retries the same batch, the log object it may
-        have created is read back first and, if it is ours, its sequence is returned instead
-        of appending again.
+        have created is read back first and, if it is ours (or a tombstone keeping our
+        nonce: pruned since), its sequence is returned instead of appending again. Raises
+        :class:`~objstore.errors.OutcomeUnknownError` (appending nothing) when that object
+        is a tombstone that does not say whose batch it was.
         """
         try:
             unanswered, self._unanswered = self._unanswered, None
             if unanswered is not None and unanswered.is_retry(kind, pairs, keys):
-                if await self._landed(unanswered):
+                try:
+                    landed = await self._landed(unanswered)
+                except OutcomeUnknownError:
+                    raise
+                except BaseException:
+                    self._unanswered = unanswered  # still unknown: ask again next retry
+                    raise
+                if landed:
                     logger.info("KV batch %d had landed before its retry", unanswered.sequence)
                     return unanswered.sequence
             elif unanswered is not None:
@@ -400,19 +428,26 @@ class AsyncKVStore(AsyncClosing):
             for _ in range(self.max_write_attempts):
                 sequence = view.sequence + 1
                 batch = KVBatch(sequence, "put" if kind == "put" else "delete", pairs, keys)
-                blob = encode_batch(batch, uuid.uuid4().hex)
+                nonce = uuid.uuid4().hex
+                blob = encode_batch(batch, nonce)
                 try:
                     await self.backend.put_if_absent(log_key(sequence), blob)
                 except AlreadyExistsError:
                     view = await self._catch_up()
+                    if view.manifest.retained_from > sequence and await self._pruned_as_ours(
+                        sequence, nonce
+                    ):
+                        logger.info("KV batch %d had landed and been pruned", sequence)
+                        self._unanswered = None
+                        return sequence
                     continue
                 except OSError:  # transient past its retries, or the store's own (disk full)
-                    sent = _Unanswered(sequence, blob, kind, pairs, keys)
+                    sent = _Unanswered(sequence, blob, nonce, kind, pairs, keys)
                     if not await self._landed_after_error(sent):
                         self._unanswered = sent
                         raise
                 except BaseException:
-                    self._unanswered = _Unanswered(sequence, blob, kind, pairs, keys)
+                    self._unanswered = _Unanswered(sequence, blob, nonce, kind, pairs, keys)
                     raise
                 view.apply(batch)
                 self._unanswered = None
@@ -440,13 +475,41 @@ class AsyncKVStore(AsyncClosing):
             logger.info("KV batch %d had landed before the error of its retry", sent.sequence)
         return landed
 
-    async def _landed(self, unanswered: _Unanswered) -> bool:
-        """Whether the log object of an unanswered create holds exactly what it sent."""
+    async def _pruned_as_ours(self, sequence: int, nonce: str) -> bool:
+        """Whether log object ``sequence`` is a tombstone keeping ``nonce`` (1 GET).
+
+        Asked when a create met an existing object at a sequence that is pruned by now: an
+        earlier attempt of the same create may have landed with its answer lost, and the
+        backend's read-back (which compares bytes) found the tombstone a prune put there
+        since. A tombstone without a nonce counts as someone else's here (this may just
+        have been a lost race; :meth:`_landed` is stricter for a caller's retry)."""
+        key = log_key(sequence)
         try:
-            stored, _ = await self.backend.get(log_key(unanswered.sequence))
+            stored, _ = await self.backend.get(key)
+            stamp = describe_log_object(stored, key=key, sequence=sequence)
+        except (NotFoundError, CorruptionError):
+            return False
+        return stamp.pruned and stamp.nonce == nonce
+
+    async def _landed(self, unanswered: _Unanswered) -> bool:
+        """Whether the log object of an unanswered create holds exactly what it sent, or a
+        tombstone keeping its nonce (the batch landed and was pruned since). Raises
+        :class:`~objstore.errors.OutcomeUnknownError` for a tombstone without a nonce (one
+        written before tombstones kept them): it may or may not have been ours."""
+        key = log_key(unanswered.sequence)
+        try:
+            stored, _ = await self.backend.get(key)
         except NotFoundError:
             return False
-        return stored == unanswered.blob
+        if stored == unanswered.blob:
+            return True
+        try:
+            stamp = describe_log_object(stored, key=key, sequence=unanswered.sequence)
+        except CorruptionError:
+            return False
+        if stamp.pruned and stamp.nonce is None:
+            raise OutcomeUnknownError(key, sequence=unanswered.sequence)
+        return stamp.pruned and stamp.nonce == unanswered.nonce
 
     async def _housekeeping(self, sequence: int) -> None:
         """Compact once ``compact_every`` batches follow the snapshot. Never raises: the
@@ -549,8 +612,11 @@ class AsyncKVStore(AsyncClosing):
         manifest instead, delete ours (the manifest can never reference it any more).
 
         A crash before the manifest moves leaves an unreferenced snapshot for a later sweep.
-        A compaction that cannot move the manifest within half the sweep grace abandons its
-        snapshot, as a sweep may judge it dead."""
+        A sweep retires a snapshot in the manifest before deleting it, and the manifest
+        never moves to a retired one, so a swap of ours that is still in flight then fails
+        its precondition and the retry finds our snapshot retired: we lost, like a
+        compaction beaten by another. A compaction that cannot move the manifest within half
+        the sweep grace gives up early (a sweep would likely retire its snapshot)."""
         sequence = view.sequence
         if sequence <= view.manifest.snapshot:
             return
@@ -579,16 +645,31 @@ class AsyncKVStore(AsyncClosing):
         plan = plan_snapshot_sweep(listing, manifest)
         doomed = list(plan.now)
         if plan.if_old:
-            # The store's time first, then the manifest again: a compaction that had not
-            # referenced its snapshot by now never will (it gives up after half the grace).
             store_now = await self._store_now()
-            manifest, _ = await self._read_manifest()
+            manifest, version = await self._read_manifest()
             fresh = plan_snapshot_sweep(plan.if_old, manifest)
-            doomed += [*fresh.now, *fresh.old(store_now, grace_seconds)]
+            doomed += fresh.now
+            old = fresh.old(store_now, grace_seconds)
+            if old:
+                doomed += await self._retire(old, manifest, version)
         await self.backend.delete_many(doomed)
         if doomed:
             logger.info("swept %d unreferenced KV snapshot(s)", len(doomed))
         return sorted(doomed)
+
+    async def _retire(
+        self, keys: Iterable[str], manifest: KVManifest, version: str | None
+    ) -> list[str]:
+        """Record ``keys`` (snapshots newer than the manifest's) as retired with a
+        compare-and-swap of the manifest; return those the stored manifest now retires,
+        which no manifest can ever reference, so they may be deleted. A compaction whose
+        swap to one of them landed first keeps it (the retry sees it referenced)."""
+        wanted = {key: parse_snapshot_key(key) for key in keys}
+        retired = tuple(sorted(parsed for parsed in wanted.values() if parsed is not None))
+        view = _View()
+        view.manifest, view.manifest_version = manifest, version
+        await self._advance_manifest(view, KVManifest(retired=retired))
+        return [key for key, parsed in wanted.items() if parsed in view.manifest.retired]
 
     async def _store_now(self) -> float | None:
         """The store's current time: the mtime it gives a fresh write of :data:`CLOCK_KEY`

@@ -21,7 +21,9 @@ What is not generated here, and why:
   store landed (commit 24cf837), then given a field a future version might add
   (``future_field``) to prove unknown fields are kept; ``kv-format-1`` (commit 0716182) was
   written by a KV store whose snapshots had no ids, which today's code no longer writes.
-  Both are frozen as they are.
+  Both are frozen as they are. ``kv-format-2`` (manifest format 2, tombstones without the
+  pruned batch's nonce) is frozen too: today's code writes format 2 only while no snapshot
+  is retired, and keeps nonces in tombstones.
 * ``checkpoint-tombstone-format-<N>`` holds a tombstone (an aborted id, ``format_version``
   2 at its ``manifest.json``) between two format-1 checkpoints.
 * Objects whose writers draw random nonces (projection bases, KV objects) differ byte for
@@ -41,12 +43,14 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from objstore import CheckpointManifest, CheckpointStore, KVStore, Snapshot, SourceCheckpoint
+from objstore.backends import AsyncBackend, Backend, open_transport
 from objstore.checkpoint import POINTER_FORMAT, TOMBSTONE_FORMAT
 from objstore.codec import SEALED_FORMAT, seal
 from objstore.kv import KV_MANIFEST_FORMAT
 from objstore.projections import PROJECTION_FORMAT, _encode_base, _encode_delta
 from objstore.snapshots import SNAPSHOT_FORMAT, encode_snapshot
 from objstore.sources import STATE_FORMAT, encode_config_hash, encode_state
+from objstore.testing import FaultInjectingTransport, SimulatedCrash
 
 DATA = Path(__file__).resolve().parent
 
@@ -125,16 +129,30 @@ def write_sealed(root: Path) -> None:
 
 def write_kv(root: Path) -> None:
     """A KV store written through the public API: four batches, the log pruned below batch 3
-    (which compacts first), so it holds a snapshot with an id, tombstones and a live tail."""
+    (which compacts first), so it holds a snapshot with an id, tombstones keeping their
+    batches' nonces and a live tail; then a compaction through batch 4 crashes after writing
+    its snapshot, and a sweep retires that snapshot in the manifest (format 3) and deletes
+    it."""
     root.mkdir(parents=True, exist_ok=True)
     kv = KVStore(str(root), compact_every=0)
+    faults = FaultInjectingTransport(open_transport(str(root)))
+    crashing = KVStore(Backend(AsyncBackend(faults)), compact_every=0)
     try:
         kv.put_batch([(b"user/1", b"alice"), (b"user/2", b"bob")])
         kv.put_batch([(b"user/3", b"carol"), (b"user/1", b"alice-2")])
         kv.delete_batch([b"user/2"])
         kv.prune_batch_log(3)
         kv.put_batch([(b"user/4", b"dave"), (b"order/9", b"\x00\xff")])
+        faults.crash_after("put_if_absent", key_contains="snapshots")
+        try:
+            crashing.compact()
+        except SimulatedCrash:
+            pass  # the snapshot is written, the manifest never moved
+        else:
+            raise AssertionError("the compaction was to crash after writing its snapshot")
+        kv.sweep_snapshots(grace_seconds=0)
     finally:
+        crashing.close()
         kv.close()
     shutil.rmtree(root / ".objstore-locks", ignore_errors=True)  # local-disk locks, not data
     for leftover in root.rglob("clock"):  # the sweep's clock object: not part of the format
