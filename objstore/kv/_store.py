@@ -200,11 +200,12 @@ class AsyncKVStore(AsyncClosing):
     async def put_batch(self, pairs: Iterable[tuple[Buffer, Buffer]]) -> int:
         """Atomically set every ``(key, value)`` pair; return the batch's sequence number.
 
-        A key given twice takes its last value.
+        A key given twice takes its last value. Keys or values that are not bytes-like raise
+        ``TypeError`` (from the key/value check) before any request.
 
         Raises:
-            TypeError: for keys or values that are not bytes-like, before any request.
-            ValueError: for an empty batch or an empty key, before any request.
+            ValueError: for an empty batch (or an empty key, from the key check), before any
+                request.
         """
         checked = tuple((_check_key(key), _check_bytes(value, "value")) for key, value in pairs)
         if not checked:
@@ -214,9 +215,11 @@ class AsyncKVStore(AsyncClosing):
     async def delete_batch(self, keys: Iterable[Buffer]) -> int:
         """Atomically delete ``keys`` (absent ones are fine); return the batch's sequence.
 
+        Keys that are not bytes-like raise ``TypeError`` (from the key check) before any
+        request.
+
         Raises:
-            TypeError: for keys that are not bytes-like, before any request.
-            ValueError: for no keys or an empty key, before any request.
+            ValueError: for no keys (or an empty key, from the key check), before any request.
         """
         checked = tuple(_check_key(key) for key in keys)
         if not checked:
