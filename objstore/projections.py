@@ -325,8 +325,8 @@ class AsyncProjectionCheckpointStore(AsyncClosing):
         """The cursors of projection ``name``; an empty checkpoint if it has none.
 
         A damaged base or delta raises :class:`~objstore.errors.CorruptionError` (from
-        reading it; the cursors are the projection's source of truth, so damage is never mistaken for
-        a fresh start; :meth:`save_projection_checkpoint` replaces them).
+        reading it; the cursors are the projection's source of truth, so damage is never
+        mistaken for a fresh start; :meth:`save_projection_checkpoint` replaces them).
 
         Raises:
             ObjstoreError: if the projection keeps changing while being read, through every
