@@ -17,8 +17,11 @@ def is_int(value: object) -> TypeGuard[int]:
 def check_u64(value: object, what: str, *, minimum: int = 0) -> int:
     """Return ``value`` if it is an int in ``[minimum, 2**64 - 1]``.
 
-    Raises ``TypeError`` for non-ints (bools included), ``ValueError`` when out of range;
     ``what`` names the argument in the message.
+
+    Raises:
+        TypeError: if ``value`` is not an int (bools included).
+        ValueError: if ``value`` is outside ``[minimum, 2**64 - 1]``.
     """
     if not is_int(value):
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")

@@ -16,7 +16,10 @@ async def gather_bounded(jobs: Iterable[Awaitable[_T]], limit: int) -> list[_T]:
 
     Bounds the requests a batch keeps in flight (memory, connections, rate limits) where a
     plain :func:`asyncio.gather` would start them all. The first exception raised by a job
-    propagates, as with :func:`asyncio.gather`. Raises ``ValueError`` if ``limit`` < 1.
+    propagates, as with :func:`asyncio.gather`.
+
+    Raises:
+        ValueError: if ``limit`` is below 1 (before any job is awaited).
     """
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")

@@ -29,6 +29,10 @@ def validate_key(key: object) -> str:
 
     A safe key is a non-empty str encodable as UTF-8, with no NUL, backslash, leading or
     trailing ``/``, empty segment, ``.`` or ``..`` segment.
+
+    Raises:
+        TypeError: if ``key`` is not a str.
+        ValueError: if ``key`` is empty or otherwise not a safe key (see above).
     """
     if not isinstance(key, str):
         raise TypeError(f"object key must be str, not {type(key).__name__}")
@@ -39,7 +43,11 @@ def validate_key(key: object) -> str:
 
 
 def validate_prefix(prefix: object) -> str:
-    """Return ``prefix`` with any trailing ``/`` removed; ``""`` means the whole store."""
+    """Return ``prefix`` with any trailing ``/`` removed; ``""`` means the whole store.
+
+    Raises:
+        TypeError: if ``prefix`` is not a str.
+    """
     if not isinstance(prefix, str):
         raise TypeError(f"prefix must be str, not {type(prefix).__name__}")
     stripped = prefix.rstrip("/")
@@ -67,8 +75,9 @@ def _check_path(path: str, *, what: str) -> None:
 def escape_name(name: object, *, what: str = "name") -> str:
     """Percent-encode a user-supplied name into one key segment that can never escape.
 
-    Raises ``TypeError`` for non-str, ``ValueError`` for an empty name, NUL or text that is
-    not valid UTF-8 (lone surrogates).
+    Raises:
+        TypeError: if ``name`` is not a str.
+        ValueError: for an empty name, a NUL, or text that is not valid UTF-8 (lone surrogates).
     """
     if not isinstance(name, str):
         raise TypeError(f"{what} must be str, not {type(name).__name__}")

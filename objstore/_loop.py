@@ -46,7 +46,12 @@ def _get_loop() -> asyncio.AbstractEventLoop:
 
 
 def run_sync(coro: Coroutine[Any, Any, _T]) -> _T:
-    """Run ``coro`` on objstore's private loop and return its result (or raise its error)."""
+    """Run ``coro`` on objstore's private loop and return its result (or raise its error).
+
+    Raises:
+        RuntimeError: if called from objstore's own loop thread (async code must use the ``Async*``
+            classes); ``coro`` is closed unrun.
+    """
     loop = _get_loop()
     if threading.current_thread() is _loop_thread:
         coro.close()

@@ -30,9 +30,13 @@ def as_async_backend(
     """The async backend for ``url_or_backend``: a URL/path is opened with the options,
     through ``transport`` when given (else the factory registered for its scheme).
 
-    An opened backend keeps its own settings, so ``storage_options``, ``request_hook``,
-    ``transport`` and ``verify_fencing=False`` raise ``ValueError`` with one (open the backend
-    with them); ``verify_fencing=False`` is accepted when the backend already skips the probe.
+    An opened backend keeps its own settings (open the backend with them instead);
+    ``verify_fencing=False`` is accepted when the backend already skips the probe.
+
+    Raises:
+        ValueError: if ``url_or_backend`` is an opened backend and ``storage_options``,
+            ``request_hook``, ``transport`` or ``verify_fencing=False`` (for a backend that
+            probes) is given too.
     """
     if isinstance(url_or_backend, AsyncBackend):
         backend = url_or_backend

@@ -52,7 +52,11 @@ def canonical_json(value: Any) -> bytes:
 
 
 def parse_json(data: bytes, *, key: str) -> Any:
-    """Parse UTF-8 JSON, turning undecodable bytes into a :class:`CorruptionError`."""
+    """Parse UTF-8 JSON, turning undecodable bytes into a :class:`CorruptionError`.
+
+    Raises:
+        CorruptionError: if the bytes are not valid UTF-8 or not valid JSON.
+    """
     try:
         return json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -82,7 +86,12 @@ def seal(payload: Buffer, *, level: int = 3) -> bytes:
 
 
 def unseal(blob: bytes, *, key: str) -> bytes:
-    """Verify and unframe a sealed blob; raise :class:`CorruptionError` on any mismatch."""
+    """Verify and unframe a sealed blob; raise :class:`CorruptionError` on any mismatch.
+
+    Raises:
+        CorruptionError: if the blob is truncated, has a bad magic or unknown format version, does
+            not decompress, or its length or checksum do not match.
+    """
     if len(blob) < _HEADER.size:
         raise CorruptionError(key, f"truncated: {len(blob)} bytes is shorter than the header")
     magic, version, flags, raw_length, digest = _HEADER.unpack_from(blob)
@@ -120,9 +129,11 @@ def open_document(
     """The JSON object sealed in ``blob``, checked to be one of ``formats`` and of ``kind``.
 
     ``owner`` is ``(field, value)`` the document must carry (the query or projection it
-    belongs to), so an object copied to another owner's key is refused. Raises
-    :class:`CorruptionError` (naming ``key``) if the blob is damaged, is not a JSON object,
-    or does not match.
+    belongs to), so an object copied to another owner's key is refused.
+
+    Raises:
+        CorruptionError: (naming ``key``) if the blob is damaged, is not a JSON object, or does not
+            match.
     """
     document = parse_json(unseal(blob, key=key), key=key)
     if not isinstance(document, dict):
@@ -138,8 +149,11 @@ def open_framed(
 
     A framed payload is ``u32 header length | JSON header | body`` (snapshots and KV
     objects); the header is checked as :func:`open_document` checks a document, and the
-    body is ``payload[start:]``. Raises :class:`CorruptionError` if the blob is damaged,
-    its header runs past the end or does not match.
+    body is ``payload[start:]``.
+
+    Raises:
+        CorruptionError: if the blob is damaged, its header runs past the end, is not a JSON object
+            or does not match.
     """
     payload = unseal(blob, key=key)
     if len(payload) < _FRAME_LENGTH.size:

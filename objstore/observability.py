@@ -64,6 +64,9 @@ def request_hooks(*hooks: RequestHook) -> RequestHook:
 
     A hook that raises does not keep the later ones from seeing the event; the first
     error is raised after all ran (and logged by the store, never failing the request).
+
+    Raises:
+        TypeError: if one of ``hooks`` is not callable.
     """
     chosen = tuple(hooks)
     for hook in chosen:

@@ -324,9 +324,13 @@ class AsyncProjectionCheckpointStore(AsyncClosing):
     async def load_projection_checkpoint(self, name: str) -> GlobalProjectionCheckpoint:
         """The cursors of projection ``name``; an empty checkpoint if it has none.
 
-        Raises :class:`~objstore.errors.CorruptionError` if its base or a delta is damaged
-        (the cursors are the projection's source of truth, so damage is never mistaken for
-        a fresh start; :meth:`save_projection_checkpoint` replaces them).
+        A damaged base or delta raises :class:`~objstore.errors.CorruptionError` (from
+        reading it; the cursors are the projection's source of truth, so damage is never
+        mistaken for a fresh start; :meth:`save_projection_checkpoint` replaces them).
+
+        Raises:
+            ObjstoreError: if the projection keeps changing while being read, through every
+                attempt.
         """
         layout = self._layout(name)
         for _ in range(_READ_ATTEMPTS):
@@ -358,8 +362,9 @@ class AsyncProjectionCheckpointStore(AsyncClosing):
     ) -> None:
         """Replace the cursors of projection ``name`` with exactly ``checkpoint``'s.
 
-        Raises ``PreconditionFailedError`` only after losing the base's compare-and-swap
-        to other savers/compactors many times in a row.
+        Raises:
+            PreconditionFailedError: only after losing the base's compare-and-swap to other
+                savers/compactors many times in a row.
         """
         _check_checkpoint(checkpoint)
         layout = self._layout(name)

@@ -132,7 +132,12 @@ def encode_snapshot(snapshot: Snapshot, *, level: int = 3) -> bytes:
 
 
 def decode_snapshot(blob: bytes, *, key: str) -> Snapshot:
-    """The snapshot in a sealed object; :class:`CorruptionError` if anything is off."""
+    """The snapshot in a sealed object; :class:`CorruptionError` if anything is off.
+
+    Raises:
+        CorruptionError: if the blob is damaged, its header is malformed, or its state encoding is
+            unknown.
+    """
     header, payload, end = open_framed(blob, key=key, formats=(SNAPSHOT_FORMAT,), kind=_KIND)
     raw_state = payload[end:]
     encoding = header.get("state_encoding")
@@ -164,7 +169,11 @@ def _accepted(versions: Iterable[int] | None) -> frozenset[int] | None:
 
 def _refuse_older(key: str, snapshot: Snapshot, stored_sequence: int) -> None:
     """Raise :class:`ConflictError` if a stored snapshot at ``stored_sequence`` is newer
-    than ``snapshot`` (an equal sequence may replace it)."""
+    than ``snapshot`` (an equal sequence may replace it).
+
+    Raises:
+        ConflictError: if ``stored_sequence`` is higher than ``snapshot``'s sequence number.
+    """
     if stored_sequence > snapshot.sequence_number:
         raise ConflictError(
             key,
@@ -239,10 +248,12 @@ class AsyncSnapshotStore(AsyncClosing):
         has a higher ``sequence_number`` (1 conditional write in the steady state; see the
         module docstring).
 
-        Raises :class:`~objstore.errors.ConflictError` (nothing written) when the stored
-        snapshot is newer, or after losing many consecutive races to other savers;
-        ``TypeError``/``ValueError`` before any request if the state is neither bytes nor
-        JSON-serialisable.
+        A state that is neither bytes nor JSON-serialisable raises ``TypeError``/``ValueError``
+        (from encoding it) before any request.
+
+        Raises:
+            ConflictError: (nothing written) when the stored snapshot is newer, or after losing many
+                consecutive races to other savers.
         """
         snapshot = _check_snapshot(snapshot)
         key = self.key_for(snapshot.stream_id)

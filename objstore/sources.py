@@ -160,8 +160,11 @@ def _document(blob: bytes, *, key: str, kind: str, query_id: str) -> dict[str, A
 def decode_state(
     blob: bytes, *, key: str, query_id: str
 ) -> tuple[int, dict[str, SourceCheckpoint]]:
-    """``(generation, sources)`` from a ``state`` object; :class:`CorruptionError` if the
-    blob is damaged, malformed or belongs to another query."""
+    """``(generation, sources)`` from a ``state`` object.
+
+    Raises:
+        CorruptionError: if the blob is damaged, malformed or belongs to another query.
+    """
     document = _document(blob, key=key, kind=_STATE_KIND, query_id=query_id)
     generation = document.get("generation")
     entries = document.get("sources")
@@ -207,7 +210,11 @@ def encode_config_hash(query_id: str, config_hash: int) -> bytes:
 
 
 def decode_config_hash(blob: bytes, *, key: str, query_id: str) -> int:
-    """The hash stored in a ``config_hash`` object; :class:`CorruptionError` if damaged."""
+    """The hash stored in a ``config_hash`` object; :class:`CorruptionError` if damaged.
+
+    Raises:
+        CorruptionError: if the object is damaged or the value is not an unsigned 64-bit integer.
+    """
     document = _document(blob, key=key, kind=_CONFIG_KIND, query_id=query_id)
     value = document.get("config_hash")
     if not is_int(value) or not 0 <= value <= MAX_U64:
@@ -329,12 +336,14 @@ class AsyncSourceCheckpointStore(AsyncClosing):
 
         Costs nothing when nothing was staged, 1 write in the steady state, 1 GET + 1 write
         when this store object has not read the state yet, plus 1 GET + 1 write per lost
-        race with another committer. Raises ``RuntimeError`` without a session,
+        race with another committer. On any error the session stays open. Writing raises
         :class:`~objstore.errors.ConflictError` (nothing written) if a staged sequence is
-        lower than the committed one of its source,
-        :class:`~objstore.errors.ConflictError` after ``max_commit_attempts`` lost
-        races, :class:`~objstore.errors.CorruptionError` if the stored state is damaged
-        (:meth:`clear_checkpoints` resets it); on any error the session stays open.
+        lower than the committed one of its source or after ``max_commit_attempts`` lost
+        races, and :class:`~objstore.errors.CorruptionError` if the stored state is damaged
+        (:meth:`clear_checkpoints` resets it).
+
+        Raises:
+            RuntimeError: without an open session.
         """
         if self._depth == 0:
             raise RuntimeError("commit() without an open session; call begin() first")
@@ -370,12 +379,16 @@ class AsyncSourceCheckpointStore(AsyncClosing):
     ) -> None:
         """Stage ``source_id``'s checkpoint into the open session.
 
-        A ``None`` position replaces (removes) the stored one; the sequence is kept. Raises
-        ``TypeError``/``ValueError`` for a bad id, sequence or position — including one
-        larger than ``max_position_size`` — without changing anything staged or stored,
-        and ``RuntimeError`` outside a session on a persistent store. On ``memory://``
-        outside a session it commits at once, so it raises what :meth:`commit` raises
-        (e.g. :class:`~objstore.errors.ConflictError` for a sequence below the committed).
+        A ``None`` position replaces (removes) the stored one; the sequence is kept. A bad
+        id, sequence or position raises ``TypeError``/``ValueError`` (from the argument
+        checks) without changing anything staged or stored. On ``memory://`` outside a
+        session it commits at once, so it raises what :meth:`commit` raises (e.g.
+        :class:`~objstore.errors.ConflictError` for a sequence below the committed).
+
+        Raises:
+            ValueError: for a position larger than ``max_position_size`` (and a bad id or
+                sequence), without changing anything staged or stored.
+            RuntimeError: outside a session on a persistent store.
         """
         escape_name(source_id, what="source id")
         checkpoint = SourceCheckpoint(sequence, _check_position(source_position))
@@ -454,8 +467,12 @@ class AsyncSourceCheckpointStore(AsyncClosing):
 
     async def _commit_changes(self, changes: Mapping[str, SourceCheckpoint]) -> None:
         """Apply ``changes`` on top of the newest committed state with one conditional write,
-        re-reading and re-applying them after each lost race; refused whole with
-        :class:`~objstore.errors.ConflictError` if it would move a source backward."""
+        re-reading and re-applying them after each lost race;
+
+        Raises:
+            ConflictError: (nothing written) if it would move a source backward, or after losing
+                ``max_commit_attempts`` consecutive races.
+        """
         known = self._known
         fresh = known is None  # read by this call, not remembered from an earlier one
         attempted: int | None = None  # the generation the last lost write tried to store

@@ -224,7 +224,11 @@ class AsyncBackend:
         )
 
     async def get_range(self, key: str, start: int, end: int) -> bytes:
-        """Return bytes ``[start, end)``; ``NotFoundError`` if absent."""
+        """Return bytes ``[start, end)``; ``NotFoundError`` if absent.
+
+        Raises:
+            ValueError: if ``start`` is negative or ``end`` is before ``start``.
+        """
         key = validate_key(key)
         if start < 0 or end < start:
             raise ValueError(f"invalid byte range [{start}, {end})")
@@ -320,7 +324,11 @@ class AsyncBackend:
     async def put_if_match(self, key: str, data: Buffer, version: str) -> str:
         """Compare-and-swap: replace only if the object is still at ``version``.
 
-        Raises ``PreconditionFailedError`` if it moved on, ``NotFoundError`` if it is gone.
+        An object that moved on raises ``PreconditionFailedError``, one that is gone
+        ``NotFoundError`` (both from the transport).
+
+        Raises:
+            ValueError: if ``version`` is not a non-empty version string from a get/put.
         """
         key = validate_key(key)
         data = _as_bytes(data)
@@ -355,7 +363,11 @@ class AsyncBackend:
         return [info for info in listing if not info.key.startswith(PROBE_PREFIX + "/")]
 
     async def list_after(self, prefix: str, start_after: str, limit: int = 1000) -> ObjectListing:
-        """At most ``limit`` objects under ``prefix`` sorting after ``start_after`` (one LIST)."""
+        """At most ``limit`` objects under ``prefix`` sorting after ``start_after`` (one LIST).
+
+        Raises:
+            ValueError: if ``limit`` is below 1.
+        """
         prefix = validate_prefix(prefix)
         if limit < 1:
             raise ValueError("limit must be at least 1")

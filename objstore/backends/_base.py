@@ -263,6 +263,9 @@ async def upload_in_chunks(
     ``retry``, see :func:`create_retried`); a longer one goes through the upload
     ``open_upload`` makes, aborted on any failure. Memory holds a chunk and a part besides
     what the upload keeps in flight.
+
+    Raises:
+        AssertionError: never: it guards an unreachable path (the chunks end with one marked last).
     """
     upload: ChunkedUpload | None = None
     try:

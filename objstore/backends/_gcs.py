@@ -203,7 +203,11 @@ def _parse_generation(version: str) -> int | None:
 
 
 def _version(value: object, where: str) -> str:
-    """The generation a response reports, as objstore's version string."""
+    """The generation a response reports, as objstore's version string.
+
+    Raises:
+        ObjstoreError: if the response carries no valid generation.
+    """
     try:
         return str(int(str(value)))
     except ValueError as exc:
@@ -390,7 +394,14 @@ class GCSTransport(Transport):
         headers: Mapping[str, str] | None = None,
         data: aiohttp.payload.Payload | None = None,
     ) -> _Response:
-        """Send one request to an absolute, already encoded ``url`` (see :meth:`_request`)."""
+        """Send one request to an absolute, already encoded ``url`` (see :meth:`_request`).
+
+        Raises:
+            ObjstoreError: if the request is malformed (bad URL or arguments) or fails in a way that
+                is not retriable.
+            TransientStorageError: on a connection error, timeout or OS error, or a retriable
+                failure.
+        """
         fs = await self._filesystem()
         timeout = fs.requests_timeout
         try:
@@ -423,6 +434,13 @@ class GCSTransport(Transport):
 
         A 404 is :class:`StoreNotFoundError` when the bucket itself is missing (GCS answers
         404 for a missing object and for a missing bucket alike), else ``NotFoundError``.
+
+        Raises:
+            StoreNotFoundError: on a 404 for a bucket-level request or when the bucket is missing.
+            NotFoundError: on a 404 for a missing object in an existing bucket.
+            TransientStorageError: for a transient status (and when the bucket check cannot tell
+                yet).
+            ObjstoreError: for any other unexpected status.
         """
         cause = _native_error(response)
         message = f"GCS {what} {self._name(key)!r} in bucket {self._bucket!r}: "
@@ -439,7 +457,11 @@ class GCSTransport(Transport):
 
     async def _bucket_missing(self) -> bool:
         """Whether the bucket does not exist: one bucket metadata GET after an object's 404,
-        until the bucket has been seen once (then a 404 is just a missing object)."""
+        until the bucket has been seen once (then a 404 is just a missing object).
+
+        Raises:
+            TransientStorageError: if the bucket metadata GET answers a transient status.
+        """
         if self._bucket_seen:
             return False
         response = await self._request("bucket GET", "GET", f"b/{_quote(self._bucket)}")
@@ -489,6 +511,9 @@ class GCSTransport(Transport):
 
         Metadata, media, metadata: if the generation did not change across the media GET,
         the bytes are that generation's (generations are never reused).
+
+        Raises:
+            TransientStorageError: if the generation changed across the media GET.
         """
         for _ in range(_CONSISTENT_READ_ATTEMPTS):
             before = (await self._metadata("GET", key))["generation"]
@@ -649,10 +674,14 @@ class GCSTransport(Transport):
     async def _raise_conflict(
         self, key: str, version: str, cause: BaseException | None
     ) -> NoReturn:
-        """Raise ``NotFoundError`` if the object is gone, else ``PreconditionFailedError``.
+        """Raise the error a 412 on ``key`` stands for: the object is gone, or it changed.
 
         GCS answers 412 both when the generation moved on and when the object does not exist;
         one metadata GET tells which.
+
+        Raises:
+            NotFoundError: if the object is gone.
+            PreconditionFailedError: if the object exists (its generation moved on).
         """
         try:
             info = await self.head(key)

@@ -118,7 +118,11 @@ class LocalTransport(Transport):
             os.close(fd)
 
     def _open_temp(self, directory: Path) -> tuple[int, Path]:
-        """Create a fresh, empty temp file in ``directory`` (and the directory if needed)."""
+        """Create a fresh, empty temp file in ``directory`` (and the directory if needed).
+
+        Raises:
+            OSError: (``ENOENT``) if concurrent deletes of the directory keep defeating the create.
+        """
         for _ in range(5):
             temp = directory / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
             try:
@@ -154,7 +158,12 @@ class LocalTransport(Transport):
             return None
 
     def _check_root(self) -> None:
-        """See :meth:`Transport.check_root`: the root must be an existing directory."""
+        """See :meth:`Transport.check_root`: the root must be an existing directory.
+
+        Raises:
+            StoreNotFoundError: if the root does not exist.
+            ValueError: if the root, or a path above it, is a file rather than a directory.
+        """
         try:
             mode = os.stat(self._root).st_mode
         except NotADirectoryError:
@@ -428,7 +437,11 @@ _start_writeback = _writeback_starter()
 
 async def _uncancelled(func: Callable[..., object], *args: object) -> None:
     """Run ``func`` in a worker thread; if cancelled, still wait for the thread to finish,
-    so the file descriptor it uses is never closed (and reused) under it."""
+    so the file descriptor it uses is never closed (and reused) under it.
+
+    Raises:
+        CancelledError: re-raised once the worker thread has finished, if the call was cancelled.
+    """
     job = asyncio.ensure_future(asyncio.to_thread(func, *args))
     try:
         await asyncio.shield(job)

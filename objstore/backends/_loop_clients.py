@@ -114,7 +114,12 @@ class LoopClients(Generic[_C]):
 
     async def _close_entry(self, loop: asyncio.AbstractEventLoop, entry: _Entry[_C]) -> None:
         """Close an entry's client: here if it is ours or its loop is not running, else on
-        its loop (waiting briefly)."""
+        its loop (waiting briefly).
+
+        Raises:
+            CancelledError: if the task running this close is itself being cancelled (a close
+                cancelled on the other loop is swallowed).
+        """
         client = entry.client
         if client is None:
             return

@@ -71,6 +71,9 @@ def reject_options(url: str, storage_options: dict[str, Any], accepted: frozense
     """Raise ``ValueError`` naming every option in ``storage_options`` not in ``accepted``.
 
     Factories call it so that an option a transport would ignore is an error, not a no-op.
+
+    Raises:
+        ValueError: naming every option in ``storage_options`` not in ``accepted``.
     """
     unknown = sorted(set(storage_options) - accepted)
     if unknown:
@@ -174,10 +177,13 @@ def _normal_scheme(scheme: object) -> str:
 def register_transport(scheme: str, factory: TransportFactory, *, replace: bool = False) -> None:
     """Make URLs ``scheme://...`` open through ``factory`` in this process.
 
-    Raises ``ValueError`` when ``scheme`` is not a valid URL scheme or already has a factory
-    (a built-in one included) and ``replace`` is false, and ``TypeError`` when ``factory`` is
-    not callable. With ``replace=True`` the new factory takes over, e.g. to serve ``s3://``
+    With ``replace=True`` the new factory takes over, e.g. to serve ``s3://``
     with another implementation.
+
+    Raises:
+        TypeError: when ``factory`` is not callable.
+        ValueError: when ``scheme`` is not a valid URL scheme, or already has a factory (a built-in
+            one included) and ``replace`` is false.
     """
     name = _normal_scheme(scheme)
     if not callable(factory):
@@ -244,8 +250,11 @@ def open_transport(
     """Build the transport for ``url`` through its scheme's factory.
 
     ``transport`` chooses the implementation for this call instead of the registered one.
-    Raises ``ValueError`` for a malformed URL, an unknown scheme or options the transport does
-    not use, and ``TypeError`` for a URL that is not a string or path.
+
+    Raises:
+        TypeError: for a URL that is not a string or path, or a factory that returns something other
+            than a :class:`Transport`.
+        ValueError: for a malformed URL, an unknown scheme or options the transport does not use.
     """
     if isinstance(url, os.PathLike):
         url = os.fspath(url)

@@ -56,6 +56,10 @@ class RetryPolicy:
 
         The attempt number lets conditional writes know whether an earlier attempt may have
         landed (any attempt after the first).
+
+        Raises:
+            AssertionError: never: it guards an unreachable path (tenacity either returns or
+                re-raises).
         """
 
         def wait(state: tenacity.RetryCallState) -> float:

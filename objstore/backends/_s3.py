@@ -224,13 +224,17 @@ _BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
 
 
 def validate_bucket_name(bucket: object) -> None:
-    """Raise ``ValueError`` unless ``bucket`` can name an S3 bucket.
+    """Check that ``bucket`` can name an S3 bucket.
 
     S3's rules: 3 to 63 characters of lowercase letters, digits, dots and hyphens, starting
     and ending with a letter or digit, no ``..``, not an IP address. Buckets created in
     us-east-1 before 2018 may also hold capitals and underscores and run to 255 characters,
     so those are accepted too; anything else could never name a bucket and is a usage error
     rather than a storage error.
+
+    Raises:
+        ValueError: unless ``bucket`` can name an S3 bucket (it breaks the rules above, or is an IP
+            address).
     """
     if not isinstance(bucket, str) or not _BUCKET_NAME.fullmatch(bucket) or ".." in bucket:
         raise ValueError(
@@ -504,7 +508,12 @@ class S3Transport(Transport):
         return await self._put_object("create", key, data, IfNoneMatch="*")
 
     async def put_if_match(self, key: str, data: Buffer, version: str) -> str:
-        """CAS; a missing key is :class:`NotFoundError` also where the server answers 412."""
+        """CAS; a missing key is :class:`NotFoundError` also where the server answers 412.
+
+        Raises:
+            NotFoundError: if ``key`` does not exist (whether the server answers 404 or 412).
+            PreconditionFailedError: if ``key`` exists but its version is not ``version``.
+        """
         try:
             return await self._put_object("cas", key, data, version, IfMatch=version)
         except PreconditionFailedError as exc:
@@ -513,7 +522,12 @@ class S3Transport(Transport):
             raise
 
     async def delete(self, key: str, version: str | None = None) -> None:
-        """Delete (with ``version``: only if unchanged); a missing key is already deleted."""
+        """Delete (with ``version``: only if unchanged); a missing key is already deleted.
+
+        Raises:
+            PreconditionFailedError: if ``version`` is given and the object exists at another
+                version.
+        """
         client = await self._client()
         conditions = {"IfMatch": version} if version is not None else {}
         try:
@@ -621,7 +635,12 @@ class _MultipartUpload:
         return await self.complete() if final else None
 
     async def add_part(self, data: bytes) -> None:
-        """Start uploading ``data`` as the next part; waits while too many are in flight."""
+        """Start uploading ``data`` as the next part; waits while too many are in flight.
+
+        Raises:
+            ValueError: if the upload would need more than ``MAX_PARTS`` parts (``part_size`` is too
+                small for the data).
+        """
         number = len(self._tasks) + 1
         if number > MAX_PARTS:
             raise ValueError(f"{self._key!r} needs more than {MAX_PARTS} parts; raise part_size")

@@ -202,9 +202,11 @@ async def repair_pointer_async(
     Without a plan, reads the pointer, walks back with
     :meth:`~AsyncCheckpointStore.recover_latest_validated` and plans with
     :func:`plan_pointer_repair` first. Nothing is written when the action is ``none``.
-    Raises :class:`~objstore.errors.PreconditionFailedError` having written nothing when the
-    plan is ``refuse``, or when the pointer moved since the plan's pointer was read (a
-    writer is active: re-plan and retry). Never deletes anything.
+    Never deletes anything.
+
+    Raises:
+        PreconditionFailedError: having written nothing, when the plan is ``refuse``, or when the
+            pointer moved since the plan's pointer was read (a writer is active: re-plan and retry).
     """
     if plan is None:
         pointer = await read_pointer_async(store)  # before the walk: see plan_pointer_repair
@@ -291,7 +293,11 @@ async def restore_quarantined_async(store: AsyncCheckpointStore, checkpoint_id: 
 
 
 def _range_size(store: AsyncCheckpointStore, requested: int | None) -> int:
-    """``requested`` (``None``: the store's ``range_size``); ``ValueError`` unless positive."""
+    """``requested`` (``None``: the store's ``range_size``); ``ValueError`` unless positive.
+
+    Raises:
+        ValueError: if the size is below 1 byte.
+    """
     if requested is None:
         return store.range_size
     if requested < 1:
@@ -359,7 +365,11 @@ CopyEndpoint: TypeAlias = AsyncCheckpointStore | CheckpointStore | StoreLocation
 async def _checkpoint_store(
     endpoint: CopyEndpoint, role: str
 ) -> AsyncIterator[AsyncCheckpointStore]:
-    """``endpoint`` as an async checkpoint store; one opened here from a URL is closed after."""
+    """``endpoint`` as an async checkpoint store; one opened here from a URL is closed after.
+
+    Raises:
+        TypeError: if ``endpoint`` is not a checkpoint store, a store URL or a backend.
+    """
     if isinstance(endpoint, AsyncCheckpointStore):
         yield endpoint
     elif isinstance(endpoint, CheckpointStore):
@@ -477,8 +487,12 @@ def _conflict(
 async def _destination_manifest(
     dst: AsyncCheckpointStore, stored: StoredManifest
 ) -> StoredManifest | None:
-    """``dst``'s manifest of the same id if it is this commit, ``None`` if there is none;
-    :class:`CheckpointConflict` if it is another commit or unreadable."""
+    """``dst``'s manifest of the same id if it is this commit, ``None`` if there is none.
+
+    Raises:
+        CheckpointConflict: (built by ``_conflict``) if ``dst`` holds another commit of the
+            id, or a manifest it cannot read.
+    """  # noqa: DOC501, DOC502 - raised through the _conflict factory, which ruff names instead
     try:
         _, theirs = await _read_manifest(dst.backend, stored.manifest.checkpoint_id)
     except NotFoundError:
@@ -519,7 +533,12 @@ async def _adopt_sidecar(
     dst: AsyncCheckpointStore, stored: StoredManifest, *, range_size: int, progress: Progress
 ) -> None:
     """Accept a sidecar already on ``dst`` only if it is exactly this commit's (left by an
-    interrupted copy); anything else is another writer's: :class:`CheckpointConflict`."""
+    interrupted copy); anything else is another writer's.
+
+    Raises:
+        CheckpointConflict: (built by ``_conflict``) if ``dst``'s sidecar is not exactly this
+            commit's.
+    """  # noqa: DOC501, DOC502 - raised through the _conflict factory, which ruff names instead
     try:
         await check_sidecar(dst.backend, stored, range_size=range_size, progress=progress)
     except CorruptionError as exc:
@@ -611,15 +630,17 @@ async def remove_checkpoints_async(
     ``latest.txt`` off them.
 
     Refused without ``force`` when the removal takes the newest valid checkpoint or an
-    uncommitted one (see :func:`plan_removal`): a real run then raises
-    :class:`RemovalRefused` (a ``ValueError``) having deleted nothing, a dry run returns the
-    refusal in :attr:`Removal.refused`. Ids with
-    nothing stored are reported as ``absent``, not an error, so a removal can be re-run.
+    uncommitted one (see :func:`plan_removal`); a dry run then returns the refusal in
+    :attr:`Removal.refused`. Ids with nothing stored are reported as ``absent``, not an
+    error, so a removal can be re-run.
     Each checkpoint loses its manifest before its sidecar, so a crash leaves at worst an
     orphan for ``gc``. If ``latest.txt`` names a removed checkpoint afterwards, it is
     repaired with :func:`repair_pointer_async` (backward to the newest valid one left, by
     compare-and-swap; left alone when nothing valid is left, which readers handle). Requests:
     a listing, the recovery walk, one DELETE per object, and the pointer repair if needed.
+
+    Raises:
+        RemovalRefused: (a ``ValueError``) when a real run is refused, having deleted nothing.
     """
     requested = tuple(sorted({check_checkpoint_id(cid) for cid in checkpoint_ids}))
     entries = scan(await store.backend.list(CHECKPOINTS))
@@ -645,6 +666,10 @@ async def _move_pointer_off(store: AsyncCheckpointStore, removed: set[int]) -> P
 
     A writer moving the pointer meanwhile makes the compare-and-swap fail: the pointer is
     then read again, and repaired again only if it still names a removed checkpoint.
+
+    Raises:
+        PreconditionFailedError: if concurrent writers keep moving the pointer through every
+            attempt.
     """
     for _ in range(POINTER_ATTEMPTS):
         if (await read_pointer_async(store)).checkpoint_id not in removed:

@@ -239,6 +239,12 @@ def decode_manifest(data: bytes, *, key: str, expected_id: int | None = None) ->
     Checks UTF-8, JSON, the checksum, the format version, field types, and (when given)
     that the id inside matches the id of the path it was read from. A verified tombstone
     raises :class:`AbortedCheckpoint` instead (the id has no manifest).
+
+    Raises:
+        CorruptionError: if the bytes are not a JSON object with a matching checksum, a supported
+            format version and valid fields, or the id inside (or a tombstone's) does not match
+            ``expected_id``.
+        AbortedCheckpoint: for a verified tombstone (the id has no manifest).
     """
     body = parse_json(data, key=key)
     if not isinstance(body, dict):

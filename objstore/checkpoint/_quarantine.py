@@ -100,9 +100,10 @@ async def move_to_quarantine(
 ) -> Quarantined:
     """Move the manifest ``data`` (read at ``version``) of ``checkpoint_id`` to quarantine.
 
-    Raises :class:`PreconditionFailedError` having taken nothing away if the manifest
-    changed since it was read, or if a *different* manifest of this id is already in
-    quarantine (restore or remove that one first).
+    Raises:
+        PreconditionFailedError: having taken nothing away, if the manifest changed since it was
+            read, or if a *different* manifest of this id is already in quarantine (restore or
+            remove that one first).
     """
     record = Quarantined(checkpoint_id, reason, time.time_ns() // 1_000_000)
     body = {
@@ -132,9 +133,12 @@ async def move_to_quarantine(
 async def restore(backend: AsyncBackend, checkpoint_id: int) -> None:
     """Put a quarantined manifest back, byte for byte, and drop its quarantine record.
 
-    Raises ``NotFoundError`` if ``checkpoint_id`` is not quarantined and
-    :class:`PreconditionFailedError` if another manifest of that id was committed since
-    (nothing is overwritten; the quarantined copy is kept).
+    A ``checkpoint_id`` that is not quarantined raises ``NotFoundError`` (from reading its
+    copy).
+
+    Raises:
+        PreconditionFailedError: if another manifest of that id was committed since (nothing is
+            overwritten; the quarantined copy is kept).
     """
     copy = quarantine_key(checkpoint_id)
     data, _ = await backend.get(copy)

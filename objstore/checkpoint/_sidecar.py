@@ -115,6 +115,10 @@ def iter_chunks(state: StateInput) -> Iterator[Chunk] | AsyncIterator[Chunk]:
     In-memory forms (one buffer, a mapping, a list or tuple) are fully checked *now*, so bad
     input fails before any request; iterators are checked as they are consumed, and a bad
     item aborts the save before anything is committed.
+
+    Raises:
+        TypeError: if ``state`` is a str or not one of the accepted forms; a bad in-memory chunk
+            fails here too.
     """
     check = _NameCheck()
     if isinstance(state, _BUFFER_TYPES):
@@ -191,7 +195,12 @@ def _compress(data: Buffer, level: int, threads: int) -> tuple[bytes, str, int]:
 
 
 def decode_frame(frame: Buffer, entry: OperatorState, *, key: str) -> bytes:
-    """Verify and decompress one frame described by ``entry`` (a single-chunk read)."""
+    """Verify and decompress one frame described by ``entry`` (a single-chunk read).
+
+    Raises:
+        CorruptionError: if the frame's checksum does not match, it does not decompress, or it
+            decompresses to another length than recorded.
+    """
     actual = xxhash.xxh3_128_hexdigest(frame)
     if actual != entry.xxh3:
         raise CorruptionError(
@@ -217,6 +226,11 @@ def _decompress_into(frame: memoryview, entry: OperatorState, out: memoryview, k
     The frame is not hashed here: the caller checks the whole file. The frame header must
     announce exactly ``raw_length`` bytes; zstd then decodes it in one pass into ``out``
     (no intermediate buffer) and checks the frame's own content checksum.
+
+    Raises:
+        CorruptionError: if the frame header announces another size than ``raw_length``, the frame
+            does not decompress (or fails its content checksum), or it yields another number of
+            bytes.
     """
     try:
         announced = zstandard.frame_content_size(frame)
@@ -267,9 +281,11 @@ async def decode_sidecar(
     Every frame is decompressed in a worker thread directly into its slice of the result,
     at most ``parallelism`` at a time, while another thread hashes the whole file once: the
     result is the only full-size allocation besides ``data``, and nothing is copied twice.
-    Raises :class:`CorruptionError` exactly as :func:`verify_sidecar` would (a checksum
-    mismatch wins over a frame that does not decode), and for a frame whose size differs
-    from the index.
+
+    Raises:
+        CorruptionError: exactly as :func:`verify_sidecar` would (a checksum mismatch wins over a
+            frame that does not decode), and for a frame whose size differs from the index. A
+            worker's other errors are re-raised as they are.
     """
     view = memoryview(data).cast("B")
     try:
@@ -389,7 +405,11 @@ class SidecarEncoder:
         return frame
 
     def result(self) -> EncodedState:
-        """The index, checksum and size of the whole sidecar (after :meth:`pieces` ends)."""
+        """The index, checksum and size of the whole sidecar (after :meth:`pieces` ends).
+
+        Raises:
+            RuntimeError: if called before :meth:`pieces` has been consumed to its end.
+        """
         if not self._done:
             raise RuntimeError("the sidecar has not been fully encoded yet")
         return EncodedState(tuple(self._entries), self._hasher.hexdigest(), self._size)
@@ -414,7 +434,12 @@ def verify_sidecar(
     state_checksum: str,
     entries: Sequence[OperatorState],
 ) -> None:
-    """Check a whole sidecar against its manifest; raise :class:`CorruptionError` if off."""
+    """Check a whole sidecar against its manifest; raise :class:`CorruptionError` if off.
+
+    Raises:
+        CorruptionError: if the layout (header, id, writer, chunk bounds) or the whole file's
+            checksum is off.
+    """
     view = memoryview(data).cast("B")
     _check_size(view, key, size)
     actual = xxhash.xxh3_128_hexdigest(view)
@@ -438,7 +463,12 @@ def _check_layout(
     nonce: str | None,
     entries: Sequence[OperatorState],
 ) -> None:
-    """Header (magic, format, id, writer) and index bounds; cheap, no hashing."""
+    """Header (magic, format, id, writer) and index bounds; cheap, no hashing.
+
+    Raises:
+        CorruptionError: if the file is shorter than its header, has a bad magic or format, another
+            checkpoint id or writer nonce, or a chunk outside the file.
+    """
     if view.nbytes < HEADER.size:
         raise CorruptionError(key, "sidecar shorter than its header")
     magic, version, _, header_id, _, header_nonce = HEADER.unpack_from(view)

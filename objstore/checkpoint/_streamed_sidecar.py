@@ -62,7 +62,11 @@ class SidecarCheck:
         self._size = 0
 
     def check_size(self, size: int) -> None:
-        """Raise :class:`CorruptionError` if ``size`` is not the recorded one."""
+        """Raise :class:`CorruptionError` if ``size`` is not the recorded one.
+
+        Raises:
+            CorruptionError: if ``size`` is not the recorded one (truncated or longer).
+        """
         expected = self._stored.manifest.state_size
         if expected is not None and size != expected:
             reason = "truncated" if size < expected else "longer than recorded"
@@ -76,7 +80,12 @@ class SidecarCheck:
             self._header += piece[: HEADER.size - len(self._header)]
 
     def finish(self) -> None:
-        """Raise :class:`CorruptionError` if the bytes seen are not the recorded sidecar."""
+        """Raise :class:`CorruptionError` if the bytes seen are not the recorded sidecar.
+
+        Raises:
+            CorruptionError: if the whole file's checksum is not the recorded one, or a chunk lies
+                outside the file.
+        """
         manifest = self._stored.manifest
         actual = self._hasher.hexdigest()
         if actual != manifest.state_checksum:
@@ -109,7 +118,11 @@ async def read_ranges(
     backend: AsyncBackend, key: str, size: int, range_size: int
 ) -> AsyncGenerator[bytes, None]:
     """The first ``size`` bytes of ``key``, in order, as ranged reads of ``range_size``,
-    :data:`READ_AHEAD` of them in flight. A short read means the object shrank."""
+    :data:`READ_AHEAD` of them in flight. A short read means the object shrank.
+
+    Raises:
+        CorruptionError: if a ranged read returns fewer bytes than asked (the object shrank).
+    """
     starts = iter(range(0, size, range_size))
     in_flight: collections.deque[tuple[int, int, asyncio.Future[bytes]]] = collections.deque()
     try:
@@ -149,7 +162,12 @@ async def checked_pieces(
     """The sidecar's bytes, each piece checked and reported before it is handed on; after
     the last one the whole file is checked, so a consumer that uploads the pieces fails
     (and aborts its upload) before completing it if the file is not the recorded one.
-    A sidecar that vanishes while being read is :class:`CorruptionError` too."""
+    A sidecar that vanishes while being read is :class:`CorruptionError` too.
+
+    Raises:
+        CorruptionError: if the sidecar vanishes while being read, is not of the recorded size or
+            content.
+    """
     try:
         async with contextlib.aclosing(read_ranges(backend, key, size, range_size)) as pieces:
             async for piece in pieces:
@@ -166,7 +184,8 @@ async def open_sidecar(
 ) -> tuple[int, AsyncGenerator[bytes, None]]:
     """The size of the sidecar of ``stored`` and its :func:`checked_pieces` (one HEAD).
 
-    Raises :class:`CorruptionError` if it is missing or not of the recorded size.
+    Raises:
+        CorruptionError: if it is missing or not of the recorded size.
     """
     key = state_key(stored.manifest.checkpoint_id)
     check = SidecarCheck(key, stored)

@@ -62,6 +62,12 @@ def demo_command(
     It checkpoints every N events with save_with_state, dies between two real writes, restarts
     with recover_latest_validated, finishes, and compares its counts with an uninterrupted run.
     Exit 0 when the results match, 1 when they do not.
+
+    \f
+
+    Raises:
+        CliError: (usage) if the run would need more checkpoints than a store can hold.
+        Exit: always, with code 0 when the results match and 1 when they do not.
     """
     from objstore.cli import demo  # imported on use: the other commands never need it
 

@@ -34,7 +34,11 @@ __all__ = [
 
 
 async def _latest_id(store: AsyncCheckpointStore) -> int:
-    """The id ``load_latest`` returns; :class:`CliError` when nothing is committed."""
+    """The id ``load_latest`` returns; :class:`CliError` when nothing is committed.
+
+    Raises:
+        CliError: (invalid) when nothing is committed.
+    """
     latest = await store.load_latest()
     if latest is None:
         raise CliError(ExitCode.INVALID, f"no committed checkpoint in {store.url}")
@@ -45,7 +49,11 @@ async def _latest_id(store: AsyncCheckpointStore) -> int:
 
 
 async def show_checkpoint(store: AsyncCheckpointStore, which: str) -> Outcome:
-    """One manifest, verified against its checksum, as stored."""
+    """One manifest, verified against its checksum, as stored.
+
+    Raises:
+        CliError: (invalid) if the checkpoint does not exist.
+    """
     checkpoint_id = await _latest_id(store) if which == "latest" else parse_checkpoint_id(which)
     try:
         data, _ = await read_stored(store.backend, checkpoint_id)
@@ -143,7 +151,11 @@ async def verify_checkpoints(
     store: AsyncCheckpointStore, requested: list[str], *, all_: bool, progress: ByteProgress
 ) -> Outcome:
     """Full validation of the chosen checkpoints (default: the newest committed one), each
-    sidecar streamed by the library in bounded ranged reads."""
+    sidecar streamed by the library in bounded ranged reads.
+
+    Raises:
+        CliError: (usage) if both checkpoint ids and ``--all`` are given.
+    """
     if requested and all_:
         raise CliError(ExitCode.USAGE, "give checkpoint ids or --all, not both")
     entries = await list_entries(store)

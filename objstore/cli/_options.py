@@ -32,7 +32,8 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, 
 def parse_duration(text: str) -> float:
     """Seconds in ``30s``, ``15m``, ``2h``, ``1d``, ``1h30m`` or plain ``90`` (seconds).
 
-    Raises ``ValueError`` for anything else, including negative values.
+    Raises:
+        ValueError: for anything else (empty, malformed, negative, or out of range).
     """
     stripped = text.strip()
     if not stripped:
@@ -58,7 +59,11 @@ def parse_storage_options(items: Iterable[str]) -> dict[str, Any]:
 
     A value that parses as JSON becomes that value (``true``, ``5``, ``{"a": 1}``); anything
     else stays a string (quote it, ``key='"123"'``, to force a string). A dotted key builds a
-    nested mapping: ``client_kwargs.region_name=eu-west-1``. Raises ``ValueError``.
+    nested mapping: ``client_kwargs.region_name=eu-west-1``.
+
+    Raises:
+        ValueError: for an item that is not ``KEY=VALUE``, an empty key segment, or a key that
+            conflicts with another (a value and a nested mapping at once).
     """
     options: dict[str, Any] = {}
     for item in items:
@@ -96,7 +101,11 @@ def secret_values(options: dict[str, Any]) -> list[str]:
 
 
 def parse_checkpoint_id(text: str) -> int:
-    """A checkpoint id as typed on the command line (``42`` or ``checkpoint_00…42``)."""
+    """A checkpoint id as typed on the command line (``42`` or ``checkpoint_00…42``).
+
+    Raises:
+        CliError: (usage) if ``text`` is not a checkpoint id or is out of range [1, 2**64 - 1].
+    """
     value = parse_checkpoint_name(text) if text.startswith("checkpoint_") else None
     if value is None:
         try:

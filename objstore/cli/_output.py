@@ -185,7 +185,12 @@ Render = Callable[[Console, dict[str, Any]], None]
 def expected_failures(storage_options: list[str] | None) -> Iterator[dict[str, Any]]:
     """Parse ``--storage-option`` values and run the block; an expected failure (see
     :func:`classify_error`) becomes one line on stderr and its exit code, with option values
-    masked; anything unclassified is a bug and propagates with its traceback."""
+    masked; anything unclassified is a bug and propagates with its traceback.
+
+    Raises:
+        fail: (a ``typer.Exit``) for an expected failure or an interrupt (exit code 130); anything
+            unclassified is re-raised as it is.
+    """
     secrets: list[str] = []
     try:
         options = parse_storage_options(storage_options or [])
@@ -207,6 +212,9 @@ def run_command(
 
     Expected failures exit with their code after one line on stderr (storage option values
     masked); anything unclassified is a bug and propagates with its traceback.
+
+    Raises:
+        Exit: always, with the command's exit code.
     """
     with (
         expected_failures(storage_options) as options,

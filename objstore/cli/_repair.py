@@ -71,7 +71,11 @@ def _repair_document(plan: PointerRepair, *, dry_run: bool) -> dict[str, Any]:
 
 
 async def _apply(store: AsyncCheckpointStore, plan: PointerRepair) -> bool:
-    """Apply a needed repair; whether it wrote. Refusals and lost races exit 3."""
+    """Apply a needed repair; whether it wrote. Refusals and lost races exit 3.
+
+    Raises:
+        CliError: (conflict, exit 3) if the plan is a refusal or the pointer moved meanwhile.
+    """
     if not plan.needed:
         return False
     if plan.action == "refuse":
@@ -223,7 +227,12 @@ async def copy_checkpoints(
 ) -> Outcome:
     """Copy checkpoints (default: the newest valid one) in ascending order; each copy moves
     the destination's pointer forward only after it validates there, so it ends at the
-    newest copied unless it already named a newer one."""
+    newest copied unless it already named a newer one.
+
+    Raises:
+        CliError: (usage) if both ``--id`` and ``--all`` are given; (invalid) if the source has no
+            valid checkpoint.
+    """
     if requested and all_:
         raise CliError(ExitCode.USAGE, "give --id or --all, not both")
     entries = await list_entries(src)

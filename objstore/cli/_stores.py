@@ -55,9 +55,12 @@ async def open_store(
     """The checkpoint store at ``url``, closed (quietly) afterwards.
 
     Unless ``create`` (the command writes and may start a new store, like a copy's
-    destination), the store must exist: a missing bucket or root directory raises
-    :class:`~objstore.errors.StoreNotFoundError` instead of reading as an empty store. A
-    path that can never hold a store raises ``ValueError`` either way.
+    destination), the store must exist. A path that can never hold a store raises
+    ``ValueError`` (from the root check) either way.
+
+    Raises:
+        StoreNotFoundError: unless ``create``, for a missing bucket or root directory (instead of
+            reading as an empty store).
     """
     store = AsyncCheckpointStore(url, storage_options=options, verify_fencing=_verify_fencing)
     try:

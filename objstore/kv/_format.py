@@ -240,7 +240,11 @@ def _finish(reader: _Reader) -> None:
 
 def decode_batch(blob: bytes, *, key: str, sequence: int) -> KVBatch | None:
     """The batch in a log object, ``None`` for a tombstone (a pruned batch);
-    :class:`CorruptionError` if damaged or not batch ``sequence``."""
+    :class:`CorruptionError` if damaged or not batch ``sequence``.
+
+    Raises:
+        CorruptionError: if the object is damaged, is not batch ``sequence`` or has an unknown op.
+    """
     header, reader = _open(blob, key=key, kind=_BATCH_KIND, sequence=sequence)
     op = header.get("op")
     if op == "pruned":
@@ -362,7 +366,12 @@ def _decode_retired(document: Mapping[str, Any], key: str) -> tuple[tuple[int, s
 
 def decode_manifest(blob: bytes, *, key: str) -> KVManifest:
     """The manifest in a blob (format 1, 2 or 3); :class:`CorruptionError` if damaged or
-    inconsistent."""
+    inconsistent.
+
+    Raises:
+        CorruptionError: if the blob is damaged, a field is malformed or the fields are
+            inconsistent.
+    """
     document = open_document(blob, key=key, formats=_MANIFEST_FORMATS, kind=_MANIFEST_KIND)
     fields: list[int] = []
     for name in ("snapshot", "retained_from", "tombstoned_below"):

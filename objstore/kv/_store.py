@@ -200,8 +200,12 @@ class AsyncKVStore(AsyncClosing):
     async def put_batch(self, pairs: Iterable[tuple[Buffer, Buffer]]) -> int:
         """Atomically set every ``(key, value)`` pair; return the batch's sequence number.
 
-        A key given twice takes its last value. Raises ``TypeError`` for keys/values that are
-        not bytes-like and ``ValueError`` for an empty batch or key, before any request.
+        A key given twice takes its last value. Keys or values that are not bytes-like raise
+        ``TypeError`` (from the key/value check) before any request.
+
+        Raises:
+            ValueError: for an empty batch (or an empty key, from the key check), before any
+                request.
         """
         checked = tuple((_check_key(key), _check_bytes(value, "value")) for key, value in pairs)
         if not checked:
@@ -211,7 +215,11 @@ class AsyncKVStore(AsyncClosing):
     async def delete_batch(self, keys: Iterable[Buffer]) -> int:
         """Atomically delete ``keys`` (absent ones are fine); return the batch's sequence.
 
-        Raises ``TypeError``/``ValueError`` like :meth:`put_batch`, before any request.
+        Keys that are not bytes-like raise ``TypeError`` (from the key check) before any
+        request.
+
+        Raises:
+            ValueError: for no keys (or an empty key, from the key check), before any request.
         """
         checked = tuple(_check_key(key) for key in keys)
         if not checked:
@@ -242,7 +250,11 @@ class AsyncKVStore(AsyncClosing):
         forward: bool = True,
     ) -> list[tuple[bytes, bytes]]:
         """Pairs with ``start <= key <= end`` (an empty ``end`` is unbounded), in key order
-        (descending when not ``forward``), at most ``limit`` of them (``None``: all)."""
+        (descending when not ``forward``), at most ``limit`` of them (``None``: all).
+
+        Raises:
+            ValueError: if ``limit`` is negative.
+        """
         low, high = _check_bytes(start, "start"), _check_bytes(end, "end")
         if limit is not None and limit < 0:
             raise ValueError("limit must not be negative")
@@ -321,6 +333,9 @@ class AsyncKVStore(AsyncClosing):
         a grace shorter than a compaction takes only makes that compaction give up. Costs
         1 LIST + 1 GET, plus 1 PUT + 1 HEAD + 1 GET when newer unreferenced snapshots exist,
         plus 1 manifest CAS when some are old, plus the deletes.
+
+        Raises:
+            ValueError: if ``grace_seconds`` is negative.
         """
         if grace_seconds < 0:
             raise ValueError("grace_seconds must not be negative")
@@ -336,10 +351,12 @@ class AsyncKVStore(AsyncClosing):
         never be allocated again; the tombstone keeps the batch's writer nonce (1 GET per
         batch), so a writer retrying an unanswered batch still recognises it as committed.
         Resumable: a prune that crashed midway (after moving ``retained_from``, before
-        recording its tombstones) is finished by the next call, whatever its cutoff. Raises
-        ``ValueError`` for a cutoff below 1, and :class:`~objstore.errors.ConflictError`
-        (nothing pruned) if the compaction it needs gave up (it could not reference its
-        snapshot in time).
+        recording its tombstones) is finished by the next call, whatever its cutoff.
+
+        Raises:
+            ValueError: if ``cutoff_exclusive`` is below 1.
+            ConflictError: (nothing pruned) if the compaction it needs gave up (it could not
+                reference its snapshot in time).
         """
         if cutoff_exclusive < 1:
             raise ValueError("cutoff_exclusive must be at least 1")
@@ -405,9 +422,15 @@ class AsyncKVStore(AsyncClosing):
         nonce) the batch committed and its sequence is returned. If that cannot tell, the
         create is remembered; when the caller retries the same batch, the log object it may
         have created is read back first and, if it is ours (or a tombstone keeping our
-        nonce: pruned since), its sequence is returned instead of appending again. Raises
-        :class:`~objstore.errors.OutcomeUnknownError` (appending nothing) when that object
-        is a tombstone that does not say whose batch it was.
+        nonce: pruned since), its sequence is returned instead of appending again.
+
+        Raises:
+            OutcomeUnknownError: (appending nothing) when that object is a tombstone that does not
+                say whose batch it was.
+            ConflictError: (nothing written) after losing ``max_write_attempts`` consecutive races
+                for a sequence number.
+            OSError: a storage error of the create is re-raised when its outcome cannot be told; the
+                batch is remembered for the caller's retry.
         """
         try:
             unanswered, self._unanswered = self._unanswered, None
@@ -493,9 +516,12 @@ class AsyncKVStore(AsyncClosing):
 
     async def _landed(self, unanswered: _Unanswered) -> bool:
         """Whether the log object of an unanswered create holds exactly what it sent, or a
-        tombstone keeping its nonce (the batch landed and was pruned since). Raises
-        :class:`~objstore.errors.OutcomeUnknownError` for a tombstone without a nonce (one
-        written before tombstones kept them): it may or may not have been ours."""
+        tombstone keeping its nonce (the batch landed and was pruned since).
+
+        Raises:
+            OutcomeUnknownError: for a tombstone without a nonce (one written before tombstones kept
+                them): it may or may not have been ours.
+        """
         key = log_key(unanswered.sequence)
         try:
             stored, _ = await self.backend.get(key)
@@ -545,7 +571,12 @@ class AsyncKVStore(AsyncClosing):
     async def _catch_up(self) -> _View:
         """This object's view brought up to the newest visible batch: the log tail after
         what it knows (1 LIST + GETs of new batches), or a full load when it knows nothing
-        or its tail was pruned under it."""
+        or its tail was pruned under it.
+
+        Raises:
+            CorruptionError: if the manifest, snapshot and log keep changing under repeated full
+                loads.
+        """
         if self._view is not None:
             try:
                 await self._read_tail(self._view)
@@ -561,7 +592,12 @@ class AsyncKVStore(AsyncClosing):
         raise CorruptionError(MANIFEST_KEY, f"state kept changing under {_MAX_RELOADS} loads")
 
     async def _load(self) -> _View:
-        """Manifest → its snapshot → the log tail after it."""
+        """Manifest → its snapshot → the log tail after it.
+
+        Raises:
+            _Stale: if the manifest's snapshot was replaced by a newer one since the manifest was
+                read.
+        """
         view = _View()
         view.manifest, view.manifest_version = await self._read_manifest()
         if view.manifest.snapshot:
@@ -576,8 +612,11 @@ class AsyncKVStore(AsyncClosing):
         return view
 
     async def _read_tail(self, view: _View) -> None:
-        """Apply the contiguous run of batches after ``view.sequence``; ``_Stale`` if one of
-        them was pruned (another writer compacted past this view)."""
+        """Apply the contiguous run of batches after ``view.sequence``.
+
+        Raises:
+            _Stale: if one of them was pruned (another writer compacted past this view).
+        """
         while True:
             listing = await self.backend.list_after(
                 LOG_PREFIX, log_key(view.sequence), limit=_LIST_PAGE
@@ -682,7 +721,12 @@ class AsyncKVStore(AsyncClosing):
     ) -> KVManifest | None:
         """Compare-and-swap the manifest to the field-wise max of itself and ``wanted``;
         return the manifest our write replaced (``None`` if nothing was written or there was
-        none). With ``deadline`` (monotonic), raise ``_Abandoned`` instead of writing after it.
+        none).
+
+        Raises:
+            _Abandoned: instead of writing once past ``deadline`` (monotonic), if one is given.
+            ConflictError: after losing ``max_write_attempts`` consecutive races to update the
+                manifest.
         """
         manifest, version = view.manifest, view.manifest_version
         replaced: KVManifest | None = None

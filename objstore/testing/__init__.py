@@ -41,7 +41,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """The simulator's names, imported only when used (it imports every store)."""
+    """The simulator's names, imported only when used (it imports every store).
+
+    Raises:
+        AttributeError: for any name that is not one of the simulator's.
+    """
     if name in _SIMULATOR_NAMES:
         from objstore.testing import simulate
 

@@ -142,6 +142,9 @@ class FaultInjectingTransport(Transport):
         ``action`` runs another actor's work to completion (from a blocking store, run it in
         a thread: ``lambda: asyncio.to_thread(other.prune, 1)``). An action's exception
         propagates to the caller instead of the request's answer.
+
+        Raises:
+            ValueError: if ``when`` is neither ``"before"`` nor ``"after"``.
         """
         if when not in ("before", "after"):
             raise ValueError("when is 'before' or 'after'")
@@ -149,7 +152,11 @@ class FaultInjectingTransport(Transport):
 
     def fail_transiently(self, rate: float, operations: Iterable[str] | None = None) -> None:
         """Fail each matching call with :class:`TransientStorageError` with ``rate`` odds,
-        before it reaches the store."""
+        before it reaches the store.
+
+        Raises:
+            ValueError: if ``rate`` is outside [0, 1].
+        """
         if not 0.0 <= rate <= 1.0:
             raise ValueError("rate must be within [0, 1]")
         with self._lock:
@@ -197,7 +204,12 @@ class FaultInjectingTransport(Transport):
         self, operation: str, key: str, size: int | None = None
     ) -> tuple[str | None, list[_Trigger]]:
         """Log the call and decide its fate (``None``, ``"after"`` or ``"lose-response"``),
-        with the :meth:`on_call` hooks that fire at it."""
+        with the :meth:`on_call` hooks that fire at it.
+
+        Raises:
+            SimulatedCrash: if a crash is due before this call.
+            TransientStorageError: if an injected transient failure is due.
+        """
         hooks: list[_Trigger] = []
         with self._lock:
             self.calls.append(Call(operation, key, size))
@@ -232,7 +244,13 @@ class FaultInjectingTransport(Transport):
         size: int | None = None,
     ) -> _T:
         """Perform ``request`` with whatever fault is due; a crash "after" fires whether the
-        request succeeded or failed, as a real process can die after either answer."""
+        request succeeded or failed, as a real process can die after either answer.
+
+        Raises:
+            SimulatedCrash: if a crash is due after this call (whether the request succeeded or
+                failed).
+            TransientStorageError: if this call's response is to be lost.
+        """
         fate, hooks = self._before(operation, key, size)
         await self._run_hooks(hooks, "hook-before")
         try:

@@ -124,8 +124,11 @@ def run_demo(
 ) -> DemoResult:
     """Run the whole demo against ``url`` and return what happened.
 
-    Raises :class:`DemoError` for bad arguments or a location holding foreign checkpoints;
-    storage errors propagate. The exactly-once verdict is :attr:`DemoResult.exactly_once`.
+    Storage errors propagate. The exactly-once verdict is :attr:`DemoResult.exactly_once`.
+
+    Raises:
+        DemoError: for bad arguments or a location holding foreign checkpoints.
+        RuntimeError: if the planned crash did not happen (the demo could not prove anything).
     """
     options = dict(storage_options or {})
     if events < 2:
@@ -301,7 +304,11 @@ def _report_recovery(
 
 
 def _zombie(first: CheckpointStore, result: DemoResult, report: Reporter) -> None:
-    """The crashed writer wakes up and tries to commit over the new run: it must lose."""
+    """The crashed writer wakes up and tries to commit over the new run: it must lose.
+
+    Raises:
+        RuntimeError: if the zombie's commit succeeds (fencing is broken).
+    """
     if not result.second_run:
         return
     target = result.second_run[0]

@@ -25,7 +25,8 @@ def moto_s3(url: str) -> Iterator[dict[str, Any]]:
     ``storage_options`` that reach it (``endpoint_url``, throw-away ``key``/``secret``, a
     region); stop the server afterwards. The process environment is not touched.
 
-    Raises :class:`DemoError` when moto is not installed or ``url`` is not ``s3://bucket/...``.
+    Raises:
+        DemoError: when moto is not installed or ``url`` is not ``s3://bucket/...``.
     """
     try:
         import boto3

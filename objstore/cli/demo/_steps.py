@@ -136,7 +136,12 @@ def generate_events(seed: int, count: int) -> list[str]:
 
 def plan_crash(seed: int, events: int, interval: int, kind: str | None = None) -> CrashPlan:
     """Choose a crash point from ``seed``: a kind (unless given) and a checkpoint that leaves
-    the restarted run at least one checkpoint of its own to write."""
+    the restarted run at least one checkpoint of its own to write.
+
+    Raises:
+        DemoError: if the interval is below 1, the stream spans fewer than two checkpoints, or the
+            crash kind is unknown.
+    """
     if interval < 1:
         raise DemoError("the checkpoint interval must be at least 1")
     checkpoints = math.ceil(events / interval)
@@ -189,7 +194,10 @@ def run_processor(
     every ``interval`` events (at offsets that are multiples of it) and at the end.
 
     ``state`` is updated in place, so a caller still sees how far a crashed run got.
-    Returns the ids committed. Raises :class:`SimulatedCrash` where a crash was planned.
+    Returns the ids committed.
+
+    Raises:
+        SimulatedCrash: where a crash was planned.
     """
     committed: list[int] = []
     next_id = store.next_checkpoint_id()
@@ -221,7 +229,11 @@ def run_processor(
 
 
 def prepare_location(url: str, options: dict[str, Any], report: Reporter) -> None:
-    """Refuse a location holding someone else's checkpoints; clear an earlier demo run's."""
+    """Refuse a location holding someone else's checkpoints; clear an earlier demo run's.
+
+    Raises:
+        DemoError: if the location holds checkpoints without the demo's marker (someone else's).
+    """
     backend = open_backend(url, **options)
     try:
         listing = backend.list(CHECKPOINTS)

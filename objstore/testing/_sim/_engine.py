@@ -77,7 +77,11 @@ class Decision:
 
     @classmethod
     def parse(cls, text: str) -> Decision:
-        """The decision written as ``str(decision)``; ``ValueError`` if malformed."""
+        """The decision written as ``str(decision)``; ``ValueError`` if malformed.
+
+        Raises:
+            ValueError: if ``text`` is malformed: no actor, or an unknown fate.
+        """
         who, _, fate = text.partition(":")
         fate = fate or "ok"
         if fate not in FATES:
@@ -167,7 +171,12 @@ class ActorContext:
         self, label: str, operation: Callable[[], Awaitable[_T]], **info: Any
     ) -> CallRecord:
         """Run one store call, recording it; errors are captured in the record, not raised
-        (a crash still ends the actor)."""
+        (a crash still ends the actor).
+
+        Raises:
+            SimulatedCrash: re-raised (an injected crash ends the actor).
+            CancelledError: re-raised when the actor is cancelled.
+        """
         record = CallRecord(self.name, label, self.world.step, self.incarnation, info=info)
         previous = CURRENT_LABEL.get()
         CURRENT_LABEL.set(label)
@@ -365,7 +374,12 @@ class World:
         self.notes.setdefault("crashes", []).append((self.step, actor, reason))
 
     async def _settle(self) -> None:
-        """Let every actor run until each is parked at a request or finished."""
+        """Let every actor run until each is parked at a request or finished.
+
+        Raises:
+            RuntimeError: if the actors have not settled after 100,000 event-loop turns (one keeps
+                scheduling work).
+        """
         loop = asyncio.get_running_loop()
         ready = getattr(loop, "_ready", None)
         if ready is None:  # pragma: no cover - a loop without the CPython ready queue
@@ -527,7 +541,11 @@ class World:
         self.ignored.append(violation)
 
     async def _check(self, check: Awaitable[None]) -> None:
-        """Run one check; a violation of an ignored promise is noted, not raised."""
+        """Run one check; a violation of an ignored promise is noted, not raised.
+
+        Raises:
+            Violation: if the check finds a violation of a promise that is not ignored.
+        """
         try:
             await check
         except Violation as violation:
