@@ -408,15 +408,15 @@ def test_a_janitors_prune_never_trusts_a_commit_that_may_still_be_withdrawn(
     writer.save_with_state(manifest(2, epoch=1), state_for(2))
     CheckpointStore(store_url).claim_epoch(2)
     janitor = CheckpointStore(store_url)
-    pruned: list[int] = []
+    pruned: list[tuple[int, ...]] = []
 
     async def janitor_prunes() -> None:
-        pruned.append(await asyncio.to_thread(janitor.prune, 1))
+        pruned.append((await asyncio.to_thread(janitor.prune, 1)).deleted)
 
     faults.on_call("put_if_match", janitor_prunes, when="before", key_contains="latest.txt")
     with pytest.raises(FencedError):
         writer.save_with_state(manifest(3, epoch=1), state_for(3))
-    assert pruned == [1]  # checkpoint 1 only: 2, named by latest.txt, is the anchor
+    assert pruned == [(1,)]  # checkpoint 1 only: 2, named by latest.txt, is the anchor
     fresh = CheckpointStore(store_url)
     assert fresh.load_by_id(3) is None  # withdrawn
     assert fresh.load_latest().checkpoint_id == 2  # type: ignore[union-attr]
@@ -656,3 +656,14 @@ def test_cleanup_frees_a_fenced_writers_sidecar_at_once(store_url: str) -> None:
     with pytest.raises(FencedError):
         zombie.save(manifest(2, epoch=1))
     assert CheckpointStore(store_url).load_latest().checkpoint_id == 3  # type: ignore[union-attr]
+
+
+def test_claiming_an_older_epoch_than_a_committed_one_is_fenced_without_a_pointer(
+    store_url: str,
+) -> None:
+    CheckpointStore(store_url).save(manifest(4, epoch=3))
+    open_backend(store_url).delete(LATEST)
+    with pytest.raises(FencedError) as fenced:
+        CheckpointStore(store_url).claim_epoch(2)
+    assert (fenced.value.epoch, fenced.value.winner_epoch) == (2, 3)
+    assert not open_backend(store_url).exists(LATEST)  # nothing claimed
