@@ -444,6 +444,18 @@ class AsyncCheckpointStore(AsyncClosing):
             if version is None:
                 continue
             self._pointer = classify_pointer(text, version)
+            newer = (
+                None if record is not None else await self._newer_since_recreated(version, epoch)
+            )
+            if newer is not None:
+                raise FencedError(
+                    LATEST,
+                    f"epoch {epoch} cannot be claimed: epoch {newer[1]} committed checkpoint "
+                    f"{newer[0]} already",
+                    checkpoint_id=newer[0],
+                    epoch=epoch,
+                    winner_epoch=newer[1],
+                )
             logger.info("claimed epoch %d", epoch)
             return
 
@@ -872,7 +884,20 @@ class AsyncCheckpointStore(AsyncClosing):
         )
         if named_epoch > epoch:
             return (named, named_epoch), True
-        return None, True
+        return await self._newer_since_recreated(version, epoch), True
+
+    async def _newer_since_recreated(self, version: str, epoch: int) -> tuple[int, int] | None:
+        """After ``latest.txt`` was re-created from nothing (now at ``version``) for
+        ``epoch``: a commit of a newer epoch, as ``(id, epoch)``, that the listing taken
+        before the create may have missed (its save returned, and the pointer it moved was
+        lost, in between); the pointer is then handed to it. ``None`` if there is none.
+        One more listing walk, paid only when the pointer was re-created."""
+        best = await self._latest_after(None)
+        if best is None or best.epoch <= epoch:
+            return None
+        newer = (best.checkpoint_id, best.epoch)
+        await self._hand_pointer_to(newer, version)
+        return newer
 
     async def _newer_epoch_between(self, low: int, high: int, epoch: int) -> tuple[int, int] | None:
         """A checkpoint committed with an id in ``(low, high)`` by a newer epoch than

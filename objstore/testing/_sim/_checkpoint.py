@@ -35,6 +35,7 @@ from objstore.checkpoint import (
     RecoveryReport,
     manifest_key,
     parse_listing_key,
+    parse_pointer,
     plan_pointer_repair,
     read_pointer_async,
     repair_pointer_async,
@@ -245,8 +246,15 @@ async def _bit_rot(ctx: ActorContext) -> None:
 async def _pointer_loss(ctx: ActorContext) -> None:
     """Something outside objstore deletes ``latest.txt`` or writes garbage into it, once
     (an operator's mistake, a lifecycle rule): the fences it carried must hold anyway."""
-    await ctx.think(ctx.rng.uniform(0.0, 6.0))
     raw = ctx.world.raw
+    for _ in range(8):  # waits for a pointer that names a checkpoint, most often
+        await ctx.think(ctx.rng.uniform(0.0, 2.0))
+        try:
+            named = parse_pointer((await raw.get(LATEST))[0])
+        except NotFoundError:
+            named = None
+        if named is not None and named.checkpoint_id is not None and ctx.rng.random() < 0.6:
+            break
     if ctx.rng.random() < 0.5:
         try:
             await raw.delete(LATEST)
@@ -299,7 +307,7 @@ class CheckpointScenario(Scenario):
             cast.append(ActorSpec("s2", _sink_committer, restarts=0))
         if rot:
             cast.append(ActorSpec("env", _bit_rot, restarts=0))
-        elif rng.random() < 0.15:
+        elif rng.random() < 0.25:
             cast.append(ActorSpec("env", _pointer_loss, restarts=0))
         return cast
 
