@@ -667,3 +667,48 @@ def test_claiming_an_older_epoch_than_a_committed_one_is_fenced_without_a_pointe
         CheckpointStore(store_url).claim_epoch(2)
     assert (fenced.value.epoch, fenced.value.winner_epoch) == (2, 3)
     assert not open_backend(store_url).exists(LATEST)  # nothing claimed
+
+
+def _newer_epoch_saves_and_the_pointer_is_lost(url: str, checkpoint_id: int, epoch: int) -> Any:
+    """A hook: a newer epoch's save returns, then ``latest.txt`` is deleted again."""
+
+    def run() -> None:
+        CheckpointStore(url).save_with_state(
+            manifest(checkpoint_id, epoch=epoch), state_for(checkpoint_id)
+        )
+        open_backend(url).delete(LATEST)
+
+    async def hook() -> None:
+        await asyncio.to_thread(run)
+
+    return hook
+
+
+def test_a_save_recreating_the_pointer_sees_a_newer_epoch_that_returned_meanwhile(
+    store_url: str,
+) -> None:
+    CheckpointStore(store_url).save(manifest(1, epoch=1))
+    open_backend(store_url).delete(LATEST)
+    zombie, faults = faulty_store(store_url)
+    hook = _newer_epoch_saves_and_the_pointer_is_lost(store_url, 2, 2)
+    faults.on_call("put_if_absent", hook, when="before", key_contains="latest.txt")
+    with pytest.raises(FencedError) as fenced:  # its listing predates epoch 2's save
+        zombie.save(manifest(5, epoch=1))
+    assert (fenced.value.epoch, fenced.value.winner_epoch) == (1, 2)
+    fresh = CheckpointStore(store_url)
+    assert (fresh.load_latest().checkpoint_id, fresh.load_latest().epoch) == (2, 2)  # type: ignore[union-attr]
+    assert parse_pointer(open_backend(store_url).get(LATEST)[0]) == PointerRecord(2, 2, 2)
+
+
+def test_a_claim_recreating_the_pointer_sees_a_newer_epoch_that_returned_meanwhile(
+    store_url: str,
+) -> None:
+    claimer, faults = faulty_store(store_url)
+    hook = _newer_epoch_saves_and_the_pointer_is_lost(store_url, 1, 3)
+    faults.on_call("put_if_absent", hook, when="before", key_contains="latest.txt")
+    with pytest.raises(FencedError) as fenced:
+        claimer.claim_epoch(2)
+    assert (fenced.value.epoch, fenced.value.winner_epoch) == (2, 3)
+    record = parse_pointer(open_backend(store_url).get(LATEST)[0])
+    assert record is not None
+    assert record.fence_epoch == 3
