@@ -712,3 +712,27 @@ def test_a_claim_recreating_the_pointer_sees_a_newer_epoch_that_returned_meanwhi
     record = parse_pointer(open_backend(store_url).get(LATEST)[0])
     assert record is not None
     assert record.fence_epoch == 3
+
+
+def test_a_fenced_commit_is_withdrawn_even_after_a_sink_updated_it(store_url: str) -> None:
+    zombie, faults = faulty_store(store_url)
+    zombie.save_with_state(manifest(1, epoch=1), state_for(1))
+    CheckpointStore(store_url).claim_epoch(2)
+
+    def sink_commits() -> None:
+        sink = CheckpointStore(store_url)
+        stored = sink.load_by_id(2)
+        assert stored is not None
+        sink.update_manifest(stored.with_status("a", "committed"))
+
+    async def hook() -> None:
+        await asyncio.to_thread(sink_commits)
+
+    faults.on_call("delete", hook, when="before", key_contains=manifest_key(2))
+    with pytest.raises(FencedError):
+        zombie.save_with_state(
+            manifest(2, epoch=1, sink_commit_statuses={"a": "pending"}), state_for(2)
+        )
+    backend = open_backend(store_url)
+    assert not backend.exists(manifest_key(2))  # withdrawn all the same
+    assert not backend.exists(state_key(2))

@@ -700,8 +700,8 @@ class AsyncCheckpointStore(AsyncClosing):
         if not commit_too_late(elapsed, self.orphan_grace_seconds):
             return
         try:
-            await self.backend.delete(manifest_key(checkpoint_id), manifest_version)
-            await self.backend.delete(state_key(checkpoint_id), state_version)
+            if await self._delete_own_manifest(checkpoint_id, manifest_version):
+                await self.backend.delete(state_key(checkpoint_id), state_version)
         except (PreconditionFailedError, TransientStorageError) as exc:
             logger.warning("could not withdraw late checkpoint %d: %s", checkpoint_id, exc)
         self._withdrawn(checkpoint_id)
@@ -711,6 +711,25 @@ class AsyncCheckpointStore(AsyncClosing):
             f"was written (orphan grace {self.orphan_grace_seconds:.0f} s), so a janitor may "
             "have deleted the state; the commit was withdrawn: stage the state again and save",
         )
+
+    async def _delete_own_manifest(self, checkpoint_id: int, version: str) -> bool:
+        """Delete the manifest of ``checkpoint_id`` this store object committed (found at
+        ``version``), following sink updates made since (a new revision keeps our writer
+        nonce): whether it was deleted. ``False`` if it is gone or another writer's now.
+        Raises :class:`PreconditionFailedError` if it keeps changing under sink updates."""
+        key = manifest_key(checkpoint_id)
+        for _ in range(UPDATE_ATTEMPTS):
+            try:
+                await self.backend.delete(key, version)
+                return True
+            except NotFoundError:
+                return False
+            except PreconditionFailedError:
+                landed = await self._own_commit(checkpoint_id)
+                if landed is None:
+                    return False
+                version = landed.version
+        raise PreconditionFailedError(key, "keeps changing under sink updates")
 
     async def _conflict(
         self, manifest: CheckpointManifest, cause: Exception, *, what: str
@@ -943,8 +962,8 @@ class AsyncCheckpointStore(AsyncClosing):
         delete our own manifest, then, only if that worked, our sidecar (each only if still
         ours). A failure to withdraw is logged; the zombie is told it is fenced either way."""
         try:
-            await self.backend.delete(manifest_key(manifest.checkpoint_id), manifest_version)
-            if state_version is not None:
+            withdrawn = await self._delete_own_manifest(manifest.checkpoint_id, manifest_version)
+            if withdrawn and state_version is not None:
                 await self.backend.delete(state_key(manifest.checkpoint_id), state_version)
         except (PreconditionFailedError, TransientStorageError) as exc:
             logger.warning(
