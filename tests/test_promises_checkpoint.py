@@ -22,6 +22,7 @@ from objstore import (
     CheckpointConflict,
     CheckpointStore,
     FencedError,
+    PreconditionFailedError,
     TransientStorageError,
 )
 from objstore.backends import open_backend
@@ -736,3 +737,25 @@ def test_a_fenced_commit_is_withdrawn_even_after_a_sink_updated_it(store_url: st
     backend = open_backend(store_url)
     assert not backend.exists(manifest_key(2))  # withdrawn all the same
     assert not backend.exists(state_key(2))
+
+
+def test_a_retry_never_commits_a_sidecar_it_began_deleting_after_losing_the_id(
+    store_url: str,
+) -> None:
+    """Simulator seed 2041: the save's manifest create met another writer's commit (which
+    was then withdrawn), the delete of its own sidecar failed, the caller retried."""
+    store, faults = faulty_store(store_url)
+    store.save_state_data(1, state_for(1), epoch=2)
+    CheckpointStore(store_url).save(manifest(1, epoch=2))  # another writer takes the id
+
+    async def the_other_commit_is_withdrawn() -> None:
+        await asyncio.to_thread(open_backend(store_url).delete, manifest_key(1))
+
+    faults.on_call("get", the_other_commit_is_withdrawn, key_contains=manifest_key(1))
+    faults.fail_transiently(1.0, ["delete"])
+    with pytest.raises(TransientStorageError):
+        store.save(manifest(1, epoch=2))
+    faults.clear_faults()
+    with pytest.raises(PreconditionFailedError):  # not a commit without its state
+        store.save(manifest(1, epoch=2))
+    assert not open_backend(store_url).exists(manifest_key(1))

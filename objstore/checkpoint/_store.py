@@ -602,6 +602,9 @@ class AsyncCheckpointStore(AsyncClosing):
                 )
             if state_version is not None:
                 # Our own sidecar lost to another writer's commit; it is garbage, and only ours.
+                # Withdrawn first: if the delete fails (or the other commit is withdrawn), a
+                # retried save must not commit a manifest whose state may be gone.
+                self._withdrawn(manifest.checkpoint_id)
                 with contextlib.suppress(PreconditionFailedError):
                     await self.backend.delete(state_key(manifest.checkpoint_id), state_version)
             raise await self._conflict(manifest, exc, what="manifest.json") from exc
@@ -700,8 +703,8 @@ class AsyncCheckpointStore(AsyncClosing):
         if not commit_too_late(elapsed, self.orphan_grace_seconds):
             return
         try:
-            if await self._delete_own_manifest(checkpoint_id, manifest_version):
-                await self.backend.delete(state_key(checkpoint_id), state_version)
+            await self.backend.delete(manifest_key(checkpoint_id), manifest_version)
+            await self.backend.delete(state_key(checkpoint_id), state_version)
         except (PreconditionFailedError, TransientStorageError) as exc:
             logger.warning("could not withdraw late checkpoint %d: %s", checkpoint_id, exc)
         self._withdrawn(checkpoint_id)
