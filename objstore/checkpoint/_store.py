@@ -76,6 +76,7 @@ from objstore.checkpoint._pointer import (
     at_or_past,
     classify_pointer,
     moved_text,
+    ranked_record,
     read_pointer,
     swap_pointer,
 )
@@ -814,13 +815,7 @@ class AsyncCheckpointStore(AsyncClosing):
         """The record of a pointer as read (``None``: missing or garbage), with the epochs
         a format-1 pointer leaves out filled in from the checkpoint it names (one GET); if
         that is unreadable, the pointer ranks as epoch 0 and fences nothing."""
-        record = current.record
-        if record is None:
-            return None
-        if record.checkpoint_id is not None and record.epoch is None:
-            named_epoch = await self._epoch_of(record.checkpoint_id) or 0
-            return PointerRecord(record.checkpoint_id, named_epoch, named_epoch)
-        return record
+        return await ranked_record(self.backend, current)
 
     async def _advance_pointer(self, checkpoint_id: int, epoch: int) -> tuple[int, int] | None:
         """Move ``latest.txt`` forward to ``(epoch, checkpoint_id)`` by CAS; never backward.
