@@ -319,6 +319,7 @@ class AsyncCheckpointStore(AsyncClosing):
             # Definitely not ours any more; anything else (an outage, a cancellation) keeps
             # the staged sidecar so a retried save commits *with* its state.
             self._forget(manifest.checkpoint_id)
+            self._state_withdrawn.discard(manifest.checkpoint_id)  # the conflict says it all
             raise
         self._forget(manifest.checkpoint_id)
         return committed
