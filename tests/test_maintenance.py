@@ -458,6 +458,30 @@ def test_copy_again_is_present_and_never_moves_the_pointer_backward(
         dst.close()
 
 
+@pytest.mark.parametrize(("named", "copied"), [((5, 2), (7, 1)), ((5, 1), (3, 2))])
+def test_copy_ranks_against_a_format_1_pointer_by_epoch_too(
+    store_url: str, source: str, named: tuple[int, int], copied: tuple[int, int]
+) -> None:
+    """A format-1 ``latest.txt`` names no epoch: the copy learns it from the checkpoint it
+    names, so readers still restore the newest epoch's checkpoint afterwards."""
+    save(store_url, named[0], epoch=named[1])
+    raw(store_url).put(LATEST, name(named[0]).encode())  # as objstore 0.1 wrote it
+    save(source, copied[0], epoch=copied[1])
+    src, dst = CheckpointStore(source), CheckpointStore(store_url)
+    try:
+        copy_checkpoint(src, dst, copied[0])
+        newest = max(named, copied, key=lambda c: (c[1], c[0]))
+        latest = CheckpointStore(store_url).load_latest()
+        assert latest is not None
+        assert (latest.checkpoint_id, latest.epoch) == newest
+        record = parse_pointer(get_raw(store_url, LATEST))
+        assert record is not None
+        assert record.fence_epoch is None or record.fence_epoch >= max(named[1], copied[1])
+    finally:
+        src.close()
+        dst.close()
+
+
 def test_copy_of_an_invalid_source_commits_nothing(store_url: str, source: str) -> None:
     save(source, 1, 2, 3, 4)
     flip_byte(source, state_key(1))  # found only by the hash, after the last byte

@@ -22,6 +22,7 @@ from objstore import (
     CheckpointConflict,
     CheckpointStore,
     FencedError,
+    PreconditionFailedError,
     TransientStorageError,
 )
 from objstore.backends import open_backend
@@ -560,3 +561,201 @@ def test_retried_streamed_save_with_state_after_its_sidecar_reply_was_lost(store
     faults.clear_faults()
     store.save_with_state(manifest(2), state_for(2))  # completes the landed commit
     _assert_committed_with_state(store_url, 2)
+
+
+# -- review findings: fences that must hold whatever a writer remembers or finds --------------
+
+
+def test_a_zombie_saving_below_its_remembered_pointer_is_fenced(store_url: str) -> None:
+    zombie = CheckpointStore(store_url)
+    zombie.save(manifest(1, epoch=1))
+    zombie.save(manifest(5, epoch=1))  # the zombie remembers the pointer at (1, 5)
+    leader = CheckpointStore(store_url)
+    leader.claim_epoch(2)
+    leader.save(manifest(6, epoch=2))
+    with pytest.raises(FencedError) as fenced:
+        zombie.save(manifest(3, epoch=1))  # an id below what it remembers
+    assert (fenced.value.epoch, fenced.value.winner_epoch) == (1, 2)
+    assert not open_backend(store_url).exists(manifest_key(3))  # withdrawn
+    assert CheckpointStore(store_url).load_latest().checkpoint_id == 6  # type: ignore[union-attr]
+
+
+def test_an_out_of_order_save_of_the_same_epoch_still_returns(store_url: str) -> None:
+    store = CheckpointStore(store_url)
+    store.save(manifest(5, epoch=1))
+    assert store.save(manifest(3, epoch=1)).checkpoint_id == 3  # nothing to move, not fenced
+    assert CheckpointStore(store_url).load_latest().checkpoint_id == 5  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("pointer", ["missing", "garbage"])
+def test_a_zombie_recreating_a_lost_pointer_never_outranks_a_newer_epoch(
+    store_url: str, pointer: str
+) -> None:
+    CheckpointStore(store_url).save(manifest(5, epoch=1))
+    leader = CheckpointStore(store_url)
+    leader.claim_epoch(2)
+    leader.save_with_state(manifest(6, epoch=2), state_for(6))
+    backend = open_backend(store_url)
+    if pointer == "missing":
+        backend.delete(LATEST)
+    else:
+        backend.put(LATEST, b"\x00not a pointer")
+    assert CheckpointStore(store_url).load_latest().epoch == 2  # type: ignore[union-attr]
+    with pytest.raises(FencedError) as fenced:
+        CheckpointStore(store_url).save(manifest(9, epoch=1))
+    assert (fenced.value.epoch, fenced.value.winner_epoch) == (1, 2)
+    assert not backend.exists(manifest_key(9))
+    fresh = CheckpointStore(store_url)
+    latest = fresh.load_latest()
+    assert latest is not None
+    assert (latest.checkpoint_id, latest.epoch) == (6, 2)
+    assert fresh.recover_latest_validated().chosen_id == 6
+    record = parse_pointer(backend.get(LATEST)[0])
+    assert record is not None
+    assert record.fence_epoch == 2  # the re-created pointer fences epoch 1 again
+    leader.save_with_state(manifest(10, epoch=2), state_for(10))  # the leader carries on
+    assert fresh.load_latest().checkpoint_id == 10  # type: ignore[union-attr]
+
+
+def test_a_lost_pointer_is_recreated_by_the_next_save(store_url: str) -> None:
+    store = CheckpointStore(store_url)
+    store.save(manifest(1, epoch=1))
+    open_backend(store_url).delete(LATEST)
+    store.save(manifest(2, epoch=1))
+    record = parse_pointer(open_backend(store_url).get(LATEST)[0])
+    assert record == PointerRecord(2, 1, 1)
+
+
+def test_cleanup_keeps_an_unfenced_writers_sidecar_below_a_newer_epochs_crashed_commit(
+    store_url: str,
+) -> None:
+    writer = CheckpointStore(store_url)
+    writer.save(manifest(1, epoch=1))
+    writer.save_state_data(2, state_for(2), epoch=1)  # saving 2 ...
+    crashed, faults = faulty_store(store_url)
+    faults.crash_before("get", 1, key_contains="latest.txt")
+    with pytest.raises(SimulatedCrash):  # ... while epoch 2 commits 3 and dies before its
+        crashed.save(manifest(3, epoch=2))  # pointer move: it fences nobody
+    result = CheckpointStore(store_url).cleanup_orphans()
+    assert 2 not in result.planned
+    assert result.deleted == ()
+    saved = writer.save(manifest(2, epoch=1))  # the live writer's save is not harmed
+    assert saved.state_checksum is not None
+    fresh = CheckpointStore(store_url)
+    assert fresh.validate_checkpoint(2).valid
+    assert fresh.load_state_data(2) == joined_state(2)
+
+
+def test_cleanup_frees_a_fenced_writers_sidecar_at_once(store_url: str) -> None:
+    zombie = CheckpointStore(store_url)
+    zombie.save(manifest(1, epoch=1))
+    zombie.save_state_data(2, state_for(2), epoch=1)
+    leader = CheckpointStore(store_url)
+    leader.claim_epoch(2)
+    leader.save(manifest(3, epoch=2))
+    assert CheckpointStore(store_url).cleanup_orphans().deleted == (2,)
+    with pytest.raises(FencedError):
+        zombie.save(manifest(2, epoch=1))
+    assert CheckpointStore(store_url).load_latest().checkpoint_id == 3  # type: ignore[union-attr]
+
+
+def test_claiming_an_older_epoch_than_a_committed_one_is_fenced_without_a_pointer(
+    store_url: str,
+) -> None:
+    CheckpointStore(store_url).save(manifest(4, epoch=3))
+    open_backend(store_url).delete(LATEST)
+    with pytest.raises(FencedError) as fenced:
+        CheckpointStore(store_url).claim_epoch(2)
+    assert (fenced.value.epoch, fenced.value.winner_epoch) == (2, 3)
+    assert not open_backend(store_url).exists(LATEST)  # nothing claimed
+
+
+def _newer_epoch_saves_and_the_pointer_is_lost(url: str, checkpoint_id: int, epoch: int) -> Any:
+    """A hook: a newer epoch's save returns, then ``latest.txt`` is deleted again."""
+
+    def run() -> None:
+        CheckpointStore(url).save_with_state(
+            manifest(checkpoint_id, epoch=epoch), state_for(checkpoint_id)
+        )
+        open_backend(url).delete(LATEST)
+
+    async def hook() -> None:
+        await asyncio.to_thread(run)
+
+    return hook
+
+
+def test_a_save_recreating_the_pointer_sees_a_newer_epoch_that_returned_meanwhile(
+    store_url: str,
+) -> None:
+    CheckpointStore(store_url).save(manifest(1, epoch=1))
+    open_backend(store_url).delete(LATEST)
+    zombie, faults = faulty_store(store_url)
+    hook = _newer_epoch_saves_and_the_pointer_is_lost(store_url, 2, 2)
+    faults.on_call("put_if_absent", hook, when="before", key_contains="latest.txt")
+    with pytest.raises(FencedError) as fenced:  # its listing predates epoch 2's save
+        zombie.save(manifest(5, epoch=1))
+    assert (fenced.value.epoch, fenced.value.winner_epoch) == (1, 2)
+    fresh = CheckpointStore(store_url)
+    assert (fresh.load_latest().checkpoint_id, fresh.load_latest().epoch) == (2, 2)  # type: ignore[union-attr]
+    assert parse_pointer(open_backend(store_url).get(LATEST)[0]) == PointerRecord(2, 2, 2)
+
+
+def test_a_claim_recreating_the_pointer_sees_a_newer_epoch_that_returned_meanwhile(
+    store_url: str,
+) -> None:
+    claimer, faults = faulty_store(store_url)
+    hook = _newer_epoch_saves_and_the_pointer_is_lost(store_url, 1, 3)
+    faults.on_call("put_if_absent", hook, when="before", key_contains="latest.txt")
+    with pytest.raises(FencedError) as fenced:
+        claimer.claim_epoch(2)
+    assert (fenced.value.epoch, fenced.value.winner_epoch) == (2, 3)
+    record = parse_pointer(open_backend(store_url).get(LATEST)[0])
+    assert record is not None
+    assert record.fence_epoch == 3
+
+
+def test_a_fenced_commit_is_withdrawn_even_after_a_sink_updated_it(store_url: str) -> None:
+    zombie, faults = faulty_store(store_url)
+    zombie.save_with_state(manifest(1, epoch=1), state_for(1))
+    CheckpointStore(store_url).claim_epoch(2)
+
+    def sink_commits() -> None:
+        sink = CheckpointStore(store_url)
+        stored = sink.load_by_id(2)
+        assert stored is not None
+        sink.update_manifest(stored.with_status("a", "committed"))
+
+    async def hook() -> None:
+        await asyncio.to_thread(sink_commits)
+
+    faults.on_call("delete", hook, when="before", key_contains=manifest_key(2))
+    with pytest.raises(FencedError):
+        zombie.save_with_state(
+            manifest(2, epoch=1, sink_commit_statuses={"a": "pending"}), state_for(2)
+        )
+    backend = open_backend(store_url)
+    assert not backend.exists(manifest_key(2))  # withdrawn all the same
+    assert not backend.exists(state_key(2))
+
+
+def test_a_retry_never_commits_a_sidecar_it_began_deleting_after_losing_the_id(
+    store_url: str,
+) -> None:
+    """Simulator seed 2041: the save's manifest create met another writer's commit (which
+    was then withdrawn), the delete of its own sidecar failed, the caller retried."""
+    store, faults = faulty_store(store_url)
+    store.save_state_data(1, state_for(1), epoch=2)
+    CheckpointStore(store_url).save(manifest(1, epoch=2))  # another writer takes the id
+
+    async def the_other_commit_is_withdrawn() -> None:
+        await asyncio.to_thread(open_backend(store_url).delete, manifest_key(1))
+
+    faults.on_call("get", the_other_commit_is_withdrawn, key_contains=manifest_key(1))
+    faults.fail_transiently(1.0, ["delete"])
+    with pytest.raises(TransientStorageError):
+        store.save(manifest(1, epoch=2))
+    faults.clear_faults()
+    with pytest.raises(PreconditionFailedError):  # not a commit without its state
+        store.save(manifest(1, epoch=2))
+    assert not open_backend(store_url).exists(manifest_key(1))

@@ -138,7 +138,7 @@ def orphans_to_delete(
     *,
     now: float | None,
     grace_seconds: float,
-    newest_committed_epoch: int | None,
+    fence_epoch: int | None,
     orphan_epochs: dict[int, int | None],
     kept: Collection[int] = (),
 ) -> list[int]:
@@ -149,11 +149,13 @@ def orphans_to_delete(
     A directory without a manifest is deleted if its newest object is at least the grace
     period old by the store's clock (its writer stalled or died; see
     :mod:`objstore.checkpoint._clock` for why a writer can then no longer commit it), or if
-    it lies below the newest committed checkpoint
-    and that checkpoint's epoch is newer than the orphan writer's (read from the sidecar
-    header into ``orphan_epochs``; ``None`` = unreadable, so no writer can commit it): such a
-    writer is fenced and can never win. An orphan of the same epoch below a newer commit may
-    belong to a save still in flight on another task, so only the grace period frees it.
+    it lies below the newest committed checkpoint and its writer is fenced: the pointer's
+    fence epoch ``fence_epoch`` (read in the same cleanup) is newer than the orphan writer's
+    epoch (read from the sidecar header into ``orphan_epochs``; ``None`` = unreadable, so no
+    writer can commit it). A newer epoch's *commit* alone fences nobody: that writer may
+    have crashed before it moved the pointer, and the older writer's save then still
+    returns (DESIGN §3.7). An orphan of an unfenced epoch may belong to a save still in
+    flight, so only the grace period frees it.
     """
     committed = [cid for cid, entry in entries.items() if entry.checkpoint]
     newest_committed = max(committed, default=0)
@@ -165,8 +167,7 @@ def orphans_to_delete(
         stale = mtime is not None and now is not None and mtime <= now - grace_seconds
         orphan_epoch = orphan_epochs.get(checkpoint_id)
         fenced = checkpoint_id < newest_committed and (
-            orphan_epoch is None
-            or (newest_committed_epoch is not None and orphan_epoch < newest_committed_epoch)
+            orphan_epoch is None or (fence_epoch is not None and orphan_epoch < fence_epoch)
         )
         if stale or fenced:
             doomed.append(checkpoint_id)
@@ -195,26 +196,24 @@ def tombstone_candidates(entries: dict[int, CheckpointEntry]) -> list[int]:
 
 
 def tombstones_to_collect(
-    entries: dict[int, CheckpointEntry], newest_committed_epoch: int | None
+    entries: dict[int, CheckpointEntry], fence_epoch: int | None
 ) -> list[int]:
-    """Tombstones that may be deleted: below the newest checkpoint, whose epoch
-    (``newest_committed_epoch``) is newer than the tombstone's orphan writer's.
+    """Tombstones that may be deleted: below the newest checkpoint, whose orphan writer's
+    epoch is older than the pointer's fence epoch ``fence_epoch``.
 
     That writer is fenced, the same rule :func:`orphans_to_delete` frees fenced orphans by:
-    a manifest create it may still have in flight would land below a newer epoch's commit,
-    which readers always prefer (DESIGN §3 invariant 3), and its save is withdrawn at its
-    pointer move. A tombstone of the newest epoch stays, however old: a create delayed for
-    any length of time still meets it (no timing assumption).
+    a manifest create it may still have in flight would be withdrawn at its pointer move,
+    and readers prefer the newer epoch's checkpoints (DESIGN §3 invariant 3). A tombstone of
+    an unfenced epoch stays, however old: a create delayed for any length of time still
+    meets it (no timing assumption).
     """
     newest = max((cid for cid, e in entries.items() if e.checkpoint), default=0)
-    if newest_committed_epoch is None:
+    if fence_epoch is None:
         return []
     return sorted(
         cid
         for cid, e in entries.items()
-        if e.aborted
-        and cid < newest
-        and (e.aborted_epoch is None or e.aborted_epoch < newest_committed_epoch)
+        if e.aborted and cid < newest and (e.aborted_epoch is None or e.aborted_epoch < fence_epoch)
     )
 
 

@@ -19,8 +19,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 from objstore.backends import AsyncBackend
-from objstore.checkpoint._layout import LATEST, PointerRecord, parse_pointer, pointer_text
-from objstore.errors import AlreadyExistsError, NotFoundError, PreconditionFailedError
+from objstore.checkpoint._layout import (
+    LATEST,
+    PointerRecord,
+    manifest_key,
+    parse_pointer,
+    pointer_text,
+)
+from objstore.checkpoint._manifest import decode_manifest
+from objstore.errors import (
+    AlreadyExistsError,
+    CorruptionError,
+    NotFoundError,
+    PreconditionFailedError,
+)
 
 __all__ = [
     "POINTER_ATTEMPTS",
@@ -32,6 +44,7 @@ __all__ = [
     "classify_pointer",
     "moved_text",
     "read_pointer",
+    "ranked_record",
     "swap_pointer",
 ]
 
@@ -104,6 +117,23 @@ async def read_pointer(backend: AsyncBackend) -> Pointer:
     return classify_pointer(data, version)
 
 
+async def ranked_record(backend: AsyncBackend, pointer: Pointer) -> PointerRecord | None:
+    """The record of ``pointer`` (``None``: missing or garbage), with the epochs a format-1
+    pointer leaves out filled in from the checkpoint it names (one GET of its manifest); if
+    that is unreadable, the pointer ranks as epoch 0 and fences nothing. Storage errors
+    other than a missing object propagate."""
+    record = pointer.record
+    if record is None or record.checkpoint_id is None or record.epoch is not None:
+        return record
+    key = manifest_key(record.checkpoint_id)
+    try:
+        data, _ = await backend.get(key)
+        named = decode_manifest(data, key=key, expected_id=record.checkpoint_id).manifest.epoch
+    except (NotFoundError, CorruptionError):
+        named = 0
+    return PointerRecord(record.checkpoint_id, named, named)
+
+
 def moved_text(checkpoint_id: int | None, epoch: int | None, fence_epoch: int | None) -> bytes:
     """The pointer naming ``checkpoint_id`` of ``epoch``, keeping the fence epoch
     ``fence_epoch`` it had: a move never lowers the fence (never unfences a zombie)."""
@@ -135,12 +165,13 @@ async def swap_pointer(backend: AsyncBackend, version: str | None, text: bytes) 
 
 async def advance_pointer(backend: AsyncBackend, target: int, epoch: int) -> tuple[Pointer, bool]:
     """Move ``latest.txt`` forward to ``target`` (of ``epoch``) in (epoch, id) order, never
-    backward: the pointer as found and whether it moved. Retries while concurrent writers
-    move it first; raises :class:`~objstore.errors.PreconditionFailedError` after
+    backward (a format-1 pointer ranks by the epoch of the checkpoint it names, see
+    :func:`ranked_record`): the pointer as found and whether it moved. Retries while
+    concurrent writers move it first; raises :class:`~objstore.errors.PreconditionFailedError` after
     :data:`POINTER_ATTEMPTS` lost races."""
     for _ in range(POINTER_ATTEMPTS):
         pointer = await read_pointer(backend)
-        if at_or_past(pointer.record, epoch, target):
+        if at_or_past(await ranked_record(backend, pointer), epoch, target):
             return pointer, False
         text = moved_text(target, epoch, pointer.fence_epoch)
         if await swap_pointer(backend, pointer.version, text) is not None:

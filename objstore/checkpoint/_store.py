@@ -76,6 +76,7 @@ from objstore.checkpoint._pointer import (
     at_or_past,
     classify_pointer,
     moved_text,
+    ranked_record,
     read_pointer,
     swap_pointer,
 )
@@ -318,6 +319,7 @@ class AsyncCheckpointStore(AsyncClosing):
             # Definitely not ours any more; anything else (an outage, a cancellation) keeps
             # the staged sidecar so a retried save commits *with* its state.
             self._forget(manifest.checkpoint_id)
+            self._state_withdrawn.discard(manifest.checkpoint_id)  # the conflict says it all
             raise
         self._forget(manifest.checkpoint_id)
         return committed
@@ -428,6 +430,15 @@ class AsyncCheckpointStore(AsyncClosing):
                 self._pointer = current
                 return
             latest = await self._latest_after(record)
+            if latest is not None and latest.epoch > epoch:
+                raise FencedError(
+                    LATEST,
+                    f"epoch {epoch} cannot be claimed: epoch {latest.epoch} committed "
+                    f"checkpoint {latest.checkpoint_id} already",
+                    checkpoint_id=latest.checkpoint_id,
+                    epoch=epoch,
+                    winner_epoch=latest.epoch,
+                )
             text = pointer_text(
                 latest.checkpoint_id if latest else None, latest.epoch if latest else None, epoch
             )
@@ -435,6 +446,18 @@ class AsyncCheckpointStore(AsyncClosing):
             if version is None:
                 continue
             self._pointer = classify_pointer(text, version)
+            newer = (
+                None if record is not None else await self._newer_since_recreated(version, epoch)
+            )
+            if newer is not None:
+                raise FencedError(
+                    LATEST,
+                    f"epoch {epoch} cannot be claimed: epoch {newer[1]} committed checkpoint "
+                    f"{newer[0]} already",
+                    checkpoint_id=newer[0],
+                    epoch=epoch,
+                    winner_epoch=newer[1],
+                )
             logger.info("claimed epoch %d", epoch)
             return
 
@@ -581,6 +604,9 @@ class AsyncCheckpointStore(AsyncClosing):
                 )
             if state_version is not None:
                 # Our own sidecar lost to another writer's commit; it is garbage, and only ours.
+                # Withdrawn first: if the delete fails (or the other commit is withdrawn), a
+                # retried save must not commit a manifest whose state may be gone.
+                self._withdrawn(manifest.checkpoint_id)
                 with contextlib.suppress(PreconditionFailedError):
                     await self.backend.delete(state_key(manifest.checkpoint_id), state_version)
             raise await self._conflict(manifest, exc, what="manifest.json") from exc
@@ -691,6 +717,25 @@ class AsyncCheckpointStore(AsyncClosing):
             "have deleted the state; the commit was withdrawn: stage the state again and save",
         )
 
+    async def _delete_own_manifest(self, checkpoint_id: int, version: str) -> bool:
+        """Delete the manifest of ``checkpoint_id`` this store object committed (found at
+        ``version``), following sink updates made since (a new revision keeps our writer
+        nonce): whether it was deleted. ``False`` if it is gone or another writer's now.
+        Raises :class:`PreconditionFailedError` if it keeps changing under sink updates."""
+        key = manifest_key(checkpoint_id)
+        for _ in range(UPDATE_ATTEMPTS):
+            try:
+                await self.backend.delete(key, version)
+                return True
+            except NotFoundError:
+                return False
+            except PreconditionFailedError:
+                landed = await self._own_commit(checkpoint_id)
+                if landed is None:
+                    return False
+                version = landed.version
+        raise PreconditionFailedError(key, "keeps changing under sink updates")
+
     async def _conflict(
         self, manifest: CheckpointManifest, cause: Exception, *, what: str
     ) -> CheckpointConflict:
@@ -771,13 +816,7 @@ class AsyncCheckpointStore(AsyncClosing):
         """The record of a pointer as read (``None``: missing or garbage), with the epochs
         a format-1 pointer leaves out filled in from the checkpoint it names (one GET); if
         that is unreadable, the pointer ranks as epoch 0 and fences nothing."""
-        record = current.record
-        if record is None:
-            return None
-        if record.checkpoint_id is not None and record.epoch is None:
-            named_epoch = await self._epoch_of(record.checkpoint_id) or 0
-            return PointerRecord(record.checkpoint_id, named_epoch, named_epoch)
-        return record
+        return await ranked_record(self.backend, current)
 
     async def _advance_pointer(self, checkpoint_id: int, epoch: int) -> tuple[int, int] | None:
         """Move ``latest.txt`` forward to ``(epoch, checkpoint_id)`` by CAS; never backward.
@@ -787,9 +826,17 @@ class AsyncCheckpointStore(AsyncClosing):
         ``(its checkpoint id, its fence epoch)`` returned. A compare-and-swap from the version
         this store object remembers proves that nobody (no claim) moved the pointer since,
         so while it is the only writer a save costs this one write and no read.
+
+        "Nothing to move" is decided only from a pointer read in this call: a remembered
+        pointer at or past ``(epoch, checkpoint_id)`` may have been fenced since (a claim
+        does not change what this store object remembers), so an out-of-order save costs
+        one GET. A pointer that is missing or garbage is re-created only after the listing
+        showed that no newer epoch committed (:meth:`_recreate_pointer`): the fence is
+        never lowered below what a reader would restore.
         """
         while True:
             current = self._pointer
+            remembered = current is not None
             if current is None:
                 current = await self._read_pointer()
             record = await self._pointer_record(current)
@@ -798,8 +845,16 @@ class AsyncCheckpointStore(AsyncClosing):
                 self._pointer = None
                 return record.checkpoint_id or 0, fence
             if at_or_past(record, epoch, checkpoint_id):
+                if remembered:
+                    self._pointer = None  # read it: only what is stored now may say so
+                    continue
                 self._pointer = current
                 return None
+            if record is None:
+                newer, moved = await self._recreate_pointer(current, checkpoint_id, epoch)
+                if not moved:
+                    continue
+                return newer
             rank = record.rank if record is not None else None
             text = moved_text(checkpoint_id, epoch, fence)
             version = await swap_pointer(self.backend, current.version, text)
@@ -813,6 +868,54 @@ class AsyncCheckpointStore(AsyncClosing):
                     await self._hand_pointer_to(newer, version)
                 return newer
             return None
+
+    async def _recreate_pointer(
+        self, current: Pointer, checkpoint_id: int, epoch: int
+    ) -> tuple[tuple[int, int] | None, bool]:
+        """Re-create a missing or garbage ``latest.txt`` (still at ``current``) for a save
+        of ``(epoch, checkpoint_id)``, whose manifest has landed.
+
+        The fence lived in the pointer, so it is taken again from what readers would
+        restore (the listing's best committed checkpoint, :meth:`load_latest`'s fallback):
+        the pointer names the better of that and ours, and its fence epoch is the newer of
+        the two epochs. Returns ``(newer, moved)``: ``newer`` is ``(id, epoch)`` of a newer
+        epoch's commit that fences this save (the pointer then names it), ``moved`` whether
+        our compare-and-swap won (``False``: another writer moved it first; read again).
+        Costs one listing plus one GET per committed manifest walked.
+        """
+        best = await self._latest_after(None)
+        if best is not None and (best.epoch, best.checkpoint_id) > (epoch, checkpoint_id):
+            named, named_epoch = best.checkpoint_id, best.epoch
+        else:
+            named, named_epoch = checkpoint_id, epoch
+        text = pointer_text(named, named_epoch, max(named_epoch, epoch))
+        version = await swap_pointer(self.backend, current.version, text)
+        if version is None:
+            self._pointer = None
+            return None, False
+        self._pointer = classify_pointer(text, version)
+        logger.warning(
+            "latest.txt was %s; re-created naming checkpoint %d of epoch %d",
+            current.state,
+            named,
+            named_epoch,
+        )
+        if named_epoch > epoch:
+            return (named, named_epoch), True
+        return await self._newer_since_recreated(version, epoch), True
+
+    async def _newer_since_recreated(self, version: str, epoch: int) -> tuple[int, int] | None:
+        """After ``latest.txt`` was re-created from nothing (now at ``version``) for
+        ``epoch``: a commit of a newer epoch, as ``(id, epoch)``, that the listing taken
+        before the create may have missed (its save returned, and the pointer it moved was
+        lost, in between); the pointer is then handed to it. ``None`` if there is none.
+        One more listing walk, paid only when the pointer was re-created."""
+        best = await self._latest_after(None)
+        if best is None or best.epoch <= epoch:
+            return None
+        newer = (best.checkpoint_id, best.epoch)
+        await self._hand_pointer_to(newer, version)
+        return newer
 
     async def _newer_epoch_between(self, low: int, high: int, epoch: int) -> tuple[int, int] | None:
         """A checkpoint committed with an id in ``(low, high)`` by a newer epoch than
@@ -858,8 +961,8 @@ class AsyncCheckpointStore(AsyncClosing):
         delete our own manifest, then, only if that worked, our sidecar (each only if still
         ours). A failure to withdraw is logged; the zombie is told it is fenced either way."""
         try:
-            await self.backend.delete(manifest_key(manifest.checkpoint_id), manifest_version)
-            if state_version is not None:
+            withdrawn = await self._delete_own_manifest(manifest.checkpoint_id, manifest_version)
+            if withdrawn and state_version is not None:
                 await self.backend.delete(state_key(manifest.checkpoint_id), state_version)
         except (PreconditionFailedError, TransientStorageError) as exc:
             logger.warning(
@@ -1389,11 +1492,10 @@ class AsyncCheckpointStore(AsyncClosing):
         if all(entry.committed for entry in entries.values()):
             return entries, [], None
         candidates = fencing_candidates(entries)
-        newest_epoch: int | None = None
+        fence: int | None = None
         orphan_epochs: dict[int, int | None] = {}
         if candidates:
-            newest = max(cid for cid, entry in entries.items() if entry.checkpoint)
-            newest_epoch = await self._epoch_of(newest)
+            fence = await self._fence_epoch()
             epochs = await _gather_bounded(self._orphan_epoch(cid) for cid in candidates)
             orphan_epochs = dict(zip(candidates, epochs, strict=True))
         kept = await quarantined_ids(self.backend)
@@ -1403,7 +1505,7 @@ class AsyncCheckpointStore(AsyncClosing):
                 entries,
                 now=store_now,
                 grace_seconds=grace,
-                newest_committed_epoch=newest_epoch,
+                fence_epoch=fence,
                 orphan_epochs=orphan_epochs,
                 kept=kept,
             )
@@ -1438,9 +1540,10 @@ class AsyncCheckpointStore(AsyncClosing):
         self, grace_seconds: float | None = None, *, dry_run: bool = False
     ) -> CleanupResult:
         """Delete sidecars and directories that have no manifest and that no live writer can
-        still commit: older than the grace period, or below a checkpoint committed by a newer
-        epoch (their writer is fenced). Returns what it saw, planned and deleted
-        (:class:`~objstore.checkpoint.CleanupResult`).
+        still commit: older than the grace period, or below the newest commit and written by
+        an epoch older than ``latest.txt``'s fence epoch (their writer is fenced; a newer
+        epoch's commit alone fences nobody until its save moved the pointer). Returns what
+        it saw, planned and deleted (:class:`~objstore.checkpoint.CleanupResult`).
 
         A ``dry_run`` writes nothing, so ages are judged against the newest mtime listed (a
         lower bound of the store's time): it may plan fewer ids than a real run deletes,
@@ -1502,9 +1605,7 @@ class AsyncCheckpointStore(AsyncClosing):
             for leftover in [entry.state, *entry.others]:
                 if leftover is not None:
                     await self.backend.delete(leftover.key)
-        newest = max((cid for cid, entry in entries.items() if entry.checkpoint), default=None)
-        newest_epoch = await self._epoch_of(newest) if newest is not None else None
-        for checkpoint_id in tombstones_to_collect(entries, newest_epoch):
+        for checkpoint_id in tombstones_to_collect(entries, await self._fence_epoch()):
             key = manifest_key(checkpoint_id)
             info = entries[checkpoint_id].manifest
             version = info.version if info is not None else None

@@ -29,18 +29,20 @@ from typing import Any
 
 import objstore.checkpoint as checkpoint_api
 from objstore.checkpoint import (
+    LATEST,
     AsyncCheckpointStore,
     CheckpointManifest,
     RecoveryReport,
     manifest_key,
     parse_listing_key,
+    parse_pointer,
     plan_pointer_repair,
     read_pointer_async,
     repair_pointer_async,
     scan,
     state_key,
 )
-from objstore.errors import CheckpointConflict, CorruptionError, FencedError
+from objstore.errors import CheckpointConflict, CorruptionError, FencedError, NotFoundError
 from objstore.testing._sim._engine import (
     ActorContext,
     ActorSpec,
@@ -101,8 +103,11 @@ async def _writer(ctx: ActorContext) -> None:
             return
     start = await ctx.call("next_checkpoint_id", store.next_checkpoint_id)
     next_id = start.result if start.ok else rng.randint(1, 4)
+    used: set[int] = set()
+    skipped: set[int] = set()
     for _ in range(rng.randint(2, 4)):
         checkpoint_id = next_id
+        used.add(checkpoint_id)
         mode = rng.choice(["with_state", "state_data", "state_data", "manifest_only"])
         manifest = CheckpointManifest(
             checkpoint_id,
@@ -122,7 +127,7 @@ async def _writer(ctx: ActorContext) -> None:
             if not staged.ok:
                 if isinstance(staged.error, FencedError):
                     return
-                next_id = checkpoint_id + 1
+                next_id = max(used) + 1
                 continue
             if rng.random() < 0.3:
                 await ctx.think(rng.uniform(0.5, 1.5) * GRACE)
@@ -142,9 +147,14 @@ async def _writer(ctx: ActorContext) -> None:
             return
         if isinstance(record.error, CheckpointConflict):
             found = await ctx.call("next_checkpoint_id", store.next_checkpoint_id)
-            next_id = found.result if found.ok else checkpoint_id + 1
+            next_id = found.result if found.ok else max(used) + 1
         else:
-            next_id = checkpoint_id + (2 if rng.random() < 0.2 else 1)
+            next_id = max(used) + 1
+            if rng.random() < 0.2:
+                skipped.add(next_id)  # left for later: saved out of order, below others
+                next_id += 1
+            if skipped and rng.random() < 0.3:
+                next_id = skipped.pop()
 
 
 async def _janitor(ctx: ActorContext) -> None:
@@ -233,9 +243,35 @@ async def _bit_rot(ctx: ActorContext) -> None:
     ctx.world.dirty = True
 
 
+async def _pointer_loss(ctx: ActorContext) -> None:
+    """Something outside objstore deletes ``latest.txt`` or writes garbage into it, once
+    (an operator's mistake, a lifecycle rule): the fences it carried must hold anyway."""
+    raw = ctx.world.raw
+    for _ in range(8):  # waits for a pointer that names a checkpoint, most often
+        await ctx.think(ctx.rng.uniform(0.0, 2.0))
+        try:
+            named = parse_pointer((await raw.get(LATEST))[0])
+        except NotFoundError:
+            named = None
+        if named is not None and named.checkpoint_id is not None and ctx.rng.random() < 0.6:
+            break
+    if ctx.rng.random() < 0.5:
+        try:
+            await raw.delete(LATEST)
+        except NotFoundError:
+            return
+        what = "deletes"
+    else:
+        await raw.put(LATEST, b"\x00garbage")
+        what = "garbles"
+    ctx.world.trace.append(f"{ctx.world.step}: env {what} {LATEST}")
+    ctx.world.dirty = True
+
+
 class CheckpointScenario(Scenario):
     """Writers w1/w2(/w3) of epochs 1/2(/3), janitor ``j``, reader ``r``, sink committer
-    ``s`` and bit rot ``env``; the seed picks who takes part and their clock skews."""
+    ``s`` and bit rot or pointer loss ``env``; the seed picks who takes part and their
+    clock skews."""
 
     name = "checkpoint"
     max_steps = 160
@@ -271,6 +307,8 @@ class CheckpointScenario(Scenario):
             cast.append(ActorSpec("s2", _sink_committer, restarts=0))
         if rot:
             cast.append(ActorSpec("env", _bit_rot, restarts=0))
+        elif rng.random() < 0.25:
+            cast.append(ActorSpec("env", _pointer_loss, restarts=0))
         return cast
 
     def _store(self, world: World) -> AsyncCheckpointStore:
