@@ -108,6 +108,9 @@ def plan_prune(
 
     The newest valid checkpoint is always kept, even when newer ones (all corrupt) fill the
     ``keep_count``. With no valid checkpoint at all, nothing is deleted: an operator must look.
+
+    Raises:
+        ValueError: ``keep_count`` is below 1.
     """
     if keep_count < 1:
         raise ValueError("keep_count must be at least 1: the newest valid checkpoint is kept")

@@ -167,8 +167,11 @@ async def advance_pointer(backend: AsyncBackend, target: int, epoch: int) -> tup
     """Move ``latest.txt`` forward to ``target`` (of ``epoch``) in (epoch, id) order, never
     backward (a format-1 pointer ranks by the epoch of the checkpoint it names, see
     :func:`ranked_record`): the pointer as found and whether it moved. Retries while
-    concurrent writers move it first; raises :class:`~objstore.errors.PreconditionFailedError` after
-    :data:`POINTER_ATTEMPTS` lost races."""
+    concurrent writers move it first.
+
+    Raises:
+        PreconditionFailedError: :data:`POINTER_ATTEMPTS` races in a row were lost.
+    """
     for _ in range(POINTER_ATTEMPTS):
         pointer = await read_pointer(backend)
         if at_or_past(await ranked_record(backend, pointer), epoch, target):

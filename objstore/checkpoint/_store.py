@@ -297,12 +297,20 @@ class AsyncCheckpointStore(AsyncClosing):
     async def save(self, manifest: CheckpointManifest) -> CheckpointManifest:
         """Commit ``manifest``; if :meth:`save_state_data` staged state for its id, with it.
 
-        Returns the manifest as stored (checksums filled in). Raises
+        Returns the manifest as stored (checksums filled in). A save that raised anything
+        but a conflict may have committed: calling it again with the same manifest on the
+        same store object completes that commit (recognised by this store object's writer
+        nonce) instead of conflicting. The commit itself raises
         :class:`~objstore.errors.CheckpointConflict` if another writer already committed this
-        id, :class:`~objstore.errors.FencedError` if a newer epoch committed it or has been
-        claimed (:meth:`claim_epoch`). A save that raised anything else may have committed:
-        calling it again with the same manifest on the same store object completes that
-        commit (recognised by this store object's writer nonce) instead of conflicting.
+        id, and :class:`~objstore.errors.FencedError` if a newer epoch committed it or has
+        been claimed (:meth:`claim_epoch`).
+
+        Raises:
+            PreconditionFailedError: the state staged for this id was withdrawn as too old
+                for the janitor's grace period (stage it again), or the commit landed too
+                late and was withdrawn.
+            CheckpointConflict: another writer committed this id (``FencedError``, its
+                subclass, when that writer's epoch is newer or a newer epoch was claimed).
         """
         _check_manifest(manifest)
         if manifest.checkpoint_id in self._state_withdrawn:
@@ -347,9 +355,20 @@ class AsyncCheckpointStore(AsyncClosing):
         ``state`` is one bytes-like object, a sequence of chunks, a mapping name → chunk, or
         an (async) iterable of chunks or ``(name, chunk)`` pairs, streamed and never held
         whole. Each chunk becomes one zstd frame that :meth:`load_operator_state` can read on
-        its own. Raises like :meth:`save`; bad chunks raise ``TypeError``/``ValueError``.
+        its own. Bad chunks raise ``TypeError``/``ValueError`` (from the chunk reader).
         Retrying a save that raised completes it the same way; if its earlier attempt had
         already committed, the checkpoint keeps the state that attempt uploaded.
+
+        Beyond the conflicts below, the sidecar write raises ``TransientStorageError`` when
+        a streamed sidecar met this store object's own unconfirmed earlier one (removed; the
+        stream is consumed, so the caller retries the save), and the commit raises
+        ``PreconditionFailedError`` when it landed too late for the janitor's grace period
+        and was withdrawn.
+
+        Raises:
+            CheckpointConflict: another writer committed this id (``FencedError`` when its
+                epoch is newer or a newer epoch was claimed); never for this store object's
+                own earlier attempt.
         """
         _check_manifest(manifest)
         chunks = iter_chunks(state)
@@ -385,9 +404,12 @@ class AsyncCheckpointStore(AsyncClosing):
         this store object commits it. Until then it is an orphan to :meth:`cleanup_orphans`.
 
         ``epoch`` is recorded in the sidecar's header, so a writer racing for the same id
-        learns whether it was fenced before the manifest exists. Raises
-        :class:`~objstore.errors.CheckpointConflict` if the id is already committed.
-        """
+        learns whether it was fenced before the manifest exists.
+
+        Raises:
+            CheckpointConflict: the id is already committed (by anyone, this store object
+                included); built by ``id_taken``.
+        """  # noqa: DOC501, DOC502 - raised through the id_taken factory, which ruff names instead
         check_checkpoint_id(checkpoint_id)
         placeholder = CheckpointManifest(checkpoint_id=checkpoint_id, epoch=epoch)
         written = await self._write_sidecar(placeholder, iter_chunks(chunks))
@@ -411,7 +433,10 @@ class AsyncCheckpointStore(AsyncClosing):
         claimed changes nothing; epochs must be unique per writer incarnation.
 
         Costs one GET of ``latest.txt`` plus what :meth:`load_latest` costs, and one write.
-        Raises :class:`~objstore.errors.FencedError` if a newer epoch was claimed already.
+
+        Raises:
+            FencedError: a newer epoch was claimed already, or a checkpoint of a newer epoch
+                is committed (found when the pointer had to be re-created from the listing).
         """
         check_u64(epoch, "epoch")
         while True:
@@ -471,6 +496,13 @@ class AsyncCheckpointStore(AsyncClosing):
         bounded by the encoder's window plus what the transport holds in flight. A sidecar
         already there that this store object wrote is its own earlier attempt: see
         :meth:`_own_sidecar`.
+
+        Another writer's sidecar holding the id raises ``CheckpointConflict`` (built by
+        :meth:`_conflict`).
+
+        Raises:
+            TransientStorageError: a streamed sidecar met this store object's own
+                unconfirmed earlier one, which was removed; the stream is consumed.
         """
         started = self._clock()  # before any request: no later than the sidecar's mtime
         encoder = SidecarEncoder(
@@ -626,10 +658,14 @@ class AsyncCheckpointStore(AsyncClosing):
         compare_state: bool,
     ) -> CheckpointManifest:
         """Finish a commit an earlier attempt of this store object made, if it is the one
-        asked for now (see :func:`_same_commit`); otherwise raise
-        :class:`~objstore.errors.CheckpointConflict`, changing nothing. Like a first attempt,
-        a commit that may have landed too late for its sidecar is withdrawn instead
-        (``PreconditionFailedError``; see ``_clock``)."""
+        asked for now (see :func:`_same_commit`). Like a first attempt, a commit that may
+        have landed too late for its sidecar is withdrawn instead (``PreconditionFailedError``
+        from the lateness check; see ``_clock``).
+
+        Raises:
+            CheckpointConflict: the landed commit differs from the one asked for; nothing
+                is changed (built by ``id_taken``).
+        """  # noqa: DOC501, DOC502 - raised through the id_taken factory, which ruff names instead
         stored = landed.stored.manifest
         if not _same_commit(stored, requested, compare_state=compare_state):
             raise id_taken(
@@ -674,9 +710,13 @@ class AsyncCheckpointStore(AsyncClosing):
         self, checkpoint_id: int, started: float, state_version: str
     ) -> None:
         """Refuse to commit a sidecar that a janitor may be about to delete (its write began
-        half the grace period ago or more): delete it, so the id can be staged again, and
-        raise :class:`PreconditionFailedError`. Why this keeps a returned save whole:
-        :mod:`objstore.checkpoint._clock`."""
+        half the grace period ago or more): delete it, so the id can be staged again. Why
+        this keeps a returned save whole: :mod:`objstore.checkpoint._clock`.
+
+        Raises:
+            PreconditionFailedError: the sidecar's write began half the grace period ago or
+                more.
+        """
         elapsed = self._clock() - started
         if not staged_too_long(elapsed, self.orphan_grace_seconds):
             return
@@ -700,7 +740,11 @@ class AsyncCheckpointStore(AsyncClosing):
     ) -> None:
         """After the manifest landed: if it landed so long after the sidecar's write began
         that a janitor may have deleted the sidecar, withdraw our manifest, then our sidecar
-        (each only if still ours), and raise :class:`PreconditionFailedError`."""
+        (each only if still ours).
+
+        Raises:
+            PreconditionFailedError: the commit landed too late and was withdrawn.
+        """
         elapsed = self._clock() - started
         if not commit_too_late(elapsed, self.orphan_grace_seconds):
             return
@@ -721,7 +765,10 @@ class AsyncCheckpointStore(AsyncClosing):
         """Delete the manifest of ``checkpoint_id`` this store object committed (found at
         ``version``), following sink updates made since (a new revision keeps our writer
         nonce): whether it was deleted. ``False`` if it is gone or another writer's now.
-        Raises :class:`PreconditionFailedError` if it keeps changing under sink updates."""
+
+        Raises:
+            PreconditionFailedError: it kept changing under sink updates.
+        """
         key = manifest_key(checkpoint_id)
         for _ in range(UPDATE_ATTEMPTS):
             try:
@@ -1112,12 +1159,15 @@ class AsyncCheckpointStore(AsyncClosing):
         State saved as a mapping comes back as that mapping (same names, same order). A
         chunk saved without a name — state saved as plain bytes, or as a list of buffers —
         is keyed by its position as a decimal string: plain bytes come back as
-        ``{"0": data}``. If such a position equals the name of another chunk, the state
-        cannot be told apart by name and ``ValueError`` is raised (read it with
-        :meth:`load_operator_state` by position). ``None`` exactly when
-        :meth:`load_state_data` gives ``None``: the checkpoint does not exist or was saved
-        without state. Raises ``CorruptionError`` like :meth:`load_state_data`, with the
-        same requests (one GET of the manifest, one of the sidecar).
+        ``{"0": data}``. ``None`` exactly when :meth:`load_state_data` gives ``None``: the
+        checkpoint does not exist or was saved without state. Verification raises
+        ``CorruptionError`` like :meth:`load_state_data`, with the same requests (one GET of
+        the manifest, one of the sidecar).
+
+        Raises:
+            ValueError: a chunk's position equals the name of another chunk, so the state
+                cannot be told apart by name (read it with :meth:`load_operator_state` by
+                position).
         """
         loaded = await self._read_state(checkpoint_id)
         if loaded is None:
@@ -1173,8 +1223,13 @@ class AsyncCheckpointStore(AsyncClosing):
     async def load_operator_state(self, checkpoint_id: int, name_or_index: str | int) -> bytes:
         """One saved chunk, by operator name or position, fetched with a ranged read.
 
-        Raises ``NotFoundError`` if the checkpoint does not exist, ``KeyError``/``IndexError``
-        for an unknown name/position, ``CorruptionError`` if the chunk fails its checksum.
+        Reading raises ``NotFoundError`` if the checkpoint does not exist and
+        ``CorruptionError`` if the chunk fails its checksum.
+
+        Raises:
+            TypeError: ``name_or_index`` is neither a name nor a position.
+            IndexError: no chunk at that position.
+            KeyError: no chunk of that name.
         """
         check_checkpoint_id(checkpoint_id)
         manifest = (await self._load_stored(checkpoint_id)).manifest
@@ -1207,10 +1262,13 @@ class AsyncCheckpointStore(AsyncClosing):
         is re-read and merged again. Everything else (checksums, index, offsets) is kept.
         Costs one GET and one PUT (none when nothing changes).
 
-        Raises ``NotFoundError`` if the checkpoint does not exist (or was pruned meanwhile),
-        ``CorruptionError`` if its manifest is unreadable, ``ValueError`` if the epoch differs
-        from the stored one, and ``PreconditionFailedError`` if
-        :data:`UPDATE_ATTEMPTS` compare-and-swaps in a row lost to other updaters.
+        Reading raises ``NotFoundError`` if the checkpoint does not exist (or was pruned
+        meanwhile) and ``CorruptionError`` if its manifest is unreadable.
+
+        Raises:
+            ValueError: the epoch differs from the stored one.
+            PreconditionFailedError: :data:`UPDATE_ATTEMPTS` compare-and-swaps in a row lost
+                to other updaters.
         """
         _check_manifest(manifest)
         key = manifest_key(manifest.checkpoint_id)
@@ -1251,6 +1309,9 @@ class AsyncCheckpointStore(AsyncClosing):
         A sidecar over the store's ``streamed_validation_threshold``, or any sidecar when
         ``progress`` or ``range_size`` is given, is read in ranges and hashed as it arrives,
         never held whole; ``progress`` is called with the size of each range read.
+
+        Raises:
+            ValueError: ``range_size`` is below 1.
         """
         check_checkpoint_id(checkpoint_id)
         if range_size is not None and range_size < 1:
@@ -1674,8 +1735,11 @@ async def _until_settled(
     checkpoints, list again and walk again while the committed ids changed in between (a
     concurrent prune removed what was listed while a newer checkpoint committed). "Nothing"
     stands only when a listing taken *after* the walk names the same committed ids, so a
-    reader never reports a fresh start from a listing that was out of date. Raises
-    :class:`TransientStorageError` after :data:`RELIST_ATTEMPTS` unsettled listings."""
+    reader never reports a fresh start from a listing that was out of date.
+
+    Raises:
+        TransientStorageError: :data:`RELIST_ATTEMPTS` listings in a row did not settle.
+    """
     entries = await listing()
     for _ in range(RELIST_ATTEMPTS):
         result = await walk(entries)
