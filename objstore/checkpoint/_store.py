@@ -52,7 +52,6 @@ from objstore.checkpoint._manifest import (
     OperatorState,
     StoredManifest,
     check_checkpoint_id,
-    decode_manifest,
     encode_manifest,
     encode_tombstone,
 )
@@ -81,6 +80,7 @@ from objstore.checkpoint._pointer import (
     swap_pointer,
 )
 from objstore.checkpoint._quarantine import quarantined_ids
+from objstore.checkpoint._reads import read_manifest
 from objstore.checkpoint._sidecar import (
     HEADER,
     EncodedState,
@@ -598,10 +598,8 @@ class AsyncCheckpointStore(AsyncClosing):
     async def _own_commit(self, checkpoint_id: int) -> _Landed | None:
         """The manifest of ``checkpoint_id`` if this store object committed it (its writer
         nonce), with its version; ``None`` if it is missing, unreadable or another's."""
-        key = manifest_key(checkpoint_id)
         try:
-            data, version = await self.backend.get(key)
-            stored = decode_manifest(data, key=key, expected_id=checkpoint_id)
+            _, version, stored = await read_manifest(self.backend, checkpoint_id)
         except (NotFoundError, CorruptionError):
             return None
         if stored.writer_nonce != self._writer_nonce.hex():
@@ -791,12 +789,13 @@ class AsyncCheckpointStore(AsyncClosing):
         occupant's epoch if it is ours; one naming no winner (``winner_epoch=None``) if the
         occupant is of an older epoch, which never wins over a newer one (its writer is
         fenced at its pointer move) but holds the id."""
-        key = manifest_key(manifest.checkpoint_id)
         winner_epoch: int | None = None
         detail = None
         try:
-            data, _ = await self.backend.get(key)
-            winner_epoch = decode_manifest(data, key=key).manifest.epoch
+            _, _, occupant = await read_manifest(
+                self.backend, manifest.checkpoint_id, check_id=False
+            )
+            winner_epoch = occupant.manifest.epoch
         except AbortedCheckpoint:
             detail = (
                 f"checkpoint {manifest.checkpoint_id} was aborted: its staged state was "
@@ -1093,9 +1092,7 @@ class AsyncCheckpointStore(AsyncClosing):
             return None
 
     async def _load_stored(self, checkpoint_id: int) -> StoredManifest:
-        key = manifest_key(checkpoint_id)
-        data, _ = await self.backend.get(key)
-        return decode_manifest(data, key=key, expected_id=checkpoint_id)
+        return (await read_manifest(self.backend, checkpoint_id))[2]
 
     async def load_by_id(self, checkpoint_id: int) -> CheckpointManifest | None:
         """The manifest of ``checkpoint_id``; ``None`` if absent, ``CorruptionError`` if bad."""
@@ -1273,8 +1270,7 @@ class AsyncCheckpointStore(AsyncClosing):
         _check_manifest(manifest)
         key = manifest_key(manifest.checkpoint_id)
         for _ in range(UPDATE_ATTEMPTS):
-            data, version = await self.backend.get(key)
-            stored = decode_manifest(data, key=key, expected_id=manifest.checkpoint_id)
+            _, version, stored = await read_manifest(self.backend, manifest.checkpoint_id)
             if stored.manifest.epoch != manifest.epoch:
                 raise ValueError(
                     f"checkpoint {manifest.checkpoint_id} has epoch {stored.manifest.epoch}; "
