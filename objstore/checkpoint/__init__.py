@@ -59,6 +59,7 @@ from objstore.checkpoint._plan import CleanupResult, Orphan, PruneResult
 from objstore.checkpoint._plan import plan_prune as plan_prune
 from objstore.checkpoint._plan import scan as scan
 from objstore.checkpoint._quarantine import QUARANTINE
+from objstore.checkpoint._reads import read_manifest as read_manifest
 from objstore.checkpoint._store import (
     AsyncCheckpointStore,
     CheckpointStore,

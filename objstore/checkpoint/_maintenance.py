@@ -48,7 +48,6 @@ from objstore.checkpoint._manifest import (
     ABORTED,
     StoredManifest,
     check_checkpoint_id,
-    decode_manifest,
 )
 from objstore.checkpoint._plan import CheckpointEntry, scan
 from objstore.checkpoint._pointer import (
@@ -61,6 +60,7 @@ from objstore.checkpoint._pointer import (
 from objstore.checkpoint._pointer import read_pointer as read_pointer_from
 from objstore.checkpoint._quarantine import Quarantined, move_to_quarantine, restore
 from objstore.checkpoint._quarantine import list_quarantined as _list_quarantined
+from objstore.checkpoint._reads import read_manifest
 from objstore.checkpoint._store import (
     NEVER_COMMITTED,
     AsyncCheckpointStore,
@@ -307,9 +307,8 @@ def _range_size(store: AsyncCheckpointStore, requested: int | None) -> int:
 
 async def _read_manifest(backend: AsyncBackend, checkpoint_id: int) -> tuple[bytes, StoredManifest]:
     """Bytes and decoded manifest of ``checkpoint_id``; ``NotFoundError``/``CorruptionError``."""
-    key = manifest_key(checkpoint_id)
-    data, _ = await backend.get(key)
-    return data, decode_manifest(data, key=key, expected_id=checkpoint_id)
+    data, _, stored = await read_manifest(backend, checkpoint_id)
+    return data, stored
 
 
 async def validate_checkpoint_streaming_async(

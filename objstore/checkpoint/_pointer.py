@@ -22,11 +22,10 @@ from objstore.backends import AsyncBackend
 from objstore.checkpoint._layout import (
     LATEST,
     PointerRecord,
-    manifest_key,
     parse_pointer,
     pointer_text,
 )
-from objstore.checkpoint._manifest import decode_manifest
+from objstore.checkpoint._reads import read_manifest
 from objstore.errors import (
     AlreadyExistsError,
     CorruptionError,
@@ -125,10 +124,8 @@ async def ranked_record(backend: AsyncBackend, pointer: Pointer) -> PointerRecor
     record = pointer.record
     if record is None or record.checkpoint_id is None or record.epoch is not None:
         return record
-    key = manifest_key(record.checkpoint_id)
     try:
-        data, _ = await backend.get(key)
-        named = decode_manifest(data, key=key, expected_id=record.checkpoint_id).manifest.epoch
+        named = (await read_manifest(backend, record.checkpoint_id))[2].manifest.epoch
     except (NotFoundError, CorruptionError):
         named = 0
     return PointerRecord(record.checkpoint_id, named, named)

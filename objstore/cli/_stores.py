@@ -15,8 +15,7 @@ from objstore.checkpoint import (
     CheckpointEntry,
     Pointer,
     StoredManifest,
-    decode_manifest,
-    manifest_key,
+    read_manifest,
     scan,
 )
 from objstore.errors import StoreNotFoundError
@@ -87,9 +86,8 @@ async def list_entries(store: AsyncCheckpointStore) -> dict[int, CheckpointEntry
 
 async def read_stored(backend: AsyncBackend, checkpoint_id: int) -> tuple[bytes, StoredManifest]:
     """Raw bytes and decoded manifest of ``checkpoint_id``; raises NotFound/Corruption."""
-    key = manifest_key(checkpoint_id)
-    data, _ = await backend.get(key)
-    return data, decode_manifest(data, key=key, expected_id=checkpoint_id)
+    data, _, stored = await read_manifest(backend, checkpoint_id)
+    return data, stored
 
 
 def state_size(entries: dict[int, CheckpointEntry], checkpoint_id: int) -> int | None:
