@@ -31,7 +31,13 @@ from objstore import (
 )
 from objstore.checkpoint import ABORTED, POINTER_FORMAT, TOMBSTONE_FORMAT
 from objstore.codec import SEALED_FORMAT, unseal
-from objstore.kv import KV_MANIFEST_FORMAT, MANIFEST_KEY, KVManifest, decode_manifest
+from objstore.kv import (
+    KV_MANIFEST_FORMAT,
+    MANIFEST_KEY,
+    SNAPSHOT_PREFIX,
+    KVManifest,
+    decode_manifest,
+)
 from objstore.projections import PROJECTION_FORMAT
 from objstore.snapshots import SNAPSHOT_FORMAT
 from objstore.sources import STATE_FORMAT
@@ -169,7 +175,13 @@ def _kv_manifest(url: str) -> KVManifest:
 def test_kv_format_2(tmp_path: Path) -> None:
     """Frozen: manifest format 2, tombstones without the pruned batch's nonce."""
     url = copy(DATA, "kv-format-2", tmp_path)
-    assert _kv_manifest(url).retired == ()
+    current = _kv_manifest(url)
+    assert current.retired == ()
+    assert (current.snapshot, current.retained_from, current.tombstoned_below) == (3, 3, 3)
+    assert current.snapshot_id
+    snapshot_dir = Path(url) / SNAPSHOT_PREFIX
+    snapshots = sorted(p.relative_to(url).as_posix() for p in snapshot_dir.iterdir())
+    assert snapshots == [current.snapshot_key]
     _check_kv_golden(url)
 
 

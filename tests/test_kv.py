@@ -918,28 +918,6 @@ def test_a_prune_crashed_at_any_request_is_finished_by_the_next(
 DATA = Path(__file__).parent / "data"
 
 
-def test_kv_format_2_is_readable(tmp_path: Path) -> None:
-    """``tests/data/kv-format-2``, written by ``write_kv`` of ``tests/data/generate.py``."""
-    root = tmp_path / "kv"
-    shutil.copytree(DATA / "kv-format-2", root)
-    current = manifest(str(root))
-    assert (current.snapshot, current.retained_from, current.tombstoned_below) == (3, 3, 3)
-    assert current.snapshot_id
-    assert snapshot_keys(str(root)) == [current.snapshot_key]
-    kv = KVStore(str(root), compact_every=0)
-    assert kv.current_sequence() == 4
-    assert kv.oldest_retained_batch() == 3
-    assert kv.range_scan() == [
-        (b"order/9", b"\x00\xff"),
-        (b"user/1", b"alice-2"),
-        (b"user/3", b"carol"),
-        (b"user/4", b"dave"),
-    ]
-    assert kv.get_batch(2) is None  # pruned
-    assert kv.get_batch(4) == [(b"user/4", b"dave"), (b"order/9", b"\x00\xff")]
-    assert kv.put_batch([(b"user/5", b"erin")]) == 5
-
-
 def test_a_format_1_store_moves_to_snapshot_ids_and_drops_its_shared_snapshot(
     tmp_path: Path,
 ) -> None:
