@@ -32,6 +32,7 @@ from objstore.backends import RequestEvent, open_backend
 from objstore.checkpoint import CheckpointStore
 from objstore.errors import CorruptionError, FencedError
 from objstore.eventsourcing import (
+    ENVIRONMENT,
     ObjstoreAggregateRecorder,
     ObjstoreFactory,
     ObjstoreTrackingRecorder,
@@ -489,3 +490,15 @@ def test_an_application_snapshots_to_objstore_and_keeps_events_in_sqlite(
     assert sensors.repository.get(sensor.id, version=7).readings == list(range(6))
     assert sensors.recorder.max_notification_id() == 13
     assert json.loads(json.dumps(type(sensors.recorder).__name__)) == "SQLiteApplicationRecorder"
+
+
+def test_every_variable_the_factory_reads_is_documented() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## eventsourcing\n", 1)[1].split("\n## ", 1)[0]
+    read = {
+        value
+        for name, value in vars(ObjstoreFactory).items()
+        if name.startswith("OBJSTORE_") and isinstance(value, str)
+    }
+    assert read == set(ENVIRONMENT)
+    assert [name for name in sorted(read) if f"`{name}`" not in section] == []
