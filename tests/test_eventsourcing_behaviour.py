@@ -502,3 +502,14 @@ def test_every_variable_the_factory_reads_is_documented() -> None:
     }
     assert read == set(ENVIRONMENT)
     assert [name for name in sorted(read) if f"`{name}`" not in section] == []
+
+
+def test_a_runner_that_claimed_without_committing_is_still_fenced(url: str) -> None:
+    first = tally(url, commit_every=100, commit_interval=None)
+    feed(first, 1, 2)  # claimed its epoch, committed nothing yet
+    second = tally(url, commit_every=1, commit_interval=None)
+    feed(second, 1, 2)
+    assert first.epoch is not None
+    assert second.epoch == first.epoch + 1
+    with pytest.raises(FencedError):
+        first.flush()

@@ -35,7 +35,7 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError, Tracking, TrackingRecorder
 
-from objstore.checkpoint import CheckpointManifest, CheckpointStore
+from objstore.checkpoint import CheckpointManifest, CheckpointStore, read_pointer
 from objstore.codec import canonical_json, parse_json
 from objstore.errors import ConflictError, CorruptionError, FencedError
 
@@ -127,6 +127,7 @@ class ObjstoreTrackingRecorder(TrackingRecorder):
         self._state: dict[str, Any] = {}
         self._positions: dict[str, int] = {}
         self._checkpoint_id: int | None = None
+        self._latest_epoch = 0
         self._loaded = False
         self._epoch: int | None = None
         self._pending = 0
@@ -149,10 +150,11 @@ class ObjstoreTrackingRecorder(TrackingRecorder):
 
     @property
     def state(self) -> Mapping[str, Any]:
-        """The view's state as this object serves it (read-only)."""
+        """A read-only copy of the view's state as this object serves it (a copy, so it
+        can be iterated while the projection thread goes on writing)."""
         with self._lock:
             self._ensure_loaded()
-            return MappingProxyType(self._state)
+            return MappingProxyType(dict(self._state))
 
     def get(self, key: str, default: Any = None) -> Any:
         """One value of the view's state (``default`` if absent)."""
@@ -186,6 +188,7 @@ class ObjstoreTrackingRecorder(TrackingRecorder):
 
     def _load(self) -> None:
         latest = self.store.load_latest()
+        self._latest_epoch = latest.epoch if latest is not None else 0
         if latest is None:
             self._state, self._positions, self._checkpoint_id = {}, {}, None
         elif latest.checkpoint_id != self._checkpoint_id or not self._loaded:
@@ -284,8 +287,11 @@ class ObjstoreTrackingRecorder(TrackingRecorder):
         loaded = self._checkpoint_id
         epoch = self._wanted_epoch
         if epoch is None:
-            latest = self.store.load_latest()
-            epoch = (latest.epoch if latest is not None else 0) + 1
+            # Above every epoch committed and every epoch claimed (a runner that claimed one
+            # may not have committed yet); two runners starting at the same instant may
+            # still pick the same epoch: the second to commit then gets CheckpointConflict.
+            fence = read_pointer(self.store).fence_epoch or 0
+            epoch = max(self._latest_epoch, fence) + 1
             while True:
                 try:
                     self.store.claim_epoch(epoch)
