@@ -177,4 +177,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # The framework names event classes by module ("eventsourcing_counters:Sensor.Read"), so
+    # run this file as its importable module, never as __main__: events written by one process
+    # must resolve to the same classes in another (the script's folder is on sys.path).
+    from eventsourcing_counters import main as module_main
+
+    sys.exit(module_main())

@@ -8,6 +8,9 @@ separate process, as in production.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import json
 import os
 import signal
@@ -60,6 +63,18 @@ def run(*args: str, db: Path, store: str, status: int = 0) -> dict[str, Any]:
     return result
 
 
+def run_here(*args: str, db: Path, store: str) -> dict[str, Any]:
+    """Run the example in this process (for the steps that need no process of their own)."""
+    if str(EXAMPLE.parent) not in sys.path:
+        sys.path.insert(0, str(EXAMPLE.parent))
+    module = importlib.import_module(EXAMPLE.stem)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert module.main([*args, "--store", store, "--db", str(db)]) == 0
+    result: dict[str, Any] = json.loads(out.getvalue().strip().splitlines()[-1])
+    return result
+
+
 def committed_position(store: str, view: str) -> int:
     latest = CheckpointStore(view_root(store, view)).load_latest()
     return 0 if latest is None else int(latest.source_offsets.get("Sensors", 0))
@@ -70,8 +85,8 @@ def test_a_killed_projection_resumes_exactly_once_and_an_older_epoch_is_fenced(
 ) -> None:
     db = tmp_path / "events.db"
     counts = ("--sensors", str(SENSORS), "--readings", str(READINGS))
-    assert run("write", *counts, db=db, store=store) == {"notifications": TOTAL}
-    whole = run("project", "--view", "whole", db=db, store=store)
+    assert run_here("write", *counts, db=db, store=store) == {"notifications": TOTAL}
+    whole = run_here("project", "--view", "whole", db=db, store=store)
     assert whole["position"] == TOTAL
     assert whole["view"]["created"] == SENSORS
     assert whole["view"]["readings"] == SENSORS * READINGS
@@ -114,7 +129,7 @@ def test_a_killed_projection_resumes_exactly_once_and_an_older_epoch_is_fenced(
     assert resumed["epoch"] == 2  # the killed runner was epoch 1
 
     # New events arrive; a runner that still believes it is epoch 1 may not write.
-    run("write", "--sensors", "1", "--readings", "2", db=db, store=store)
+    run_here("write", "--sensors", "1", "--readings", "2", db=db, store=store)
     fenced = run("project", "--view", "crashy", "--epoch", "1", db=db, store=store, status=3)
     assert fenced["winner_epoch"] == 2
     assert committed_position(store, "crashy") == TOTAL
