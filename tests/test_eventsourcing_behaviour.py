@@ -8,9 +8,11 @@ Every store behaviour runs on memory, a local directory and moto S3.
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -513,3 +515,25 @@ def test_a_runner_that_claimed_without_committing_is_still_fenced(url: str) -> N
     assert second.epoch == first.epoch + 1
     with pytest.raises(FencedError):
         first.flush()
+
+
+def test_racing_saves_of_one_version_have_one_winner(url: str) -> None:
+    originator = uuid4()
+    snapshots = recorder(url)
+    snapshots.insert_events([snapshot(originator, 1)])  # probe once, before the race
+    barrier = threading.Barrier(6)
+
+    def save(index: int) -> str:
+        barrier.wait()
+        try:
+            snapshots.insert_events([snapshot(originator, 2, str(index).encode())])
+        except IntegrityError:
+            return "lost"
+        return str(index)
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(save, range(6)))
+    winners = [outcome for outcome in outcomes if outcome != "lost"]
+    assert len(winners) == 1
+    newest = snapshots.select_events(originator, desc=True, limit=1)
+    assert newest[0].state == winners[0].encode()
