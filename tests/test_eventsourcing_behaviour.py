@@ -537,3 +537,21 @@ def test_racing_saves_of_one_version_have_one_winner(url: str) -> None:
     assert len(winners) == 1
     newest = snapshots.select_events(originator, desc=True, limit=1)
     assert newest[0].state == winners[0].encode()
+
+
+def test_a_view_whose_newest_commit_is_damaged_resumes_from_the_one_before(url: str) -> None:
+    writer = tally(url, commit_every=2, commit_interval=None)
+    feed(writer, 1, 5)  # checkpoints 1 (positions 2) and 2 (positions 4)
+    assert writer.committed_checkpoint_id == 2
+    backend = open_backend(view_root(url, "tally"))
+    newest = "checkpoints/checkpoint_00000000000000000002/state.bin"
+    blob, _ = backend.get(newest)
+    backend.put(newest, blob[:-8] + b"damaged!")
+    resumed = tally(url, commit_every=2, commit_interval=None)
+    assert resumed.max_tracking_id("app") == 2
+    assert sum(resumed.state.values()) == 2
+    feed(resumed, 3, 7)
+    assert resumed.committed_checkpoint_id == 4  # above the damaged id, which it never reuses
+    reader = tally(url)
+    assert reader.max_tracking_id("app") == 6
+    assert sum(reader.state.values()) == 6

@@ -128,6 +128,8 @@ class ObjstoreTrackingRecorder(TrackingRecorder):
         self._positions: dict[str, int] = {}
         self._checkpoint_id: int | None = None
         self._latest_epoch = 0
+        self._next_id: int | None = None
+        """The id of the next commit when it is not the loaded id + 1 (after a recovery)."""
         self._loaded = False
         self._epoch: int | None = None
         self._pending = 0
@@ -189,16 +191,34 @@ class ObjstoreTrackingRecorder(TrackingRecorder):
     def _load(self) -> None:
         latest = self.store.load_latest()
         self._latest_epoch = latest.epoch if latest is not None else 0
-        if latest is None:
+        if latest is not None and (latest.checkpoint_id != self._checkpoint_id or not self._loaded):
+            try:
+                self._adopt(latest, self.store.load_state_data(latest.checkpoint_id))
+            except CorruptionError:
+                # A damaged newest commit: fall back to the newest valid one (state and
+                # positions still travel together, so the runner replays more, never less).
+                logger.warning("view %s: newest checkpoint damaged", self.store.url, exc_info=True)
+                self._recover()
+        elif latest is None:
             self._state, self._positions, self._checkpoint_id = {}, {}, None
-        elif latest.checkpoint_id != self._checkpoint_id or not self._loaded:
-            data = self.store.load_state_data(latest.checkpoint_id)
-            state = parse_json(data, key=f"checkpoint {latest.checkpoint_id}") if data else {}
-            if not isinstance(state, dict):
-                raise CorruptionError(f"checkpoint {latest.checkpoint_id}", "state is not a map")
-            self._state, self._positions = state, _positions_of(latest)
-            self._checkpoint_id = latest.checkpoint_id
         self._loaded = True
+
+    def _adopt(self, manifest: CheckpointManifest, data: bytes | None) -> None:
+        key = f"checkpoint {manifest.checkpoint_id}"
+        state = parse_json(data, key=key) if data else {}
+        if not isinstance(state, dict):
+            raise CorruptionError(key, "state is not a map")
+        self._state, self._positions = state, _positions_of(manifest)
+        self._checkpoint_id = manifest.checkpoint_id
+
+    def _recover(self) -> None:
+        report = self.store.recover_latest_validated()
+        if report.manifest is None:
+            self._state, self._positions, self._checkpoint_id = {}, {}, None
+        else:
+            self._adopt(report.manifest, self.store.load_state_data(report.manifest.checkpoint_id))
+        # The next commit must take an id above the damaged ones.
+        self._next_id = self.store.next_checkpoint_id()
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -324,7 +344,7 @@ class ObjstoreTrackingRecorder(TrackingRecorder):
     def _commit(self) -> None:
         """Write state and positions as the next checkpoint (the caller holds the lock)."""
         assert self._epoch is not None
-        checkpoint_id = (self._checkpoint_id or 0) + 1
+        checkpoint_id = max((self._checkpoint_id or 0) + 1, self._next_id or 0)
         manifest = CheckpointManifest(
             checkpoint_id=checkpoint_id,
             epoch=self._epoch,
@@ -339,6 +359,7 @@ class ObjstoreTrackingRecorder(TrackingRecorder):
             self._failure = exc
             raise
         self._checkpoint_id = checkpoint_id
+        self._next_id = None
         self._pending = 0
         self._first_pending_at = None
         if checkpoint_id % _PRUNE_EVERY == 0:
