@@ -37,7 +37,7 @@ def lint_imports(where: Path, *contracts: str) -> subprocess.CompletedProcess[st
 def test_the_package_keeps_every_contract() -> None:
     done = lint_imports(ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "4 kept, 0 broken" in done.stdout
+    assert "5 kept, 0 broken" in done.stdout
 
 
 VIOLATIONS = [
@@ -45,7 +45,13 @@ VIOLATIONS = [
     ("core-is-library", "objstore/codec.py", "import objstore.testing"),
     ("core-is-library", "objstore/errors.py", "import rich"),
     ("core-is-library", "objstore/backends/_memory.py", "import objstore.cli"),
+    ("core-is-library", "objstore/kv/_store.py", "import eventsourcing"),
+    ("core-is-library", "objstore/snapshots.py", "import objstore.eventsourcing"),
+    ("eventsourcing-is-library", "objstore/eventsourcing/_view.py", "import objstore.testing"),
+    ("eventsourcing-is-library", "objstore/eventsourcing/_recorder.py", "import boto3"),
     ("root-is-library", "objstore/__init__.py", "import typer"),
+    ("root-is-library", "objstore/__init__.py", "import objstore.eventsourcing"),
+    ("layers", "objstore/checkpoint/_store.py", "import objstore.eventsourcing"),
     ("layers", "objstore/backends/_memory.py", "import objstore.codec"),
     ("layers", "objstore/codec.py", "import objstore.kv"),
     ("layers", "objstore/errors.py", "import objstore._loop"),

@@ -29,8 +29,10 @@ from objstore import (
     SourceCheckpoint,
     SourceCheckpointStore,
 )
+from objstore.backends import open_backend
 from objstore.checkpoint import ABORTED, POINTER_FORMAT, TOMBSTONE_FORMAT
 from objstore.codec import SEALED_FORMAT, unseal
+from objstore.eventsourcing import EVENT_FORMAT, ObjstoreAggregateRecorder
 from objstore.kv import (
     KV_MANIFEST_FORMAT,
     MANIFEST_KEY,
@@ -84,6 +86,7 @@ def test_every_format_written_today_has_committed_data() -> None:
         f"projections-format-{PROJECTION_FORMAT}",
         f"snapshots-format-{SNAPSHOT_FORMAT}",
         f"sealed-format-{SEALED_FORMAT}",
+        f"eventsourcing-format-{EVENT_FORMAT}",
         f"kv-format-{KV_MANIFEST_FORMAT}",
         f"checkpoint-format-{POINTER_FORMAT}",
         f"checkpoint-tombstone-format-{TOMBSTONE_FORMAT}",
@@ -133,6 +136,23 @@ def test_snapshots_format_1(
     assert store.key_for("order/ü") == "snapshots/order%2F%C3%BC.snapshot"
     assert store.load("order/ü") == expected == generate.SNAPSHOTS[store_name]
     store.close()
+
+
+def test_eventsourcing_format_1(source: Path, tmp_path: Path) -> None:
+    url = copy(source, "eventsourcing-format-1", tmp_path)
+    recorder = ObjstoreAggregateRecorder(open_backend(url), "snapshots")
+    expected = generate.EVENTSOURCING_SNAPSHOTS
+    uuid_id, str_id = expected[0].originator_id, expected[2].originator_id
+    assert [
+        (s.originator_id, s.originator_version, s.topic, s.state)
+        for s in (*recorder.select_events(uuid_id), *recorder.select_events(str_id))
+    ] == [(r.originator_id, r.originator_version, r.topic, r.state) for r in expected]
+    newest = recorder.select_events(uuid_id, desc=True, limit=1, lte=9)
+    assert [s.originator_version for s in newest] == [5]
+    assert sorted(p.name for p in (Path(url) / "snapshots" / "snapshots").iterdir()) == [
+        "6f1c3d0e-2b7a-4c55-9a43-6d2f1e0b9c11",
+        "order%2F%C3%BC",
+    ]
 
 
 @pytest.mark.parametrize(("name", "compressed"), [("empty", 0), ("short", 0), ("long", 1)])

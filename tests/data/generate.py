@@ -38,6 +38,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from uuid import UUID
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -46,6 +47,8 @@ from objstore import CheckpointManifest, CheckpointStore, KVStore, Snapshot, Sou
 from objstore.backends import AsyncBackend, Backend, open_transport
 from objstore.checkpoint import POINTER_FORMAT, TOMBSTONE_FORMAT
 from objstore.codec import SEALED_FORMAT, seal
+from objstore.eventsourcing import EVENT_FORMAT
+from objstore.eventsourcing._layout import EventRecord, encode_event, event_key
 from objstore.kv import KV_MANIFEST_FORMAT
 from objstore.projections import PROJECTION_FORMAT, _encode_base, _encode_delta
 from objstore.snapshots import SNAPSHOT_FORMAT, encode_snapshot
@@ -70,6 +73,14 @@ SNAPSHOTS = {
     "bytes-state": Snapshot(SNAPSHOT_STREAM, 12, 3, b"\x00\x01state"),
     "json-state": Snapshot(SNAPSHOT_STREAM, 13, 4, {"total": 5, "items": ["a"]}),
 }
+
+EVENTSOURCING_SNAPSHOTS = [
+    EventRecord(UUID("6f1c3d0e-2b7a-4c55-9a43-6d2f1e0b9c11"), 5, "app:Order.Snapshot", b'{"n":5}'),
+    EventRecord(UUID("6f1c3d0e-2b7a-4c55-9a43-6d2f1e0b9c11"), 10, "app:Order.Snapshot", b"x" * 600),
+    EventRecord("order/\u00fc", 0, "app:Order.Snapshot", b"\x00raw"),
+]
+"""Stored events (snapshots) of the eventsourcing recorder: a UUID id with two versions (the
+second large enough to be compressed) and a str id that needs escaping."""
 
 CHECKPOINT_SAVES = [(5, 1), (7, 1), (6, 2)]
 """``(id, epoch)`` saved in this order, epoch 2 claiming the store before its save: the
@@ -118,6 +129,13 @@ def write_snapshots(root: Path) -> None:
     """Two snapshot stores, one snapshot each: a bytes state and a JSON state."""
     for name, snapshot in SNAPSHOTS.items():
         _put(root / name, "snapshots/order%2F%C3%BC.snapshot", encode_snapshot(snapshot))
+
+
+def write_eventsourcing(root: Path) -> None:
+    """The eventsourcing snapshot recorder's objects for :data:`EVENTSOURCING_SNAPSHOTS`."""
+    for record in EVENTSOURCING_SNAPSHOTS:
+        key = event_key("snapshots", record.originator_id, record.originator_version)
+        _put(root, key, encode_event(record))
 
 
 def write_sealed(root: Path) -> None:
@@ -215,6 +233,7 @@ GENERATORS: dict[str, Callable[[Path], None]] = {
     f"projections-format-{PROJECTION_FORMAT}": write_projections,
     f"snapshots-format-{SNAPSHOT_FORMAT}": write_snapshots,
     f"sealed-format-{SEALED_FORMAT}": write_sealed,
+    f"eventsourcing-format-{EVENT_FORMAT}": write_eventsourcing,
     f"kv-format-{KV_MANIFEST_FORMAT}": write_kv,
     f"checkpoint-format-{POINTER_FORMAT}": write_checkpoints,
     f"checkpoint-tombstone-format-{TOMBSTONE_FORMAT}": write_tombstone,
