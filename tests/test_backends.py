@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -231,13 +232,15 @@ def test_a_conditional_write_that_cannot_be_read_back_is_an_unknown_outcome(
     re-send), with the last failure as its cause."""
     backend, faults = _lossy(store_url)
     version = backend.put_if_absent("k", b"first")
+    faults.clear_calls()
     faults.lose_response(operation)
     faults.fail_transiently(1.0, ["get"])
+    if operation == "put_if_absent":
+        write = partial(backend.put_if_absent, "other", b"mine")
+    else:
+        write = partial(backend.put_if_match, "k", b"mine", version)
     with pytest.raises(OutcomeUnknownError) as unknown:
-        if operation == "put_if_absent":
-            backend.put_if_absent("other", b"mine")
-        else:
-            backend.put_if_match("k", b"mine", version)
+        write()
     assert isinstance(unknown.value.__cause__, TransientStorageError)
     assert faults.count(operation) == 1
 

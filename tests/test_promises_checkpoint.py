@@ -104,7 +104,7 @@ def test_retried_save_with_state_after_its_sidecar_reply_was_lost(store_url: str
     store.save_with_state(manifest(1), state_for(1))
     faults.lose_response("put_if_absent", 1, key_contains="state.bin")
     faults.fail_transiently(1.0, ["get", "put_if_absent"])
-    with pytest.raises(TransientStorageError):
+    with pytest.raises(OutcomeUnknownError):  # the backend's read-back failed too
         store.save_with_state(manifest(2), state_for(2))
     assert open_backend(store_url).exists(state_key(2))  # our sidecar landed, unconfirmed
     faults.clear_faults()
@@ -556,7 +556,7 @@ def test_retried_streamed_save_with_state_after_its_sidecar_reply_was_lost(store
     _assert_committed_with_state(store_url, 1)
     faults.lose_response("put_if_absent", 1, key_contains="manifest.json")
     faults.fail_transiently(1.0, ["put_if_absent", "get"])
-    with pytest.raises(TransientStorageError):  # sidecar and manifest landed, unconfirmed
+    with pytest.raises(OutcomeUnknownError):  # sidecar and manifest landed, unconfirmed
         store.save_with_state(manifest(2), state_for(2))
     assert open_backend(store_url).exists(manifest_key(2))
     faults.clear_faults()
