@@ -599,6 +599,24 @@ def test_a_lost_manifest_reply_is_never_answered_by_committing_it_again_after_a_
     assert fresh.load_state_data(2) == joined_state(2)
 
 
+def test_a_pointer_create_whose_reply_was_lost_and_pointer_deleted_since_is_decided_afresh(
+    store_url: str,
+) -> None:
+    """The backend never re-sends a create whose answer was lost; when ``latest.txt`` is gone
+    by the read-back (an operator removed it), the save re-reads the pointer and moves it
+    as after a lost race, instead of failing a save that has committed."""
+    store, faults = faulty_store(store_url)
+
+    async def operator_removes_the_pointer() -> None:
+        await faults.inner.delete(LATEST)
+
+    faults.lose_response("put_if_absent", 1, key_contains=LATEST)
+    faults.on_call("put_if_absent", operator_removes_the_pointer, key_contains=LATEST)
+    saved = store.save_with_state(manifest(1), state_for(1))
+    assert saved.checkpoint_id == 1
+    _assert_committed_with_state(store_url, 1)
+
+
 # -- review findings: fences that must hold whatever a writer remembers or finds --------------
 
 
