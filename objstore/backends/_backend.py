@@ -449,11 +449,14 @@ class AsyncBackend:
         attempt that may have landed.
 
         A transient failure with ``may_have_landed`` (a lost answer: timeout, dropped
-        connection, 5xx) makes the outcome uncertain. From then on, before the next attempt,
-        when a later attempt meets a conflict, and when the retries run out, the object is
-        read back (:meth:`_settle`). Another writer may have deleted or replaced our object
-        between the attempt and the read-back, so re-sending a create could bring back an
-        object its owner removed; it is never re-sent. The happy path reads nothing back.
+        connection, 5xx) makes the outcome uncertain. From then on, before the next attempt
+        and when the retries run out, the object is read back (:meth:`_settle`). Another
+        writer may have deleted or replaced our object between the attempt and the
+        read-back, so re-sending a create could bring back an object its owner removed; it
+        is never re-sent. A conflict met by any attempt after the first is read back as
+        well: our own bytes mean an earlier attempt landed after all (one still in flight
+        when read back, or a failure wrongly said not to have landed). The happy path reads
+        nothing back.
 
         Raises:
             OutcomeUnknownError: see :meth:`_settle`.
@@ -477,13 +480,13 @@ class AsyncBackend:
                 if error.may_have_landed:
                     uncertain = error
                 raise
-            except (AlreadyExistsError, PreconditionFailedError, NotFoundError) as error:
-                # An uncertain swap was found unchanged and sent again; the earlier attempt
-                # may have landed since (it was still in flight): is this conflict ours?
-                if uncertain is not None:
-                    landed = await self._settle(key, data, expected_version, error)
-                    if landed is not None:
-                        return landed
+            except (AlreadyExistsError, PreconditionFailedError):
+                if number > 1:
+                    stored = await self._read_back(key)
+                    if read_back_verdict(data, expected_version, stored) is ReadBack.LANDED:
+                        assert stored is not None
+                        logger.info("conditional write of %s had landed after all", key)
+                        return stored[1]
                 raise
 
         try:
@@ -495,6 +498,19 @@ class AsyncBackend:
             if landed is not None:
                 return landed
             raise
+
+    async def _read_back(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and version, ``None`` if absent (1 GET, retried)."""
+        try:
+            return await self._retried(
+                "get",
+                key,
+                lambda: self.transport.get(key),
+                received=_data_size,
+                description=f"GET {key} (read-back)",
+            )
+        except NotFoundError:
+            return None
 
     async def _settle(
         self, key: str, data: Buffer, expected_version: str | None, cause: BaseException
@@ -514,15 +530,7 @@ class AsyncBackend:
             NotFoundError: a swap's object is gone.
         """
         try:
-            stored: tuple[bytes, str] | None = await self._retried(
-                "get",
-                key,
-                lambda: self.transport.get(key),
-                received=_data_size,
-                description=f"GET {key} (read-back)",
-            )
-        except NotFoundError:
-            stored = None
+            stored = await self._read_back(key)
         except TransientStorageError as error:
             raise OutcomeUnknownError(
                 key,
