@@ -24,6 +24,7 @@ from objstore.backends import (
     registered_schemes,
     unregister_transport,
 )
+from objstore.backends._backend import ReadBack, read_back_verdict
 from objstore.backends._base import Buffer
 from objstore.errors import (
     AlreadyExistsError,
@@ -161,6 +162,24 @@ def test_lost_response_of_a_landed_conditional_write_is_success(
     assert faults.count(operation) == 1  # the lost attempt is never sent again ...
     assert faults.count("get") == 1  # ... the read-back recognised our own bytes
     assert backend.get(key) == (data, new_version)
+
+
+@pytest.mark.parametrize(
+    ("expected_version", "stored", "verdict"),
+    [
+        (None, (b"mine", "v1"), ReadBack.LANDED),
+        (None, None, ReadBack.GONE),
+        (None, (b"theirs", "v1"), ReadBack.TAKEN),
+        ("v1", (b"mine", "v2"), ReadBack.LANDED),
+        ("v1", (b"before", "v1"), ReadBack.UNCHANGED),
+        ("v1", (b"theirs", "v3"), ReadBack.TAKEN),
+        ("v1", None, ReadBack.GONE),
+    ],
+)
+def test_read_back_verdict(
+    expected_version: str | None, stored: tuple[bytes, str] | None, verdict: ReadBack
+) -> None:
+    assert read_back_verdict(memoryview(b"mine"), expected_version, stored) is verdict
 
 
 def _lossy(store_url: str) -> tuple[Backend, FaultInjectingTransport]:
