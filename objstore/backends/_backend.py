@@ -311,12 +311,9 @@ class AsyncBackend:
         """Create atomically; ``AlreadyExistsError`` if another writer created it first.
 
         An attempt that may have landed is never sent again: the object is read back (see
-        :meth:`_write_conditionally`).
-
-        Raises:
-            OutcomeUnknownError: an attempt may have landed and the object is gone (deleted
-                since, or never written) or could not be read back.
-        """  # noqa: DOC502 - raised by _settle
+        :meth:`_write_conditionally`), and ``OutcomeUnknownError`` is raised when it is gone
+        (deleted since, or never written) or cannot be read back.
+        """
         key = validate_key(key)
         data = _as_bytes(data)
         await self._ensure_fencing()
@@ -362,12 +359,12 @@ class AsyncBackend:
         An object that moved on raises ``PreconditionFailedError``, one that is gone
         ``NotFoundError``. After an attempt that may have landed, the object is read back
         first (see :meth:`_write_conditionally`): ours is success, still at ``version`` is
-        sent again, moved on or gone is reported as those errors.
+        sent again, moved on or gone is reported as those errors, and a read-back that
+        fails raises ``OutcomeUnknownError``.
 
         Raises:
             ValueError: if ``version`` is not a non-empty version string from a get/put.
-            OutcomeUnknownError: an attempt may have landed and the read-back failed.
-        """  # noqa: DOC502 - raised by _settle
+        """
         key = validate_key(key)
         data = _as_bytes(data)
         if not isinstance(version, str) or not version:
@@ -458,14 +455,13 @@ class AsyncBackend:
         when read back, or a failure wrongly said not to have landed). The happy path reads
         nothing back.
 
+        Other errors are the transport's (a conflict, a swap's missing object) and
+        :meth:`_settle`'s.
+
         Raises:
-            OutcomeUnknownError: see :meth:`_settle`.
-            AlreadyExistsError: a create met another writer's object.
-            PreconditionFailedError: a swap met another version.
-            NotFoundError: a swap's object is gone.
             TransientStorageError: the retries ran out and no attempt may have landed (or a
-                swap's read-back found it unchanged).
-        """  # noqa: DOC502 - raised by _settle
+                swap's read-back found the object unchanged).
+        """
         uncertain: TransientStorageError | None = None
 
         async def attempt(number: int) -> str:
