@@ -186,17 +186,27 @@ class NotSupportedError(ObjstoreError, NotImplementedError):
 
 
 class OutcomeUnknownError(ObjstoreError):
-    """A write whose earlier answer was lost may have committed as ``sequence``, and the
-    evidence is gone (e.g. its log object was pruned to a tombstone that cannot say whose
-    batch it was). Nothing was written by the call that raised; the caller decides whether
-    to write again. ``key`` is the object that could not tell.
+    """A write whose earlier answer was lost may have committed, and the evidence is gone.
+
+    Raised by a store when a batch may have committed as ``sequence`` and its log object was
+    pruned to a tombstone that cannot say whose batch it was; and by the backend when a
+    conditional write's attempt may have landed (its answer was lost) and reading the object
+    back cannot tell (the object is gone: never landed, or landed and deleted since by
+    another writer; or the read-back failed too). ``sequence`` is ``None`` for the backend's.
+    The backend never sends such a write again by itself; the caller decides whether to
+    write again. ``key`` is the object that could not tell.
     """
 
-    def __init__(self, key: str, message: str | None = None, *, sequence: int) -> None:
+    def __init__(
+        self, key: str, message: str | None = None, *, sequence: int | None = None
+    ) -> None:
+        if message is None and sequence is not None:
+            message = (
+                f"outcome unknown: the batch may have committed as sequence {sequence} and "
+                f"been pruned ({key} no longer says whose batch it was)"
+            )
         super().__init__(
-            message
-            or f"outcome unknown: the batch may have committed as sequence {sequence} and "
-            f"been pruned ({key} no longer says whose batch it was)"
+            message or f"outcome unknown: the write of {key!r} may or may not have landed"
         )
         self.key = key
         self.sequence = sequence
@@ -221,4 +231,15 @@ class StoreNotFoundError(ObjstoreError):
 
 
 class TransientStorageError(ObjstoreError, OSError):
-    """A failure that may succeed when retried: 5xx, throttling, timeouts, dropped connections."""
+    """A failure that may succeed when retried: 5xx, throttling, timeouts, dropped connections.
+
+    ``may_have_landed`` says whether a write that failed this way may have been applied all
+    the same (its answer lost: a timeout or dropped connection after sending, a 5xx). The
+    default is ``True``; transports pass ``False`` only when the store certainly did not
+    apply it (the connection was never made, the request was throttled or refused), which
+    lets a conditional write be sent again without first reading the object back.
+    """
+
+    def __init__(self, *args: object, may_have_landed: bool = True) -> None:
+        super().__init__(*args)
+        self.may_have_landed = may_have_landed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,13 @@ from objstore.backends import (
     registered_schemes,
     unregister_transport,
 )
+from objstore.backends._backend import ReadBack, read_back_verdict
 from objstore.backends._base import Buffer
 from objstore.errors import (
     AlreadyExistsError,
+    NotFoundError,
     NotSupportedError,
+    OutcomeUnknownError,
     PreconditionFailedError,
     TransientStorageError,
 )
@@ -155,9 +159,135 @@ def test_lost_response_of_a_landed_conditional_write_is_success(
     else:
         key, data = "k", b"second"
         new_version = backend.put_if_match(key, data, version)
-    assert faults.count(operation) == 2  # the lost attempt, then the retry that met it
-    assert faults.count("get") == 1  # the read-back that recognised our own bytes
+    assert faults.count(operation) == 1  # the lost attempt is never sent again ...
+    assert faults.count("get") == 1  # ... the read-back recognised our own bytes
     assert backend.get(key) == (data, new_version)
+
+
+@pytest.mark.parametrize(
+    ("expected_version", "stored", "verdict"),
+    [
+        (None, (b"mine", "v1"), ReadBack.LANDED),
+        (None, None, ReadBack.GONE),
+        (None, (b"theirs", "v1"), ReadBack.TAKEN),
+        ("v1", (b"mine", "v2"), ReadBack.LANDED),
+        ("v1", (b"before", "v1"), ReadBack.UNCHANGED),
+        ("v1", (b"theirs", "v3"), ReadBack.TAKEN),
+        ("v1", None, ReadBack.GONE),
+    ],
+)
+def test_read_back_verdict(
+    expected_version: str | None, stored: tuple[bytes, str] | None, verdict: ReadBack
+) -> None:
+    assert read_back_verdict(memoryview(b"mine"), expected_version, stored) is verdict
+
+
+def _lossy(store_url: str) -> tuple[Backend, FaultInjectingTransport]:
+    """A backend on ``store_url`` whose requests pass a fault injector, probed already."""
+    faults = FaultInjectingTransport(open_transport(store_url))
+    backend = Backend(AsyncBackend(faults, retry=RetryPolicy(sleep=_no_sleep)))
+    backend.probe()
+    faults.clear_calls()
+    return backend, faults
+
+
+def test_a_create_whose_lost_attempt_was_deleted_since_is_never_made_again(
+    store_url: str,
+) -> None:
+    """Simulator seed 6912 at the backend: our create landed, its reply was lost, and
+    another writer (a prune) deleted the object before our retry. Sending the create again
+    would bring back an object its owner had removed (a manifest whose state is gone); the
+    backend cannot tell this from "never landed", so it says so instead of guessing."""
+    backend, faults = _lossy(store_url)
+
+    async def another_writer_deletes() -> None:
+        await faults.inner.delete("k")
+
+    faults.lose_response("put_if_absent")
+    faults.on_call("put_if_absent", another_writer_deletes, when="after")
+    with pytest.raises(OutcomeUnknownError) as unknown:
+        backend.put_if_absent("k", b"mine")
+    assert unknown.value.key == "k"
+    assert faults.count("put_if_absent") == 1
+    assert not backend.exists("k")
+
+
+@pytest.mark.parametrize("rival", ["swaps", "deletes"])
+def test_a_swap_whose_lost_attempt_was_overtaken_is_never_sent_again(
+    store_url: str, rival: str
+) -> None:
+    """Our compare-and-swap landed with its reply lost, then another writer swapped on top of
+    it (or deleted the object): the version moved, so the answer is the conflict a swap
+    reports (or not-found), read back, not a blind second attempt."""
+    backend, faults = _lossy(store_url)
+    version = backend.put_if_absent("k", b"first")
+    faults.clear_calls()
+
+    async def another_writer() -> None:
+        if rival == "swaps":
+            _, ours = await faults.inner.get("k")
+            await faults.inner.put_if_match("k", b"theirs", ours)
+        else:
+            await faults.inner.delete("k")
+
+    faults.lose_response("put_if_match")
+    faults.on_call("put_if_match", another_writer, when="after")
+    expected = PreconditionFailedError if rival == "swaps" else NotFoundError
+    with pytest.raises(expected):
+        backend.put_if_match("k", b"mine", version)
+    assert faults.count("put_if_match") == 1
+    if rival == "swaps":
+        assert backend.get("k")[0] == b"theirs"
+    else:
+        assert not backend.exists("k")
+
+
+@pytest.mark.parametrize("operation", ["put_if_absent", "put_if_match"])
+def test_a_conditional_write_that_cannot_be_read_back_is_an_unknown_outcome(
+    store_url: str, operation: str
+) -> None:
+    """After an attempt that may have landed, a read-back that keeps failing leaves the
+    outcome open: ``OutcomeUnknownError`` (never a transient error inviting a blind
+    re-send), with the last failure as its cause."""
+    backend, faults = _lossy(store_url)
+    version = backend.put_if_absent("k", b"first")
+    faults.clear_calls()
+    faults.lose_response(operation)
+    faults.fail_transiently(1.0, ["get"])
+    if operation == "put_if_absent":
+        write = partial(backend.put_if_absent, "other", b"mine")
+    else:
+        write = partial(backend.put_if_match, "k", b"mine", version)
+    with pytest.raises(OutcomeUnknownError) as unknown:
+        write()
+    assert isinstance(unknown.value.__cause__, TransientStorageError)
+    assert faults.count(operation) == 1
+
+
+@pytest.mark.parametrize("operation", ["put_if_absent", "put_if_match"])
+def test_a_failure_before_the_store_is_retried_without_a_read_back(
+    store_url: str, operation: str
+) -> None:
+    """A transient failure that never reached the store (refused, throttled) cannot have
+    landed: the write is simply sent again, with no read-back; nor does the happy path
+    read anything back."""
+    backend, faults = _lossy(store_url)
+    version = backend.put_if_absent("k", b"first")
+    assert faults.count() == 1  # happy path: one request
+    faults.clear_calls()
+    failing = [True]
+
+    async def refused_once() -> None:
+        if failing.pop() if failing else False:
+            raise TransientStorageError("connection refused", may_have_landed=False)
+
+    faults.on_call(operation, refused_once, when="before")
+    if operation == "put_if_absent":
+        backend.put_if_absent("other", b"mine")
+    else:
+        backend.put_if_match("k", b"mine", version)
+    assert faults.count(operation) == 2
+    assert faults.count("get") == 0
 
 
 def test_conflict_after_retry_with_someone_elses_bytes_is_still_a_conflict() -> None:

@@ -75,9 +75,11 @@ def _samples() -> list[BaseException]:
         CorruptionError("state.bin", "truncated"),
         NotSupportedError("ignores preconditions"),
         OutcomeUnknownError("kv/log/00000000000000000002", sequence=2),
+        OutcomeUnknownError("checkpoints/x/manifest.json"),  # the backend's: no sequence
         StoreNotFoundError("s3://nope"),
         StoreNotFoundError("file:///x", "the store file:///x does not exist"),
         TransientStorageError("503 slow down"),
+        TransientStorageError("connection refused", may_have_landed=False),
         RemovalRefused(
             Removal((1,), (1,), (), (), 1, "newest valid", Pointer("x", 1, "v"), None, False)
         ),

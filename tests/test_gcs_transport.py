@@ -412,6 +412,7 @@ def test_throttling_and_server_errors_are_transient(
                 await operation()
             assert f"HTTP {status}" in str(caught.value)
             assert caught.value.__cause__ is not None
+            assert caught.value.may_have_landed is (status != 429)  # 429: throttled, unapplied
         assert gcs_faults.injected == len(operations)
         assert await transport.get("k") == (b"data", version)
 

@@ -28,6 +28,7 @@ from objstore import (
     OpenTelemetryMetrics,
     RequestEvent,
     RequestHook,
+    TransientStorageError,
     open_backend,
     request_hooks,
 )
@@ -124,14 +125,20 @@ def test_retries_and_expected_conflicts_are_reported(
     store, faults, events = observed
     store.save(CheckpointManifest(checkpoint_id=1, epoch=1))  # probe out of the way
     events.clear()
-    faults.lose_response("put_if_absent", key_contains="manifest")
+
+    async def answer_lost_and_said_not_to_have_landed() -> None:
+        raise TransientStorageError("connection refused", may_have_landed=False)
+
+    faults.on_call(
+        "put_if_absent", answer_lost_and_said_not_to_have_landed, key_contains="manifest"
+    )
     with caplog.at_level(logging.DEBUG, logger="objstore.backends._observe"):
         store.save(CheckpointManifest(checkpoint_id=2, epoch=1))
     mine = [(e.operation, e.attempt, e.outcome) for e in events if e.key == manifest_key(2)]
     assert mine == [
-        ("put_if_absent", 1, "transient_error"),  # landed, response lost
-        ("put_if_absent", 2, "already_exists"),  # the retry meets its own write
-        ("get", 1, "ok"),  # read back: it is ours
+        ("put_if_absent", 1, "transient_error"),  # landed, its answer wrongly "not landed"
+        ("put_if_absent", 2, "already_exists"),  # so it is re-sent and meets its own write
+        ("get", 1, "ok"),  # a conflict after a retry is read back: it is ours
     ]
     assert [e.is_retry for e in events if e.key == manifest_key(2)] == [False, True, False]
     observed_records = [r for r in caplog.records if r.name == "objstore.backends._observe"]
@@ -246,7 +253,11 @@ class RecordingMeterProvider(metrics.NoOpMeterProvider):
 def test_opentelemetry_metrics_match_the_events(url: str) -> None:
     provider = RecordingMeterProvider()
     store, faults, events = observe(url, OpenTelemetryMetrics(meter_provider=provider))
-    faults.lose_response("put_if_absent", key_contains="state.bin")
+
+    async def refused() -> None:  # before the store: retried without a read-back
+        raise TransientStorageError("connection refused", may_have_landed=False)
+
+    faults.on_call("put_if_absent", refused, when="before", key_contains="state.bin")
     with store:
         store.save_with_state(CheckpointManifest(checkpoint_id=1, epoch=1), STATE)
         assert store.load_state(1) == STATE

@@ -22,6 +22,7 @@ from objstore import (
     CheckpointConflict,
     CheckpointStore,
     FencedError,
+    OutcomeUnknownError,
     PreconditionFailedError,
     TransientStorageError,
 )
@@ -103,7 +104,7 @@ def test_retried_save_with_state_after_its_sidecar_reply_was_lost(store_url: str
     store.save_with_state(manifest(1), state_for(1))
     faults.lose_response("put_if_absent", 1, key_contains="state.bin")
     faults.fail_transiently(1.0, ["get", "put_if_absent"])
-    with pytest.raises(TransientStorageError):
+    with pytest.raises(OutcomeUnknownError):  # the backend's read-back failed too
         store.save_with_state(manifest(2), state_for(2))
     assert open_backend(store_url).exists(state_key(2))  # our sidecar landed, unconfirmed
     faults.clear_faults()
@@ -555,12 +556,65 @@ def test_retried_streamed_save_with_state_after_its_sidecar_reply_was_lost(store
     _assert_committed_with_state(store_url, 1)
     faults.lose_response("put_if_absent", 1, key_contains="manifest.json")
     faults.fail_transiently(1.0, ["put_if_absent", "get"])
-    with pytest.raises(TransientStorageError):  # sidecar and manifest landed, unconfirmed
+    with pytest.raises(OutcomeUnknownError):  # sidecar and manifest landed, unconfirmed
         store.save_with_state(manifest(2), state_for(2))
     assert open_backend(store_url).exists(manifest_key(2))
     faults.clear_faults()
     store.save_with_state(manifest(2), state_for(2))  # completes the landed commit
     _assert_committed_with_state(store_url, 2)
+
+
+def test_a_lost_manifest_reply_is_never_answered_by_committing_it_again_after_a_prune(
+    store_url: str,
+) -> None:
+    """Simulator seed 6912: epoch 1's manifest of checkpoint 1 landed with its reply lost;
+    before the backend retried, epoch 2 claimed the store, saved 2 and pruned (``max_retained=1``)
+    checkpoint 1, manifest and state. The retry must not create manifest 1 again: that would
+    commit a checkpoint whose state is gone (readers would see it, and the zombie's save could
+    return it). The zombie's save fails instead, and only checkpoint 2 is ever visible."""
+    zombie, faults = faulty_store(store_url)
+    leader = CheckpointStore(store_url, max_retained=1)
+    seen: list[bool] = []
+
+    async def leader_claims_saves_and_prunes() -> None:
+        await asyncio.to_thread(leader.claim_epoch, 2)
+        await asyncio.to_thread(leader.save_with_state, manifest(2, epoch=2), state_for(2))
+
+    async def a_reader_looks() -> None:  # only on a second create of manifest 1
+        seen.append(await asyncio.to_thread(lambda: reader.validate_checkpoint(1).valid))
+
+    reader = CheckpointStore(store_url)
+    faults.lose_response("put_if_absent", 1, key_contains=manifest_key(1))
+    faults.on_call("put_if_absent", leader_claims_saves_and_prunes, key_contains=manifest_key(1))
+    faults.on_call("put_if_absent", a_reader_looks, nth=2, key_contains=manifest_key(1))
+    with pytest.raises((OutcomeUnknownError, FencedError)):
+        zombie.save_with_state(manifest(1, epoch=1), state_for(1))
+    assert seen == []  # manifest 1 was never created a second time
+    fresh = CheckpointStore(store_url)
+    assert not open_backend(store_url).exists(manifest_key(1))
+    assert fresh.load_latest().checkpoint_id == 2  # type: ignore[union-attr]
+    report = fresh.recover_latest_validated()
+    assert report.chosen_id == 2
+    assert report.skipped == ()
+    assert fresh.load_state_data(2) == joined_state(2)
+
+
+def test_a_pointer_create_whose_reply_was_lost_and_pointer_deleted_since_is_decided_afresh(
+    store_url: str,
+) -> None:
+    """The backend never re-sends a create whose answer was lost; when ``latest.txt`` is gone
+    by the read-back (an operator removed it), the save re-reads the pointer and moves it
+    as after a lost race, instead of failing a save that has committed."""
+    store, faults = faulty_store(store_url)
+
+    async def operator_removes_the_pointer() -> None:
+        await faults.inner.delete(LATEST)
+
+    faults.lose_response("put_if_absent", 1, key_contains=LATEST)
+    faults.on_call("put_if_absent", operator_removes_the_pointer, key_contains=LATEST)
+    saved = store.save_with_state(manifest(1), state_for(1))
+    assert saved.checkpoint_id == 1
+    _assert_committed_with_state(store_url, 1)
 
 
 # -- review findings: fences that must hold whatever a writer remembers or finds --------------

@@ -140,6 +140,35 @@ def test_translate_connection_errors_are_transient(error: Exception) -> None:
 
 
 @pytest.mark.parametrize(
+    ("error", "landed"),
+    [
+        (client_error(409, "ConditionalRequestConflict"), False),
+        (client_error(503, "SlowDown"), False),
+        (client_error(429, "TooManyRequests"), False),
+        (client_error(400, "RequestTimeout"), False),
+        (client_error(500, "InternalError"), True),
+        (client_error(503, "ServiceUnavailable"), True),
+        (botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"), False),
+        (botocore.exceptions.ConnectTimeoutError(endpoint_url="http://x"), False),
+        (ConnectionRefusedError(), False),
+        (botocore.exceptions.ReadTimeoutError(endpoint_url="http://x"), True),
+        (botocore.exceptions.ConnectionClosedError(endpoint_url="http://x"), True),
+        (aiohttp.ServerDisconnectedError(), True),
+        (ConnectionResetError(), True),
+        (TimeoutError(), True),
+    ],
+)
+def test_transient_errors_say_whether_a_write_may_have_landed(
+    error: Exception, landed: bool
+) -> None:
+    """Only a request refused unapplied or never sent is safe to re-send without a
+    read-back; a timeout, a dropped connection or a 5xx may come after the write applied."""
+    translated = translate_error(error, "create", "k")
+    assert isinstance(translated, TransientStorageError)
+    assert translated.may_have_landed is landed
+
+
+@pytest.mark.parametrize(
     "error",
     [botocore.exceptions.NoCredentialsError(), ValueError("bad"), KeyError("x")],
 )

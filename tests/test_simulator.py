@@ -232,6 +232,17 @@ def test_store_keeps_its_promises(store: str) -> None:
         pytest.fail(failures[0].report(), pytrace=False)
 
 
+FOUND = {"checkpoint": (6912,)}
+"""Seeds beyond the CI range that once found a broken promise, replayed on every run:
+checkpoint 6912 (a retried create re-made a manifest a prune had deleted)."""
+
+
+@pytest.mark.parametrize(("store", "seed"), [(s, n) for s, seeds in FOUND.items() for n in seeds])
+def test_seeds_that_found_a_bug_stay_clean(store: str, seed: int) -> None:
+    result = run(SCENARIOS[store], seed)
+    assert result.violation is None, result.violation
+
+
 def test_checkpoint_writers_claim_their_epoch_when_the_store_can(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

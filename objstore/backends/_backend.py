@@ -2,9 +2,9 @@
 
 :class:`AsyncBackend` wraps one :class:`~objstore.backends.Transport` and adds, for every
 storage system alike: keys checked before any request, transient errors retried with jittered
-backoff, a conditional write that met a conflict *after a retry* read back and compared with
-what it wrote (the conflict may be its own first attempt, whose response was lost), and a
-one-time capability probe that refuses stores which ignore preconditions. Every attempt of
+backoff, a conditional write whose attempt *may have landed* settled by reading the object
+back before anything else is sent (:meth:`AsyncBackend._write_conditionally`), and a one-time
+capability probe that refuses stores which ignore preconditions. Every attempt of
 every request it sends (retries, read-backs and probe requests included) passes through
 :meth:`AsyncBackend._send`, which times it and reports it as a
 :class:`~objstore.backends.RequestEvent` (DEBUG log line, optional request hook).
@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from enum import Enum
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -32,7 +33,9 @@ from objstore.errors import (
     AlreadyExistsError,
     NotFoundError,
     NotSupportedError,
+    OutcomeUnknownError,
     PreconditionFailedError,
+    TransientStorageError,
 )
 
 __all__ = ["AsyncBackend", "Backend", "ProbeResult", "PROBE_PREFIX"]
@@ -74,6 +77,40 @@ class ProbeResult:
                 "conditional delete is ignored: a delete with a stale version succeeded"
             )
         return problems
+
+
+class ReadBack(Enum):
+    """What reading an object back says about a conditional write that may have landed."""
+
+    LANDED = "landed"
+    """The object holds exactly the bytes we sent: our write landed (objstore's conditional
+    writes carry a writer nonce, so equal bytes are ours)."""
+    GONE = "gone"
+    """The object is absent: our write never landed, or landed and was deleted since."""
+    TAKEN = "taken"
+    """The object holds other bytes at another version than the one a swap expected: another
+    writer's object (ours, if it landed, was overtaken or replaced since)."""
+    UNCHANGED = "unchanged"
+    """A swap's object is still at the version it expected: our write did not land."""
+
+
+def read_back_verdict(
+    sent: Buffer, expected_version: str | None, stored: tuple[bytes, str] | None
+) -> ReadBack:
+    """Judge a read-back of a conditional write whose attempt may have landed.
+
+    ``sent`` is what the write sent, ``expected_version`` the version a compare-and-swap
+    expected (``None`` for a create), ``stored`` what the read-back found (``None``: absent).
+    Pure, so the rule has one home and can be tested without storage.
+    """
+    if stored is None:
+        return ReadBack.GONE
+    data, version = stored
+    if data == bytes(sent):
+        return ReadBack.LANDED
+    if expected_version is not None and version == expected_version:
+        return ReadBack.UNCHANGED
+    return ReadBack.TAKEN
 
 
 def _as_bytes(data: Buffer) -> Buffer:
@@ -271,28 +308,23 @@ class AsyncBackend:
         )
 
     async def put_if_absent(self, key: str, data: Buffer) -> str:
-        """Create atomically; ``AlreadyExistsError`` if another writer created it first."""
+        """Create atomically; ``AlreadyExistsError`` if another writer created it first.
+
+        An attempt that may have landed is never sent again: the object is read back (see
+        :meth:`_write_conditionally`), and ``OutcomeUnknownError`` is raised when it is gone
+        (deleted since, or never written) or cannot be read back.
+        """
         key = validate_key(key)
         data = _as_bytes(data)
         await self._ensure_fencing()
-
-        async def attempt(number: int) -> str:
-            try:
-                return await self._send(
-                    "put_if_absent",
-                    key,
-                    number,
-                    lambda: self.transport.put_if_absent(key, data),
-                    sent=len(data),
-                )
-            except AlreadyExistsError:
-                if number > 1:
-                    mine = await self._read_back_if_mine(key, data)
-                    if mine is not None:
-                        return mine
-                raise
-
-        return await self.retry.call(attempt, description=f"PUT-if-absent {key}")
+        return await self._write_conditionally(
+            "put_if_absent",
+            key,
+            data,
+            lambda: self.transport.put_if_absent(key, data),
+            expected_version=None,
+            description=f"PUT-if-absent {key}",
+        )
 
     async def put_if_absent_stream(self, key: str, parts: AsyncIterable[Buffer]) -> str:
         """Create atomically from a stream of parts; ``AlreadyExistsError`` if the key exists
@@ -325,7 +357,10 @@ class AsyncBackend:
         """Compare-and-swap: replace only if the object is still at ``version``.
 
         An object that moved on raises ``PreconditionFailedError``, one that is gone
-        ``NotFoundError`` (both from the transport).
+        ``NotFoundError``. After an attempt that may have landed, the object is read back
+        first (see :meth:`_write_conditionally`): ours is success, still at ``version`` is
+        sent again, moved on or gone is reported as those errors, and a read-back that
+        fails raises ``OutcomeUnknownError``.
 
         Raises:
             ValueError: if ``version`` is not a non-empty version string from a get/put.
@@ -335,24 +370,14 @@ class AsyncBackend:
         if not isinstance(version, str) or not version:
             raise ValueError("put_if_match needs the version returned by a get/put")
         await self._ensure_fencing()
-
-        async def attempt(number: int) -> str:
-            try:
-                return await self._send(
-                    "put_if_match",
-                    key,
-                    number,
-                    lambda: self.transport.put_if_match(key, data, version),
-                    sent=len(data),
-                )
-            except PreconditionFailedError:
-                if number > 1:
-                    mine = await self._read_back_if_mine(key, data)
-                    if mine is not None:
-                        return mine
-                raise
-
-        return await self.retry.call(attempt, description=f"PUT-if-match {key}")
+        return await self._write_conditionally(
+            "put_if_match",
+            key,
+            data,
+            lambda: self.transport.put_if_match(key, data, version),
+            expected_version=version,
+            description=f"PUT-if-match {key}",
+        )
 
     async def list(self, prefix: str = "") -> ObjectListing:
         """Objects under ``prefix`` (a whole path segment: ``a/b`` never lists ``a/bc``)."""
@@ -406,14 +431,74 @@ class AsyncBackend:
         """Close the transport's connections."""
         await self.transport.close()
 
-    async def _read_back_if_mine(self, key: str, data: Buffer) -> str | None:
-        """Return the version if the stored object is byte-for-byte what we wrote.
+    async def _write_conditionally(
+        self,
+        operation: Operation,
+        key: str,
+        data: Buffer,
+        request: Callable[[], Awaitable[str]],
+        *,
+        expected_version: str | None,
+        description: str,
+    ) -> str:
+        """Send a conditional write (create when ``expected_version`` is ``None``, else
+        compare-and-swap), retrying transient failures, and never blindly re-sending an
+        attempt that may have landed.
 
-        Every object objstore writes conditionally carries a writer nonce, so equal bytes
-        mean our own earlier attempt landed and only its response was lost.
+        A transient failure with ``may_have_landed`` (a lost answer: timeout, dropped
+        connection, 5xx) makes the outcome uncertain. From then on, before the next attempt
+        and when the retries run out, the object is read back (:meth:`_settle`). Another
+        writer may have deleted or replaced our object between the attempt and the
+        read-back, so re-sending a create could bring back an object its owner removed; it
+        is never re-sent. A conflict met by any attempt after the first is read back as
+        well: our own bytes mean an earlier attempt landed after all (one still in flight
+        when read back, or a failure wrongly said not to have landed). The happy path reads
+        nothing back.
+
+        Other errors are the transport's (a conflict, a swap's missing object) and
+        :meth:`_settle`'s.
+
+        Raises:
+            TransientStorageError: the retries ran out and no attempt may have landed (or a
+                swap's read-back found the object unchanged).
         """
+        uncertain: TransientStorageError | None = None
+
+        async def attempt(number: int) -> str:
+            nonlocal uncertain
+            if uncertain is not None:
+                landed = await self._settle(key, data, expected_version, uncertain)
+                if landed is not None:
+                    return landed
+            try:
+                return await self._send(operation, key, number, request, sent=len(data))
+            except TransientStorageError as error:
+                if error.may_have_landed:
+                    uncertain = error
+                raise
+            except (AlreadyExistsError, PreconditionFailedError):
+                if number > 1:
+                    stored = await self._read_back(key)
+                    if read_back_verdict(data, expected_version, stored) is ReadBack.LANDED:
+                        assert stored is not None
+                        logger.info("conditional write of %s had landed after all", key)
+                        return stored[1]
+                raise
+
         try:
-            stored, version = await self._retried(
+            return await self.retry.call(attempt, description=description)
+        except TransientStorageError as error:
+            if uncertain is None:
+                raise
+            landed = await self._settle(key, data, expected_version, error)
+            if landed is not None:
+                return landed
+            raise
+
+    async def _read_back(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and version, ``None`` if absent (1 GET, retried)."""
+        try:
+            return await self._retried(
                 "get",
                 key,
                 lambda: self.transport.get(key),
@@ -422,10 +507,55 @@ class AsyncBackend:
             )
         except NotFoundError:
             return None
-        if stored == bytes(data):
+
+    async def _settle(
+        self, key: str, data: Buffer, expected_version: str | None, cause: BaseException
+    ) -> str | None:
+        """Read back a conditional write that may have landed (1 GET, retried) and settle it
+        by :func:`read_back_verdict`: our bytes are our version (success); a swap's object
+        still at its expected version is ``None`` (send it again).
+
+        Raises:
+            OutcomeUnknownError: a create's object is gone (never landed, or landed and
+                deleted since: it cannot be told, and creating it again could resurrect an
+                object its owner removed), or the read-back failed.
+            AlreadyExistsError: a create's key holds another writer's object.
+            PreconditionFailedError: a swap's object moved to another writer's version (ours,
+                if it landed, was overtaken: a caller re-reads on a conflict, as it would had
+                ours been sent a moment later).
+            NotFoundError: a swap's object is gone.
+        """
+        try:
+            stored = await self._read_back(key)
+        except TransientStorageError as error:
+            raise OutcomeUnknownError(
+                key,
+                f"outcome unknown: a write of {key!r} may have landed (its answer was lost) "
+                f"and reading it back failed: {error}",
+            ) from cause
+        verdict = read_back_verdict(data, expected_version, stored)
+        if verdict is ReadBack.LANDED:
+            assert stored is not None
             logger.info("conditional write of %s had landed on an earlier attempt", key)
-            return version
-        return None
+            return stored[1]
+        if verdict is ReadBack.UNCHANGED:
+            return None
+        if expected_version is None:
+            if verdict is ReadBack.GONE:
+                raise OutcomeUnknownError(
+                    key,
+                    f"outcome unknown: a create of {key!r} may have landed (its answer was "
+                    "lost) and the object is gone now (never written, or deleted since by "
+                    "another writer); it was not created again",
+                ) from cause
+            raise AlreadyExistsError(key) from cause
+        if verdict is ReadBack.GONE:
+            raise NotFoundError(key) from cause
+        raise PreconditionFailedError(
+            key,
+            expected_version=expected_version,
+            actual_version=stored[1] if stored is not None else None,
+        ) from cause
 
     async def probe(self) -> ProbeResult:
         """Measure whether the store enforces create-if-absent, CAS and conditional delete.

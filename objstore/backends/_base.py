@@ -59,6 +59,9 @@ class Transport(abc.ABC):
     :class:`~objstore.errors.AlreadyExistsError`,
     :class:`~objstore.errors.PreconditionFailedError` and
     :class:`~objstore.errors.TransientStorageError`, keeping the native error as the cause.
+    A transient error is raised with ``may_have_landed=False`` only when the store certainly
+    did not apply the request (no connection was made, it was throttled or refused): a
+    conditional write that may have landed is read back, never sent again blindly.
     """
 
     #: Short scheme name: ``memory``, ``file``, ``s3``, ``gs`` or the one a third-party

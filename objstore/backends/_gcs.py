@@ -420,7 +420,12 @@ class GCSTransport(Transport):
         except (aiohttp.InvalidURL, ValueError) as exc:
             raise ObjstoreError(f"GCS {what} {url}: bad request: {exc}") from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TransientStorageError(f"GCS {what} {url}: {type(exc).__name__}: {exc}") from exc
+            raise TransientStorageError(
+                f"GCS {what} {url}: {type(exc).__name__}: {exc}",
+                may_have_landed=not isinstance(
+                    exc, aiohttp.ClientConnectorError | ConnectionRefusedError
+                ),
+            ) from exc
         except Exception as exc:
             # Credential refresh failures surface from gcsfs as its own error types.
             from gcsfs.retry import is_retriable
@@ -452,7 +457,8 @@ class GCSTransport(Transport):
                 ) from cause
             raise NotFoundError(key, message) from cause
         if response.status in _TRANSIENT_STATUSES:
-            raise TransientStorageError(message) from cause
+            # 429: throttled, not applied; other statuses may come after the write was applied.
+            raise TransientStorageError(message, may_have_landed=response.status != 429) from cause
         raise ObjstoreError(message) from cause
 
     async def _bucket_missing(self) -> bool:

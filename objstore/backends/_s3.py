@@ -146,6 +146,29 @@ _TRANSIENT_CODES = frozenset(
         "PriorRequestNotComplete",
     }
 )
+_REFUSED_CODES = frozenset(
+    {
+        "ConditionalRequestConflict",
+        "OperationAborted",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequests",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "BandwidthLimitExceeded",
+        "RequestTimeout",
+    }
+)
+"""Transient codes of a request the store refused without applying it (throttled, in
+conflict with a concurrent request, or not fully received): ``may_have_landed=False``."""
+_NOT_SENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.ConnectionError,  # connect failures, connect timeouts, proxy, TLS
+    aiohttp.ClientConnectorError,
+    ConnectionRefusedError,
+)
+"""Failures before a request reached the store: ``may_have_landed=False``."""
 _TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
     botocore.exceptions.ConnectionError,  # connect failures, connect timeouts, proxy errors
     botocore.exceptions.HTTPClientError,  # read timeouts, closed connections, broken streams
@@ -178,12 +201,17 @@ def translate_error(
     * 501 ``NotImplemented`` -> :class:`NotSupportedError` (a gateway without conditional
       requests).
     * other 5xx, 429, throttling, 409 ``ConditionalRequestConflict``, timeouts and dropped
-      connections -> :class:`TransientStorageError`.
+      connections -> :class:`TransientStorageError`; ``may_have_landed=False`` only for a
+      request refused unapplied (:data:`_REFUSED_CODES`, 429) or never sent (a failed
+      connect).
     """
     if isinstance(exc, botocore.exceptions.ClientError):
         return _translate_client_error(exc, operation, key, version)
     if isinstance(exc, _TRANSIENT_EXCEPTIONS):
-        return TransientStorageError(f"{operation} {key!r}: {type(exc).__name__}: {exc}")
+        return TransientStorageError(
+            f"{operation} {key!r}: {type(exc).__name__}: {exc}",
+            may_have_landed=not isinstance(exc, _NOT_SENT_EXCEPTIONS),
+        )
     return None
 
 
@@ -204,7 +232,9 @@ def _translate_client_error(
         # S3-compatible stores answer 501 to conditional headers they do not support.
         return NotSupportedError(f"{detail}: the store does not support this request")
     if code in _TRANSIENT_CODES or status == 429 or (status is not None and status >= 500):
-        return TransientStorageError(detail)
+        return TransientStorageError(
+            detail, may_have_landed=not (code in _REFUSED_CODES or status == 429)
+        )
     if code == "NoSuchBucket":
         bucket = str(error.get("BucketName") or "")
         return StoreNotFoundError(

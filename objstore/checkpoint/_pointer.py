@@ -30,6 +30,7 @@ from objstore.errors import (
     AlreadyExistsError,
     CorruptionError,
     NotFoundError,
+    OutcomeUnknownError,
     PreconditionFailedError,
 )
 
@@ -151,12 +152,14 @@ def at_or_past(record: PointerRecord | None, epoch: int, checkpoint_id: int) -> 
 async def swap_pointer(backend: AsyncBackend, version: str | None, text: bytes) -> str | None:
     """Write ``text`` to ``latest.txt`` if it is still at ``version`` (``None``: still
     missing, so create it); the new version, or ``None`` if another writer moved or
-    deleted it first. Other storage errors propagate."""
+    deleted it first, or if a create whose answer was lost finds the pointer gone (the
+    caller re-reads and decides afresh, as after losing a race). Other storage errors
+    propagate."""
     try:
         if version is None:
             return await backend.put_if_absent(LATEST, text)
         return await backend.put_if_match(LATEST, text, version)
-    except (AlreadyExistsError, PreconditionFailedError, NotFoundError):
+    except (AlreadyExistsError, PreconditionFailedError, NotFoundError, OutcomeUnknownError):
         return None
 
 

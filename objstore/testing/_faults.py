@@ -10,10 +10,10 @@ Wrap any transport, build a backend on it, and drive a store through it::
 
 Faults: crash (raise :class:`SimulatedCrash`, never retried) before or after the Nth call of
 an operation; transient errors at a rate (retried by the backend); a write that lands but
-whose response is lost (raised as transient, so the retry meets its own write); bytes
-flipped on read. Interleavings: :meth:`FaultInjectingTransport.on_call` runs another actor's
-work at an exact request, deterministically. :attr:`calls` logs each request for request
-counting.
+whose response is lost (raised as a transient error that may have landed, so the backend
+reads the object back); bytes flipped on read. Interleavings:
+:meth:`FaultInjectingTransport.on_call` runs another actor's work at an exact request,
+deterministically. :attr:`calls` logs each request for request counting.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ class FaultInjectingTransport(Transport):
 
     def fail_transiently(self, rate: float, operations: Iterable[str] | None = None) -> None:
         """Fail each matching call with :class:`TransientStorageError` with ``rate`` odds,
-        before it reaches the store.
+        before it reaches the store (so its ``may_have_landed`` is ``False``).
 
         Raises:
             ValueError: if ``rate`` is outside [0, 1].
@@ -227,7 +227,9 @@ class FaultInjectingTransport(Transport):
                 and operation in self._state.transient_operations
                 and self._rng.random() < self._state.transient_rate
             ):
-                raise TransientStorageError(f"injected transient failure of {operation} {key}")
+                raise TransientStorageError(
+                    f"injected transient failure of {operation} {key}", may_have_landed=False
+                )
         return fate, hooks
 
     @staticmethod

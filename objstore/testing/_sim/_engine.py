@@ -445,7 +445,9 @@ class World:
             return
         if fate == "transient":
             self.trace.append(line + " !transient")
-            request.future.set_exception(TransientStorageError("simulated transient failure"))
+            request.future.set_exception(
+                TransientStorageError("simulated transient failure", may_have_landed=False)
+            )
             return
         if fate == "disk-full":
             self.trace.append(line + " !disk-full")
