@@ -454,7 +454,11 @@ class AsyncCheckpointStore(AsyncClosing):
         if not is_int(epoch) or epoch < 0:
             raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
         planned = plan_parts(parts)
-        fence = await self._fence_epoch()
+        current = await self._read_pointer()
+        record = await self._pointer_record(current)
+        if record is not None:
+            self._pointer = current  # the commit's pointer move swaps from it: no GET then
+        fence = record.fence_epoch if record is not None else None
         if fence is not None and fence > epoch:
             raise FencedError(
                 LATEST,
