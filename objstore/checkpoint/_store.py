@@ -71,6 +71,7 @@ from objstore.checkpoint._plan import (
     fencing_candidates,
     orphans_to_delete,
     plan_prune,
+    pruned_objects,
     scan,
     spare_newer_epochs,
     tombstone_candidates,
@@ -1118,13 +1119,9 @@ class AsyncCheckpointStore(AsyncClosing):
         if dry_run:
             return PruneResult(keep_count, committed, newest_valid, planned, (), dry_run)
         for checkpoint_id in planned:
-            entry, found = entries[checkpoint_id], read[checkpoint_id]
-            # A sidecar beside a manifest saved without state is not that checkpoint's: a
-            # writer staged it under the id, and may commit it once the manifest is gone.
-            foreign = found is not None and not found.has_state
-            for info in entry.objects:
-                if not (foreign and info is entry.state):
-                    await self.backend.delete(info.key)
+            # Only what the manifest read there owns (see pruned_objects).
+            for info in pruned_objects(entries[checkpoint_id], read[checkpoint_id]):
+                await self.backend.delete(info.key)
         if planned:
             logger.info("pruned checkpoints %s", list(planned))
         return PruneResult(keep_count, committed, newest_valid, planned, planned, dry_run)
