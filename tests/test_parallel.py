@@ -640,3 +640,29 @@ def test_a_prune_never_deletes_parts_its_manifest_does_not_list(local_face: Face
     assert CheckpointStore(url).load_part(1, "b") == b"".join(part_state("b").values())
     writer.close()
     coordinator.close()
+
+
+def test_a_copy_of_a_parts_checkpoint_carries_its_parts(local_face: Face, tmp_path: Path) -> None:
+    from objstore import copy_checkpoint
+
+    face = local_face
+    store = face.store()
+    job = face.begin(store, 1, 1, key_group_parts(3, 12))
+    face.commit(job, face.write_all(job))
+    destination = sub_url(face.url, "copy")
+    result = copy_checkpoint(face.url, destination, 1, range_size=64)
+    assert result.outcome == "copied"
+    copied = CheckpointStore(destination)
+    assert copied.validate_checkpoint(1).valid
+    for ticket in job.tickets:
+        assert copied.load_part(1, ticket.part) == b"".join(part_state(ticket.part).values())
+    assert copy_checkpoint(face.url, destination, 1).outcome == "present"
+    raw = open_backend(face.url, verify_fencing=False)
+    key = part_key(1, job.tickets[2].part)
+    data = raw.get(key)[0]
+    raw.put(key, data[:-2] + bytes(2))  # a damaged source part: nothing is committed
+    damaged_copy = sub_url(face.url, "damaged-copy")
+    with pytest.raises(CorruptionError):
+        copy_checkpoint(face.url, damaged_copy, 1)
+    assert not open_backend(damaged_copy).exists(manifest_key(1))
+    copied.close()

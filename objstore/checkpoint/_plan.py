@@ -124,9 +124,7 @@ def plan_prune(
     return sorted(checkpoint_id for checkpoint_id in ordered if checkpoint_id not in keep)
 
 
-def pruned_objects(
-    entry: CheckpointEntry, manifest: CheckpointManifest | None
-) -> list[ObjectInfo]:
+def pruned_objects(entry: CheckpointEntry, manifest: CheckpointManifest | None) -> list[ObjectInfo]:
     """The objects of ``entry`` a prune deletes, given the manifest it read there
     (``None``: unreadable, so everything goes), manifest first.
 
