@@ -770,6 +770,9 @@ async def check_part(
     or one GET) and every shared frame (its object exists, holds ``length`` bytes at
     ``offset``, and they hash to the frame's xxh3). The reason it is invalid, or ``None``.
     Transient errors propagate."""
+    own = part_key(manifest.checkpoint_id, part.name)
+    if part.key is not None and part.key != own:
+        return f"part {part.name!r}: {part.key} is not checkpoint {manifest.checkpoint_id}'s"
     if part.key is not None and part.xxh3 is not None:
         try:
             if streamed:
