@@ -1118,13 +1118,26 @@ class AsyncCheckpointStore(AsyncClosing):
         planned = tuple(read)
         if dry_run:
             return PruneResult(keep_count, committed, newest_valid, planned, (), dry_run)
+        deleted = []
         for checkpoint_id in planned:
+            found, version = read[checkpoint_id]
+            entry = entries[checkpoint_id]
+            if version is not None:
+                # Through the manifest read, or not at all: if it changed or vanished since
+                # (withdrawn, its id staged again: simulator seed 9620), what lies there now
+                # is not what was judged (cleanup_orphans or the next prune decides).
+                try:
+                    await self.backend.delete(manifest_key(checkpoint_id), version)
+                except (PreconditionFailedError, NotFoundError):
+                    continue
             # Only what the manifest read there owns (see pruned_objects).
-            for info in pruned_objects(entries[checkpoint_id], read[checkpoint_id]):
-                await self.backend.delete(info.key)
-        if planned:
-            logger.info("pruned checkpoints %s", list(planned))
-        return PruneResult(keep_count, committed, newest_valid, planned, planned, dry_run)
+            for info in pruned_objects(entry, found):
+                if info is not entry.manifest or version is None:
+                    await self.backend.delete(info.key)
+            deleted.append(checkpoint_id)
+        if deleted:
+            logger.info("pruned checkpoints %s", deleted)
+        return PruneResult(keep_count, committed, newest_valid, planned, tuple(deleted), dry_run)
 
     async def _prune_anchor(self) -> CheckpointManifest | None:
         """The valid checkpoint a prune keeps and measures what it deletes against: one no
@@ -1151,16 +1164,33 @@ class AsyncCheckpointStore(AsyncClosing):
 
     async def _spare_newer_epochs(
         self, doomed: list[int], newest_valid: CheckpointManifest | None
-    ) -> dict[int, CheckpointManifest | None]:
+    ) -> dict[int, tuple[CheckpointManifest | None, str | None]]:
         """``doomed`` without the checkpoints of an epoch newer than ``newest_valid``'s: a
         newer epoch's commit whose pointer move is still in flight (one GET per doomed id),
-        each with its manifest as read (``None``: missing or unreadable)."""
+        each with its manifest as read and that manifest's version (``(None, None)``:
+        unreadable). A manifest gone since the listing drops its id: nothing of it is left
+        to prune, and what lies there now is not what was listed."""
         if not doomed or newest_valid is None:
             return {}
-        manifests = await _gather_bounded(self._try_load(cid) for cid in doomed)
-        epochs = [m.epoch if m is not None else None for m in manifests]
-        kept = set(spare_newer_epochs(doomed, epochs, newest_valid.epoch))
-        return {cid: found for cid, found in zip(doomed, manifests, strict=True) if cid in kept}
+        read = await _gather_bounded(self._read_doomed(cid) for cid in doomed)
+        present = [(cid, found) for cid, found in zip(doomed, read, strict=True) if found]
+        epochs = [m.epoch if m is not None else None for _, (m, _) in present]
+        kept = set(spare_newer_epochs([cid for cid, _ in present], epochs, newest_valid.epoch))
+        return {cid: found for cid, found in present if cid in kept}
+
+    async def _read_doomed(
+        self, checkpoint_id: int
+    ) -> tuple[CheckpointManifest | None, str | None] | None:
+        """A doomed checkpoint's manifest and version; ``(None, None)`` if unreadable (a
+        corrupt checkpoint, pruned as it is), ``None`` if gone (or a tombstone now)."""
+        try:
+            _, version, stored = await read_manifest(self.backend, checkpoint_id)
+        except NotFoundError:
+            return None
+        except CorruptionError as exc:
+            logger.warning("pruning unreadable checkpoint %d: %s", checkpoint_id, exc)
+            return None, None
+        return stored.manifest, version
 
     async def plan_cleanup_orphans(self, grace_seconds: float | None = None) -> list[int]:
         """The uncommitted checkpoint ids :meth:`cleanup_orphans` would delete now
