@@ -724,3 +724,27 @@ def test_sink_updates_keep_the_parts_and_a_part_key_outside_its_checkpoint_is_in
     result = face.store().validate_checkpoint(3)
     assert not result.valid
     assert "not checkpoint 3's" in result.issues[0]
+
+
+def test_rm_and_quarantine_handle_a_parts_checkpoint(tmp_path: Path) -> None:
+    from objstore import quarantine_invalid, remove_checkpoints, restore_quarantined
+
+    url = str(tmp_path / "store")
+    store = CheckpointStore(url)
+    for checkpoint_id in (1, 2, 3):
+        job = store.begin_parallel(checkpoint_id, 1, ["a", "b"])
+        job.commit([write_part(t, part_state(t.part, checkpoint_id)) for t in job.tickets])
+    removal = remove_checkpoints(store, [1])
+    assert removal.removed == (1,)
+    assert not [key for key in _keys(url) if "checkpoint_00000000000000000001" in key]
+    raw = open_backend(url)
+    raw.put(part_key(3, "b"), raw.get(part_key(3, "b"))[0][:-1] + b"\x00")
+    report = store.recover_latest_validated()
+    assert report.chosen_id == 2
+    assert [q.checkpoint_id for q in quarantine_invalid(store, report)] == [3]
+    assert store.load_latest().checkpoint_id == 2  # type: ignore[union-attr]
+    assert raw.exists(part_key(3, "a"))  # evidence kept in place
+    assert store.cleanup_orphans().deleted == ()  # a quarantined id is left alone
+    restore_quarantined(store, 3)
+    assert not store.validate_checkpoint(3).valid
+    store.close()
