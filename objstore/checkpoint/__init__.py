@@ -1,5 +1,12 @@
 """CheckpointStore: manifests, ``state.bin`` sidecars and ``latest.txt`` (DESIGN §3)."""
 
+from objstore.checkpoint._keygroups import (
+    Assignment,
+    assign_parts,
+    key_group_parts,
+    key_group_range,
+    part_name,
+)
 from objstore.checkpoint._layout import (
     CHECKPOINTS,
     LATEST,
@@ -14,9 +21,11 @@ from objstore.checkpoint._layout import (
 # of ``__all__``: they are not part of the stable API.
 from objstore.checkpoint._layout import MAX_CHECKPOINT_ID as MAX_CHECKPOINT_ID
 from objstore.checkpoint._layout import PointerRecord as PointerRecord
+from objstore.checkpoint._layout import is_part_key as is_part_key
 from objstore.checkpoint._layout import parse_checkpoint_name as parse_checkpoint_name
 from objstore.checkpoint._layout import parse_listing_key as parse_listing_key
 from objstore.checkpoint._layout import parse_pointer as parse_pointer
+from objstore.checkpoint._layout import part_key as part_key
 from objstore.checkpoint._maintenance import (
     CopyResult,
     Pointer,
@@ -46,14 +55,25 @@ from objstore.checkpoint._maintenance import (
 from objstore.checkpoint._manifest import (
     ABORTED,
     MANIFEST_FORMAT,
+    PARTS_FORMAT,
     TOMBSTONE_FORMAT,
     AbortedCheckpoint,
     CheckpointManifest,
     OperatorState,
+    PartEntry,
+    PartFrame,
     SinkStatus,
 )
 from objstore.checkpoint._manifest import StoredManifest as StoredManifest
 from objstore.checkpoint._manifest import decode_manifest as decode_manifest
+from objstore.checkpoint._parallel import (
+    AsyncParallelJob,
+    ParallelJob,
+    PartReceipt,
+    PartTicket,
+    write_part,
+    write_part_async,
+)
 from objstore.checkpoint._plan import CheckpointEntry as CheckpointEntry
 from objstore.checkpoint._plan import CleanupResult, Orphan, PruneResult
 from objstore.checkpoint._plan import plan_prune as plan_prune
@@ -74,13 +94,21 @@ __all__ = [
     "MANIFEST_FORMAT",
     "POINTER_FORMAT",
     "AbortedCheckpoint",
+    "Assignment",
     "AsyncCheckpointStore",
+    "AsyncParallelJob",
     "CheckpointManifest",
     "CheckpointStore",
     "CleanupResult",
     "CopyResult",
     "OperatorState",
     "Orphan",
+    "PARTS_FORMAT",
+    "ParallelJob",
+    "PartEntry",
+    "PartFrame",
+    "PartReceipt",
+    "PartTicket",
     "Pointer",
     "PointerRepair",
     "PruneResult",
@@ -92,12 +120,16 @@ __all__ = [
     "SinkStatus",
     "TOMBSTONE_FORMAT",
     "ValidationResult",
+    "assign_parts",
     "checkpoint_dir",
     "copy_checkpoint",
     "copy_checkpoint_async",
     "list_quarantined",
     "list_quarantined_async",
+    "key_group_parts",
+    "key_group_range",
     "manifest_key",
+    "part_name",
     "plan_pointer_repair",
     "quarantine_invalid",
     "quarantine_invalid_async",
@@ -113,4 +145,6 @@ __all__ = [
     "state_key",
     "validate_checkpoint_streaming",
     "validate_checkpoint_streaming_async",
+    "write_part",
+    "write_part_async",
 ]

@@ -18,13 +18,13 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from objstore._checks import check_u64
+from objstore._checks import check_u64, is_int
 from objstore._concurrency import gather_bounded
-from objstore._loop import AsyncClosing, StoreFacade, blocking
+from objstore._loop import AsyncClosing, StoreFacade, blocking, run_sync
 from objstore._open import StoreLocation, as_async_backend
 from objstore.backends import AsyncBackend, RequestHook
 from objstore.checkpoint._clock import StoreClock, read_store_clock
@@ -35,6 +35,7 @@ from objstore.checkpoint._layout import (
     LATEST,
     PointerRecord,
     checkpoint_dir,
+    is_part_key,
     manifest_key,
     parse_listing_key,
     pointer_text,
@@ -50,6 +51,16 @@ from objstore.checkpoint._manifest import (
     encode_manifest,
     encode_tombstone,
 )
+from objstore.checkpoint._parallel import (
+    AsyncParallelJob,
+    ParallelJob,
+    check_part,
+    frame_of,
+    joined_names,
+    plan_parts,
+    read_frame,
+    read_part,
+)
 from objstore.checkpoint._plan import (
     CheckpointEntry,
     CleanupResult,
@@ -60,6 +71,7 @@ from objstore.checkpoint._plan import (
     fencing_candidates,
     orphans_to_delete,
     plan_prune,
+    pruned_objects,
     scan,
     spare_newer_epochs,
     tombstone_candidates,
@@ -234,6 +246,8 @@ class AsyncCheckpointStore(AsyncClosing):
             raise ValueError("single_put_limit and streamed_validation_threshold must be >= 0")
         if range_size < 1:
             raise ValueError(f"range_size must be at least 1 byte, got {range_size}")
+        self._storage_options = dict(storage_options) if storage_options else None
+        """Kept for the tickets of parallel checkpoints (workers reopen the store by URL)."""
         self.backend: AsyncBackend = as_async_backend(
             url_or_backend,
             storage_options,
@@ -411,6 +425,105 @@ class AsyncCheckpointStore(AsyncClosing):
                 winner_epoch=written.stored.manifest.epoch,
             )
         self._staged[checkpoint_id] = written
+
+    # -- parallel checkpoints (coordinator side; the worker side is write_part) ------------
+
+    async def begin_parallel(
+        self,
+        checkpoint_id: int,
+        epoch: int,
+        parts: Mapping[str, tuple[int, int] | None] | Iterable[str | tuple[str, Any]],
+    ) -> AsyncParallelJob:
+        """Begin a parallel checkpoint of ``parts``: returns the job whose picklable
+        ``tickets`` the workers pass to :func:`~objstore.write_part`, and whose
+        ``commit(receipts, source_offsets=..., ...)`` commits one fenced manifest (format 2)
+        listing every part, then moves the pointer as a save does.
+
+        ``parts`` maps part names to inclusive key-group ranges ``(first, last)`` (or
+        ``None`` for an unkeyed part), or lists names or ``(name, range)`` pairs; see
+        :func:`~objstore.key_group_parts` for Flink-style ranges. One GET of the pointer:
+        a coordinator whose epoch is already fenced is refused before any worker uploads.
+        Workers reopen the store from the ticket by its URL and storage options, so the
+        store must be reachable by URL from their processes (not an anonymous memory store).
+
+        Raises:
+            FencedError: a newer epoch has been claimed (``latest.txt``'s fence epoch).
+            ValueError: no parts, a duplicate or bad part name, or a bad key-group range.
+            TypeError: a part is neither a name nor a ``(name, range)`` pair.
+        """  # noqa: DOC502 - ValueError/TypeError are raised by plan_parts
+        check_checkpoint_id(checkpoint_id)
+        if not is_int(epoch) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        planned = plan_parts(parts)
+        current = await self._read_pointer()
+        record = await self._pointer_record(current)
+        if record is not None:
+            self._pointer = current  # the commit's pointer move swaps from it: no GET then
+        fence = record.fence_epoch if record is not None else None
+        if fence is not None and fence > epoch:
+            raise FencedError(
+                LATEST,
+                f"checkpoint {checkpoint_id}: epoch {fence} has been claimed, so a parallel "
+                f"checkpoint of epoch {epoch} would be fenced; nothing was written",
+                checkpoint_id=checkpoint_id,
+                epoch=epoch,
+                winner_epoch=fence,
+            )
+        return AsyncParallelJob(self, checkpoint_id, epoch, planned, self._storage_options)
+
+    async def _commit_parts(self, manifest: CheckpointManifest) -> CheckpointManifest:
+        """Commit a manifest with parts (from :meth:`AsyncParallelJob.commit`) through the
+        commit protocol: as a save without state, so fencing, conflicts, a retry completing
+        an earlier attempt and the pointer move are those of :meth:`save`."""
+        return await self._commits.commit(manifest, None, None, None)
+
+    async def _load_parts_manifest(self, checkpoint_id: int) -> CheckpointManifest:
+        check_checkpoint_id(checkpoint_id)
+        manifest = (await self._load_stored(checkpoint_id)).manifest
+        if not manifest.parts:
+            raise KeyError(f"checkpoint {checkpoint_id} has no parts (it is a single-writer save)")
+        return manifest
+
+    async def load_part(self, checkpoint_id: int, name: str) -> bytes:
+        """The state of part ``name`` of a parts checkpoint: all its frames, verified,
+        decompressed and concatenated in order (what one worker restores). Reads only that
+        part: one GET of the manifest and one of the part's object (shared frames, of
+        incremental checkpoints, one ranged read each).
+
+        Raises ``NotFoundError`` if the checkpoint does not exist and ``CorruptionError`` if
+        the part does not match its manifest.
+
+        Raises:
+            KeyError: the checkpoint has no parts, or no part ``name``.
+        """  # noqa: DOC502 - raised by _load_parts_manifest and CheckpointManifest.part
+        manifest = await self._load_parts_manifest(checkpoint_id)
+        part = manifest.part(name)
+        frames = await read_part(self.backend, manifest, part, self.chunks_in_flight)
+        return b"".join(frames)
+
+    async def load_part_frame(self, checkpoint_id: int, name: str, frame: str | int) -> bytes:
+        """One frame (one chunk, e.g. one operator's state) of part ``name``, by its name or
+        position, fetched with one ranged read and verified by its own xxh3.
+
+        Raises ``NotFoundError`` if the checkpoint does not exist and ``CorruptionError`` if
+        the frame fails its checksum.
+
+        Raises:
+            KeyError: the checkpoint has no parts, no part ``name`` or no such frame.
+            TypeError: ``frame`` is neither a name nor a position.
+        """  # noqa: DOC502 - KeyError/TypeError raised by frame_of
+        manifest = await self._load_parts_manifest(checkpoint_id)
+        part = manifest.part(name)
+        return await read_frame(self.backend, part, frame_of(part, frame))
+
+    async def _read_parts(self, manifest: CheckpointManifest) -> tuple[list[str], list[bytes]]:
+        """Every frame of every part of ``manifest`` (load_state's names, and the frames)."""
+        names = joined_names(manifest.parts)
+        read = await _gather_bounded(
+            read_part(self.backend, manifest, part, self.chunks_in_flight)
+            for part in manifest.parts
+        )
+        return names, [frame for frames in read for frame in frames]
 
     async def claim_epoch(self, epoch: int) -> None:
         """Fence every older epoch before this writer's first save (call it at startup).
@@ -616,10 +729,12 @@ class AsyncCheckpointStore(AsyncClosing):
         """All saved chunks of ``checkpoint_id``, verified, decompressed and concatenated.
 
         ``None`` when the checkpoint does not exist or has no state; ``CorruptionError`` when
-        the sidecar does not match its manifest. One GET of the manifest and one of the
-        sidecar (a ranged GET of all of it); the sidecar is hashed once while its frames are
-        decompressed in parallel (up to ``chunks_in_flight`` at a time) straight into the
-        returned ``bytes``, the only full-size buffer besides the downloaded sidecar.
+        the sidecar does not match its manifest. A checkpoint of parts gives every part's
+        frames concatenated in the manifest's order (``b"".join(load_state(id).values())``).
+        One GET of the manifest and one of the sidecar (a ranged GET of all of it); the
+        sidecar is hashed once while its frames are decompressed in parallel (up to
+        ``chunks_in_flight`` at a time) straight into the returned ``bytes``, the only
+        full-size buffer besides the downloaded sidecar.
         """
         loaded = await self._read_state(checkpoint_id)
         return None if loaded is None else loaded[1]
@@ -635,12 +750,24 @@ class AsyncCheckpointStore(AsyncClosing):
         ``CorruptionError`` like :meth:`load_state_data`, with the same requests (one GET of
         the manifest, one of the sidecar).
 
+        A checkpoint of parts (a parallel commit) comes back as ``{"{part}/{frame}": bytes}``
+        for every frame of every part, in the manifest's order (an unnamed frame by its
+        position in its part), each part's object read once.
+
         Raises:
             ValueError: a chunk's position equals the name of another chunk, so the state
                 cannot be told apart by name (read it with :meth:`load_operator_state` by
                 position).
         """
-        loaded = await self._read_state(checkpoint_id)
+        check_checkpoint_id(checkpoint_id)
+        try:
+            stored = await self._load_stored(checkpoint_id)
+        except NotFoundError:
+            return None
+        if stored.manifest.parts:
+            frame_names, frames = await self._read_parts(stored.manifest)
+            return dict(zip(frame_names, frames, strict=True))
+        loaded = await self._read_state(checkpoint_id, stored)
         if loaded is None:
             return None
         entries, data = loaded
@@ -660,15 +787,21 @@ class AsyncCheckpointStore(AsyncClosing):
         return chunks
 
     async def _read_state(
-        self, checkpoint_id: int
+        self, checkpoint_id: int, stored: StoredManifest | None = None
     ) -> tuple[tuple[OperatorState, ...], bytes] | None:
-        """The manifest's chunk index and all chunks joined (see :meth:`load_state_data`)."""
+        """The manifest's chunk index and all chunks joined (see :meth:`load_state_data`);
+        for a parts checkpoint, every part's frames in order (no index). ``stored``: the
+        manifest, if already read."""
         check_checkpoint_id(checkpoint_id)
-        try:
-            stored = await self._load_stored(checkpoint_id)
-        except NotFoundError:
-            return None
+        if stored is None:
+            try:
+                stored = await self._load_stored(checkpoint_id)
+            except NotFoundError:
+                return None
         manifest = stored.manifest
+        if manifest.parts:
+            _, frames = await self._read_parts(manifest)
+            return (), b"".join(frames)
         if manifest.state_checksum is None:
             return None
         key = state_key(checkpoint_id)
@@ -812,6 +945,9 @@ class AsyncCheckpointStore(AsyncClosing):
             warnings = (
                 f"vnode_count {manifest.vnode_count} differs from the store's {self._vnode_count}",
             )
+        if manifest.parts:
+            issues = await self._validate_parts(manifest, progress, range_size)
+            return ValidationResult(checkpoint_id, not issues, issues, warnings), manifest
         if manifest.state_checksum is None:
             return ValidationResult(checkpoint_id, True, (), warnings), manifest
         streamed = (
@@ -845,6 +981,30 @@ class AsyncCheckpointStore(AsyncClosing):
         except CorruptionError as exc:
             return ValidationResult(checkpoint_id, False, (exc.reason,), warnings), manifest
         return ValidationResult(checkpoint_id, True, (), warnings), manifest
+
+    async def _validate_parts(
+        self,
+        manifest: CheckpointManifest,
+        progress: Progress | None,
+        range_size: int | None,
+    ) -> tuple[str, ...]:
+        """Why the parts of ``manifest`` are invalid (empty: every part's object has its
+        recorded size and xxh3, header and frame bounds, and every shared frame is there),
+        each part checked as ``state.bin`` is (streamed past the threshold, or with
+        ``progress``/``range_size``), up to :data:`PARALLEL_READS` parts at once."""
+        streamed = progress is not None or range_size is not None
+        found = await _gather_bounded(
+            check_part(
+                self.backend,
+                manifest,
+                part,
+                streamed=streamed or (part.size or 0) > self.streamed_validation_threshold,
+                range_size=range_size or self.range_size,
+                progress=progress or no_progress,
+            )
+            for part in manifest.parts
+        )
+        return tuple(issue for issue in found if issue is not None)
 
     async def recover_latest_validated(self) -> RecoveryReport:
         """Walk back from the newest checkpoint to the one to restore: of the checkpoints that
@@ -958,17 +1118,26 @@ class AsyncCheckpointStore(AsyncClosing):
         planned = tuple(read)
         if dry_run:
             return PruneResult(keep_count, committed, newest_valid, planned, (), dry_run)
+        deleted = []
         for checkpoint_id in planned:
-            entry, found = entries[checkpoint_id], read[checkpoint_id]
-            # A sidecar beside a manifest saved without state is not that checkpoint's: a
-            # writer staged it under the id, and may commit it once the manifest is gone.
-            foreign = found is not None and not found.has_state
-            for info in entry.objects:
-                if not (foreign and info is entry.state):
+            found, version = read[checkpoint_id]
+            entry = entries[checkpoint_id]
+            if version is not None:
+                # Through the manifest read, or not at all: if it changed or vanished since
+                # (withdrawn, its id staged again: simulator seed 9620), what lies there now
+                # is not what was judged (cleanup_orphans or the next prune decides).
+                try:
+                    await self.backend.delete(manifest_key(checkpoint_id), version)
+                except (PreconditionFailedError, NotFoundError):
+                    continue
+            # Only what the manifest read there owns (see pruned_objects).
+            for info in pruned_objects(entry, found):
+                if info is not entry.manifest or version is None:
                     await self.backend.delete(info.key)
-        if planned:
-            logger.info("pruned checkpoints %s", list(planned))
-        return PruneResult(keep_count, committed, newest_valid, planned, planned, dry_run)
+            deleted.append(checkpoint_id)
+        if deleted:
+            logger.info("pruned checkpoints %s", deleted)
+        return PruneResult(keep_count, committed, newest_valid, planned, tuple(deleted), dry_run)
 
     async def _prune_anchor(self) -> CheckpointManifest | None:
         """The valid checkpoint a prune keeps and measures what it deletes against: one no
@@ -995,16 +1164,33 @@ class AsyncCheckpointStore(AsyncClosing):
 
     async def _spare_newer_epochs(
         self, doomed: list[int], newest_valid: CheckpointManifest | None
-    ) -> dict[int, CheckpointManifest | None]:
+    ) -> dict[int, tuple[CheckpointManifest | None, str | None]]:
         """``doomed`` without the checkpoints of an epoch newer than ``newest_valid``'s: a
         newer epoch's commit whose pointer move is still in flight (one GET per doomed id),
-        each with its manifest as read (``None``: missing or unreadable)."""
+        each with its manifest as read and that manifest's version (``(None, None)``:
+        unreadable). A manifest gone since the listing drops its id: nothing of it is left
+        to prune, and what lies there now is not what was listed."""
         if not doomed or newest_valid is None:
             return {}
-        manifests = await _gather_bounded(self._try_load(cid) for cid in doomed)
-        epochs = [m.epoch if m is not None else None for m in manifests]
-        kept = set(spare_newer_epochs(doomed, epochs, newest_valid.epoch))
-        return {cid: found for cid, found in zip(doomed, manifests, strict=True) if cid in kept}
+        read = await _gather_bounded(self._read_doomed(cid) for cid in doomed)
+        present = [(cid, found) for cid, found in zip(doomed, read, strict=True) if found]
+        epochs = [m.epoch if m is not None else None for _, (m, _) in present]
+        kept = set(spare_newer_epochs([cid for cid, _ in present], epochs, newest_valid.epoch))
+        return {cid: found for cid, found in present if cid in kept}
+
+    async def _read_doomed(
+        self, checkpoint_id: int
+    ) -> tuple[CheckpointManifest | None, str | None] | None:
+        """A doomed checkpoint's manifest and version; ``(None, None)`` if unreadable (a
+        corrupt checkpoint, pruned as it is), ``None`` if gone (or a tombstone now)."""
+        try:
+            _, version, stored = await read_manifest(self.backend, checkpoint_id)
+        except NotFoundError:
+            return None
+        except CorruptionError as exc:
+            logger.warning("pruning unreadable checkpoint %d: %s", checkpoint_id, exc)
+            return None, None
+        return stored.manifest, version
 
     async def plan_cleanup_orphans(self, grace_seconds: float | None = None) -> list[int]:
         """The uncommitted checkpoint ids :meth:`cleanup_orphans` would delete now
@@ -1027,7 +1213,9 @@ class AsyncCheckpointStore(AsyncClosing):
         orphan_epochs: dict[int, int | None] = {}
         if candidates:
             fence = await self._fence_epoch()
-            epochs = await _gather_bounded(self._orphan_epoch(cid) for cid in candidates)
+            epochs = await _gather_bounded(
+                self._orphan_epoch(cid, entries[cid]) for cid in candidates
+            )
             orphan_epochs = dict(zip(candidates, epochs, strict=True))
         kept = await quarantined_ids(self.backend)
 
@@ -1059,10 +1247,20 @@ class AsyncCheckpointStore(AsyncClosing):
             return await read_store_clock(self.backend)
         return max((e.newest_mtime for e in entries.values() if e.newest_mtime), default=None)
 
-    async def _orphan_epoch(self, checkpoint_id: int) -> int | None:
-        """The epoch in an orphan's sidecar header (one ranged read); ``None`` if none."""
+    async def _orphan_epoch(
+        self, checkpoint_id: int, entry: CheckpointEntry | None = None
+    ) -> int | None:
+        """The epoch in an orphan's sidecar header (one ranged read); ``None`` if none. An
+        orphan without ``state.bin`` but with parts (a parallel checkpoint not committed
+        yet) is judged by the header of one of its parts, which carries its writer's epoch
+        just as ``state.bin`` does."""
+        key = state_key(checkpoint_id)
+        if entry is not None and entry.state is None:
+            part = next((info.key for info in entry.others if is_part_key(info.key)), None)
+            if part is not None:
+                key = part
         try:
-            header = await self.backend.get_range(state_key(checkpoint_id), 0, HEADER.size)
+            header = await self.backend.get_range(key, 0, HEADER.size)
         except NotFoundError:
             return None
         return read_header_epoch(header)
@@ -1111,7 +1309,7 @@ class AsyncCheckpointStore(AsyncClosing):
             return CleanupResult(grace, orphans, tuple(doomed), (), store_now, dry_run)
         deleted: list[int] = []
         for checkpoint_id in doomed:
-            epoch = await self._orphan_epoch(checkpoint_id)
+            epoch = await self._orphan_epoch(checkpoint_id, entries[checkpoint_id])
             try:
                 await self.backend.put_if_absent(
                     manifest_key(checkpoint_id), encode_tombstone(checkpoint_id, epoch)
@@ -1256,6 +1454,25 @@ class CheckpointStore(StoreFacade[AsyncCheckpointStore]):
     save_with_state = blocking(AsyncCheckpointStore.save_with_state)
     save_state_data = blocking(AsyncCheckpointStore.save_state_data)
     claim_epoch = blocking(AsyncCheckpointStore.claim_epoch)
+    load_part = blocking(AsyncCheckpointStore.load_part)
+    load_part_frame = blocking(AsyncCheckpointStore.load_part_frame)
+
+    def begin_parallel(
+        self,
+        checkpoint_id: int,
+        epoch: int,
+        parts: Mapping[str, tuple[int, int] | None] | Iterable[str | tuple[str, Any]],
+    ) -> ParallelJob:
+        """Blocking :meth:`AsyncCheckpointStore.begin_parallel`; the job's ``commit`` blocks
+        too.
+
+        Raises:
+            FencedError: a newer epoch has been claimed.
+            ValueError: no parts, a duplicate or bad part name, or a bad key-group range.
+            TypeError: a part is neither a name nor a ``(name, range)`` pair.
+        """  # noqa: DOC502 - raised by the async method, run here
+        return ParallelJob(run_sync(self._async.begin_parallel(checkpoint_id, epoch, parts)))
+
     load_latest = blocking(AsyncCheckpointStore.load_latest)
     load_by_id = blocking(AsyncCheckpointStore.load_by_id)
     list = blocking(AsyncCheckpointStore.list)
