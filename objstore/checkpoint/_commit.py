@@ -13,6 +13,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,10 @@ __all__ = ["CommitProtocol", "Landed", "UPDATE_ATTEMPTS"]
 
 logger = logging.getLogger(__name__)
 
+Verify = Callable[[CheckpointManifest, str], Awaitable[tuple[CheckpointManifest, str]]]
+"""A check run after a manifest landed, before the pointer moves: given the manifest and
+its version, it returns them as they stand afterwards (it may compare-and-swap them)."""
+
 UPDATE_ATTEMPTS = 100
 """Compare-and-swaps ``AsyncCheckpointStore.update_manifest`` tries before giving up."""
 
@@ -92,7 +97,14 @@ def _same_commit(
     }
     if not compare_state:
         ignored.update(operator_states=(), state_checksum=None, state_size=None)
+        # An incremental save's frames (shared keys drawn fresh per attempt) are its state.
+        stored = dataclasses.replace(stored, extra=_without_parts(stored.extra))
+        requested = dataclasses.replace(requested, extra=_without_parts(requested.extra))
     return dataclasses.replace(stored, **ignored) == dataclasses.replace(requested, **ignored)
+
+
+def _without_parts(extra: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in extra.items() if key != "parts"}
 
 
 class CommitProtocol:
@@ -229,7 +241,12 @@ class CommitProtocol:
         encoded: EncodedState | None,
         nonce: str | None,
         state_version: str | None,
+        *,
+        verify: Verify | None = None,
     ) -> CheckpointManifest:
+        """Commit ``manifest`` (create-if-absent), with ``encoded`` state if given, then
+        :meth:`finish`. ``verify`` (an incremental save's GC check) runs once the manifest
+        has landed and before the pointer moves, and may replace the manifest (a repair)."""
         final = dataclasses.replace(
             manifest,
             operator_states=encoded.entries if encoded else (),
@@ -247,7 +264,7 @@ class CommitProtocol:
             landed = await self.own_commit(manifest.checkpoint_id)
             if landed is not None:  # our own earlier attempt committed it: complete that
                 return await self.complete(
-                    final, landed, state_version, compare_state=encoded is not None
+                    final, landed, state_version, compare_state=encoded is not None, verify=verify
                 )
             if state_version is not None:
                 # Our own sidecar lost to another writer's commit; it is garbage, and only ours.
@@ -264,6 +281,8 @@ class CommitProtocol:
                 manifest.checkpoint_id, started, manifest_version, state_version
             )
             self.store._timely.add(manifest.checkpoint_id)
+        if verify is not None:
+            final, manifest_version = await verify(final, manifest_version)
         return await self.finish(final, manifest_version, state_version)
 
     async def complete(
@@ -273,6 +292,7 @@ class CommitProtocol:
         state_version: str | None,
         *,
         compare_state: bool,
+        verify: Verify | None = None,
     ) -> CheckpointManifest:
         """Finish a commit an earlier attempt of this store object made, if it is the one
         asked for now (see :func:`_same_commit`). Like a first attempt, a commit that may
@@ -300,7 +320,10 @@ class CommitProtocol:
                 started = -float("inf")
             await self.withdraw_if_late(checkpoint_id, started, landed.version, state_version)
         logger.info("completing checkpoint %d of an earlier attempt", checkpoint_id)
-        return await self.finish(stored, landed.version, state_version)
+        version = landed.version
+        if verify is not None:
+            stored, version = await verify(stored, version)
+        return await self.finish(stored, version, state_version)
 
     async def finish(
         self, final: CheckpointManifest, manifest_version: str, state_version: str | None

@@ -26,10 +26,18 @@ from objstore._checks import check_u64
 from objstore._concurrency import gather_bounded
 from objstore._loop import AsyncClosing, StoreFacade, blocking
 from objstore._open import StoreLocation, as_async_backend
-from objstore.backends import AsyncBackend, RequestHook
+from objstore.backends import AsyncBackend, ObjectInfo, RequestHook
 from objstore.checkpoint._clock import StoreClock, read_store_clock
 from objstore.checkpoint._commit import UPDATE_ATTEMPTS, CommitProtocol, Landed
 from objstore.checkpoint._conflicts import id_taken
+from objstore.checkpoint._incremental import (
+    collect_shared,
+    is_incremental,
+    load_frames,
+    save_incremental,
+    shared_frames,
+    validate_frames,
+)
 from objstore.checkpoint._layout import (
     CHECKPOINTS,
     LATEST,
@@ -74,6 +82,7 @@ from objstore.checkpoint._pointer import (
 )
 from objstore.checkpoint._quarantine import quarantined_ids
 from objstore.checkpoint._reads import read_manifest
+from objstore.checkpoint._shared import GcRecord, SharedGcResult
 from objstore.checkpoint._sidecar import (
     HEADER,
     EncodedState,
@@ -265,6 +274,12 @@ class AsyncCheckpointStore(AsyncClosing):
         sidecar), though their save has not finished yet."""
         self._commits = CommitProtocol(self)
         """The commit protocol behind the saves and :meth:`claim_epoch`."""
+        self._gc_start: dict[int, GcRecord] = {}
+        """The GC record each pending incremental save of an id read first (step (a))."""
+        self._incremental_base: int | None = None
+        """The checkpoint this store object's last incremental save committed (its base)."""
+        self._incremental_uploaded = 0
+        """Bytes of new shared objects the last incremental save uploaded."""
         self._writer_nonce = os.urandom(16)
         """Identifies this store object's writes (sidecar headers, manifests) across calls,
         so a retried save recognises its own earlier commit."""
@@ -386,6 +401,69 @@ class AsyncCheckpointStore(AsyncClosing):
             raise
         self._forget(manifest.checkpoint_id)
         return committed
+
+    async def save_incremental(
+        self, manifest: CheckpointManifest, state: StateInput, *, base: int | None = None
+    ) -> CheckpointManifest:
+        """Save ``state`` incrementally: every chunk whose bytes equal a chunk of ``base`` is
+        referenced, not uploaded; the others become new shared objects. Then commit
+        ``manifest`` (format 2: one part, ``"state"``, whose frames name shared objects).
+
+        ``base`` defaults to the checkpoint this store object's previous incremental save
+        committed; pass the id you restored from after a restart. A base that is gone or
+        holds no shared frames means everything is uploaded. ``state`` takes every form
+        :meth:`save_with_state` takes; each chunk is one shared object (choose chunks of a
+        few MiB: unchanged chunks cost nothing, a changed one is uploaded whole).
+
+        Shared objects are never deleted by :meth:`prune`, :meth:`cleanup_orphans` or a
+        removal, only by :meth:`collect_shared`, and a save that returned keeps every object
+        it references while its manifest exists, whatever GCs run concurrently (the protocol
+        and its argument: :mod:`objstore.checkpoint._shared`). Beyond :meth:`save`'s requests
+        it costs a GET of the GC record before and after the commit, a GET of the base's
+        manifest and a LIST of the shared objects, and one create per changed chunk.
+
+        Raises:
+            CheckpointConflict: another writer committed this id (``FencedError`` when its
+                epoch is newer or a newer epoch was claimed).
+            PreconditionFailedError: concurrent GCs collected objects this save referenced
+                and it could not upload them again (state given as a stream); the commit was
+                withdrawn before ``latest.txt`` moved: save again.
+            CorruptionError: the GC record is unreadable.
+        """  # noqa: DOC502 - raised by the incremental module and the commit protocol
+        _check_manifest(manifest)
+        return await save_incremental(
+            self, manifest, state, base if base is not None else self._incremental_base
+        )
+
+    async def collect_shared(
+        self, grace_seconds: float | None = None, *, dry_run: bool = False
+    ) -> SharedGcResult:
+        """Delete shared objects (incremental checkpoints' chunks) that no committed or
+        quarantined checkpoint references and no in-flight save can still reference; return
+        what was seen, planned and deleted (:class:`~objstore.checkpoint.SharedGcResult`).
+
+        Objects younger than ``grace_seconds`` by the store's clock (default: the orphan
+        grace period) are left for a later run; age only spares in-flight saves a repair,
+        safety rests on the GC record handshake (:mod:`objstore.checkpoint._shared`). A
+        ``dry_run`` writes nothing and judges ages against the newest listed mtime.
+
+        Raises:
+            CorruptionError: the GC record is unreadable.
+        """  # noqa: DOC502 - raised by the incremental module
+        return await collect_shared(
+            self,
+            grace_seconds,
+            dry_run=dry_run,
+            store_now=functools.partial(self._shared_now, writes=not dry_run),
+        )
+
+    async def _shared_now(self, listed: dict[str, ObjectInfo], *, writes: bool) -> float | None:
+        """The store's time for shared-object ages (see :meth:`_store_now`)."""
+        if self._store_clock is not None:
+            return await self._store_clock()
+        if writes:
+            return await read_store_clock(self.backend)
+        return max((info.mtime for info in listed.values() if info.mtime), default=None)
 
     async def save_state_data(
         self, checkpoint_id: int, chunks: StateInput, *, epoch: int = 0
@@ -669,6 +747,10 @@ class AsyncCheckpointStore(AsyncClosing):
         except NotFoundError:
             return None
         manifest = stored.manifest
+        if is_incremental(manifest):
+            loaded = await load_frames(self, manifest)
+            entries = tuple(frame.entry() for frame, _ in loaded)
+            return entries, b"".join(raw for _, raw in loaded)
         if manifest.state_checksum is None:
             return None
         key = state_key(checkpoint_id)
@@ -704,7 +786,8 @@ class AsyncCheckpointStore(AsyncClosing):
         """
         check_checkpoint_id(checkpoint_id)
         manifest = (await self._load_stored(checkpoint_id)).manifest
-        entries = manifest.operator_states
+        frames = shared_frames(manifest)
+        entries = tuple(f.entry() for f in frames) if frames else manifest.operator_states
         if isinstance(name_or_index, bool) or not isinstance(name_or_index, str | int):
             raise TypeError("name_or_index must be an operator name or a position")
         if isinstance(name_or_index, int):
@@ -716,6 +799,10 @@ class AsyncCheckpointStore(AsyncClosing):
             if not matches:
                 raise KeyError(name_or_index)
             entry = matches[0]
+        if frames:
+            shared = frames[entries.index(entry)]
+            data, _ = await self.backend.get(shared.key)
+            return await asyncio.to_thread(decode_frame, data, entry, key=shared.key)
         key = state_key(checkpoint_id)
         frame = await self.backend.get_range(key, entry.offset, entry.offset + entry.length)
         return await asyncio.to_thread(decode_frame, frame, entry, key=key)
@@ -812,6 +899,9 @@ class AsyncCheckpointStore(AsyncClosing):
             warnings = (
                 f"vnode_count {manifest.vnode_count} differs from the store's {self._vnode_count}",
             )
+        if is_incremental(manifest):
+            issues = tuple(await validate_frames(self, manifest))
+            return ValidationResult(checkpoint_id, not issues, issues, warnings), manifest
         if manifest.state_checksum is None:
             return ValidationResult(checkpoint_id, True, (), warnings), manifest
         streamed = (
@@ -1255,6 +1345,8 @@ class CheckpointStore(StoreFacade[AsyncCheckpointStore]):
     save = blocking(AsyncCheckpointStore.save)
     save_with_state = blocking(AsyncCheckpointStore.save_with_state)
     save_state_data = blocking(AsyncCheckpointStore.save_state_data)
+    save_incremental = blocking(AsyncCheckpointStore.save_incremental)
+    collect_shared = blocking(AsyncCheckpointStore.collect_shared)
     claim_epoch = blocking(AsyncCheckpointStore.claim_epoch)
     load_latest = blocking(AsyncCheckpointStore.load_latest)
     load_by_id = blocking(AsyncCheckpointStore.load_by_id)

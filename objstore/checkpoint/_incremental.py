@@ -1,0 +1,661 @@
+"""Incremental checkpoints: the save that re-references unchanged chunks, the shared-object
+GC, and reading, validating and sizing checkpoints whose frames live in shared objects.
+
+The protocol and why it is safe without trusting clocks: :mod:`objstore.checkpoint._shared`.
+A manifest of an incremental save is manifest format 2 with one part (``INCREMENTAL_PART``)
+and no exclusive object; each frame names its shared object (``key``) and that object's
+length and xxh3-128 (it is one whole zstd frame: ``offset`` 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import xxhash
+
+from objstore._concurrency import gather_bounded
+from objstore.backends import AsyncBackend, Buffer, ObjectInfo
+from objstore.checkpoint._layout import CHECKPOINTS, manifest_key
+from objstore.checkpoint._manifest import (
+    AbortedCheckpoint,
+    CheckpointManifest,
+    OperatorState,
+    encode_manifest,
+)
+from objstore.checkpoint._plan import scan
+from objstore.checkpoint._quarantine import QUARANTINE
+from objstore.checkpoint._reads import read_manifest
+from objstore.checkpoint._shared import (
+    GC_RECORD,
+    SHARED,
+    GcRecord,
+    SharedGcResult,
+    decode_gc_record,
+    encode_gc_record,
+    is_shared_key,
+    plan_doomed,
+    raw_digest_of,
+    refs_safe,
+    shared_key,
+)
+from objstore.checkpoint._sidecar import Chunk, StateInput, _compress, decode_frame, iter_chunks
+from objstore.codec import parse_json
+from objstore.errors import (
+    AlreadyExistsError,
+    CheckpointConflict,
+    CorruptionError,
+    NotFoundError,
+    PreconditionFailedError,
+)
+
+if TYPE_CHECKING:
+    from objstore.checkpoint._store import AsyncCheckpointStore
+
+__all__ = [
+    "INCREMENTAL_PART",
+    "REPAIR_ATTEMPTS",
+    "SharedFrame",
+    "StateSizes",
+    "collect_shared",
+    "load_frames",
+    "read_gc_record",
+    "save_incremental",
+    "shared_frames",
+    "state_sizes",
+    "validate_frames",
+]
+
+logger = logging.getLogger(__name__)
+
+INCREMENTAL_PART = "state"
+"""The name of the one part an incremental save writes."""
+REPAIR_ATTEMPTS = 5
+"""Repairs a save tries (each after a GC doomed one of its refs) before it withdraws."""
+PARALLEL = 16
+
+
+@dataclass(frozen=True, slots=True)
+class SharedFrame:
+    """One chunk of an incremental checkpoint: its shared object ``key`` (one whole zstd
+    frame of ``length`` bytes whose xxh3-128 is ``xxh3``) and its decompressed size."""
+
+    name: str | None
+    key: str
+    length: int
+    raw_length: int
+    xxh3: str
+
+    @property
+    def raw_digest(self) -> str | None:
+        """The xxh3-128 of the raw chunk (from the key)."""
+        return raw_digest_of(self.key)
+
+    def entry(self) -> OperatorState:
+        """As a frame entry (offset 0 of its own object), for the frame decoder."""
+        return OperatorState(self.name, 0, self.length, self.raw_length, self.xxh3)
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's JSON form of this frame (format 2)."""
+        return {
+            "name": self.name,
+            "key": self.key,
+            "offset": 0,
+            "length": self.length,
+            "raw_length": self.raw_length,
+            "xxh3": self.xxh3,
+        }
+
+
+# -- the manifest's view -----------------------------------------------------------------------
+
+
+def _parts(manifest: CheckpointManifest) -> list[Any]:
+    parts = manifest.extra.get("parts")
+    return parts if isinstance(parts, list) else []
+
+
+def shared_frames(manifest: CheckpointManifest) -> list[SharedFrame]:
+    """Every frame of ``manifest`` that lives in a shared object, in order (empty for a
+    full checkpoint).
+
+    Raises:
+        CorruptionError: a frame entry is malformed.
+    """  # noqa: DOC501 - the ValueError is caught and re-raised as CorruptionError
+    frames: list[SharedFrame] = []
+    try:
+        for part in _parts(manifest):
+            for frame in part.get("frames", []):
+                key = frame.get("key")
+                if key is None:
+                    continue
+                if not isinstance(key, str) or not is_shared_key(key):
+                    raise ValueError(f"frame key {key!r} is not a shared object")
+                name = frame.get("name")
+                frames.append(
+                    SharedFrame(
+                        name if isinstance(name, str) else None,
+                        key,
+                        int(frame["length"]),
+                        int(frame["raw_length"]),
+                        str(frame["xxh3"]),
+                    )
+                )
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise CorruptionError(
+            manifest_key(manifest.checkpoint_id), f"invalid shared frame: {exc}"
+        ) from exc
+    return frames
+
+
+def is_incremental(manifest: CheckpointManifest) -> bool:
+    """Whether ``manifest`` keeps its state in shared objects."""
+    return any(part.get("key") is None for part in _parts(manifest) if isinstance(part, dict))
+
+
+def with_frames(
+    manifest: CheckpointManifest, frames: Sequence[SharedFrame], writer_nonce: str
+) -> CheckpointManifest:
+    """``manifest`` with one part holding ``frames`` (and no state of format 1)."""
+    part = {
+        "name": INCREMENTAL_PART,
+        "key_groups": None,
+        "key": None,
+        "size": None,
+        "xxh3": None,
+        "writer_nonce": writer_nonce,
+        "frames": [frame.to_json() for frame in frames],
+    }
+    return dataclasses.replace(
+        manifest,
+        operator_states=(),
+        state_checksum=None,
+        state_size=None,
+        extra={**manifest.extra, "parts": [part]},
+    )
+
+
+def refs_of(manifest: CheckpointManifest) -> set[str]:
+    """The shared keys ``manifest`` references (none for an unreadable frame list)."""
+    try:
+        return {frame.key for frame in shared_frames(manifest)}
+    except CorruptionError:
+        return set()
+
+
+# -- the GC record and listings ------------------------------------------------------------------
+
+
+async def read_gc_record(backend: AsyncBackend) -> GcRecord:
+    """The GC record now (one GET); generation 0 if there is none.
+
+    Raises:
+        CorruptionError: the record is unreadable.
+    """  # noqa: DOC502 - raised by decode_gc_record
+    try:
+        data, version = await backend.get(GC_RECORD)
+    except NotFoundError:
+        return GcRecord()
+    return decode_gc_record(data, version)
+
+
+async def list_shared(backend: AsyncBackend) -> dict[str, ObjectInfo]:
+    """Every shared object, by key (one listing)."""
+    return {info.key: info for info in await backend.list(SHARED) if is_shared_key(info.key)}
+
+
+# -- saving --------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What one attempt of a save may reuse: raw digest -> frame of the base, each listed
+    (with its length) and not doomed when the attempt read the GC record."""
+
+    record: GcRecord
+    reusable: dict[str, SharedFrame]
+
+
+async def _plan(
+    store: AsyncCheckpointStore, base: int | None, extra: Sequence[SharedFrame] = ()
+) -> _Plan:
+    """Steps (a) and (b): the record, then the base's frames (and ``extra`` ones) that are
+    listed now and not doomed."""
+    record = await read_gc_record(store.backend)
+    frames = list(extra)
+    if base is not None:
+        try:
+            _, _, stored = await read_manifest(store.backend, base)
+            frames.extend(shared_frames(stored.manifest))
+        except (NotFoundError, CorruptionError) as exc:  # pruned, aborted, damaged
+            logger.info("incremental base %d unusable (%s): uploading everything", base, exc)
+    if not frames:
+        return _Plan(record, {})
+    listed = await list_shared(store.backend)
+    reusable: dict[str, SharedFrame] = {}
+    for frame in frames:
+        info = listed.get(frame.key)
+        digest = frame.raw_digest
+        if (
+            digest is not None
+            and info is not None
+            and info.size == frame.length
+            and frame.key not in record.doomed
+        ):
+            reusable.setdefault(digest, frame)
+    return _Plan(record, reusable)
+
+
+def _prepare(
+    data: Buffer, reusable: Mapping[str, SharedFrame], level: int
+) -> tuple[str, int, SharedFrame | None, bytes | None, str | None]:
+    """Hash one chunk; compress it unless a reusable frame holds the same bytes. Returns
+    ``(raw digest, raw length, reused frame, new frame bytes, new frame xxh3)``."""
+    raw = memoryview(data).cast("B")
+    digest = xxhash.xxh3_128_hexdigest(raw)
+    hit = reusable.get(digest)
+    if hit is not None and hit.raw_length == raw.nbytes:
+        return digest, raw.nbytes, hit, None, None
+    frame, frame_xxh3, _ = _compress(raw, level, 0)
+    return digest, raw.nbytes, None, frame, frame_xxh3
+
+
+async def _put_shared(
+    backend: AsyncBackend, key: str, frame: bytes, frame_xxh3: str | None = None
+) -> tuple[int, str]:
+    """Create a shared object (key unique to this save call); if it exists, it is this
+    call's own (a duplicate chunk, or a retried request): its length and xxh3 are read back."""
+    try:
+        await backend.put_if_absent(key, frame)
+    except AlreadyExistsError:
+        data, _ = await backend.get(key)
+        return len(data), xxhash.xxh3_128_hexdigest(data)
+    return len(frame), frame_xxh3 or xxhash.xxh3_128_hexdigest(frame)
+
+
+async def _upload(
+    store: AsyncCheckpointStore,
+    chunks: Iterator[Chunk] | AsyncIterator[Chunk],
+    plan: _Plan,
+    nonce: str,
+) -> tuple[list[SharedFrame], int]:
+    """Step (c): every chunk as a frame, reused or uploaded (at most ``chunks_in_flight``
+    chunks held at once). Returns the frames and the bytes uploaded."""
+    uploaded = 0
+
+    async def one(name: str | None, data: Buffer) -> SharedFrame:
+        nonlocal uploaded
+        digest, raw_length, hit, frame, frame_xxh3 = await asyncio.to_thread(
+            _prepare, data, plan.reusable, store.compression_level
+        )
+        if hit is not None:
+            return SharedFrame(name, hit.key, hit.length, hit.raw_length, hit.xxh3)
+        assert frame is not None
+        key = shared_key(digest, nonce)
+        length, stored_xxh3 = await _put_shared(store.backend, key, frame, frame_xxh3)
+        uploaded += len(frame)
+        return SharedFrame(name, key, length, raw_length, stored_xxh3)
+
+    frames: list[SharedFrame] = []
+    window: collections.deque[asyncio.Task[SharedFrame]] = collections.deque()
+    try:
+        async for name, data in _aiter(chunks):
+            window.append(asyncio.ensure_future(one(name, data)))
+            if len(window) >= store.chunks_in_flight:
+                frames.append(await window.popleft())
+        while window:
+            frames.append(await window.popleft())
+    finally:
+        for task in window:
+            task.cancel()
+    return frames, uploaded
+
+
+async def _aiter(chunks: Iterator[Chunk] | AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    if isinstance(chunks, AsyncIterator):
+        async for chunk in chunks:
+            yield chunk
+    else:
+        for chunk in chunks:
+            yield chunk
+
+
+def _in_memory(state: StateInput) -> list[Chunk] | None:
+    """The chunks of ``state`` if it is held in memory (a repair can read them again)."""
+    if isinstance(state, bytes | bytearray | memoryview | Mapping | list | tuple):
+        return list(iter_chunks(state))  # type: ignore[arg-type]
+    return None
+
+
+async def save_incremental(
+    store: AsyncCheckpointStore,
+    manifest: CheckpointManifest,
+    state: StateInput,
+    base: int | None,
+) -> CheckpointManifest:
+    """``AsyncCheckpointStore.save_incremental`` (steps (a)-(e) of ``_shared``).
+
+    Raises:
+        PreconditionFailedError: GCs kept dooming this save's refs and the repair could not
+            find their bytes (or gave up after :data:`REPAIR_ATTEMPTS`): the commit was
+            withdrawn before the pointer moved; save again.
+        CheckpointConflict: another writer committed this id.
+    """  # noqa: DOC502 - raised by the repair and the commit protocol
+    chunks = iter_chunks(state)
+    retained = _in_memory(state)
+    plan = await _plan(store, base)
+    nonce = os.urandom(16).hex()
+    frames, uploaded = await _upload(store, chunks, plan, nonce)
+    store._incremental_uploaded = uploaded
+    checkpoint_id = manifest.checkpoint_id
+    # The oldest record any attempt of this id chose refs under (a retried call may
+    # complete an earlier attempt's commit): checking against it is never too lenient.
+    store._gc_start.setdefault(checkpoint_id, plan.record)
+    final = with_frames(manifest, frames, store._writer_nonce.hex())
+
+    async def verify(committed: CheckpointManifest, version: str) -> tuple[CheckpointManifest, str]:
+        return await _check_and_repair(store, committed, version, retained)
+
+    try:
+        result = await store._commits.commit(final, None, None, None, verify=verify)
+    except CheckpointConflict:
+        store._gc_start.pop(checkpoint_id, None)
+        raise
+    store._gc_start.pop(checkpoint_id, None)
+    store._incremental_base = result.checkpoint_id
+    return result
+
+
+async def _check_and_repair(
+    store: AsyncCheckpointStore,
+    committed: CheckpointManifest,
+    version: str,
+    retained: list[Chunk] | None,
+) -> tuple[CheckpointManifest, str]:
+    """Step (e) and the repair, before the pointer moves: the manifest as it stands.
+
+    Raises:
+        PreconditionFailedError: the repair found a ref's bytes nowhere, or gave up; the
+            commit was withdrawn.
+    """
+    checkpoint_id = committed.checkpoint_id
+    start = store._gc_start.get(checkpoint_id, GcRecord(-2))
+    for _ in range(REPAIR_ATTEMPTS):
+        end = await read_gc_record(store.backend)
+        frames = shared_frames(committed)
+        if refs_safe(start, end, {frame.key for frame in frames}):
+            return committed, version
+        logger.warning(
+            "checkpoint %d: a GC doomed objects it may reference; repairing", checkpoint_id
+        )
+        plan = await _plan(store, None, frames)
+        nonce = os.urandom(16).hex()
+        repaired: list[SharedFrame] = []
+        for position, frame in enumerate(frames):
+            kept = plan.reusable.get(frame.raw_digest or "")
+            if kept is not None and kept.key == frame.key:
+                repaired.append(frame)
+                continue
+            copy = await _copy_frame(store, frame, nonce, retained, position)
+            if copy is None:
+                await _withdraw(store, checkpoint_id, version)
+                raise PreconditionFailedError(
+                    manifest_key(checkpoint_id),
+                    f"checkpoint {checkpoint_id}: a GC collected state it referenced before "
+                    "the save could protect it, and the state is not held in memory to upload "
+                    "again; the commit was withdrawn: save again",
+                )
+            repaired.append(copy)
+        committed, version = await _swap_frames(store, checkpoint_id, version, repaired)
+        start = plan.record
+    await _withdraw(store, checkpoint_id, version)
+    raise PreconditionFailedError(
+        manifest_key(checkpoint_id),
+        f"checkpoint {checkpoint_id}: GCs kept dooming its objects ({REPAIR_ATTEMPTS} repairs); "
+        "the commit was withdrawn: save again",
+    )
+
+
+async def _copy_frame(
+    store: AsyncCheckpointStore,
+    frame: SharedFrame,
+    nonce: str,
+    retained: list[Chunk] | None,
+    position: int,
+) -> SharedFrame | None:
+    """``frame``'s bytes under a fresh key: copied from its object if it still verifies,
+    else compressed again from the caller's in-memory state; ``None`` if neither is there."""
+    digest = frame.raw_digest or ""
+    data: bytes | None = None
+    try:
+        data, _ = await store.backend.get(frame.key)
+        if xxhash.xxh3_128_hexdigest(data) != frame.xxh3:
+            data = None
+    except NotFoundError:
+        data = None
+    if data is None and retained is not None and position < len(retained):
+        raw = retained[position][1]
+        _, _, _, data, _ = await asyncio.to_thread(_prepare, raw, {}, store.compression_level)
+    if data is None:
+        return None
+    key = shared_key(digest, nonce)
+    length, stored_xxh3 = await _put_shared(store.backend, key, data)
+    return SharedFrame(frame.name, key, length, frame.raw_length, stored_xxh3)
+
+
+async def _swap_frames(
+    store: AsyncCheckpointStore, checkpoint_id: int, version: str, frames: list[SharedFrame]
+) -> tuple[CheckpointManifest, str]:
+    """Compare-and-swap our manifest to ``frames`` (a new revision), following sink
+    updates made meanwhile.
+
+    Raises:
+        PreconditionFailedError: the manifest is no longer ours, or keeps changing.
+    """
+    key = manifest_key(checkpoint_id)
+    for _ in range(100):
+        landed = await store._commits.own_commit(checkpoint_id)
+        if landed is None:
+            raise PreconditionFailedError(key, f"checkpoint {checkpoint_id} is no longer ours")
+        stored = landed.stored
+        updated = with_frames(stored.manifest, frames, store._writer_nonce.hex())
+        new = dataclasses.replace(stored, manifest=updated, revision=stored.revision + 1)
+        try:
+            version = await store.backend.put_if_match(key, encode_manifest(new), landed.version)
+        except PreconditionFailedError:
+            continue
+        return updated, version
+    raise PreconditionFailedError(key, f"checkpoint {checkpoint_id} keeps changing")
+
+
+async def _withdraw(store: AsyncCheckpointStore, checkpoint_id: int, version: str) -> None:
+    """Delete our manifest (the pointer has not moved to it)."""
+    with contextlib.suppress(PreconditionFailedError, NotFoundError):
+        await store._commits.delete_own_manifest(checkpoint_id, version)
+
+
+# -- the GC --------------------------------------------------------------------------------------
+
+
+async def _manifest_refs(backend: AsyncBackend, listing: list[ObjectInfo]) -> set[str]:
+    """Keys referenced by the committed manifests of one listing of ``checkpoints/``, plus
+    every quarantined manifest (listed after it). A manifest gone since the listing holds
+    nothing; an unreadable one cannot be restored, so its refs do not matter."""
+    entries = scan(listing)
+    committed = sorted(cid for cid, entry in entries.items() if entry.committed)
+
+    async def refs(checkpoint_id: int) -> set[str]:
+        try:
+            _, _, stored = await read_manifest(backend, checkpoint_id)
+        except (NotFoundError, AbortedCheckpoint, CorruptionError):
+            return set()
+        return refs_of(stored.manifest)
+
+    found = await gather_bounded((refs(cid) for cid in committed), PARALLEL)
+    quarantined = [
+        info.key for info in await backend.list(QUARANTINE) if info.key.endswith("/manifest.json")
+    ]
+
+    async def quarantined_refs(key: str) -> set[str]:
+        try:
+            data, _ = await backend.get(key)
+            body = parse_json(data, key=key)
+        except (NotFoundError, CorruptionError):
+            return set()
+        parts = body.get("parts") if isinstance(body, dict) else None
+        keys: set[str] = set()
+        for part in parts if isinstance(parts, list) else []:
+            for frame in part.get("frames", []) if isinstance(part, dict) else []:
+                if isinstance(frame, dict) and isinstance(frame.get("key"), str):
+                    keys.add(frame["key"])
+        return keys
+
+    found += await gather_bounded((quarantined_refs(k) for k in quarantined), PARALLEL)
+    return set().union(*found)
+
+
+async def _write_record(backend: AsyncBackend, record: GcRecord, doomed: list[str]) -> bool:
+    """Step (3): the next generation, by compare-and-swap; whether it was ours."""
+    data = encode_gc_record(record.generation + 1, doomed)
+    try:
+        if record.version is None:
+            await backend.put_if_absent(GC_RECORD, data)
+        else:
+            await backend.put_if_match(GC_RECORD, data, record.version)
+    except (AlreadyExistsError, PreconditionFailedError, NotFoundError):
+        return False
+    return True
+
+
+async def collect_shared(
+    store: AsyncCheckpointStore,
+    grace_seconds: float | None,
+    *,
+    dry_run: bool,
+    store_now: Callable[[dict[str, ObjectInfo]], Awaitable[float | None]],
+) -> SharedGcResult:
+    """``AsyncCheckpointStore.collect_shared``: one GC run (steps 1-6 of ``_shared``)."""
+    grace = store.orphan_grace_seconds if grace_seconds is None else grace_seconds
+    backend = store.backend
+    record = await read_gc_record(backend)  # (1)
+    listing = await backend.list(CHECKPOINTS)  # (2)
+    listed = {info.key: info for info in listing if is_shared_key(info.key)}
+    referenced = await _manifest_refs(backend, listing)
+    used = sum(1 for key in listed if key in referenced)
+    now = await store_now(listed) if grace > 0 and listed else None
+    mtimes = {key: info.mtime for key, info in listed.items()}
+    doomed = plan_doomed(record, mtimes, referenced, store_now=now, grace_seconds=grace)
+
+    def result(
+        deleted: tuple[str, ...] = (), generation: int | None = None, aborted: str | None = None
+    ) -> SharedGcResult:
+        size = sum(listed[key].size for key in deleted)
+        return SharedGcResult(
+            grace, len(listed), used, tuple(doomed), deleted, size, generation, aborted, dry_run
+        )
+
+    if dry_run or not doomed:
+        return result()
+    if not await _write_record(backend, record, doomed):  # (3)
+        return result(aborted="another GC wrote the GC record first")
+    generation = record.generation + 1
+    relisted = await backend.list(CHECKPOINTS)  # (4)
+    final = [key for key in doomed if key not in await _manifest_refs(backend, relisted)]
+    current = await read_gc_record(backend)  # (5)
+    if current.generation != generation:
+        return result(generation=generation, aborted="another GC started meanwhile")
+    for key in final:  # (6)
+        await backend.delete(key)
+    if final:
+        logger.info("collected %d shared objects", len(final))
+    return result(tuple(final), generation)
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+async def load_frames(
+    store: AsyncCheckpointStore, manifest: CheckpointManifest
+) -> list[tuple[SharedFrame, bytes]]:
+    """Every shared frame of ``manifest``, fetched, verified and decompressed, in order.
+
+    Raises:
+        NotFoundError: a shared object is missing.
+        CorruptionError: one fails its checksum or length.
+    """  # noqa: DOC502 - raised by the backend and the frame decoder
+    frames = shared_frames(manifest)
+
+    async def one(frame: SharedFrame) -> bytes:
+        data, _ = await store.backend.get(frame.key)
+        if len(data) != frame.length:
+            raise CorruptionError(
+                frame.key, "shared object size mismatch", expected=frame.length, actual=len(data)
+            )
+        return await asyncio.to_thread(decode_frame, data, frame.entry(), key=frame.key)
+
+    raws = await gather_bounded((one(frame) for frame in frames), store.chunks_in_flight)
+    return list(zip(frames, raws, strict=True))
+
+
+async def validate_frames(store: AsyncCheckpointStore, manifest: CheckpointManifest) -> list[str]:
+    """Why ``manifest``'s shared frames are not whole (empty: they are): each object exists
+    with its recorded length and xxh3."""
+    try:
+        frames = shared_frames(manifest)
+    except CorruptionError as exc:
+        return [exc.reason]
+
+    async def one(frame: SharedFrame) -> str | None:
+        try:
+            data, _ = await store.backend.get(frame.key)
+        except NotFoundError:
+            return f"shared object {frame.key} missing"
+        if len(data) != frame.length:
+            return f"shared object {frame.key} has {len(data)} bytes, not {frame.length}"
+        if xxhash.xxh3_128_hexdigest(data) != frame.xxh3:
+            return f"shared object {frame.key} checksum mismatch"
+        return None
+
+    unique = list({frame.key: frame for frame in frames}.values())
+    issues = await gather_bounded((one(frame) for frame in unique), PARALLEL)
+    return [issue for issue in issues if issue is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class StateSizes:
+    """Stored bytes of one checkpoint's state: ``exclusive`` (its own ``state.bin``) and
+    ``shared`` (shared objects it references, each counted once; ``shared_with_others`` of
+    those are referenced by another listed checkpoint too)."""
+
+    exclusive: int
+    shared: int
+    shared_with_others: int
+
+
+def state_sizes(
+    manifests: Mapping[int, CheckpointManifest], sizes: Mapping[str, int] | None = None
+) -> dict[int, StateSizes]:
+    """Exclusive and shared bytes of every checkpoint in ``manifests`` (pure). ``sizes``
+    overrides recorded lengths (a listing)."""
+    owners: collections.Counter[str] = collections.Counter()
+    per: dict[int, dict[str, int]] = {}
+    for checkpoint_id, manifest in manifests.items():
+        frames = {frame.key: frame.length for frame in shared_frames(manifest)}
+        per[checkpoint_id] = frames
+        owners.update(frames.keys())
+    result: dict[int, StateSizes] = {}
+    for checkpoint_id, manifest in manifests.items():
+        frames = per[checkpoint_id]
+        shared = sum((sizes or {}).get(key, length) for key, length in frames.items())
+        with_others = sum(
+            (sizes or {}).get(key, length) for key, length in frames.items() if owners[key] > 1
+        )
+        result[checkpoint_id] = StateSizes(manifest.state_size or 0, shared, with_others)
+    return result
