@@ -17,6 +17,7 @@ from objstore.checkpoint._layout import PointerRecord as PointerRecord
 from objstore.checkpoint._layout import parse_checkpoint_name as parse_checkpoint_name
 from objstore.checkpoint._layout import parse_listing_key as parse_listing_key
 from objstore.checkpoint._layout import parse_pointer as parse_pointer
+from objstore.checkpoint._layout import part_key as part_key
 from objstore.checkpoint._maintenance import (
     CopyResult,
     Pointer,
@@ -46,10 +47,13 @@ from objstore.checkpoint._maintenance import (
 from objstore.checkpoint._manifest import (
     ABORTED,
     MANIFEST_FORMAT,
+    PARTS_FORMAT,
     TOMBSTONE_FORMAT,
     AbortedCheckpoint,
     CheckpointManifest,
     OperatorState,
+    PartEntry,
+    PartFrame,
     SinkStatus,
 )
 from objstore.checkpoint._manifest import StoredManifest as StoredManifest
@@ -81,6 +85,9 @@ __all__ = [
     "CopyResult",
     "OperatorState",
     "Orphan",
+    "PARTS_FORMAT",
+    "PartEntry",
+    "PartFrame",
     "Pointer",
     "PointerRepair",
     "PruneResult",

@@ -2,6 +2,9 @@
 
     checkpoints/checkpoint_{id:020d}/state.bin
     checkpoints/checkpoint_{id:020d}/manifest.json
+    checkpoints/checkpoint_{id:020d}/parts/{name}.bin   a part's exclusive object (format 2)
+    checkpoints/shared/...            objects shared by checkpoints (incremental; not a
+                                      checkpoint directory, ignored by every listing here)
     checkpoints/latest.txt            the pointer (format 2, canonical JSON):
         {"checkpoint_id": N, "epoch": E, "fence_epoch": F, "format_version": 2}
 
@@ -23,6 +26,8 @@ __all__ = [
     "CHECKPOINTS",
     "LATEST",
     "MAX_CHECKPOINT_ID",
+    "PARTS_DIR",
+    "SHARED",
     "POINTER_FORMAT",
     "PointerRecord",
     "checkpoint_dir",
@@ -30,6 +35,7 @@ __all__ = [
     "parse_checkpoint_name",
     "parse_listing_key",
     "parse_pointer",
+    "part_key",
     "pointer_text",
     "state_key",
 ]
@@ -39,6 +45,9 @@ LATEST = f"{CHECKPOINTS}/latest.txt"
 MAX_CHECKPOINT_ID = 2**64 - 1
 MANIFEST_NAME = "manifest.json"
 STATE_NAME = "state.bin"
+PARTS_DIR = "parts"
+PART_SUFFIX = ".bin"
+SHARED = f"{CHECKPOINTS}/shared"
 
 _NAME = re.compile(r"checkpoint_(\d{1,20})")
 
@@ -56,6 +65,11 @@ def manifest_key(checkpoint_id: int) -> str:
 def state_key(checkpoint_id: int) -> str:
     """The key of a checkpoint's ``state.bin`` sidecar."""
     return f"{checkpoint_dir(checkpoint_id)}/{STATE_NAME}"
+
+
+def part_key(checkpoint_id: int, name: str) -> str:
+    """The key of part ``name``'s exclusive object (``name`` checked by the caller)."""
+    return f"{checkpoint_dir(checkpoint_id)}/{PARTS_DIR}/{name}{PART_SUFFIX}"
 
 
 POINTER_FORMAT = 2
@@ -137,8 +151,12 @@ def parse_checkpoint_name(text: str) -> int | None:
 
 
 def parse_listing_key(key: str) -> tuple[int, str] | None:
-    """``checkpoints/checkpoint_N/<name>`` to ``(N, name)``; ``None`` for anything else."""
+    """``checkpoints/checkpoint_N/<name>`` to ``(N, name)``, and a part's object
+    ``checkpoints/checkpoint_N/parts/<part>`` to ``(N, "parts/<part>")``; ``None`` for
+    anything else (``checkpoints/shared/...`` included)."""
     parts = key.split("/")
+    if len(parts) == 4 and parts[2] == PARTS_DIR:
+        parts = [parts[0], parts[1], f"{PARTS_DIR}/{parts[3]}"]
     if len(parts) != 3 or parts[0] != CHECKPOINTS:
         return None
     checkpoint_id = parse_checkpoint_name(parts[1])

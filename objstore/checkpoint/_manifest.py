@@ -14,6 +14,16 @@ was aborted, never committed: ``{"aborted": true, "checkpoint_id": N, "format_ve
 having no manifest; readers older than tombstones reject its ``format_version`` 2 as an
 unsupported manifest and skip it as invalid, never restoring it. Checkpoint manifests stay
 format 1, so those readers still read every real checkpoint.
+
+*Manifest format 2* (layout: the README) is written only for a
+checkpoint made of *parts* (a parallel commit, an incremental save): every format-1 field
+(``operator_states`` empty, ``state_checksum``/``state_size`` null) plus ``parts``, a list of
+:class:`PartEntry`. Each part has an exclusive object ``parts/{name}.bin`` (a ``state.bin``-style
+sidecar) and frames; a frame whose ``key`` is null lives inside that object, a frame with a
+``key`` lives in a shared object under ``checkpoints/shared/``. Single-writer saves keep
+writing format 1 byte for byte; readers accept both. Readers that only know format 1 reject a
+format-2 manifest as unsupported, so they skip a parts checkpoint instead of restoring it
+without its parts.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from objstore._checks import check_u64, is_int
+from objstore._keys import validate_key
 from objstore.codec import canonical_json, checksum, parse_json
 from objstore.errors import CorruptionError, NotFoundError
 
@@ -35,6 +46,10 @@ __all__ = [
     "SINK_STATUSES",
     "CheckpointManifest",
     "OperatorState",
+    "PARTS_FORMAT",
+    "PartEntry",
+    "PartFrame",
+    "check_part_name",
     "SinkStatus",
     "decode_manifest",
     "encode_manifest",
@@ -42,6 +57,10 @@ __all__ = [
 ]
 
 MANIFEST_FORMAT = 1
+"""The ``format_version`` of a manifest without parts (every single-writer save)."""
+PARTS_FORMAT = 2
+"""The ``format_version`` of a manifest with parts (parallel commits, incremental saves)."""
+SUPPORTED_FORMATS = (MANIFEST_FORMAT, PARTS_FORMAT)
 TOMBSTONE_FORMAT = 2
 """The ``format_version`` of a tombstone (an aborted id): one that readers of manifest
 format 1 reject, so they skip it as invalid instead of restoring it."""
@@ -50,6 +69,7 @@ ABORTED = "aborted: its state was collected as an orphan before a manifest lande
 SinkStatus = Literal["pending", "committed", "failed"]
 SINK_STATUSES: frozenset[str] = frozenset({"pending", "committed", "failed"})
 DEFAULT_VNODE_COUNT = 256
+MAX_PART_NAME_LENGTH = 200
 
 
 def _now_ms() -> int:
@@ -87,13 +107,193 @@ class OperatorState:
         }
 
 
+def check_part_name(name: object) -> str:
+    """Return ``name`` if it can name a part (one key segment: ``parts/{name}.bin``).
+
+    Raises:
+        TypeError: if ``name`` is not a str.
+        ValueError: if it is empty, longer than 200 characters, contains ``/``, a backslash
+            or NUL, is ``.``/``..`` or is not valid UTF-8.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"part name must be a str, not {type(name).__name__}")
+    if "/" in name:
+        raise ValueError(f"part name {name!r} must not contain '/'")
+    if len(name) > MAX_PART_NAME_LENGTH:
+        raise ValueError(f"part name {name[:20]!r}... is longer than {MAX_PART_NAME_LENGTH}")
+    validate_key(name)
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class PartFrame:
+    """One zstd frame of a part: inside the part's exclusive object (``key`` is ``None``,
+    at ``offset``/``length``) or a whole shared object ``key`` (under
+    ``checkpoints/shared/``; ``offset`` 0, ``length`` its size). ``raw_length`` is its
+    decompressed size and ``xxh3`` the xxh3-128 of the frame's bytes."""
+
+    name: str | None
+    offset: int
+    length: int
+    raw_length: int
+    xxh3: str
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.name is not None and not isinstance(self.name, str):
+            raise TypeError("frame name must be a str or None")
+        for what in ("offset", "length", "raw_length"):
+            value = getattr(self, what)
+            if not is_int(value) or value < 0:
+                raise ValueError(f"frame {what} must be a non-negative int, got {value!r}")
+        if not isinstance(self.xxh3, str):
+            raise TypeError("frame xxh3 must be a str")
+        if self.key is not None:
+            validate_key(self.key)
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's JSON form of this frame."""
+        return {
+            "name": self.name,
+            "key": self.key,
+            "offset": self.offset,
+            "length": self.length,
+            "raw_length": self.raw_length,
+            "xxh3": self.xxh3,
+        }
+
+    def as_operator_state(self) -> OperatorState:
+        """The same frame as a ``state.bin`` index entry (what the frame decoder takes)."""
+        return OperatorState(self.name, self.offset, self.length, self.raw_length, self.xxh3)
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> PartFrame:
+        """Parse one frame of a stored manifest (``KeyError``, ``TypeError``, ``ValueError``
+        from the constructor on a malformed entry)."""
+        return cls(
+            name=entry["name"],
+            key=entry.get("key"),
+            offset=entry["offset"],
+            length=entry["length"],
+            raw_length=entry["raw_length"],
+            xxh3=entry["xxh3"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PartEntry:
+    """One part of a format-2 checkpoint (see the module doc and the README's layout).
+
+    ``name`` is unique within the checkpoint (:func:`check_part_name`); ``key_groups`` the
+    inclusive key-group range ``(first, last)`` the part holds, for rescaling (``None``: not
+    keyed); ``key`` the part's exclusive object, with its ``size`` and whole-object ``xxh3``
+    (all ``None`` when every frame is shared); ``writer_nonce`` the nonce in the exclusive
+    object's header; ``frames`` its frames in order.
+    """
+
+    name: str
+    key_groups: tuple[int, int] | None
+    key: str | None
+    size: int | None
+    xxh3: str | None
+    writer_nonce: str
+    frames: tuple[PartFrame, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_part_name(self.name)
+        if self.key_groups is not None and (
+            not isinstance(self.key_groups, tuple)
+            or len(self.key_groups) != 2
+            or not all(is_int(v) and v >= 0 for v in self.key_groups)
+            or self.key_groups[0] > self.key_groups[1]
+        ):
+            raise ValueError(
+                f"part {self.name!r}: key_groups must be (first, last) with "
+                f"0 <= first <= last, got {self.key_groups!r}"
+            )
+        if self.key is not None:
+            validate_key(self.key)
+        if (self.key is None) != (self.size is None) or (self.key is None) != (self.xxh3 is None):
+            raise ValueError(f"part {self.name!r}: key, size and xxh3 go together")
+        if self.size is not None and (not is_int(self.size) or self.size < 0):
+            raise ValueError(f"part {self.name!r}: size must be a non-negative int")
+        if not isinstance(self.writer_nonce, str):
+            raise TypeError(f"part {self.name!r}: writer_nonce must be a str")
+        if not all(isinstance(frame, PartFrame) for frame in self.frames):
+            raise TypeError(f"part {self.name!r}: frames must be PartFrame")
+        if self.key is None and any(frame.key is None for frame in self.frames):
+            raise ValueError(f"part {self.name!r}: a frame without a key needs the part's object")
+
+    @property
+    def raw_size(self) -> int:
+        """The decompressed size of the whole part."""
+        return sum(frame.raw_length for frame in self.frames)
+
+    def frame(self, name_or_index: str | int) -> PartFrame:
+        """The frame called ``name_or_index`` (or at that index).
+
+        Raises:
+            KeyError: no such frame.
+        """
+        if isinstance(name_or_index, int) and not isinstance(name_or_index, bool):
+            if 0 <= name_or_index < len(self.frames):
+                return self.frames[name_or_index]
+            raise KeyError(f"part {self.name!r} has no frame {name_or_index}")
+        for frame in self.frames:
+            if frame.name == name_or_index:
+                return frame
+        raise KeyError(f"part {self.name!r} has no frame {name_or_index!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's JSON form of this part."""
+        return {
+            "name": self.name,
+            "key_groups": list(self.key_groups) if self.key_groups is not None else None,
+            "key": self.key,
+            "size": self.size,
+            "xxh3": self.xxh3,
+            "writer_nonce": self.writer_nonce,
+            "frames": [frame.to_json() for frame in self.frames],
+        }
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> PartEntry:
+        """Parse one part of a stored manifest.
+
+        A missing field raises ``KeyError``.
+
+        Raises:
+            TypeError: a field has the wrong type.
+            ValueError: a field has a wrong value.
+        """
+        groups = entry["key_groups"]
+        if groups is not None:
+            if not isinstance(groups, list) or len(groups) != 2:
+                raise ValueError(f"key_groups must be a pair, got {groups!r}")
+            groups = (groups[0], groups[1])
+        frames = entry["frames"]
+        if not isinstance(frames, list):
+            raise TypeError("frames must be a list")
+        return cls(
+            name=entry["name"],
+            key_groups=groups,
+            key=entry["key"],
+            size=entry["size"],
+            xxh3=entry["xxh3"],
+            writer_nonce=entry["writer_nonce"],
+            frames=tuple(PartFrame.from_json(frame) for frame in frames),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class CheckpointManifest:
     """The commit record of one checkpoint.
 
     Only ``checkpoint_id`` (≥ 1) and ``epoch`` (≥ 0) are required. ``operator_states``,
     ``state_checksum`` and ``state_size`` are filled in by the store when it saves state;
-    values passed in for them are ignored. ``metadata`` is any JSON-serialisable mapping.
+    values passed in for them are ignored. ``parts`` (manifest format 2) is filled in by a
+    parallel commit or an incremental save; a manifest with parts has no ``state.bin``.
+    ``metadata`` is any JSON-serialisable mapping.
     Invalid values raise ``ValueError``/``TypeError`` at construction, before any request.
     """
 
@@ -110,9 +310,17 @@ class CheckpointManifest:
     state_size: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    parts: tuple[PartEntry, ...] = ()
 
     def __post_init__(self) -> None:
         check_checkpoint_id(self.checkpoint_id)
+        if not isinstance(self.parts, tuple) or not all(
+            isinstance(part, PartEntry) for part in self.parts
+        ):
+            raise TypeError("parts must be a tuple of PartEntry")
+        names = [part.name for part in self.parts]
+        if len(set(names)) != len(names):
+            raise ValueError(f"part names must be unique, got {names!r}")
         if not is_int(self.epoch):
             raise TypeError(f"epoch must be an int, not {type(self.epoch).__name__}")
         if self.epoch < 0:
@@ -151,6 +359,27 @@ class CheckpointManifest:
         return self.state_checksum is not None
 
     @property
+    def has_parts(self) -> bool:
+        """Whether this is a checkpoint of parts (manifest format 2, no ``state.bin``)."""
+        return bool(self.parts)
+
+    @property
+    def format_version(self) -> int:
+        """The manifest format this manifest is stored in: 2 with parts, else 1."""
+        return PARTS_FORMAT if self.parts else MANIFEST_FORMAT
+
+    def part(self, name: str) -> PartEntry:
+        """The part called ``name``.
+
+        Raises:
+            KeyError: the checkpoint has no such part.
+        """
+        for part in self.parts:
+            if part.name == name:
+                return part
+        raise KeyError(f"checkpoint {self.checkpoint_id} has no part {name!r}")
+
+    @property
     def pending_sinks(self) -> list[str]:
         """Sinks whose commit is still pending."""
         return sorted(s for s, status in self.sink_commit_statuses.items() if status == "pending")
@@ -167,7 +396,7 @@ def _check_json(name: str, value: object) -> None:
         raise ValueError(f"{name} is not JSON-serialisable: {exc}") from exc
 
 
-_KNOWN = {f.name for f in fields(CheckpointManifest)} - {"extra"}
+_KNOWN = {f.name for f in fields(CheckpointManifest)} - {"extra", "parts"}
 _BOOKKEEPING = {"format_version", "manifest_checksum", "writer_nonce", "revision", "state_nonce"}
 
 
@@ -182,12 +411,15 @@ class StoredManifest:
 
 
 def encode_manifest(stored: StoredManifest) -> bytes:
-    """Canonical JSON bytes of ``stored``, with its checksum."""
+    """Canonical JSON bytes of ``stored``, with its checksum: format 1 without parts (the
+    bytes every single-writer save has always written), format 2 with them."""
     manifest = stored.manifest
     body: dict[str, Any] = dict(manifest.extra)
+    if manifest.parts:
+        body["parts"] = [part.to_json() for part in manifest.parts]
     body.update(
         {
-            "format_version": MANIFEST_FORMAT,
+            "format_version": manifest.format_version,
             "checkpoint_id": manifest.checkpoint_id,
             "epoch": manifest.epoch,
             "timestamp_ms": manifest.timestamp_ms,
@@ -261,13 +493,17 @@ def decode_manifest(data: bytes, *, key: str, expected_id: int | None = None) ->
         if not is_int(checkpoint_id) or (expected_id is not None and checkpoint_id != expected_id):
             raise CorruptionError(key, "tombstone id does not match its path")
         raise AbortedCheckpoint(key, checkpoint_id, orphan_epoch if is_int(orphan_epoch) else None)
-    if (
-        not isinstance(version, int)
-        or isinstance(version, bool)
-        or not 1 <= version <= MANIFEST_FORMAT
-    ):
+    if not is_int(version) or version not in SUPPORTED_FORMATS:
+        raise CorruptionError(key, f"unsupported manifest format_version {version!r}")
+    if version == PARTS_FORMAT and "aborted" in body:  # a garbled tombstone, not a manifest
         raise CorruptionError(key, f"unsupported manifest format_version {version!r}")
     try:
+        parts: tuple[PartEntry, ...] = ()
+        if version == PARTS_FORMAT:
+            listed = body.get("parts")
+            if not isinstance(listed, list) or not listed:
+                raise CorruptionError(key, "a format-2 manifest lists its parts")
+            parts = tuple(PartEntry.from_json(entry) for entry in listed)
         operator_states = tuple(
             OperatorState(
                 name=entry["name"],
@@ -281,7 +517,11 @@ def decode_manifest(data: bytes, *, key: str, expected_id: int | None = None) ->
         known = {name: body[name] for name in _KNOWN if name in body}
         known["operator_states"] = operator_states
         extra = {k: v for k, v in body.items() if k not in _KNOWN and k not in _BOOKKEEPING}
-        manifest = CheckpointManifest(**known, extra=extra)
+        if version == PARTS_FORMAT:
+            del extra["parts"]
+            if operator_states or known.get("state_checksum") is not None:
+                raise CorruptionError(key, "a format-2 manifest has parts, not a state.bin")
+        manifest = CheckpointManifest(**known, extra=extra, parts=parts)
         stored = StoredManifest(
             manifest=manifest,
             writer_nonce=str(body.get("writer_nonce", "")),
