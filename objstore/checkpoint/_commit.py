@@ -98,13 +98,8 @@ def _same_commit(
     if not compare_state:
         ignored.update(operator_states=(), state_checksum=None, state_size=None)
         # An incremental save's frames (shared keys drawn fresh per attempt) are its state.
-        stored = dataclasses.replace(stored, extra=_without_parts(stored.extra))
-        requested = dataclasses.replace(requested, extra=_without_parts(requested.extra))
+        ignored["parts"] = ()
     return dataclasses.replace(stored, **ignored) == dataclasses.replace(requested, **ignored)
-
-
-def _without_parts(extra: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in extra.items() if key != "parts"}
 
 
 class CommitProtocol:

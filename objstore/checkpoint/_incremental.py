@@ -17,7 +17,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import xxhash
 
@@ -28,6 +28,8 @@ from objstore.checkpoint._manifest import (
     AbortedCheckpoint,
     CheckpointManifest,
     OperatorState,
+    PartEntry,
+    PartFrame,
     encode_manifest,
 )
 from objstore.checkpoint._plan import scan
@@ -102,83 +104,57 @@ class SharedFrame:
         """As a frame entry (offset 0 of its own object), for the frame decoder."""
         return OperatorState(self.name, 0, self.length, self.raw_length, self.xxh3)
 
-    def to_json(self) -> dict[str, Any]:
-        """The manifest's JSON form of this frame (format 2)."""
-        return {
-            "name": self.name,
-            "key": self.key,
-            "offset": 0,
-            "length": self.length,
-            "raw_length": self.raw_length,
-            "xxh3": self.xxh3,
-        }
+    def part_frame(self) -> PartFrame:
+        """As a manifest frame (format 2)."""
+        return PartFrame(self.name, 0, self.length, self.raw_length, self.xxh3, key=self.key)
 
 
 # -- the manifest's view -----------------------------------------------------------------------
 
 
-def _parts(manifest: CheckpointManifest) -> list[Any]:
-    parts = manifest.extra.get("parts")
-    return parts if isinstance(parts, list) else []
-
-
 def shared_frames(manifest: CheckpointManifest) -> list[SharedFrame]:
     """Every frame of ``manifest`` that lives in a shared object, in order (empty for a
-    full checkpoint).
+    checkpoint without parts).
 
     Raises:
-        CorruptionError: a frame entry is malformed.
-    """  # noqa: DOC501 - the ValueError is caught and re-raised as CorruptionError
+        CorruptionError: a frame's key is not a shared object's.
+    """
     frames: list[SharedFrame] = []
-    try:
-        for part in _parts(manifest):
-            for frame in part.get("frames", []):
-                key = frame.get("key")
-                if key is None:
-                    continue
-                if not isinstance(key, str) or not is_shared_key(key):
-                    raise ValueError(f"frame key {key!r} is not a shared object")
-                name = frame.get("name")
-                frames.append(
-                    SharedFrame(
-                        name if isinstance(name, str) else None,
-                        key,
-                        int(frame["length"]),
-                        int(frame["raw_length"]),
-                        str(frame["xxh3"]),
-                    )
+    for part in manifest.parts:
+        for frame in part.frames:
+            if frame.key is None:
+                continue
+            if not is_shared_key(frame.key):
+                raise CorruptionError(
+                    manifest_key(manifest.checkpoint_id),
+                    f"frame key {frame.key!r} is not a shared object",
                 )
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise CorruptionError(
-            manifest_key(manifest.checkpoint_id), f"invalid shared frame: {exc}"
-        ) from exc
+            frames.append(
+                SharedFrame(frame.name, frame.key, frame.length, frame.raw_length, frame.xxh3)
+            )
     return frames
 
 
 def is_incremental(manifest: CheckpointManifest) -> bool:
-    """Whether ``manifest`` keeps its state in shared objects."""
-    return any(part.get("key") is None for part in _parts(manifest) if isinstance(part, dict))
+    """Whether ``manifest`` keeps all its state in shared objects (an incremental save)."""
+    return bool(manifest.parts) and all(part.key is None for part in manifest.parts)
 
 
 def with_frames(
     manifest: CheckpointManifest, frames: Sequence[SharedFrame], writer_nonce: str
 ) -> CheckpointManifest:
-    """``manifest`` with one part holding ``frames`` (and no state of format 1)."""
-    part = {
-        "name": INCREMENTAL_PART,
-        "key_groups": None,
-        "key": None,
-        "size": None,
-        "xxh3": None,
-        "writer_nonce": writer_nonce,
-        "frames": [frame.to_json() for frame in frames],
-    }
+    """``manifest`` with one part, :data:`INCREMENTAL_PART`, holding ``frames``."""
+    part = PartEntry(
+        name=INCREMENTAL_PART,
+        key_groups=None,
+        key=None,
+        size=None,
+        xxh3=None,
+        writer_nonce=writer_nonce,
+        frames=tuple(frame.part_frame() for frame in frames),
+    )
     return dataclasses.replace(
-        manifest,
-        operator_states=(),
-        state_checksum=None,
-        state_size=None,
-        extra={**manifest.extra, "parts": [part]},
+        manifest, operator_states=(), state_checksum=None, state_size=None, parts=(part,)
     )
 
 

@@ -73,13 +73,12 @@ by that listing; restore quarantined checkpoints while no GC runs.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from objstore.checkpoint._layout import CHECKPOINTS
+from objstore.checkpoint._layout import SHARED
 from objstore.codec import canonical_json, checksum, parse_json
 from objstore.errors import CorruptionError
 
@@ -98,7 +97,6 @@ __all__ = [
     "shared_key",
 ]
 
-SHARED = f"{CHECKPOINTS}/shared"
 GC_RECORD = f"{SHARED}/.gc.json"
 GC_FORMAT = 1
 
@@ -228,13 +226,3 @@ class SharedGcResult:
     generation: int | None
     aborted: str | None = None
     dry_run: bool = False
-
-
-def gc_record_json(record: GcRecord) -> dict[str, Any]:
-    """A printable form of ``record`` (for ``objstore show``/JSON output)."""
-    return {"generation": record.generation, "doomed": sorted(record.doomed)}
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON (debug helper for messages)."""
-    return json.dumps(value, sort_keys=True)
