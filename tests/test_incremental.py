@@ -22,8 +22,7 @@ import pytest
 
 from objstore import CheckpointManifest, CheckpointStore
 from objstore.backends import AsyncBackend, Backend, RetryPolicy, open_backend, open_transport
-from objstore.checkpoint import AsyncCheckpointStore, manifest_key, state_key
-from objstore.checkpoint import _incremental, _shared
+from objstore.checkpoint import AsyncCheckpointStore, _incremental, _shared, manifest_key, state_key
 from objstore.checkpoint._shared import GC_RECORD, SHARED, is_shared_key
 from objstore.errors import PreconditionFailedError
 from objstore.testing import FaultInjectingTransport
@@ -130,9 +129,11 @@ def test_prune_then_gc_keeps_exactly_what_retained_checkpoints_need(
     assert face.cleanup_orphans(0).deleted == ()
     assert _shared_objects(inc_url) == before  # prune and cleanup never touch shared/
     dry = face.collect_shared(0, dry_run=True)
-    assert dry.deleted == () and _shared_objects(inc_url) == before
+    assert dry.deleted == ()
+    assert _shared_objects(inc_url) == before
     result = face.collect_shared(0)
-    assert set(result.deleted) == set(dry.planned) and len(result.deleted) == 4
+    assert set(result.deleted) == set(dry.planned)
+    assert len(result.deleted) == 4
     needed = set()
     for checkpoint_id in (5, 6, 7):
         needed |= _incremental.refs_of(face.load_by_id(checkpoint_id))
@@ -200,7 +201,8 @@ def test_a_missing_or_damaged_shared_object_invalidates_only_its_checkpoints(
     data = raw.get(key)[0]
     raw.put(key, data[:-1] + bytes([data[-1] ^ 1]))
     result = face.validate_checkpoint(2)
-    assert not result.valid and "checksum mismatch" in result.issues[0]
+    assert not result.valid
+    assert "checksum mismatch" in result.issues[0]
     raw.delete(key)
     assert "missing" in face.validate_checkpoint(2).issues[0]
     assert face.recover_latest_validated().chosen_id == 1
@@ -217,7 +219,7 @@ def _run_in_thread(coroutine_factory: Callable[[], Any]) -> tuple[threading.Thre
     def run() -> None:
         try:
             outcome.append(asyncio.run(coroutine_factory()))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
+        except BaseException as exc:
             outcome.append(exc)
 
     thread = threading.Thread(target=run)
@@ -363,7 +365,8 @@ def test_a_gc_overtaken_by_another_gc_deletes_nothing(inc_url: str) -> None:
 
     faults_a.on_call("list", other_gc_runs, nth=2, when="after", key_contains="checkpoints")
     result = asyncio.run(gc_a.collect_shared(0))
-    assert result.aborted is not None and result.deleted == ()
+    assert result.aborted is not None
+    assert result.deleted == ()
     assert len(results[0].deleted) == CHUNKS
     assert len(_shared_objects(url)) == 0
 
@@ -440,7 +443,8 @@ def test_two_concurrent_gcs_one_writes_the_generation(inc_url: str) -> None:
 
     faults_a.on_call("put_if_absent", other_gc_runs, when="before", key_contains=".gc.json")
     result = asyncio.run(gc_a.collect_shared(0))
-    assert result.aborted is not None and result.deleted == ()
+    assert result.aborted is not None
+    assert result.deleted == ()
     assert len(results[0].deleted) == CHUNKS
     raw = open_backend(url, verify_fencing=False)
     assert _shared.decode_gc_record(*raw.get(GC_RECORD)).generation == 1
