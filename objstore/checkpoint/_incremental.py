@@ -30,6 +30,7 @@ from objstore.checkpoint._manifest import (
     OperatorState,
     PartEntry,
     PartFrame,
+    StoredManifest,
     encode_manifest,
 )
 from objstore.checkpoint._plan import scan
@@ -635,3 +636,93 @@ def state_sizes(
         )
         result[checkpoint_id] = StateSizes(manifest.state_size or 0, shared, with_others)
     return result
+
+
+# -- copying -------------------------------------------------------------------------------------
+
+
+async def copy_incremental(
+    src: AsyncCheckpointStore, dst: AsyncCheckpointStore, stored: StoredManifest
+) -> None:
+    """Commit on ``dst`` a copy of the incremental checkpoint ``stored`` of ``src``, with
+    every shared object it references, as an incremental save on ``dst`` would: after
+    reading ``dst``'s GC record, a frame reuses an object already on ``dst`` with the same
+    bytes (listed, not doomed: nothing is stored twice), or its verified bytes are copied
+    under a fresh key; the manifest (its frames pointing at ``dst``'s objects, the rest
+    unchanged) is created, and the writer check (e) of ``_shared`` decides whether the copy
+    stands, or is withdrawn and made again.
+
+    Raises:
+        AlreadyExistsError: ``dst`` already has a manifest of that id (the caller decides).
+        CorruptionError: a source object is missing its recorded bytes.
+        PreconditionFailedError: ``dst``'s GCs kept dooming the copy's objects.
+    """  # noqa: DOC502 - AlreadyExistsError from the backend, CorruptionError from _source_frame
+    manifest = stored.manifest
+    checkpoint_id = manifest.checkpoint_id
+    frames = shared_frames(manifest)
+    writer_nonce = manifest.parts[0].writer_nonce if manifest.parts else stored.writer_nonce
+    for _ in range(REPAIR_ATTEMPTS):
+        record = await read_gc_record(dst.backend)
+        listed = await list_shared(dst.backend)
+        nonce = os.urandom(16).hex()
+        placed: dict[str, SharedFrame] = {}
+        copied: list[SharedFrame] = []
+        for frame in frames:
+            if frame.key not in placed:
+                placed[frame.key] = await _place(src, dst, frame, listed, record, nonce)
+            target = placed[frame.key]
+            copied.append(dataclasses.replace(target, name=frame.name))
+        body = dataclasses.replace(stored, manifest=with_frames(manifest, copied, writer_nonce))
+        version = await dst.backend.put_if_absent(
+            manifest_key(checkpoint_id), encode_manifest(body)
+        )
+        if refs_safe(record, await read_gc_record(dst.backend), placed_keys(copied)):
+            return
+        with contextlib.suppress(PreconditionFailedError, NotFoundError):
+            await dst.backend.delete(manifest_key(checkpoint_id), version)
+    raise PreconditionFailedError(
+        manifest_key(checkpoint_id),
+        f"checkpoint {checkpoint_id}: the destination's GCs kept dooming the copy; try again",
+    )
+
+
+def placed_keys(frames: Sequence[SharedFrame]) -> set[str]:
+    """The keys of ``frames``."""
+    return {frame.key for frame in frames}
+
+
+async def _place(
+    src: AsyncCheckpointStore,
+    dst: AsyncCheckpointStore,
+    frame: SharedFrame,
+    listed: Mapping[str, ObjectInfo],
+    record: GcRecord,
+    nonce: str,
+) -> SharedFrame:
+    """``frame`` on ``dst``: an object already there with the same bytes, else a copy."""
+    digest = frame.raw_digest or ""
+    for key, info in listed.items():
+        if raw_digest_of(key) != digest or info.size != frame.length or key in record.doomed:
+            continue
+        try:
+            data, _ = await dst.backend.get(key)
+        except NotFoundError:
+            continue
+        if xxhash.xxh3_128_hexdigest(data) == frame.xxh3:
+            return dataclasses.replace(frame, key=key)
+    data = await _source_frame(src, frame)
+    key = shared_key(digest, nonce)
+    length, frame_xxh3 = await _put_shared(dst.backend, key, data, frame.xxh3)
+    return SharedFrame(frame.name, key, length, frame.raw_length, frame_xxh3)
+
+
+async def _source_frame(src: AsyncCheckpointStore, frame: SharedFrame) -> bytes:
+    """The verified bytes of ``frame`` on ``src``.
+
+    Raises:
+        CorruptionError: they are not the recorded ones.
+    """
+    data, _ = await src.backend.get(frame.key)
+    if len(data) != frame.length or xxhash.xxh3_128_hexdigest(data) != frame.xxh3:
+        raise CorruptionError(frame.key, "shared object does not match its manifest")
+    return data

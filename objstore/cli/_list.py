@@ -30,7 +30,14 @@ from objstore.cli._output import (
     size_text,
     when_text,
 )
-from objstore.cli._stores import gather, list_entries, open_store, pointer_document, read_stored
+from objstore.cli._stores import (
+    gather,
+    list_entries,
+    open_store,
+    pointer_document,
+    read_stored,
+    sharing,
+)
 from objstore.errors import CorruptionError, NotFoundError
 
 __all__ = ["list_checkpoints", "ls_command", "render_ls"]
@@ -129,6 +136,7 @@ async def list_checkpoints(
             "verifying",
             sum(e.state.size for e in entries.values() if e.committed and e.state is not None),
         )
+    shares = await sharing(store, entries)
     rows = await gather(
         _describe(
             store,
@@ -140,6 +148,13 @@ async def list_checkpoints(
         )
         for checkpoint_id in sorted(entries)
     )
+    for row in rows:
+        row.update(
+            shares.get(
+                row["id"],
+                {"exclusive_bytes": None, "shared_bytes": None, "shared_with_others_bytes": None},
+            )
+        )
     validity: dict[int, bool | None] = {
         row["id"]: (None if row["status"] in ("orphan", "aborted") else row["valid"])
         for row in rows
@@ -187,7 +202,7 @@ STATUS_MIN_WIDTH = 16
 of the reason (the rest folds onto more lines)."""
 _COLUMN_GAP = 3  # " │ " between two columns
 # Optional columns, in the order they give way on a narrow terminal (first = first dropped).
-_OPTIONAL_COLUMNS = ("manifest", "state", "epoch", "time (UTC)")
+_OPTIONAL_COLUMNS = ("shared", "manifest", "state", "epoch", "time (UTC)")
 
 
 def _cells(row: dict[str, Any]) -> dict[str, str]:
@@ -197,13 +212,14 @@ def _cells(row: dict[str, Any]) -> dict[str, str]:
         "time (UTC)": when_text(row["time"]),
         "manifest": size_text(row["manifest_size"]),
         "state": size_text(row["state_size"]),
+        "shared": size_text(row["shared_bytes"]) if row.get("shared_bytes") else "-",
     }
 
 
 def _fitting_columns(cells: list[dict[str, str]], marker: int, width: int) -> list[str]:
     """The columns to show at ``width``: id and status always; the others only while the
     status keeps :data:`STATUS_MIN_WIDTH`, dropped in :data:`_OPTIONAL_COLUMNS` order."""
-    columns = ["id", "epoch", "time (UTC)", "manifest", "state"]
+    columns = ["id", "epoch", "time (UTC)", "manifest", "state", "shared"]
 
     def needed(names: list[str]) -> int:
         widths = [max(len(name), *(len(row[name]) for row in cells)) for name in names]
