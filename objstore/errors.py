@@ -13,6 +13,7 @@ handler would do about it::
     ├── CorruptionError                         bytes do not match their checksum or format
     ├── NotSupportedError(NotImplementedError)  the store cannot give the guarantees we need
     ├── OutcomeUnknownError                     a write may have committed; the store cannot tell
+    ├── ReceiptError(ValueError)                parts' receipts that are not this commit's
     ├── StoreNotFoundError                      the store itself (bucket, root directory) is missing
     └── TransientStorageError(OSError)          5xx, throttling, timeouts: the only retried kind
 
@@ -41,6 +42,7 @@ __all__ = [
     "ObjstoreError",
     "OutcomeUnknownError",
     "PreconditionFailedError",
+    "ReceiptError",
     "StoreNotFoundError",
     "TransientStorageError",
 ]
@@ -200,6 +202,22 @@ class OutcomeUnknownError(ObjstoreError):
         )
         self.key = key
         self.sequence = sequence
+
+
+class ReceiptError(ObjstoreError, ValueError):
+    """The receipts handed to a parallel commit are not exactly its parts: one of another
+    checkpoint, epoch or job (stale or foreign), of a part not planned, two for one part, or
+    none for a planned part. Raised before any request; nothing was written. ``parts``
+    names the parts concerned; a ``ValueError``, as bad arguments are.
+    """
+
+    def __init__(
+        self, key: str, message: str, *, checkpoint_id: int, parts: tuple[str, ...]
+    ) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.checkpoint_id = checkpoint_id
+        self.parts = parts
 
 
 class StoreNotFoundError(ObjstoreError):

@@ -30,6 +30,7 @@ from objstore.errors import (
     ObjstoreError,
     OutcomeUnknownError,
     PreconditionFailedError,
+    ReceiptError,
     StoreNotFoundError,
     TransientStorageError,
 )
@@ -47,6 +48,7 @@ TREE: dict[type[BaseException], tuple[tuple[type, ...], tuple[type[BaseException
     CorruptionError: ((ObjstoreError,), ()),
     NotSupportedError: ((ObjstoreError, NotImplementedError), (NotImplementedError,)),
     OutcomeUnknownError: ((ObjstoreError,), ()),
+    ReceiptError: ((ObjstoreError, ValueError), (ValueError,)),
     StoreNotFoundError: ((ObjstoreError,), ()),
     TransientStorageError: ((ObjstoreError, OSError), (OSError,)),
 }
@@ -75,6 +77,8 @@ def _samples() -> list[BaseException]:
         CorruptionError("state.bin", "truncated"),
         NotSupportedError("ignores preconditions"),
         OutcomeUnknownError("kv/log/00000000000000000002", sequence=2),
+        ReceiptError("checkpoint 4", "foreign receipt", checkpoint_id=4, parts=("kg-0",)),
+        ReceiptError("checkpoint 5", "missing", checkpoint_id=5, parts=("a", "b")),
         StoreNotFoundError("s3://nope"),
         StoreNotFoundError("file:///x", "the store file:///x does not exist"),
         TransientStorageError("503 slow down"),

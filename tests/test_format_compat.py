@@ -29,7 +29,7 @@ from objstore import (
     SourceCheckpoint,
     SourceCheckpointStore,
 )
-from objstore.checkpoint import ABORTED, POINTER_FORMAT, TOMBSTONE_FORMAT
+from objstore.checkpoint import ABORTED, PARTS_FORMAT, POINTER_FORMAT, TOMBSTONE_FORMAT
 from objstore.codec import SEALED_FORMAT, unseal
 from objstore.kv import (
     KV_MANIFEST_FORMAT,
@@ -87,6 +87,7 @@ def test_every_format_written_today_has_committed_data() -> None:
         f"kv-format-{KV_MANIFEST_FORMAT}",
         f"checkpoint-format-{POINTER_FORMAT}",
         f"checkpoint-tombstone-format-{TOMBSTONE_FORMAT}",
+        f"checkpoint-parts-format-{PARTS_FORMAT}",
     }
     for name in generate.GENERATORS:
         assert (DATA / name).is_dir(), f"tests/data/{name} is missing: run tests/data/generate.py"
@@ -273,6 +274,55 @@ def test_checkpoint_tombstone_format_2(source: Path, tmp_path: Path) -> None:
     assert store.next_checkpoint_id() == 4
     with pytest.raises(CheckpointConflict):
         store.save(CheckpointManifest(checkpoint_id=2, epoch=1))
+    store.close()
+
+
+def test_checkpoint_parts_format_2(source: Path, tmp_path: Path) -> None:
+    """Manifest format 2: a parallel checkpoint's parts (each its own object) above a
+    format-1 checkpoint; both read, validate and restore, part by part and frame by frame."""
+    url = copy(source, f"checkpoint-parts-format-{PARTS_FORMAT}", tmp_path)
+    parts_id = generate.PARTS_CHECKPOINT
+    body = json.loads(
+        (Path(url) / f"checkpoints/checkpoint_{parts_id:020d}/manifest.json").read_text()
+    )
+    assert body["format_version"] == PARTS_FORMAT
+    first = json.loads(
+        (Path(url) / "checkpoints/checkpoint_00000000000000000001/manifest.json").read_text()
+    )
+    assert first["format_version"] == 1
+    assert "parts" not in first
+    store = CheckpointStore(url)
+    latest = store.load_latest()
+    assert latest is not None
+    assert (latest.checkpoint_id, latest.epoch, latest.timestamp_ms) == (
+        parts_id,
+        1,
+        1_700_000_002_000,
+    )
+    assert latest.source_offsets == {"events": {"p0": 20}}
+    assert latest.metadata == {"parallelism": 3}
+    assert latest.state_checksum is None
+    assert {part.name: part.key_groups for part in latest.parts} == {
+        name: groups for name, (groups, _) in generate.PARTS.items()
+    }
+    for name, (_, frames) in generate.PARTS.items():
+        assert store.load_part(parts_id, name) == b"".join(frames.values())
+        for frame_name, data in frames.items():
+            assert store.load_part_frame(parts_id, name, frame_name) == data
+    assert store.load_state(parts_id) == {
+        f"{name}/{frame}": data
+        for name, (_, frames) in generate.PARTS.items()
+        for frame, data in frames.items()
+    }
+    assert store.load_state_data(1) == generate.checkpoint_state(1, 1)
+    assert all(store.validate_checkpoint(i).valid for i in (1, parts_id))
+    assert store.recover_latest_validated().chosen_id == parts_id
+    part = Path(url) / latest.parts[1].key  # type: ignore[operator]
+    part.write_bytes(part.read_bytes()[:-1] + b"\x00")
+    assert not store.validate_checkpoint(parts_id).valid
+    assert store.recover_latest_validated().chosen_id == 1
+    store.save(CheckpointManifest(checkpoint_id=3, epoch=1))
+    assert store.load_latest().checkpoint_id == 3  # type: ignore[union-attr]
     store.close()
 
 

@@ -2,6 +2,13 @@
 
 from objstore.checkpoint._incremental import StateSizes as StateSizes
 from objstore.checkpoint._incremental import state_sizes as state_sizes
+from objstore.checkpoint._keygroups import (
+    Assignment,
+    assign_parts,
+    key_group_parts,
+    key_group_range,
+    part_name,
+)
 from objstore.checkpoint._layout import (
     CHECKPOINTS,
     LATEST,
@@ -60,6 +67,14 @@ from objstore.checkpoint._manifest import (
 )
 from objstore.checkpoint._manifest import StoredManifest as StoredManifest
 from objstore.checkpoint._manifest import decode_manifest as decode_manifest
+from objstore.checkpoint._parallel import (
+    AsyncParallelJob,
+    ParallelJob,
+    PartReceipt,
+    PartTicket,
+    write_part,
+    write_part_async,
+)
 from objstore.checkpoint._plan import CheckpointEntry as CheckpointEntry
 from objstore.checkpoint._plan import CleanupResult, Orphan, PruneResult
 from objstore.checkpoint._plan import plan_prune as plan_prune
@@ -81,7 +96,9 @@ __all__ = [
     "MANIFEST_FORMAT",
     "POINTER_FORMAT",
     "AbortedCheckpoint",
+    "Assignment",
     "AsyncCheckpointStore",
+    "AsyncParallelJob",
     "CheckpointManifest",
     "CheckpointStore",
     "CleanupResult",
@@ -89,8 +106,11 @@ __all__ = [
     "OperatorState",
     "Orphan",
     "PARTS_FORMAT",
+    "ParallelJob",
     "PartEntry",
     "PartFrame",
+    "PartReceipt",
+    "PartTicket",
     "Pointer",
     "PointerRepair",
     "PruneResult",
@@ -105,12 +125,16 @@ __all__ = [
     "SinkStatus",
     "TOMBSTONE_FORMAT",
     "ValidationResult",
+    "assign_parts",
     "checkpoint_dir",
     "copy_checkpoint",
     "copy_checkpoint_async",
     "list_quarantined",
     "list_quarantined_async",
+    "key_group_parts",
+    "key_group_range",
     "manifest_key",
+    "part_name",
     "plan_pointer_repair",
     "quarantine_invalid",
     "quarantine_invalid_async",
@@ -126,4 +150,6 @@ __all__ = [
     "state_key",
     "validate_checkpoint_streaming",
     "validate_checkpoint_streaming_async",
+    "write_part",
+    "write_part_async",
 ]

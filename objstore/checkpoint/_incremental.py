@@ -73,7 +73,6 @@ __all__ = [
     "save_incremental",
     "shared_frames",
     "state_sizes",
-    "validate_frames",
 ]
 
 logger = logging.getLogger(__name__)
@@ -579,30 +578,6 @@ async def load_frames(
 
     raws = await gather_bounded((one(frame) for frame in frames), store.chunks_in_flight)
     return list(zip(frames, raws, strict=True))
-
-
-async def validate_frames(store: AsyncCheckpointStore, manifest: CheckpointManifest) -> list[str]:
-    """Why ``manifest``'s shared frames are not whole (empty: they are): each object exists
-    with its recorded length and xxh3."""
-    try:
-        frames = shared_frames(manifest)
-    except CorruptionError as exc:
-        return [exc.reason]
-
-    async def one(frame: SharedFrame) -> str | None:
-        try:
-            data, _ = await store.backend.get(frame.key)
-        except NotFoundError:
-            return f"shared object {frame.key} missing"
-        if len(data) != frame.length:
-            return f"shared object {frame.key} has {len(data)} bytes, not {frame.length}"
-        if xxhash.xxh3_128_hexdigest(data) != frame.xxh3:
-            return f"shared object {frame.key} checksum mismatch"
-        return None
-
-    unique = list({frame.key: frame for frame in frames}.values())
-    issues = await gather_bounded((one(frame) for frame in unique), PARALLEL)
-    return [issue for issue in issues if issue is not None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ __all__ = [
     "manifest_key",
     "parse_checkpoint_name",
     "parse_listing_key",
+    "is_part_key",
     "parse_pointer",
     "part_key",
     "pointer_text",
@@ -70,6 +71,12 @@ def state_key(checkpoint_id: int) -> str:
 def part_key(checkpoint_id: int, name: str) -> str:
     """The key of part ``name``'s exclusive object (``name`` checked by the caller)."""
     return f"{checkpoint_dir(checkpoint_id)}/{PARTS_DIR}/{name}{PART_SUFFIX}"
+
+
+def is_part_key(key: str) -> bool:
+    """Whether ``key`` is a part's object (``checkpoints/checkpoint_N/parts/<name>``)."""
+    parsed = parse_listing_key(key)
+    return parsed is not None and parsed[1].startswith(f"{PARTS_DIR}/")
 
 
 POINTER_FORMAT = 2

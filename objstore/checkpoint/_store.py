@@ -18,13 +18,13 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from objstore._checks import check_u64
+from objstore._checks import check_u64, is_int
 from objstore._concurrency import gather_bounded
-from objstore._loop import AsyncClosing, StoreFacade, blocking
+from objstore._loop import AsyncClosing, StoreFacade, blocking, run_sync
 from objstore._open import StoreLocation, as_async_backend
 from objstore.backends import AsyncBackend, ObjectInfo, RequestHook
 from objstore.checkpoint._clock import StoreClock, read_store_clock
@@ -36,13 +36,13 @@ from objstore.checkpoint._incremental import (
     load_frames,
     save_incremental,
     shared_frames,
-    validate_frames,
 )
 from objstore.checkpoint._layout import (
     CHECKPOINTS,
     LATEST,
     PointerRecord,
     checkpoint_dir,
+    is_part_key,
     manifest_key,
     parse_listing_key,
     pointer_text,
@@ -57,6 +57,16 @@ from objstore.checkpoint._manifest import (
     check_checkpoint_id,
     encode_manifest,
     encode_tombstone,
+)
+from objstore.checkpoint._parallel import (
+    AsyncParallelJob,
+    ParallelJob,
+    check_part,
+    frame_of,
+    joined_names,
+    plan_parts,
+    read_frame,
+    read_part,
 )
 from objstore.checkpoint._plan import (
     CheckpointEntry,
@@ -243,6 +253,8 @@ class AsyncCheckpointStore(AsyncClosing):
             raise ValueError("single_put_limit and streamed_validation_threshold must be >= 0")
         if range_size < 1:
             raise ValueError(f"range_size must be at least 1 byte, got {range_size}")
+        self._storage_options = dict(storage_options) if storage_options else None
+        """Kept for the tickets of parallel checkpoints (workers reopen the store by URL)."""
         self.backend: AsyncBackend = as_async_backend(
             url_or_backend,
             storage_options,
@@ -490,6 +502,105 @@ class AsyncCheckpointStore(AsyncClosing):
             )
         self._staged[checkpoint_id] = written
 
+    # -- parallel checkpoints (coordinator side; the worker side is write_part) ------------
+
+    async def begin_parallel(
+        self,
+        checkpoint_id: int,
+        epoch: int,
+        parts: Mapping[str, tuple[int, int] | None] | Iterable[str | tuple[str, Any]],
+    ) -> AsyncParallelJob:
+        """Begin a parallel checkpoint of ``parts``: returns the job whose picklable
+        ``tickets`` the workers pass to :func:`~objstore.write_part`, and whose
+        ``commit(receipts, source_offsets=..., ...)`` commits one fenced manifest (format 2)
+        listing every part, then moves the pointer as a save does.
+
+        ``parts`` maps part names to inclusive key-group ranges ``(first, last)`` (or
+        ``None`` for an unkeyed part), or lists names or ``(name, range)`` pairs; see
+        :func:`~objstore.key_group_parts` for Flink-style ranges. One GET of the pointer:
+        a coordinator whose epoch is already fenced is refused before any worker uploads.
+        Workers reopen the store from the ticket by its URL and storage options, so the
+        store must be reachable by URL from their processes (not an anonymous memory store).
+
+        Raises:
+            FencedError: a newer epoch has been claimed (``latest.txt``'s fence epoch).
+            ValueError: no parts, a duplicate or bad part name, or a bad key-group range.
+            TypeError: a part is neither a name nor a ``(name, range)`` pair.
+        """  # noqa: DOC502 - ValueError/TypeError are raised by plan_parts
+        check_checkpoint_id(checkpoint_id)
+        if not is_int(epoch) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        planned = plan_parts(parts)
+        current = await self._read_pointer()
+        record = await self._pointer_record(current)
+        if record is not None:
+            self._pointer = current  # the commit's pointer move swaps from it: no GET then
+        fence = record.fence_epoch if record is not None else None
+        if fence is not None and fence > epoch:
+            raise FencedError(
+                LATEST,
+                f"checkpoint {checkpoint_id}: epoch {fence} has been claimed, so a parallel "
+                f"checkpoint of epoch {epoch} would be fenced; nothing was written",
+                checkpoint_id=checkpoint_id,
+                epoch=epoch,
+                winner_epoch=fence,
+            )
+        return AsyncParallelJob(self, checkpoint_id, epoch, planned, self._storage_options)
+
+    async def _commit_parts(self, manifest: CheckpointManifest) -> CheckpointManifest:
+        """Commit a manifest with parts (from :meth:`AsyncParallelJob.commit`) through the
+        commit protocol: as a save without state, so fencing, conflicts, a retry completing
+        an earlier attempt and the pointer move are those of :meth:`save`."""
+        return await self._commits.commit(manifest, None, None, None)
+
+    async def _load_parts_manifest(self, checkpoint_id: int) -> CheckpointManifest:
+        check_checkpoint_id(checkpoint_id)
+        manifest = (await self._load_stored(checkpoint_id)).manifest
+        if not manifest.parts:
+            raise KeyError(f"checkpoint {checkpoint_id} has no parts (it is a single-writer save)")
+        return manifest
+
+    async def load_part(self, checkpoint_id: int, name: str) -> bytes:
+        """The state of part ``name`` of a parts checkpoint: all its frames, verified,
+        decompressed and concatenated in order (what one worker restores). Reads only that
+        part: one GET of the manifest and one of the part's object (shared frames, of
+        incremental checkpoints, one ranged read each).
+
+        Raises ``NotFoundError`` if the checkpoint does not exist and ``CorruptionError`` if
+        the part does not match its manifest.
+
+        Raises:
+            KeyError: the checkpoint has no parts, or no part ``name``.
+        """  # noqa: DOC502 - raised by _load_parts_manifest and CheckpointManifest.part
+        manifest = await self._load_parts_manifest(checkpoint_id)
+        part = manifest.part(name)
+        frames = await read_part(self.backend, manifest, part, self.chunks_in_flight)
+        return b"".join(frames)
+
+    async def load_part_frame(self, checkpoint_id: int, name: str, frame: str | int) -> bytes:
+        """One frame (one chunk, e.g. one operator's state) of part ``name``, by its name or
+        position, fetched with one ranged read and verified by its own xxh3.
+
+        Raises ``NotFoundError`` if the checkpoint does not exist and ``CorruptionError`` if
+        the frame fails its checksum.
+
+        Raises:
+            KeyError: the checkpoint has no parts, no part ``name`` or no such frame.
+            TypeError: ``frame`` is neither a name nor a position.
+        """  # noqa: DOC502 - KeyError/TypeError raised by frame_of
+        manifest = await self._load_parts_manifest(checkpoint_id)
+        part = manifest.part(name)
+        return await read_frame(self.backend, part, frame_of(part, frame))
+
+    async def _read_parts(self, manifest: CheckpointManifest) -> tuple[list[str], list[bytes]]:
+        """Every frame of every part of ``manifest`` (load_state's names, and the frames)."""
+        names = joined_names(manifest.parts)
+        read = await _gather_bounded(
+            read_part(self.backend, manifest, part, self.chunks_in_flight)
+            for part in manifest.parts
+        )
+        return names, [frame for frames in read for frame in frames]
+
     async def claim_epoch(self, epoch: int) -> None:
         """Fence every older epoch before this writer's first save (call it at startup).
 
@@ -694,10 +805,12 @@ class AsyncCheckpointStore(AsyncClosing):
         """All saved chunks of ``checkpoint_id``, verified, decompressed and concatenated.
 
         ``None`` when the checkpoint does not exist or has no state; ``CorruptionError`` when
-        the sidecar does not match its manifest. One GET of the manifest and one of the
-        sidecar (a ranged GET of all of it); the sidecar is hashed once while its frames are
-        decompressed in parallel (up to ``chunks_in_flight`` at a time) straight into the
-        returned ``bytes``, the only full-size buffer besides the downloaded sidecar.
+        the sidecar does not match its manifest. A checkpoint of parts gives every part's
+        frames concatenated in the manifest's order (``b"".join(load_state(id).values())``).
+        One GET of the manifest and one of the sidecar (a ranged GET of all of it); the
+        sidecar is hashed once while its frames are decompressed in parallel (up to
+        ``chunks_in_flight`` at a time) straight into the returned ``bytes``, the only
+        full-size buffer besides the downloaded sidecar.
         """
         loaded = await self._read_state(checkpoint_id)
         return None if loaded is None else loaded[1]
@@ -713,12 +826,28 @@ class AsyncCheckpointStore(AsyncClosing):
         ``CorruptionError`` like :meth:`load_state_data`, with the same requests (one GET of
         the manifest, one of the sidecar).
 
+        A checkpoint of parts (a parallel commit) comes back as ``{"{part}/{frame}": bytes}``
+        for every frame of every part, in the manifest's order (an unnamed frame by its
+        position in its part), each part's object read once. An incremental checkpoint
+        (:meth:`save_incremental`) comes back as it was saved, like a full one.
+
         Raises:
             ValueError: a chunk's position equals the name of another chunk, so the state
                 cannot be told apart by name (read it with :meth:`load_operator_state` by
                 position).
         """
-        loaded = await self._read_state(checkpoint_id)
+        check_checkpoint_id(checkpoint_id)
+        try:
+            stored = await self._load_stored(checkpoint_id)
+        except NotFoundError:
+            return None
+        if is_incremental(stored.manifest):
+            shared = await load_frames(self, stored.manifest)
+            return _by_name(checkpoint_id, [(frame.name, raw) for frame, raw in shared])
+        if stored.manifest.parts:
+            frame_names, frames = await self._read_parts(stored.manifest)
+            return dict(zip(frame_names, frames, strict=True))
+        loaded = await self._read_state(checkpoint_id, stored)
         if loaded is None:
             return None
         entries, data = loaded
@@ -738,19 +867,21 @@ class AsyncCheckpointStore(AsyncClosing):
         return chunks
 
     async def _read_state(
-        self, checkpoint_id: int
+        self, checkpoint_id: int, stored: StoredManifest | None = None
     ) -> tuple[tuple[OperatorState, ...], bytes] | None:
-        """The manifest's chunk index and all chunks joined (see :meth:`load_state_data`)."""
+        """The manifest's chunk index and all chunks joined (see :meth:`load_state_data`);
+        for a parts checkpoint, every part's frames in order (no index). ``stored``: the
+        manifest, if already read."""
         check_checkpoint_id(checkpoint_id)
-        try:
-            stored = await self._load_stored(checkpoint_id)
-        except NotFoundError:
-            return None
+        if stored is None:
+            try:
+                stored = await self._load_stored(checkpoint_id)
+            except NotFoundError:
+                return None
         manifest = stored.manifest
-        if is_incremental(manifest):
-            loaded = await load_frames(self, manifest)
-            entries = tuple(frame.entry() for frame, _ in loaded)
-            return entries, b"".join(raw for _, raw in loaded)
+        if manifest.parts:
+            _, frames = await self._read_parts(manifest)
+            return (), b"".join(frames)
         if manifest.state_checksum is None:
             return None
         key = state_key(checkpoint_id)
@@ -786,7 +917,7 @@ class AsyncCheckpointStore(AsyncClosing):
         """
         check_checkpoint_id(checkpoint_id)
         manifest = (await self._load_stored(checkpoint_id)).manifest
-        frames = shared_frames(manifest)
+        frames = shared_frames(manifest) if is_incremental(manifest) else []
         entries = tuple(f.entry() for f in frames) if frames else manifest.operator_states
         if isinstance(name_or_index, bool) or not isinstance(name_or_index, str | int):
             raise TypeError("name_or_index must be an operator name or a position")
@@ -899,8 +1030,8 @@ class AsyncCheckpointStore(AsyncClosing):
             warnings = (
                 f"vnode_count {manifest.vnode_count} differs from the store's {self._vnode_count}",
             )
-        if is_incremental(manifest):
-            issues = tuple(await validate_frames(self, manifest))
+        if manifest.parts:
+            issues = await self._validate_parts(manifest, progress, range_size)
             return ValidationResult(checkpoint_id, not issues, issues, warnings), manifest
         if manifest.state_checksum is None:
             return ValidationResult(checkpoint_id, True, (), warnings), manifest
@@ -935,6 +1066,30 @@ class AsyncCheckpointStore(AsyncClosing):
         except CorruptionError as exc:
             return ValidationResult(checkpoint_id, False, (exc.reason,), warnings), manifest
         return ValidationResult(checkpoint_id, True, (), warnings), manifest
+
+    async def _validate_parts(
+        self,
+        manifest: CheckpointManifest,
+        progress: Progress | None,
+        range_size: int | None,
+    ) -> tuple[str, ...]:
+        """Why the parts of ``manifest`` are invalid (empty: every part's object has its
+        recorded size and xxh3, header and frame bounds, and every shared frame is there),
+        each part checked as ``state.bin`` is (streamed past the threshold, or with
+        ``progress``/``range_size``), up to :data:`PARALLEL_READS` parts at once."""
+        streamed = progress is not None or range_size is not None
+        found = await _gather_bounded(
+            check_part(
+                self.backend,
+                manifest,
+                part,
+                streamed=streamed or (part.size or 0) > self.streamed_validation_threshold,
+                range_size=range_size or self.range_size,
+                progress=progress or no_progress,
+            )
+            for part in manifest.parts
+        )
+        return tuple(issue for issue in found if issue is not None)
 
     async def recover_latest_validated(self) -> RecoveryReport:
         """Walk back from the newest checkpoint to the one to restore: of the checkpoints that
@@ -1117,7 +1272,9 @@ class AsyncCheckpointStore(AsyncClosing):
         orphan_epochs: dict[int, int | None] = {}
         if candidates:
             fence = await self._fence_epoch()
-            epochs = await _gather_bounded(self._orphan_epoch(cid) for cid in candidates)
+            epochs = await _gather_bounded(
+                self._orphan_epoch(cid, entries[cid]) for cid in candidates
+            )
             orphan_epochs = dict(zip(candidates, epochs, strict=True))
         kept = await quarantined_ids(self.backend)
 
@@ -1149,10 +1306,20 @@ class AsyncCheckpointStore(AsyncClosing):
             return await read_store_clock(self.backend)
         return max((e.newest_mtime for e in entries.values() if e.newest_mtime), default=None)
 
-    async def _orphan_epoch(self, checkpoint_id: int) -> int | None:
-        """The epoch in an orphan's sidecar header (one ranged read); ``None`` if none."""
+    async def _orphan_epoch(
+        self, checkpoint_id: int, entry: CheckpointEntry | None = None
+    ) -> int | None:
+        """The epoch in an orphan's sidecar header (one ranged read); ``None`` if none. An
+        orphan without ``state.bin`` but with parts (a parallel checkpoint not committed
+        yet) is judged by the header of one of its parts, which carries its writer's epoch
+        just as ``state.bin`` does."""
+        key = state_key(checkpoint_id)
+        if entry is not None and entry.state is None:
+            part = next((info.key for info in entry.others if is_part_key(info.key)), None)
+            if part is not None:
+                key = part
         try:
-            header = await self.backend.get_range(state_key(checkpoint_id), 0, HEADER.size)
+            header = await self.backend.get_range(key, 0, HEADER.size)
         except NotFoundError:
             return None
         return read_header_epoch(header)
@@ -1201,7 +1368,7 @@ class AsyncCheckpointStore(AsyncClosing):
             return CleanupResult(grace, orphans, tuple(doomed), (), store_now, dry_run)
         deleted: list[int] = []
         for checkpoint_id in doomed:
-            epoch = await self._orphan_epoch(checkpoint_id)
+            epoch = await self._orphan_epoch(checkpoint_id, entries[checkpoint_id])
             try:
                 await self.backend.put_if_absent(
                     manifest_key(checkpoint_id), encode_tombstone(checkpoint_id, epoch)
@@ -1289,6 +1456,26 @@ async def _until_settled(
     )
 
 
+def _by_name(checkpoint_id: int, chunks: Iterable[tuple[str | None, bytes]]) -> dict[str, bytes]:
+    """Chunks by name, an unnamed one by its position (``load_state``'s rule).
+
+    Raises:
+        ValueError: an unnamed chunk's position equals another chunk's name.
+    """
+    listed = list(chunks)
+    names = {name for name, _ in listed if name is not None}
+    result: dict[str, bytes] = {}
+    for position, (name, data) in enumerate(listed):
+        key = str(position) if name is None else name
+        if key in result or (name is None and key in names):
+            raise ValueError(
+                f"checkpoint {checkpoint_id}: unnamed chunk {position} and a chunk named "
+                f"{key!r} collide; read them with load_operator_state"
+            )
+        result[key] = data
+    return result
+
+
 def _check_manifest(manifest: object) -> None:
     if not isinstance(manifest, CheckpointManifest):
         raise TypeError(f"expected a CheckpointManifest, not {type(manifest).__name__}")
@@ -1348,6 +1535,25 @@ class CheckpointStore(StoreFacade[AsyncCheckpointStore]):
     save_incremental = blocking(AsyncCheckpointStore.save_incremental)
     collect_shared = blocking(AsyncCheckpointStore.collect_shared)
     claim_epoch = blocking(AsyncCheckpointStore.claim_epoch)
+    load_part = blocking(AsyncCheckpointStore.load_part)
+    load_part_frame = blocking(AsyncCheckpointStore.load_part_frame)
+
+    def begin_parallel(
+        self,
+        checkpoint_id: int,
+        epoch: int,
+        parts: Mapping[str, tuple[int, int] | None] | Iterable[str | tuple[str, Any]],
+    ) -> ParallelJob:
+        """Blocking :meth:`AsyncCheckpointStore.begin_parallel`; the job's ``commit`` blocks
+        too.
+
+        Raises:
+            FencedError: a newer epoch has been claimed.
+            ValueError: no parts, a duplicate or bad part name, or a bad key-group range.
+            TypeError: a part is neither a name nor a ``(name, range)`` pair.
+        """  # noqa: DOC502 - raised by the async method, run here
+        return ParallelJob(run_sync(self._async.begin_parallel(checkpoint_id, epoch, parts)))
+
     load_latest = blocking(AsyncCheckpointStore.load_latest)
     load_by_id = blocking(AsyncCheckpointStore.load_by_id)
     list = blocking(AsyncCheckpointStore.list)

@@ -24,6 +24,8 @@ What is not generated here, and why:
   Both are frozen as they are. ``kv-format-2`` (manifest format 2, tombstones without the
   pruned batch's nonce) is frozen too: today's code writes format 2 only while no snapshot
   is retired, and keeps nonces in tombstones.
+* ``checkpoint-parts-format-<N>`` holds a checkpoint of parts (manifest format ``N``, from
+  ``objstore.checkpoint.PARTS_FORMAT``) above a format-1 one: what a parallel commit writes.
 * ``checkpoint-tombstone-format-<N>`` holds a tombstone (an aborted id, ``format_version``
   2 at its ``manifest.json``) between two format-1 checkpoints.
 * Objects whose writers draw random nonces (projection bases, KV objects) differ byte for
@@ -42,9 +44,16 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from objstore import CheckpointManifest, CheckpointStore, KVStore, Snapshot, SourceCheckpoint
+from objstore import (
+    CheckpointManifest,
+    CheckpointStore,
+    KVStore,
+    Snapshot,
+    SourceCheckpoint,
+    write_part,
+)
 from objstore.backends import AsyncBackend, Backend, open_transport
-from objstore.checkpoint import POINTER_FORMAT, TOMBSTONE_FORMAT
+from objstore.checkpoint import PARTS_FORMAT, POINTER_FORMAT, TOMBSTONE_FORMAT
 from objstore.codec import SEALED_FORMAT, seal
 from objstore.kv import KV_MANIFEST_FORMAT
 from objstore.projections import PROJECTION_FORMAT, _encode_base, _encode_delta
@@ -79,6 +88,16 @@ store a zombie leaves behind, with epoch 1's checkpoint 7 above the pointer's 6.
 def checkpoint_state(checkpoint_id: int, epoch: int) -> bytes:
     """The state saved with checkpoint ``checkpoint_id`` of ``epoch``."""
     return f"epoch-{epoch}-checkpoint-{checkpoint_id};".encode() * 20
+
+
+PARTS_CHECKPOINT = 2
+"""The id of the parts checkpoint (epoch 1); checkpoint 1 below it is a format-1 save."""
+PARTS = {
+    "kg-0000-0063": ((0, 63), {"window": b"w0;" * 300, "counts": bytes(range(256))}),
+    "kg-0064-0127": ((64, 127), {"window": b"w1;" * 200}),
+    "unkeyed": (None, {"meta": b"\x00"}),
+}
+"""Part name -> (key-group range, frames by name) of the parts checkpoint."""
 
 
 SEALED = {
@@ -181,6 +200,33 @@ def write_checkpoints(root: Path) -> None:
         lock.unlink()
 
 
+def write_parts(root: Path) -> None:
+    """A checkpoint store holding a format-1 checkpoint 1 and a parts checkpoint 2 (manifest
+    format 2) of :data:`PARTS`, each part written by its own worker, committed by a
+    coordinator (:meth:`~objstore.CheckpointStore.begin_parallel`)."""
+    root.mkdir(parents=True, exist_ok=True)
+    store = CheckpointStore(str(root))
+    try:
+        first = CheckpointManifest(checkpoint_id=1, epoch=1, timestamp_ms=1_700_000_001_000)
+        store.save_with_state(first, checkpoint_state(1, 1))
+        job = store.begin_parallel(
+            PARTS_CHECKPOINT,
+            1,
+            parts={name: groups for name, (groups, _) in PARTS.items()},
+        )
+        receipts = [write_part(ticket, PARTS[ticket.part][1]) for ticket in job.tickets]
+        job.commit(
+            receipts,
+            source_offsets={"events": {"p0": 20}},
+            metadata={"parallelism": len(PARTS)},
+            timestamp_ms=1_700_000_002_000,
+        )
+    finally:
+        store.close()
+    for lock in root.rglob("*.lock"):
+        lock.unlink()
+
+
 def write_tombstone(root: Path) -> None:
     """A checkpoint store whose id 2 was aborted: checkpoint 1 saved, state staged for 2 and
     collected by ``cleanup_orphans`` (a tombstone at its ``manifest.json``), then 3 saved."""
@@ -218,6 +264,7 @@ GENERATORS: dict[str, Callable[[Path], None]] = {
     f"kv-format-{KV_MANIFEST_FORMAT}": write_kv,
     f"checkpoint-format-{POINTER_FORMAT}": write_checkpoints,
     f"checkpoint-tombstone-format-{TOMBSTONE_FORMAT}": write_tombstone,
+    f"checkpoint-parts-format-{PARTS_FORMAT}": write_parts,
 }
 """Directory name -> writer, one per format today's code writes."""
 
