@@ -24,7 +24,7 @@ from objstore import CheckpointManifest, CheckpointStore
 from objstore.backends import AsyncBackend, Backend, RetryPolicy, open_backend, open_transport
 from objstore.checkpoint import AsyncCheckpointStore, _incremental, _shared, manifest_key, state_key
 from objstore.checkpoint._shared import GC_RECORD, SHARED, is_shared_key
-from objstore.errors import PreconditionFailedError
+from objstore.errors import CorruptionError, PreconditionFailedError
 from objstore.testing import FaultInjectingTransport
 from tests.checkpoint_helpers import no_sleep
 from tests.conftest import make_store_url
@@ -255,7 +255,7 @@ def test_a_gc_between_plan_and_commit_is_caught_by_the_writer_check(
         result = await asyncio.to_thread(janitor.collect_shared, 0)
         assert len(result.deleted) == CHUNKS
 
-    faults.on_call("put_if_absent", prune_and_collect, when="before", key_contains="manifest")
+    faults.on_call("put_if_absent", prune_and_collect, when="before", key_contains="refs-")
     state = dict(base_state)
     asyncio.run(writer.save_incremental(CheckpointManifest(3, 1), state, base=1))
     reader = CheckpointStore(url)
@@ -268,7 +268,7 @@ def test_a_gc_between_plan_and_commit_is_caught_by_the_writer_check(
     assert reader.load_state(3) == state
 
 
-def test_a_streamed_save_that_cannot_repair_withdraws_before_the_pointer_moves(
+def test_a_streamed_save_that_cannot_repair_commits_nothing(
     inc_url: str,
 ) -> None:
     setup = CheckpointStore(inc_url)
@@ -282,12 +282,12 @@ def test_a_streamed_save_that_cannot_repair_withdraws_before_the_pointer_moves(
         await asyncio.to_thread(janitor.prune, 1)
         await asyncio.to_thread(janitor.collect_shared, 0)
 
-    faults.on_call("put_if_absent", prune_and_collect, when="before", key_contains="manifest")
+    faults.on_call("put_if_absent", prune_and_collect, when="before", key_contains="refs-")
 
     def stream() -> Iterator[tuple[str, bytes]]:
         yield from base_state.items()
 
-    with pytest.raises(PreconditionFailedError, match="withdrawn"):
+    with pytest.raises(PreconditionFailedError, match="nothing was committed"):
         asyncio.run(writer.save_incremental(CheckpointManifest(3, 1), stream(), base=1))
     reader = CheckpointStore(inc_url)
     assert reader.load_by_id(3) is None
@@ -332,9 +332,7 @@ def test_a_commit_between_gc_listing_and_doom_is_seen_by_the_relist(
         gc_thread.extend([thread, outcome])
         assert await asyncio.to_thread(at_doom.wait, 30)
 
-    writer_faults.on_call(
-        "put_if_absent", prune_then_start_gc, when="before", key_contains="manifest"
-    )
+    writer_faults.on_call("put_if_absent", prune_then_start_gc, when="before", key_contains="refs-")
     state = dict(base_state)
     asyncio.run(writer.save_incremental(CheckpointManifest(3, 1), state, base=1))
     writer_done.set()
@@ -371,62 +369,29 @@ def test_a_gc_overtaken_by_another_gc_deletes_nothing(inc_url: str) -> None:
     assert len(_shared_objects(url)) == 0
 
 
-@pytest.mark.parametrize("protocol", ["whole", "without_carry_forward"])
-def test_a_delayed_delete_never_hits_a_ref_of_a_returned_save(
-    inc_url: str, protocol: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The carry lemma. Writer S plans on base 1; 1 is pruned; GC A dooms base 1's objects X
-    (nothing references them), passes its checks and is delayed before deleting. S commits
-    (now X is referenced) and crashes before its check (e). GC B (generation 2) sees X
-    referenced, so X is not a candidate, but carries it forward from A's doom list. A new
-    writer W restores S's checkpoint and saves on it as base: X must not be reused, or A's
-    delayed deletes break W's returned save."""
-    if protocol == "without_carry_forward":
-        original_plan = _incremental.plan_doomed
-
-        def no_carry(record: Any, *args: Any, **kwargs: Any) -> list[str]:
-            return original_plan(_shared.GcRecord(record.generation), *args, **kwargs)
-
-        monkeypatch.setattr(_incremental, "plan_doomed", no_carry)
-    url = inc_url
-    setup = CheckpointStore(url)
-    base_state = _chunks(11)
-    setup.save_incremental(CheckpointManifest(1, 1), base_state)
-    setup.save_with_state(CheckpointManifest(2, 1), {"other": b"writer"})
-    gc_a, faults_a = _async_store(url, orphan_grace_seconds=0)
-    at_delete, release = threading.Event(), threading.Event()
-
-    async def delay_deletes() -> None:
-        at_delete.set()
-        await asyncio.to_thread(release.wait, 30)
-
-    faults_a.on_call("delete", delay_deletes, when="before", key_contains="shared")
-    threads: list[Any] = []
-
-    async def prune_then_gc_a() -> None:
-        await asyncio.to_thread(CheckpointStore(url).prune, 1)
-        threads.extend(_run_in_thread(lambda: gc_a.collect_shared(0)))
-        assert await asyncio.to_thread(at_delete.wait, 30)
-
-    writer_s, faults_s = _async_store(url)
-    faults_s.on_call("put_if_absent", prune_then_gc_a, when="before", key_contains="manifest")
-    faults_s.crash_after("put_if_absent", key_contains="manifest")
-    with pytest.raises(Exception, match="crash"):
-        asyncio.run(writer_s.save_incremental(CheckpointManifest(3, 1), base_state, base=1))
-    raw = open_backend(url, verify_fencing=False)
-    raw.put(f"{SHARED}/{'0' * 32}-{'1' * 32}.zst", b"stray garbage")  # so B dooms something
-    assert CheckpointStore(url, orphan_grace_seconds=0).collect_shared(0).generation == 2
-    writer_w = CheckpointStore(url)
-    writer_w.save_incremental(CheckpointManifest(4, 1), base_state, base=3)
-    release.set()
-    threads[0].join(30)
-    raw.close()
-    reader = CheckpointStore(url)
-    if protocol == "without_carry_forward":
-        assert not reader.validate_checkpoint(4).valid
-        return
-    assert reader.validate_checkpoint(4).valid
-    assert reader.load_state(4) == base_state
+def test_doom_lists_carry_forward_and_the_writer_check_rule() -> None:
+    """The pure rules: a doomed key still listed stays doomed in the next generation,
+    whatever its age or references (the carry lemma); an unreferenced key is doomed only
+    once known old enough; the writer's refs are safe only against the generation it read
+    or the next one without them."""
+    doomed = _shared.GcRecord(3, frozenset({"k-old", "k-gone"}), "v")
+    listed = {"k-old": 100.0, "k-young": 195.0, "k-used": 0.0, "k-free": 50.0}
+    plan = _shared.plan_doomed(
+        doomed, listed, {"k-old", "k-used"}, store_now=200.0, grace_seconds=60.0
+    )
+    assert plan == ["k-free", "k-old"]  # k-old carried though referenced; k-young too young
+    assert _shared.plan_doomed(doomed, listed, set(), store_now=None, grace_seconds=60.0) == [
+        "k-old"
+    ]
+    start = _shared.GcRecord(3, frozenset({"a"}))
+    assert _shared.refs_safe(start, start, {"a"})
+    assert _shared.refs_safe(start, _shared.GcRecord(4, frozenset({"b"})), {"a", "c"})
+    assert not _shared.refs_safe(start, _shared.GcRecord(4, frozenset({"c"})), {"a", "c"})
+    assert not _shared.refs_safe(start, _shared.GcRecord(5), {"a"})
+    record = _shared.encode_gc_record(4, ["b", "a", "b"])
+    assert _shared.decode_gc_record(record, "v") == _shared.GcRecord(4, frozenset({"a", "b"}), "v")
+    with pytest.raises(CorruptionError):
+        _shared.decode_gc_record(record.replace(b'"a"', b'"z"'), "v")
 
 
 def test_two_concurrent_gcs_one_writes_the_generation(inc_url: str) -> None:

@@ -1,6 +1,7 @@
 """CheckpointStore: manifests, ``state.bin`` sidecars and ``latest.txt`` (DESIGN §3)."""
 
 from objstore.checkpoint._incremental import StateSizes as StateSizes
+from objstore.checkpoint._incremental import is_pin_name as is_pin_name
 from objstore.checkpoint._incremental import state_sizes as state_sizes
 from objstore.checkpoint._keygroups import (
     Assignment,

@@ -13,7 +13,6 @@ import collections
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -66,10 +65,6 @@ __all__ = ["CommitProtocol", "Landed", "UPDATE_ATTEMPTS"]
 
 logger = logging.getLogger(__name__)
 
-Verify = Callable[[CheckpointManifest, str], Awaitable[tuple[CheckpointManifest, str]]]
-"""A check run after a manifest landed, before the pointer moves: given the manifest and
-its version, it returns them as they stand afterwards (it may compare-and-swap them)."""
-
 UPDATE_ATTEMPTS = 100
 """Compare-and-swaps ``AsyncCheckpointStore.update_manifest`` tries before giving up."""
 
@@ -97,9 +92,15 @@ def _same_commit(
     }
     if not compare_state:
         ignored.update(operator_states=(), state_checksum=None, state_size=None)
-        # An incremental save's frames (shared keys drawn fresh per attempt) are its state.
-        ignored["parts"] = ()
+        if _all_shared(stored) and _all_shared(requested):
+            # An incremental save's frames (shared keys drawn fresh per attempt) are its state.
+            ignored["parts"] = ()
     return dataclasses.replace(stored, **ignored) == dataclasses.replace(requested, **ignored)
+
+
+def _all_shared(manifest: CheckpointManifest) -> bool:
+    """Whether every part of ``manifest`` lives in shared objects (an incremental save)."""
+    return bool(manifest.parts) and all(part.key is None for part in manifest.parts)
 
 
 class CommitProtocol:
@@ -236,12 +237,7 @@ class CommitProtocol:
         encoded: EncodedState | None,
         nonce: str | None,
         state_version: str | None,
-        *,
-        verify: Verify | None = None,
     ) -> CheckpointManifest:
-        """Commit ``manifest`` (create-if-absent), with ``encoded`` state if given, then
-        :meth:`finish`. ``verify`` (an incremental save's GC check) runs once the manifest
-        has landed and before the pointer moves, and may replace the manifest (a repair)."""
         final = dataclasses.replace(
             manifest,
             operator_states=encoded.entries if encoded else (),
@@ -259,7 +255,7 @@ class CommitProtocol:
             landed = await self.own_commit(manifest.checkpoint_id)
             if landed is not None:  # our own earlier attempt committed it: complete that
                 return await self.complete(
-                    final, landed, state_version, compare_state=encoded is not None, verify=verify
+                    final, landed, state_version, compare_state=encoded is not None
                 )
             if state_version is not None:
                 # Our own sidecar lost to another writer's commit; it is garbage, and only ours.
@@ -276,8 +272,6 @@ class CommitProtocol:
                 manifest.checkpoint_id, started, manifest_version, state_version
             )
             self.store._timely.add(manifest.checkpoint_id)
-        if verify is not None:
-            final, manifest_version = await verify(final, manifest_version)
         return await self.finish(final, manifest_version, state_version)
 
     async def complete(
@@ -287,7 +281,6 @@ class CommitProtocol:
         state_version: str | None,
         *,
         compare_state: bool,
-        verify: Verify | None = None,
     ) -> CheckpointManifest:
         """Finish a commit an earlier attempt of this store object made, if it is the one
         asked for now (see :func:`_same_commit`). Like a first attempt, a commit that may
@@ -315,10 +308,7 @@ class CommitProtocol:
                 started = -float("inf")
             await self.withdraw_if_late(checkpoint_id, started, landed.version, state_version)
         logger.info("completing checkpoint %d of an earlier attempt", checkpoint_id)
-        version = landed.version
-        if verify is not None:
-            stored, version = await verify(stored, version)
-        return await self.finish(stored, version, state_version)
+        return await self.finish(stored, landed.version, state_version)
 
     async def finish(
         self, final: CheckpointManifest, manifest_version: str, state_version: str | None

@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,7 +30,7 @@ import xxhash
 
 from objstore._concurrency import gather_bounded
 from objstore.backends import AsyncBackend, Buffer, ObjectInfo
-from objstore.checkpoint._layout import CHECKPOINTS, manifest_key
+from objstore.checkpoint._layout import CHECKPOINTS, checkpoint_dir, manifest_key
 from objstore.checkpoint._manifest import (
     AbortedCheckpoint,
     CheckpointManifest,
@@ -50,10 +57,9 @@ from objstore.checkpoint._shared import (
     shared_key,
 )
 from objstore.checkpoint._sidecar import Chunk, StateInput, _compress, decode_frame, iter_chunks
-from objstore.codec import parse_json
+from objstore.codec import canonical_json, parse_json
 from objstore.errors import (
     AlreadyExistsError,
-    CheckpointConflict,
     CorruptionError,
     NotFoundError,
     PreconditionFailedError,
@@ -80,6 +86,8 @@ logger = logging.getLogger(__name__)
 INCREMENTAL_PART = "state"
 """The name of the one part an incremental save writes."""
 REPAIR_ATTEMPTS = 5
+PIN_PREFIX = "refs-"
+PIN_SUFFIX = ".json"
 """Repairs a save tries (each after a GC doomed one of its refs) before it withdraws."""
 PARALLEL = 16
 
@@ -310,67 +318,54 @@ def _in_memory(state: StateInput) -> list[Chunk] | None:
     return None
 
 
-async def save_incremental(
-    store: AsyncCheckpointStore,
-    manifest: CheckpointManifest,
-    state: StateInput,
-    base: int | None,
-) -> CheckpointManifest:
-    """``AsyncCheckpointStore.save_incremental`` (steps (a)-(e) of ``_shared``).
+def pin_key(checkpoint_id: int, nonce: str) -> str:
+    """``checkpoints/checkpoint_{id}/refs-{nonce}.json``: the shared keys a save is about to
+    commit (see ``_shared``, step (p))."""
+    return f"{checkpoint_dir(checkpoint_id)}/{PIN_PREFIX}{nonce}{PIN_SUFFIX}"
 
-    Raises:
-        PreconditionFailedError: GCs kept dooming this save's refs and the repair could not
-            find their bytes (or gave up after :data:`REPAIR_ATTEMPTS`): the commit was
-            withdrawn before the pointer moved; save again.
-        CheckpointConflict: another writer committed this id.
-    """  # noqa: DOC502 - raised by the repair and the commit protocol
-    chunks = iter_chunks(state)
-    retained = _in_memory(state)
-    plan = await _plan(store, base)
-    nonce = os.urandom(16).hex()
-    frames, uploaded = await _upload(store, chunks, plan, nonce)
-    store._incremental_uploaded = uploaded
-    checkpoint_id = manifest.checkpoint_id
-    # The oldest record any attempt of this id chose refs under (a retried call may
-    # complete an earlier attempt's commit): checking against it is never too lenient.
-    store._gc_start.setdefault(checkpoint_id, plan.record)
-    final = with_frames(manifest, frames, store._writer_nonce.hex())
 
-    async def verify(committed: CheckpointManifest, version: str) -> tuple[CheckpointManifest, str]:
-        return await _check_and_repair(store, committed, version, retained)
+def is_pin_name(name: str) -> bool:
+    """Whether a checkpoint directory's object ``name`` is a pin."""
+    return name.startswith(PIN_PREFIX) and name.endswith(PIN_SUFFIX)
 
+
+def encode_pin(checkpoint_id: int, keys: Iterable[str]) -> bytes:
+    """The pin's canonical JSON."""
+    return canonical_json({"checkpoint_id": checkpoint_id, "keys": sorted(set(keys))})
+
+
+def decode_pin(data: bytes, key: str) -> set[str]:
+    """The shared keys a pin names (empty if it is unreadable: then it pins nothing, like
+    a damaged manifest, whose checkpoint cannot be restored anyway)."""
     try:
-        result = await store._commits.commit(final, None, None, None, verify=verify)
-    except CheckpointConflict:
-        store._gc_start.pop(checkpoint_id, None)
-        raise
-    store._gc_start.pop(checkpoint_id, None)
-    store._incremental_base = result.checkpoint_id
-    return result
+        body = parse_json(data, key=key)
+    except CorruptionError:
+        return set()
+    keys = body.get("keys") if isinstance(body, dict) else None
+    return {k for k in keys if isinstance(k, str)} if isinstance(keys, list) else set()
 
 
-async def _check_and_repair(
+async def _pin_and_check(
     store: AsyncCheckpointStore,
-    committed: CheckpointManifest,
-    version: str,
+    checkpoint_id: int,
+    plan: _Plan,
+    frames: list[SharedFrame],
     retained: list[Chunk] | None,
-) -> tuple[CheckpointManifest, str]:
-    """Step (e) and the repair, before the pointer moves: the manifest as it stands.
+) -> list[SharedFrame]:
+    """Steps (p) and (e), repairing until the refs are safe: the frames to commit.
 
     Raises:
-        PreconditionFailedError: the repair found a ref's bytes nowhere, or gave up; the
-            commit was withdrawn.
+        PreconditionFailedError: a ref's bytes are gone and the state is not in memory, or
+            GCs kept dooming the refs; nothing was committed.
     """
-    checkpoint_id = committed.checkpoint_id
-    start = store._gc_start.get(checkpoint_id, GcRecord(-2))
     for _ in range(REPAIR_ATTEMPTS):
-        end = await read_gc_record(store.backend)
-        frames = shared_frames(committed)
-        if refs_safe(start, end, {frame.key for frame in frames}):
-            return committed, version
-        logger.warning(
-            "checkpoint %d: a GC doomed objects it may reference; repairing", checkpoint_id
+        keys = {frame.key for frame in frames}
+        await store.backend.put_if_absent(
+            pin_key(checkpoint_id, os.urandom(16).hex()), encode_pin(checkpoint_id, keys)
         )
+        if refs_safe(plan.record, await read_gc_record(store.backend), keys):
+            return frames
+        logger.warning("checkpoint %d: a GC doomed objects it reuses; repairing", checkpoint_id)
         plan = await _plan(store, None, frames)
         nonce = os.urandom(16).hex()
         repaired: list[SharedFrame] = []
@@ -381,22 +376,46 @@ async def _check_and_repair(
                 continue
             copy = await _copy_frame(store, frame, nonce, retained, position)
             if copy is None:
-                await _withdraw(store, checkpoint_id, version)
                 raise PreconditionFailedError(
                     manifest_key(checkpoint_id),
-                    f"checkpoint {checkpoint_id}: a GC collected state it referenced before "
-                    "the save could protect it, and the state is not held in memory to upload "
-                    "again; the commit was withdrawn: save again",
+                    f"checkpoint {checkpoint_id}: a GC collected state this save reused, and "
+                    "the state is not held in memory to upload again; nothing was committed: "
+                    "save again",
                 )
             repaired.append(copy)
-        committed, version = await _swap_frames(store, checkpoint_id, version, repaired)
-        start = plan.record
-    await _withdraw(store, checkpoint_id, version)
+        frames = repaired
     raise PreconditionFailedError(
         manifest_key(checkpoint_id),
-        f"checkpoint {checkpoint_id}: GCs kept dooming its objects ({REPAIR_ATTEMPTS} repairs); "
-        "the commit was withdrawn: save again",
+        f"checkpoint {checkpoint_id}: GCs kept dooming its objects ({REPAIR_ATTEMPTS} "
+        "repairs); nothing was committed: save again",
     )
+
+
+async def save_incremental(
+    store: AsyncCheckpointStore,
+    manifest: CheckpointManifest,
+    state: StateInput,
+    base: int | None,
+) -> CheckpointManifest:
+    """``AsyncCheckpointStore.save_incremental`` (steps (a)-(d) of ``_shared``).
+
+    Raises:
+        PreconditionFailedError: GCs kept dooming this save's refs and the repair could not
+            find their bytes (or gave up after :data:`REPAIR_ATTEMPTS`); nothing was
+            committed: save again.
+        CheckpointConflict: another writer committed this id.
+    """  # noqa: DOC502 - raised by the repair and the commit protocol
+    chunks = iter_chunks(state)
+    retained = _in_memory(state)
+    plan = await _plan(store, base)
+    frames, uploaded = await _upload(store, chunks, plan, os.urandom(16).hex())
+    store._incremental_uploaded = uploaded
+    checkpoint_id = manifest.checkpoint_id
+    frames = await _pin_and_check(store, checkpoint_id, plan, frames, retained)
+    final = with_frames(manifest, frames, store._writer_nonce.hex())
+    result = await store._commits.commit(final, None, None, None)
+    store._incremental_base = result.checkpoint_id
+    return result
 
 
 async def _copy_frame(
@@ -426,37 +445,6 @@ async def _copy_frame(
     return SharedFrame(frame.name, key, length, frame.raw_length, stored_xxh3)
 
 
-async def _swap_frames(
-    store: AsyncCheckpointStore, checkpoint_id: int, version: str, frames: list[SharedFrame]
-) -> tuple[CheckpointManifest, str]:
-    """Compare-and-swap our manifest to ``frames`` (a new revision), following sink
-    updates made meanwhile.
-
-    Raises:
-        PreconditionFailedError: the manifest is no longer ours, or keeps changing.
-    """
-    key = manifest_key(checkpoint_id)
-    for _ in range(100):
-        landed = await store._commits.own_commit(checkpoint_id)
-        if landed is None:
-            raise PreconditionFailedError(key, f"checkpoint {checkpoint_id} is no longer ours")
-        stored = landed.stored
-        updated = with_frames(stored.manifest, frames, store._writer_nonce.hex())
-        new = dataclasses.replace(stored, manifest=updated, revision=stored.revision + 1)
-        try:
-            version = await store.backend.put_if_match(key, encode_manifest(new), landed.version)
-        except PreconditionFailedError:
-            continue
-        return updated, version
-    raise PreconditionFailedError(key, f"checkpoint {checkpoint_id} keeps changing")
-
-
-async def _withdraw(store: AsyncCheckpointStore, checkpoint_id: int, version: str) -> None:
-    """Delete our manifest (the pointer has not moved to it)."""
-    with contextlib.suppress(PreconditionFailedError, NotFoundError):
-        await store._commits.delete_own_manifest(checkpoint_id, version)
-
-
 # -- the GC --------------------------------------------------------------------------------------
 
 
@@ -466,6 +454,20 @@ async def _manifest_refs(backend: AsyncBackend, listing: list[ObjectInfo]) -> se
     nothing; an unreadable one cannot be restored, so its refs do not matter."""
     entries = scan(listing)
     committed = sorted(cid for cid, entry in entries.items() if entry.committed)
+    pins = [
+        info.key
+        for entry in entries.values()
+        if not entry.committed
+        for info in entry.others
+        if is_pin_name(info.key.rsplit("/", 1)[-1])
+    ]
+
+    async def pinned(key: str) -> set[str]:
+        try:
+            data, _ = await backend.get(key)
+        except NotFoundError:
+            return set()  # its directory was collected: that save can never commit
+        return decode_pin(data, key)
 
     async def refs(checkpoint_id: int) -> set[str]:
         try:
@@ -494,6 +496,7 @@ async def _manifest_refs(backend: AsyncBackend, listing: list[ObjectInfo]) -> se
         return keys
 
     found += await gather_bounded((quarantined_refs(k) for k in quarantined), PARALLEL)
+    found += await gather_bounded((pinned(key) for key in pins), PARALLEL)
     return set().union(*found)
 
 
@@ -624,8 +627,8 @@ async def copy_incremental(
     reading ``dst``'s GC record, a frame reuses an object already on ``dst`` with the same
     bytes (listed, not doomed: nothing is stored twice), or its verified bytes are copied
     under a fresh key; the manifest (its frames pointing at ``dst``'s objects, the rest
-    unchanged) is created, and the writer check (e) of ``_shared`` decides whether the copy
-    stands, or is withdrawn and made again.
+    unchanged) is pinned and checked like a save's (steps (p), (e) of ``_shared``), then
+    created.
 
     Raises:
         AlreadyExistsError: ``dst`` already has a manifest of that id (the caller decides).
@@ -647,14 +650,15 @@ async def copy_incremental(
                 placed[frame.key] = await _place(src, dst, frame, listed, record, nonce)
             target = placed[frame.key]
             copied.append(dataclasses.replace(target, name=frame.name))
-        body = dataclasses.replace(stored, manifest=with_frames(manifest, copied, writer_nonce))
-        version = await dst.backend.put_if_absent(
-            manifest_key(checkpoint_id), encode_manifest(body)
+        keys = placed_keys(copied)
+        await dst.backend.put_if_absent(
+            pin_key(checkpoint_id, os.urandom(16).hex()), encode_pin(checkpoint_id, keys)
         )
-        if refs_safe(record, await read_gc_record(dst.backend), placed_keys(copied)):
-            return
-        with contextlib.suppress(PreconditionFailedError, NotFoundError):
-            await dst.backend.delete(manifest_key(checkpoint_id), version)
+        if not refs_safe(record, await read_gc_record(dst.backend), keys):
+            continue  # a GC on dst doomed some: place them again
+        body = dataclasses.replace(stored, manifest=with_frames(manifest, copied, writer_nonce))
+        await dst.backend.put_if_absent(manifest_key(checkpoint_id), encode_manifest(body))
+        return
     raise PreconditionFailedError(
         manifest_key(checkpoint_id),
         f"checkpoint {checkpoint_id}: the destination's GCs kept dooming the copy; try again",

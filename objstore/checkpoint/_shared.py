@@ -5,6 +5,7 @@ Layout::
 
     checkpoints/shared/{xxh3-128 of the raw chunk}-{writer nonce}.zst   one zstd frame
     checkpoints/shared/.gc.json                                          the GC record
+    checkpoints/checkpoint_N/refs-{nonce}.json                           a save's pin
 
 A shared object is written create-if-absent, never overwritten, and referenced by the
 frames of any number of manifests. Its name carries a nonce drawn fresh by every save call
@@ -22,11 +23,12 @@ which objects are worth dooming):
 
 GC run (:func:`plan_doomed`, ``AsyncCheckpointStore.collect_shared``):
   1. read the record: generation ``k0`` and doomed list ``D0`` (absent: 0 and empty);
-  2. list shared objects, list and read every manifest (checkpoints, then quarantine) ->
-     referenced set ``R``; candidates = listed objects not in ``R`` older than the grace,
-     plus every listed object of ``D0`` (*carried forward*, referenced or not);
+  2. one listing of ``checkpoints/`` (shared objects and checkpoint directories); read every
+     manifest and every *pin* of a directory without a manifest, then every quarantined
+     manifest -> referenced set ``R``; candidates = listed objects not in ``R`` older than
+     the grace, plus every listed object of ``D0`` (carried forward, referenced or not);
   3. CAS the record to ``{generation: k0 + 1, doomed: candidates}`` (lost CAS: abort);
-  4. list and read the manifests again -> ``R'``; final = candidates - ``R'``;
+  4. list and read manifests and pins again -> ``R'``; final = candidates - ``R'``;
   5. read the record again: generation other than ``k0 + 1`` -> abort, delete nothing;
   6. delete final.
 
@@ -35,36 +37,52 @@ Incremental save (``AsyncCheckpointStore.save_incremental``):
   b. after (a), read the base manifest and list the shared objects; a chunk may reuse a
      base frame only if its object is listed (with its length) and not in ``Ds``;
   c. upload the other chunks under fresh keys (create-if-absent);
-  d. commit the manifest (the commit protocol, create-if-absent);
+  p. *pin* the keys it will commit: create ``checkpoint_N/refs-{nonce}.json`` listing them
+     (in the checkpoint's own directory, so prune and the orphan janitor remove it with the
+     checkpoint or the aborted id);
   e. read the record again (``Ge``, ``De``): safe (:func:`refs_safe`) if ``Ge == Gs``, or
-     ``Ge == Gs + 1`` and ``De`` holds none of our refs. Otherwise repair *before the pointer
-     moves*: run (a)-(b) again, re-upload (copy) every ref no longer safe under a fresh key,
-     compare-and-swap the manifest to the new refs, and check (e) again for the new
-     ``Gs``; a repair that cannot find a ref's bytes withdraws the commit and raises.
+     ``Ge == Gs + 1`` and ``De`` holds none of the keys. Otherwise repair *before anything is
+     committed*: run (a)-(b) again, re-upload every key no longer reusable under a fresh key
+     (copied, or compressed again from in-memory state; a streamed state whose bytes are
+     gone raises, nothing committed), and pin and check again;
+  d. commit the manifest (the commit protocol, create-if-absent), then move the pointer.
 
-Why a save that returned stays restorable while its manifest exists. Record writes are
-totally ordered (CAS); generation ``j`` is written once, by a GC that read ``j - 1``. Let GC
-``g`` write generation ``k + 1`` (doom list ``D``) and delete ``X``, a ref of our manifest
-``M`` (final revision, committed at ``c``). ``g`` deleted ``X`` only because its relist (4)
-found no manifest referencing ``X``; every revision of ``M`` references its refs, so that
-relist listed the manifests before ``c`` (or after ``M`` was pruned: then nothing is owed).
-So ``g``'s doom write precedes (4), which precedes ``c``, which precedes our read (e): ``k + 1
-<= Ge``. The check passed, so ``Ge`` is ``Gs`` or ``Gs + 1``; ``k + 1 = Gs`` would put ``X`` in
-``Ds`` (never referenced), ``k + 1 = Gs + 1 = Ge`` would put it in ``De`` (check fails). Hence
-``k + 1 < Gs``. *Carry lemma*: an object of ``D_j`` that still exists when the GC writing
-``j + 1`` lists is in ``D_{j+1}`` (step 2 carries it), so by induction ``X`` is in every later
-doom list whose GC listed it. The GC of generation ``Gs`` listed before its write, before
-our (a), before our listing (b) that saw ``X``; keys are never re-created, so ``X`` existed
-at that GC's listing, hence ``X`` is in ``Ds`` — which (b) excludes. A new upload ``X`` was
-created after (a), so no GC of generation ``<= Gs`` listed it: ``g`` cannot have doomed it.
-Contradiction either way. Repairs use the same argument with the repair's (a)-(b).
+Why a committed manifest never loses a shared object while it exists (so a manifest is
+never committed with its state gone, and a save that returned stays restorable). Record
+writes are totally ordered (CAS); generation ``j`` is written once, by a GC that read
+``j - 1``; keys are never re-created. Let GC ``g`` write generation ``k + 1`` (doom list
+``D``) and delete ``X``, a key of manifest ``M`` (its pin ``J`` created at ``t_J``, its check
+(e) read at ``t_e > t_J``, committed after ``t_e``). ``g`` deleted ``X`` because its relist (4)
+found neither ``M`` nor ``J`` naming ``X``; ``J`` exists from ``t_J`` until the directory is
+pruned (``M`` is then gone: nothing owed) or the id aborted (``M`` can never commit), ``M``
+from its commit on. So the relist listed before ``t_J``, and ``g``'s doom write came before it:
+``k + 1 <= Ge``. The check passed, so ``Ge`` is ``Gs`` or ``Gs + 1``: ``k + 1 = Gs`` puts ``X`` in
+``Ds`` (never reused, and new keys are created after (a), so ``g`` cannot have listed them),
+``k + 1 = Gs + 1`` puts it in ``De`` (check fails). Hence ``k + 1 < Gs``, and ``g``'s step (5)
+saw ``k + 1`` before generation ``k + 2`` was written, before our (a): ``g`` listed and relisted
+before (a). ``X`` was listed by ``g`` so it is not one of our new uploads; it was reused from
+the base ``B``, whose manifest we read at ``t_b`` after (a). ``B`` did not name ``X`` at ``g``'s
+relist, yet names it at ``t_b`` and frames never change under a manifest, so ``B`` (or its
+pin) appeared after ``g``'s relist: apply the same argument to ``B``'s save, whose check came
+after ``g``'s doom write. Down the chain of bases (finite: each is older), the save that
+first uploaded ``X`` created it after its own (a) — but ``g`` listed ``X`` before its doom write,
+which then came after that save's (a), so that save's check saw ``k + 1`` with ``X`` in it, or
+a later generation: it failed. Contradiction.
+
+A repair (keeping its own earlier uploads) and ``objstore cp`` (reusing any object already
+on the destination) reuse keys no manifest names, so the chain above has no base to follow;
+there the *carry lemma* closes it: an object of ``D_j`` that still exists when the GC writing
+``j + 1`` lists is in ``D_{j+1}`` (step 2 carries it), so by induction a key doomed by ``g``
+and still listed by our (b), after (a), was listed by the GC of generation ``Gs`` and is in
+``Ds``: never reused. For plain reuse from a base the listing and the carried list are
+defence in depth.
 
 Two concurrent GCs: the CAS lets one write ``k0 + 1``; the other aborts at (3), or at (5) if
-a later one wrote ``k0 + 2`` meanwhile (it deletes only if its own record is still current
-after its relist). A GC that crashes midway leaves a doom record and perhaps some deletions
-done: its doom list stays in force (writers avoid it, the next GC carries what still exists),
-and what it did not delete is collected by a later run. A delete delayed after any of this
-can only hit a key that GC doomed, and (above) no returned save references one.
+a later one wrote meanwhile. A GC that crashes midway leaves a doom record and perhaps some
+deletions done: its list stays in force (writers avoid it, the next GC carries what still
+exists) and what it did not delete is collected by a later run. A writer that crashes
+leaves new objects and a pin: the orphan janitor removes the pin with the id (tombstone
+first), and the next GC collects the objects.
 
 Known limit: a quarantined manifest being *restored* (copied back, then its quarantine
 record deleted) between a GC's listing of ``checkpoints/`` and of ``quarantine/`` is missed

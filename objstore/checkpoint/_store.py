@@ -92,7 +92,7 @@ from objstore.checkpoint._pointer import (
 )
 from objstore.checkpoint._quarantine import quarantined_ids
 from objstore.checkpoint._reads import read_manifest
-from objstore.checkpoint._shared import GcRecord, SharedGcResult
+from objstore.checkpoint._shared import SharedGcResult
 from objstore.checkpoint._sidecar import (
     HEADER,
     EncodedState,
@@ -286,8 +286,6 @@ class AsyncCheckpointStore(AsyncClosing):
         sidecar), though their save has not finished yet."""
         self._commits = CommitProtocol(self)
         """The commit protocol behind the saves and :meth:`claim_epoch`."""
-        self._gc_start: dict[int, GcRecord] = {}
-        """The GC record each pending incremental save of an id read first (step (a))."""
         self._incremental_base: int | None = None
         """The checkpoint this store object's last incremental save committed (its base)."""
         self._incremental_uploaded = 0
@@ -431,15 +429,16 @@ class AsyncCheckpointStore(AsyncClosing):
         removal, only by :meth:`collect_shared`, and a save that returned keeps every object
         it references while its manifest exists, whatever GCs run concurrently (the protocol
         and its argument: :mod:`objstore.checkpoint._shared`). Beyond :meth:`save`'s requests
-        it costs a GET of the GC record before and after the commit, a GET of the base's
-        manifest and a LIST of the shared objects, and one create per changed chunk.
+        it costs two GETs of the GC record, a GET of the base's manifest, a LIST of the
+        shared objects, one create per changed chunk and one for the list of the keys it is
+        about to commit (``checkpoint_N/refs-*.json``, pruned with the checkpoint).
 
         Raises:
             CheckpointConflict: another writer committed this id (``FencedError`` when its
                 epoch is newer or a newer epoch was claimed).
-            PreconditionFailedError: concurrent GCs collected objects this save referenced
-                and it could not upload them again (state given as a stream); the commit was
-                withdrawn before ``latest.txt`` moved: save again.
+            PreconditionFailedError: concurrent GCs collected objects this save reused and it
+                could not upload them again (state given as a stream); nothing was committed:
+                save again.
             CorruptionError: the GC record is unreadable.
         """  # noqa: DOC502 - raised by the incremental module and the commit protocol
         _check_manifest(manifest)

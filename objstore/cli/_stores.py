@@ -16,6 +16,7 @@ from objstore.checkpoint import (
     CheckpointManifest,
     Pointer,
     StoredManifest,
+    is_pin_name,
     read_manifest,
     scan,
     state_sizes,
@@ -117,7 +118,10 @@ async def sharing(
     return {
         cid: {
             "exclusive_bytes": sum(
-                info.size for info in entries[cid].objects if info is not entries[cid].manifest
+                info.size
+                for info in entries[cid].objects
+                if info is not entries[cid].manifest
+                and not is_pin_name(info.key.rsplit("/", 1)[-1])
             ),
             "shared_bytes": size.shared,
             "shared_with_others_bytes": size.shared_with_others,
