@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 from functools import partial
+from typing import Any
 
 import pytest
 
@@ -246,3 +247,55 @@ def test_checkpoint_writers_claim_their_epoch_when_the_store_can(
     assert claims
     assert {call.info["epoch"] for call in claims} >= {1, 2}
     assert any("claims/" in line for line in result.trace)
+
+
+# -- incremental checkpoints (issue 12) ----------------------------------------------------------
+
+
+def test_checkpoint_runs_exercise_incremental_saves_and_the_shared_gc() -> None:
+    saves = deleted = repairs = 0
+    for seed in range(60):
+        result = run(SCENARIOS["checkpoint"], seed)
+        assert result.violation is None, result.violation
+        for call in result.calls:
+            if call.label == "save" and call.info.get("mode") == "incremental" and call.ok:
+                saves += 1
+            if call.label == "collect_shared" and call.ok and call.result.deleted:
+                deleted += 1
+        repairs += sum(1 for line in result.trace if "refs-" in line and "put_if_absent" in line)
+    assert saves >= 20
+    assert deleted >= 3
+    assert repairs > saves  # some saves pinned more than once: a GC made them repair
+
+
+def test_the_checker_catches_an_incremental_writer_without_its_gc_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from objstore.checkpoint import _incremental
+
+    monkeypatch.setattr(_incremental, "refs_safe", lambda start, end, refs: True)
+    failures = explore(SCENARIOS["checkpoint"], [115], stop_after=1)
+    assert failures
+    violation = failures[0].original.violation
+    assert violation is not None
+    assert violation.promise.startswith("P1")
+
+
+SEED_WITHOUT_RELIST = 55
+"""The first seed whose run breaks P1 when the shared-object GC skips its relist (step 4)."""
+
+
+def test_the_checker_catches_a_shared_gc_without_its_relist(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from objstore.checkpoint import _incremental
+
+    async def nothing_referenced(backend: Any) -> set[str]:
+        return set()
+
+    monkeypatch.setattr(_incremental, "_relisted_refs", nothing_referenced)
+    failures = explore(SCENARIOS["checkpoint"], [SEED_WITHOUT_RELIST], stop_after=1)
+    assert failures
+    violation = failures[0].original.violation
+    assert violation is not None
+    assert violation.promise.startswith("P1")

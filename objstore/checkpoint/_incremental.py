@@ -500,6 +500,11 @@ async def _manifest_refs(backend: AsyncBackend, listing: list[ObjectInfo]) -> se
     return set().union(*found)
 
 
+async def _relisted_refs(backend: AsyncBackend) -> set[str]:
+    """Step (4): what the manifests and pins reference now (a new listing)."""
+    return await _manifest_refs(backend, await backend.list(CHECKPOINTS))
+
+
 async def _write_record(backend: AsyncBackend, record: GcRecord, doomed: list[str]) -> bool:
     """Step (3): the next generation, by compare-and-swap; whether it was ours."""
     data = encode_gc_record(record.generation + 1, doomed)
@@ -545,8 +550,8 @@ async def collect_shared(
     if not await _write_record(backend, record, doomed):  # (3)
         return result(aborted="another GC wrote the GC record first")
     generation = record.generation + 1
-    relisted = await backend.list(CHECKPOINTS)  # (4)
-    final = [key for key in doomed if key not in await _manifest_refs(backend, relisted)]
+    still_used = await _relisted_refs(backend)  # (4)
+    final = [key for key in doomed if key not in still_used]
     current = await read_gc_record(backend)  # (5)
     if current.generation != generation:
         return result(generation=generation, aborted="another GC started meanwhile")

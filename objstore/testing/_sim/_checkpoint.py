@@ -64,7 +64,7 @@ class _Oracle:
     valid: dict[int, int] = field(default_factory=dict)  # id -> epoch, valid now
     valid_since: dict[int, int] = field(default_factory=dict)  # id -> step
     present: dict[int, int | None] = field(default_factory=dict)  # id -> epoch (manifest there)
-    cache: dict[tuple[int, str | None, str | None], tuple[bool, int | None]] = field(
+    cache: dict[tuple[int, str | None, str | None, int], tuple[bool, int | None]] = field(
         default_factory=dict
     )
     nonempty_since: int | None = None  # step since which some checkpoint is always valid
@@ -108,7 +108,9 @@ async def _writer(ctx: ActorContext) -> None:
     for _ in range(rng.randint(2, 4)):
         checkpoint_id = next_id
         used.add(checkpoint_id)
-        mode = rng.choice(["with_state", "state_data", "state_data", "manifest_only"])
+        mode = rng.choice(
+            ["with_state", "state_data", "state_data", "manifest_only"] + ["incremental"] * 2
+        )
         manifest = CheckpointManifest(
             checkpoint_id,
             epoch,
@@ -117,6 +119,8 @@ async def _writer(ctx: ActorContext) -> None:
             source_offsets={"src": checkpoint_id},
         )
         state = {"op": f"{ctx.name}-{epoch}-{checkpoint_id}".encode() * 8}
+        if mode == "incremental":  # one chunk changes, the others are reused
+            state = {"const": f"{ctx.name}-const".encode() * 8, **state, "shared": b"s" * 64}
         if mode == "state_data":
             staged = await ctx.call(
                 "save_state_data",
@@ -134,6 +138,8 @@ async def _writer(ctx: ActorContext) -> None:
         for attempt in range(3):
             if mode == "with_state":
                 operation: Any = partial(store.save_with_state, manifest, state)
+            elif mode == "incremental":
+                operation = partial(store.save_incremental, manifest, state)
             else:
                 operation = partial(store.save, manifest)
             record = await ctx.call(
@@ -162,12 +168,14 @@ async def _janitor(ctx: ActorContext) -> None:
     rng = ctx.rng
     store = AsyncCheckpointStore(ctx.backend(), orphan_grace_seconds=GRACE, clock=ctx.clock)
     for _ in range(rng.randint(2, 4)):
-        job = rng.choice(["prune", "cleanup_orphans", "repair", "repair"])
+        job = rng.choice(["prune", "cleanup_orphans", "repair", "repair", "collect_shared"])
         if job == "prune":
             keep = rng.choice([1, 2])
             await ctx.call("prune", partial(store.prune, keep), keep=keep)
         elif job == "cleanup_orphans":
             await ctx.call("cleanup_orphans", store.cleanup_orphans)
+        elif job == "collect_shared":
+            await ctx.call("collect_shared", store.collect_shared)
         else:
             repaired = await ctx.call("repair", partial(_repair, store))
             if repaired.ok:  # then `objstore show`, as the operator would
@@ -186,6 +194,17 @@ async def _repair(store: AsyncCheckpointStore) -> RecoveryReport:
     if quarantine is not None:
         await quarantine(store, report)
     return report
+
+
+async def _shared_gc(ctx: ActorContext) -> None:
+    """The shared-object GC run often, with no grace (age is no safety argument): it races
+    every incremental save's plan, pin, check and commit."""
+    rng = ctx.rng
+    store = AsyncCheckpointStore(ctx.backend(), orphan_grace_seconds=GRACE, clock=ctx.clock)
+    for _ in range(rng.randint(3, 6)):
+        grace = rng.choice([0.0, 0.0, GRACE])
+        await ctx.call("collect_shared", partial(store.collect_shared, grace), grace=grace)
+        await ctx.think(rng.uniform(0.0, 3.0))
 
 
 async def _reader(ctx: ActorContext) -> None:
@@ -296,6 +315,10 @@ class CheckpointScenario(Scenario):
             ActorSpec(f"w{i}", _writer, restarts=rng.choice([0, 1, 1, 2]), skew=rng.uniform(-5, 5))
             for i in range(1, writers + 1)
         ]
+        if rng.random() < 0.5:
+            cast.append(ActorSpec("g", _shared_gc, restarts=rng.choice([0, 1])))
+            if rng.random() < 0.4:
+                cast.append(ActorSpec("g2", _shared_gc, restarts=0))
         rot = rng.random() < 0.15
         if rot or rng.random() < 0.6:
             skew = rng.choice([0.0, 0.0, 2.5 * GRACE, -GRACE])
@@ -319,10 +342,13 @@ class CheckpointScenario(Scenario):
         return store
 
     async def _refresh(self, world: World) -> None:
-        """Validate every committed checkpoint (cached by object versions)."""
+        """Validate every committed checkpoint (cached by object versions, shared objects'
+        included: an incremental checkpoint's state lives there)."""
         oracle = _oracle(world)
         store = self._store(world)
-        entries = scan(await world.raw.list("checkpoints"))
+        listing = await world.raw.list("checkpoints")
+        entries = scan(listing)
+        shared = hash(tuple(sorted((i.key, i.version) for i in listing if "/shared/" in i.key)))
         valid: dict[int, int] = {}
         present: dict[int, int | None] = {}
         for cid, entry in entries.items():
@@ -332,6 +358,7 @@ class CheckpointScenario(Scenario):
                 cid,
                 entry.manifest.version,
                 entry.state.version if entry.state is not None else None,
+                shared,
             )
             known = oracle.cache.get(versions)
             if known is None:
