@@ -299,3 +299,12 @@ def test_the_checker_catches_a_shared_gc_without_its_relist(
     violation = failures[0].original.violation
     assert violation is not None
     assert violation.promise.startswith("P1")
+
+
+def test_prune_leaves_a_sidecar_whose_manifest_vanished() -> None:
+    """Seed 1151 (found once incremental saves joined the scenario, though it needs none): a
+    full save's late commit is withdrawn and the writer stages the id again while a prune
+    that listed the withdrawn manifest is still deleting; the prune must not take the new
+    sidecar (the re-commit would lose its state, P1-stateless)."""
+    failures = explore(SCENARIOS["checkpoint"], [1151], stop_after=1)
+    assert not failures, failures[0].report()

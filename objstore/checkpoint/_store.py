@@ -1206,7 +1206,10 @@ class AsyncCheckpointStore(AsyncClosing):
             entry, found = entries[checkpoint_id], read[checkpoint_id]
             # A sidecar beside a manifest saved without state is not that checkpoint's: a
             # writer staged it under the id, and may commit it once the manifest is gone.
-            foreign = found is not None and not found.has_state
+            # Nor is one whose manifest is gone (or unreadable) when re-read: its writer may
+            # have withdrawn the commit and staged the id again (simulator seed 1151); the
+            # orphan janitor collects it safely (tombstone first) if nobody commits it.
+            foreign = found is None or not found.has_state
             for info in entry.objects:
                 if not (foreign and info is entry.state):
                     await self.backend.delete(info.key)
