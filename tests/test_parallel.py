@@ -608,3 +608,61 @@ def test_crash_before_or_after_any_request_of_a_parallel_checkpoint(
             assert fresh.load_part(2, "b") == b"".join(part_state("b", 2).values()), case
             fresh.save_with_state(manifest(3), state_for(3))
             assert fresh.recover_latest_validated().chosen_id == 3, case
+
+
+def test_a_prune_never_deletes_parts_its_manifest_does_not_list(local_face: Face) -> None:
+    """Simulator seed 2884: a coordinator wrote its parts under an id another writer had
+    committed without state; a prune deleted that manifest, the coordinator's commit landed
+    in the gap, and the prune went on to delete the parts of a commit that had returned.
+    A prune deletes only what the manifest it read lists (as for a foreign ``state.bin``)."""
+    face = local_face
+    url = face.url
+    writer = CheckpointStore(url)
+    writer.save(manifest(1))  # no state: id 1's directory holds just this manifest
+    coordinator = CheckpointStore(url)
+    job = coordinator.begin_parallel(1, 1, ["a", "b"])
+    receipts = [write_part(t, part_state(t.part)) for t in job.tickets]
+    for checkpoint_id in (2, 3):
+        writer.save(manifest(checkpoint_id))
+    backend, faults = faulty(url)
+    committed: list[CheckpointManifest] = []
+
+    async def commit_in_the_gap() -> None:
+        committed.append(await asyncio.to_thread(job.commit, receipts))
+
+    faults.on_call(
+        "delete", commit_in_the_gap, when="after", key_contains=manifest_key(1).split("/", 1)[1]
+    )
+    pruner = face.store(backend)
+    pruner.prune(2)
+    assert [c.checkpoint_id for c in committed] == [1]  # the commit returned
+    assert CheckpointStore(url).validate_checkpoint(1).valid
+    assert CheckpointStore(url).load_part(1, "b") == b"".join(part_state("b").values())
+    writer.close()
+    coordinator.close()
+
+
+def test_a_copy_of_a_parts_checkpoint_carries_its_parts(local_face: Face, tmp_path: Path) -> None:
+    from objstore import copy_checkpoint
+
+    face = local_face
+    store = face.store()
+    job = face.begin(store, 1, 1, key_group_parts(3, 12))
+    face.commit(job, face.write_all(job))
+    destination = sub_url(face.url, "copy")
+    result = copy_checkpoint(face.url, destination, 1, range_size=64)
+    assert result.outcome == "copied"
+    copied = CheckpointStore(destination)
+    assert copied.validate_checkpoint(1).valid
+    for ticket in job.tickets:
+        assert copied.load_part(1, ticket.part) == b"".join(part_state(ticket.part).values())
+    assert copy_checkpoint(face.url, destination, 1).outcome == "present"
+    raw = open_backend(face.url, verify_fencing=False)
+    key = part_key(1, job.tickets[2].part)
+    data = raw.get(key)[0]
+    raw.put(key, data[:-2] + bytes(2))  # a damaged source part: nothing is committed
+    damaged_copy = sub_url(face.url, "damaged-copy")
+    with pytest.raises(CorruptionError):
+        copy_checkpoint(face.url, damaged_copy, 1)
+    assert not open_backend(damaged_copy).exists(manifest_key(1))
+    copied.close()

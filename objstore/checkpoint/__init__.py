@@ -24,6 +24,7 @@ from objstore.checkpoint._layout import (
 # of ``__all__``: they are not part of the stable API.
 from objstore.checkpoint._layout import MAX_CHECKPOINT_ID as MAX_CHECKPOINT_ID
 from objstore.checkpoint._layout import PointerRecord as PointerRecord
+from objstore.checkpoint._layout import is_part_key as is_part_key
 from objstore.checkpoint._layout import parse_checkpoint_name as parse_checkpoint_name
 from objstore.checkpoint._layout import parse_listing_key as parse_listing_key
 from objstore.checkpoint._layout import parse_pointer as parse_pointer

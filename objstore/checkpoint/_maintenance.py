@@ -47,9 +47,11 @@ from objstore.checkpoint._layout import (
 )
 from objstore.checkpoint._manifest import (
     ABORTED,
+    PartEntry,
     StoredManifest,
     check_checkpoint_id,
 )
+from objstore.checkpoint._parallel import check_part, open_part
 from objstore.checkpoint._plan import CheckpointEntry, scan
 from objstore.checkpoint._pointer import (
     POINTER_ATTEMPTS,
@@ -403,7 +405,8 @@ async def copy_checkpoint_async(
     default options and closed afterwards; pass a store for other options) or opened
     backends; anything else raises ``TypeError``.
 
-    ``state.bin`` then ``manifest.json``, each create-if-absent, so the copy commits exactly
+    ``state.bin`` (or every part's object, for a parallel checkpoint) then ``manifest.json``,
+    each create-if-absent, so the copy commits exactly
     as a save does and its checksums carry over; the sidecar is checked against its manifest
     while it streams (ranged reads of ``range_size``), and a source that is not whole makes
     the copy stop before anything is committed on ``dst``. The copy is then validated on
@@ -451,6 +454,7 @@ async def _copy_checkpoint(
         version = None
         if stored.manifest.state_checksum is not None:
             version = await _copy_sidecar(src, dst, stored, range_size=ranges, progress=advance)
+        created = await _copy_parts(src, dst, stored, range_size=ranges, progress=advance)
         try:
             await dst.backend.put_if_absent(manifest_key(checkpoint_id), data)
         except AlreadyExistsError as exc:
@@ -461,6 +465,9 @@ async def _copy_checkpoint(
                 if version is not None:  # our sidecar lost to a manifest-only commit
                     with contextlib.suppress(PreconditionFailedError):
                         await dst.backend.delete(state_key(checkpoint_id), version)
+                for key, part_version in created:  # and so did our parts
+                    with contextlib.suppress(PreconditionFailedError):
+                        await dst.backend.delete(key, part_version)
                 raise
             if raced is None:
                 raise _conflict(dst, stored, None) from exc
@@ -534,6 +541,68 @@ async def _copy_sidecar(
     except AlreadyExistsError:
         await _adopt_sidecar(dst, stored, range_size=range_size, progress=no_progress)
         return None
+
+
+async def _copy_parts(
+    src: AsyncCheckpointStore,
+    dst: AsyncCheckpointStore,
+    stored: StoredManifest,
+    *,
+    range_size: int,
+    progress: Progress,
+) -> list[tuple[str, str]]:
+    """Create ``dst``'s part objects from ``src``'s (a parts checkpoint, manifest format 2),
+    each checked as it streams, before the manifest; ``(key, version)`` of those created
+    here. A part already on ``dst`` (an interrupted copy) is kept only if it is exactly
+    this commit's.
+
+    Raises:
+        CorruptionError: a part on ``src`` is missing or not the recorded one.
+        CheckpointConflict: (built by ``_conflict``) a part on ``dst`` is another writer's.
+    """  # noqa: DOC502 - CorruptionError raised by open_part and the checked pieces
+    manifest = stored.manifest
+    created: list[tuple[str, str]] = []
+    for part in manifest.parts:
+        if part.key is None:
+            continue
+        if await dst.backend.exists(part.key):
+            await _adopt_part(dst, stored, part, range_size=range_size)
+            continue
+        size, pieces = await open_part(
+            src.backend, manifest, part, range_size=range_size, progress=progress
+        )
+        try:
+            async with contextlib.aclosing(pieces):
+                if size <= range_size:
+                    data = b"".join([piece async for piece in pieces])
+                    version = await dst.backend.put_if_absent(part.key, data)
+                else:
+                    version = await dst.backend.put_if_absent_stream(part.key, pieces)
+        except AlreadyExistsError:
+            await _adopt_part(dst, stored, part, range_size=range_size)
+            continue
+        created.append((part.key, version))
+    return created
+
+
+async def _adopt_part(
+    dst: AsyncCheckpointStore, stored: StoredManifest, part: PartEntry, *, range_size: int
+) -> None:
+    """Accept a part object already on ``dst`` only if it is exactly this commit's.
+
+    Raises:
+        CheckpointConflict: (built by ``_conflict``) if it is not.
+    """  # noqa: DOC501, DOC502 - raised through the _conflict factory, which ruff names instead
+    issue = await check_part(
+        dst.backend,
+        stored.manifest,
+        part,
+        streamed=True,
+        range_size=range_size,
+        progress=no_progress,
+    )
+    if issue is not None:
+        raise _conflict(dst, stored, None)
 
 
 async def _adopt_sidecar(

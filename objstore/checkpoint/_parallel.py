@@ -28,7 +28,7 @@ import asyncio
 import collections
 import contextlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +76,9 @@ __all__ = [
     "ParallelJob",
     "PartReceipt",
     "PartTicket",
+    "check_part",
     "check_receipts",
+    "open_part",
     "write_part",
     "write_part_async",
 ]
@@ -585,6 +587,36 @@ def part_as_stored(manifest: CheckpointManifest, part: PartEntry) -> StoredManif
         state_size=part.size,
     )
     return StoredManifest(standin, writer_nonce="", state_nonce=part.writer_nonce, revision=0)
+
+
+async def open_part(
+    backend: AsyncBackend,
+    manifest: CheckpointManifest,
+    part: PartEntry,
+    *,
+    range_size: int,
+    progress: Progress,
+) -> tuple[int, AsyncGenerator[bytes, None]]:
+    """The size of ``part``'s object and its bytes in ranged reads, each checked as it
+    streams and the whole object after the last (as ``open_sidecar`` does for
+    ``state.bin``): a consumer uploading them fails before completing if it is not whole.
+
+    Raises:
+        CorruptionError: the part has no object, or it is missing or not of the recorded
+            size.
+    """
+    if part.key is None:
+        raise CorruptionError(part.name, "the part has no object of its own")
+    check = SidecarCheck(part.key, part_as_stored(manifest, part))
+    try:
+        size = (await backend.head(part.key)).size
+    except NotFoundError:
+        raise CorruptionError(part.key, "part object missing") from None
+    check.check_size(size)
+    pieces = checked_pieces(
+        backend, part.key, size, check, range_size=range_size, progress=progress
+    )
+    return size, pieces
 
 
 async def check_part(

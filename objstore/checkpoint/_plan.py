@@ -14,8 +14,10 @@ from objstore.checkpoint._layout import (
     MANIFEST_NAME,
     STATE_NAME,
     PointerRecord,
+    is_part_key,
     parse_listing_key,
 )
+from objstore.checkpoint._manifest import CheckpointManifest
 
 __all__ = [
     "CheckpointEntry",
@@ -27,6 +29,7 @@ __all__ = [
     "fencing_candidates",
     "orphans_to_delete",
     "plan_prune",
+    "pruned_objects",
     "scan",
     "spare_newer_epochs",
     "tombstone_candidates",
@@ -119,6 +122,37 @@ def plan_prune(
     ordered = sorted(set(committed_ids), reverse=True)
     keep = set(ordered[:keep_count]) | {newest_valid}
     return sorted(checkpoint_id for checkpoint_id in ordered if checkpoint_id not in keep)
+
+
+def pruned_objects(
+    entry: CheckpointEntry, manifest: CheckpointManifest | None, *, vanished: bool = False
+) -> list[ObjectInfo]:
+    """The objects of ``entry`` a prune deletes, given the manifest it read there
+    (``None``: unreadable, or ``vanished`` when re-read), manifest first.
+
+    Only what that manifest owns: a ``state.bin`` beside a manifest saved without state, or
+    a part object the manifest does not list, belongs to a writer that staged it under the
+    id and may commit it once the manifest is gone (simulator seed 2884, for parts). An
+    unreadable manifest takes everything with it. A manifest that *vanished* since the
+    listing owns nothing any more: its writer may have withdrawn a late commit and staged the
+    id again (simulator seed 1151), so sidecar and parts are left to the orphan janitor
+    (tombstone first). Other objects of the directory go with it.
+    """
+    if manifest is None and not vanished:
+        return entry.objects
+    if manifest is None:
+        return [
+            info for info in entry.objects if info is not entry.state and not is_part_key(info.key)
+        ]
+    listed = {part.key for part in manifest.parts if part.key is not None}
+    kept = []
+    for info in entry.objects:
+        if info is entry.state and not manifest.has_state:
+            continue
+        if is_part_key(info.key) and info.key not in listed:
+            continue
+        kept.append(info)
+    return kept
 
 
 def spare_newer_epochs(doomed: list[int], epochs: list[int | None], epoch: int) -> list[int]:

@@ -78,6 +78,7 @@ from objstore.checkpoint._plan import (
     fencing_candidates,
     orphans_to_delete,
     plan_prune,
+    pruned_objects,
     scan,
     spare_newer_epochs,
     tombstone_candidates,
@@ -1198,21 +1199,15 @@ class AsyncCheckpointStore(AsyncClosing):
             known_valid = await self._prune_anchor()
         newest_valid = known_valid.checkpoint_id if known_valid is not None else None
         doomed = plan_prune(list(committed), keep_count, newest_valid)
-        read = await self._spare_newer_epochs(doomed, known_valid)
+        read, vanished = await self._spare_newer_epochs(doomed, known_valid)
         planned = tuple(read)
         if dry_run:
             return PruneResult(keep_count, committed, newest_valid, planned, (), dry_run)
         for checkpoint_id in planned:
-            entry, found = entries[checkpoint_id], read[checkpoint_id]
-            # A sidecar beside a manifest saved without state is not that checkpoint's: a
-            # writer staged it under the id, and may commit it once the manifest is gone.
-            # Nor is one whose manifest is gone (or unreadable) when re-read: its writer may
-            # have withdrawn the commit and staged the id again (simulator seed 1151); the
-            # orphan janitor collects it safely (tombstone first) if nobody commits it.
-            foreign = found is None or not found.has_state
-            for info in entry.objects:
-                if not (foreign and info is entry.state):
-                    await self.backend.delete(info.key)
+            # Only what the manifest read there owns (see pruned_objects).
+            gone = checkpoint_id in vanished
+            for info in pruned_objects(entries[checkpoint_id], read[checkpoint_id], vanished=gone):
+                await self.backend.delete(info.key)
         if planned:
             logger.info("pruned checkpoints %s", list(planned))
         return PruneResult(keep_count, committed, newest_valid, planned, planned, dry_run)
@@ -1242,16 +1237,31 @@ class AsyncCheckpointStore(AsyncClosing):
 
     async def _spare_newer_epochs(
         self, doomed: list[int], newest_valid: CheckpointManifest | None
-    ) -> dict[int, CheckpointManifest | None]:
+    ) -> tuple[dict[int, CheckpointManifest | None], set[int]]:
         """``doomed`` without the checkpoints of an epoch newer than ``newest_valid``'s: a
         newer epoch's commit whose pointer move is still in flight (one GET per doomed id),
-        each with its manifest as read (``None``: missing or unreadable)."""
+        each with its manifest as read (``None``: missing or unreadable); and the ids whose
+        manifest had vanished since the listing."""
         if not doomed or newest_valid is None:
-            return {}
-        manifests = await _gather_bounded(self._try_load(cid) for cid in doomed)
+            return {}, set()
+        loaded = await _gather_bounded(self._load_or_vanished(cid) for cid in doomed)
+        manifests = [found for found, _ in loaded]
+        vanished = {cid for cid, (_, gone) in zip(doomed, loaded, strict=True) if gone}
         epochs = [m.epoch if m is not None else None for m in manifests]
         kept = set(spare_newer_epochs(doomed, epochs, newest_valid.epoch))
-        return {cid: found for cid, found in zip(doomed, manifests, strict=True) if cid in kept}
+        read = {cid: found for cid, found in zip(doomed, manifests, strict=True) if cid in kept}
+        return read, vanished
+
+    async def _load_or_vanished(self, checkpoint_id: int) -> tuple[CheckpointManifest | None, bool]:
+        """The manifest of ``checkpoint_id`` (``None``: unreadable or gone), and whether it
+        is gone (``NotFoundError``, a tombstone included)."""
+        try:
+            return (await self._load_stored(checkpoint_id)).manifest, False
+        except NotFoundError:
+            return None, True
+        except CorruptionError as exc:
+            logger.warning("skipping checkpoint %d: %s", checkpoint_id, exc)
+            return None, False
 
     async def plan_cleanup_orphans(self, grace_seconds: float | None = None) -> list[int]:
         """The uncommitted checkpoint ids :meth:`cleanup_orphans` would delete now

@@ -20,7 +20,14 @@ from objstore.checkpoint import (
 from objstore.cli._errors import CliError, ExitCode
 from objstore.cli._options import JsonOption, StorageOption, UrlArgument, parse_checkpoint_id
 from objstore.cli._output import ByteProgress, Outcome, iso_ms, run_command, size_text, when_text
-from objstore.cli._stores import list_entries, open_store, read_stored, sharing, state_size
+from objstore.cli._stores import (
+    list_entries,
+    listed_parts,
+    open_store,
+    read_stored,
+    sharing,
+    state_size,
+)
 from objstore.errors import NotFoundError
 
 __all__ = [
@@ -100,12 +107,17 @@ def render_show(console: Console, document: dict[str, Any]) -> None:
         f"{sink}={status} (epoch {epochs.get(sink, '-')})" for sink, status in sorted(sinks.items())
     )
     facts.add_row("sinks", sink_text or "-")
-    facts.add_row(
-        "state",
-        f"{size_text(manifest.get('state_size'))}, xxh3 {manifest.get('state_checksum')}"
-        if manifest.get("state_checksum")
-        else "none",
-    )
+    parts = manifest.get("parts") or []
+    if parts:
+        total = sum(part.get("size") or 0 for part in parts)
+        facts.add_row("state", f"{len(parts)} parts, {size_text(total)} (manifest format 2)")
+    else:
+        facts.add_row(
+            "state",
+            f"{size_text(manifest.get('state_size'))}, xxh3 {manifest.get('state_checksum')}"
+            if manifest.get("state_checksum")
+            else "none",
+        )
     sizes = document.get("sizes")
     if sizes and sizes["shared_bytes"]:
         facts.add_row(
@@ -130,8 +142,30 @@ def render_show(console: Console, document: dict[str, Any]) -> None:
                 _value_text(entry.get("xxh3")),
             )
         console.print(table)
+    if parts:
+        _render_parts(console, parts)
     console.print(Text("manifest.json", style="bold"))
     console.print(RichJSON(json.dumps(manifest, sort_keys=True)))
+
+
+def _render_parts(console: Console, parts: list[dict[str, Any]]) -> None:
+    """The parts table of a parts checkpoint (manifest format 2)."""
+    table = Table(title="parts", show_edge=False, pad_edge=False)
+    for column in ("name", "key groups", "size", "raw size", "frames", "shared", "xxh3"):
+        table.add_column(column, justify="left" if column in ("name", "xxh3") else "right")
+    for part in parts:
+        frames = part.get("frames") or []
+        groups = part.get("key_groups")
+        table.add_row(
+            _value_text(part.get("name")),
+            f"{groups[0]}-{groups[1]}" if isinstance(groups, list) and len(groups) == 2 else "-",
+            size_text(part.get("size")),
+            size_text(sum(frame.get("raw_length") or 0 for frame in frames)),
+            str(len(frames)),
+            str(sum(1 for frame in frames if frame.get("key"))),
+            _value_text(part.get("xxh3")),
+        )
+    console.print(table)
 
 
 def show_command(
@@ -199,6 +233,9 @@ async def verify_checkpoints(
             "issues": list(result.issues),
             "warnings": list(result.warnings),
             "state_size": state_size(entries, result.checkpoint_id),
+            "parts": len(listed_parts(entries[result.checkpoint_id]))
+            if result.checkpoint_id in entries
+            else 0,
             **shares.get(
                 result.checkpoint_id,
                 {"exclusive_bytes": None, "shared_bytes": None, "shared_with_others_bytes": None},
@@ -229,8 +266,11 @@ def render_verify(console: Console, document: dict[str, Any]) -> None:
                 result.append(" (" + "; ".join(row["warnings"]) + ")", style="yellow")
         else:
             result = Text("INVALID: " + "; ".join(row["issues"]), style="bold red")
+        state = size_text(row["state_size"])
+        if row.get("parts"):
+            state += f" in {row['parts']} parts"
         shared = size_text(row["shared_bytes"]) if row.get("shared_bytes") else "-"
-        table.add_row(str(row["id"]), size_text(row["state_size"]), shared, result)
+        table.add_row(str(row["id"]), state, shared, result)
     console.print(table)
     bad = sum(1 for row in rows if not row["valid"])
     console.print(

@@ -15,6 +15,7 @@ from objstore.checkpoint import (
     AbortedCheckpoint,
     AsyncCheckpointStore,
     CheckpointEntry,
+    CheckpointManifest,
     read_pointer_async,
     validate_checkpoint_streaming_async,
 )
@@ -33,10 +34,12 @@ from objstore.cli._output import (
 from objstore.cli._stores import (
     gather,
     list_entries,
+    listed_parts,
     open_store,
     pointer_document,
     read_stored,
     sharing,
+    state_size,
 )
 from objstore.errors import CorruptionError, NotFoundError
 
@@ -48,6 +51,23 @@ def _size_issue(expected: int | None, actual: int) -> str | None:
     if expected is None or expected == actual:
         return None
     return "sidecar truncated" if actual < expected else "sidecar longer than recorded"
+
+
+def _parts_issues(manifest: CheckpointManifest, entry: CheckpointEntry) -> tuple[str, ...]:
+    """What the listing alone says of a parts checkpoint's objects (``--quick``): each part
+    listed with its recorded size."""
+    listed = {info.key: info.size for info in listed_parts(entry)}
+    issues = []
+    for part in manifest.parts:
+        if part.key is None:
+            continue
+        if part.key not in listed:
+            issues.append(f"part {part.name!r}: {part.key} missing")
+            continue
+        size_issue = _size_issue(part.size, listed[part.key])
+        if size_issue is not None:
+            issues.append(f"part {part.name!r}: {size_issue.replace('sidecar', 'object')}")
+    return tuple(issues)
 
 
 async def _describe(
@@ -67,7 +87,8 @@ async def _describe(
         "timestamp_ms": None,
         "time": None,
         "manifest_size": entry.manifest.size if entry.manifest else None,
-        "state_size": entry.state.size if entry.state else None,
+        "state_size": state_size({checkpoint_id: entry}, checkpoint_id),
+        "parts": len(listed_parts(entry)),
         "status": "orphan",
         "valid": False,
         "reason": None,
@@ -105,6 +126,8 @@ async def _describe(
     if full:
         result = await validate_checkpoint_streaming_async(store, checkpoint_id, progress=advance)
         issues, row["warnings"] = result.issues, list(result.warnings)
+    elif manifest.parts:
+        issues = _parts_issues(manifest, entry)
     elif manifest.state_checksum is None:
         issues = ()
     elif entry.state is None:
@@ -134,7 +157,7 @@ async def list_checkpoints(
     if full:
         progress.start(
             "verifying",
-            sum(e.state.size for e in entries.values() if e.committed and e.state is not None),
+            sum(state_size(entries, cid) or 0 for cid, e in entries.items() if e.committed),
         )
     shares = await sharing(store, entries)
     rows = await gather(
@@ -211,7 +234,8 @@ def _cells(row: dict[str, Any]) -> dict[str, str]:
         "epoch": "-" if row["epoch"] is None else str(row["epoch"]),
         "time (UTC)": when_text(row["time"]),
         "manifest": size_text(row["manifest_size"]),
-        "state": size_text(row["state_size"]),
+        "state": size_text(row["state_size"])
+        + (f" in {row['parts']} parts" if row.get("parts") else ""),
         "shared": size_text(row["shared_bytes"]) if row.get("shared_bytes") else "-",
     }
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import Any, TypeVar
 
 from objstore._concurrency import gather_bounded
-from objstore.backends import AsyncBackend
+from objstore.backends import AsyncBackend, ObjectInfo
 from objstore.checkpoint import (
     CHECKPOINTS,
     AsyncCheckpointStore,
@@ -16,6 +16,7 @@ from objstore.checkpoint import (
     CheckpointManifest,
     Pointer,
     StoredManifest,
+    is_part_key,
     is_pin_name,
     read_manifest,
     scan,
@@ -28,6 +29,7 @@ __all__ = [
     "sharing",
     "gather",
     "list_entries",
+    "listed_parts",
     "open_store",
     "pointer_document",
     "read_stored",
@@ -131,9 +133,21 @@ async def sharing(
 
 
 def state_size(entries: dict[int, CheckpointEntry], checkpoint_id: int) -> int | None:
-    """The listed size of a checkpoint's sidecar (for progress bars), if listed."""
+    """The listed size of a checkpoint's sidecar, or of all its parts (a parallel
+    checkpoint, manifest format 2), for progress bars and size columns; ``None`` if neither
+    is listed."""
     entry = entries.get(checkpoint_id)
-    return entry.state.size if entry is not None and entry.state is not None else None
+    if entry is None:
+        return None
+    if entry.state is not None:
+        return entry.state.size
+    parts = listed_parts(entry)
+    return sum(info.size for info in parts) if parts else None
+
+
+def listed_parts(entry: CheckpointEntry) -> list[ObjectInfo]:
+    """The part objects (``parts/<name>.bin``) listed in a checkpoint directory."""
+    return [info for info in entry.others if is_part_key(info.key)]
 
 
 def pointer_document(

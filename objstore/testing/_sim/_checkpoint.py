@@ -16,6 +16,10 @@ Promises checked (names appear in reports):
 - ``P3``  recovery / ``load_latest`` never report nothing if at every step of the call some
   checkpoint was valid (not necessarily the same one: a save and a prune may overlap it).
 - ``P4``  a sink transition ``update_manifest`` returned is never lost.
+Writers sometimes save as the coordinator of a *parallel* checkpoint (:class:`_ParallelSave`):
+begin, workers writing parts (some twice, as an engine re-running a task), one commit; it is
+recorded as a ``save`` (mode ``parallel``), so every promise above covers it too.
+
 - ``P6``  after a repair returned, ``load_latest`` never returns a checkpoint newer than the
   one the repair's walk chose that the walk found invalid (while it is still invalid).
 """
@@ -31,7 +35,9 @@ import objstore.checkpoint as checkpoint_api
 from objstore.checkpoint import (
     LATEST,
     AsyncCheckpointStore,
+    AsyncParallelJob,
     CheckpointManifest,
+    PartReceipt,
     RecoveryReport,
     manifest_key,
     parse_listing_key,
@@ -41,6 +47,7 @@ from objstore.checkpoint import (
     repair_pointer_async,
     scan,
     state_key,
+    write_part_async,
 )
 from objstore.errors import CheckpointConflict, CorruptionError, FencedError, NotFoundError
 from objstore.testing._sim._engine import (
@@ -64,9 +71,7 @@ class _Oracle:
     valid: dict[int, int] = field(default_factory=dict)  # id -> epoch, valid now
     valid_since: dict[int, int] = field(default_factory=dict)  # id -> step
     present: dict[int, int | None] = field(default_factory=dict)  # id -> epoch (manifest there)
-    cache: dict[tuple[int, str | None, str | None, int], tuple[bool, int | None]] = field(
-        default_factory=dict
-    )
+    cache: dict[tuple[Any, ...], tuple[bool, int | None]] = field(default_factory=dict)
     nonempty_since: int | None = None  # step since which some checkpoint is always valid
     damaged: set[int] = field(default_factory=set)
     retired: set[tuple[int, int]] = field(default_factory=set)  # (id, epoch) pruned legitimately
@@ -108,9 +113,11 @@ async def _writer(ctx: ActorContext) -> None:
     for _ in range(rng.randint(2, 4)):
         checkpoint_id = next_id
         used.add(checkpoint_id)
-        mode = rng.choice(
-            ["with_state", "state_data", "state_data", "manifest_only"] + ["incremental"] * 2
-        )
+        mode = rng.choice(["with_state", "state_data", "state_data", "manifest_only"])
+        if _parallel_rng(ctx).random() < PARALLEL_ODDS:
+            mode = "parallel"
+        elif _incremental_rng(ctx).random() < INCREMENTAL_ODDS:
+            mode = "incremental"
         manifest = CheckpointManifest(
             checkpoint_id,
             epoch,
@@ -121,6 +128,7 @@ async def _writer(ctx: ActorContext) -> None:
         state = {"op": f"{ctx.name}-{epoch}-{checkpoint_id}".encode() * 8}
         if mode == "incremental":  # one chunk changes, the others are reused
             state = {"const": f"{ctx.name}-const".encode() * 8, **state, "shared": b"s" * 64}
+        parallel = _ParallelSave(ctx, store, manifest) if mode == "parallel" else None
         if mode == "state_data":
             staged = await ctx.call(
                 "save_state_data",
@@ -136,8 +144,10 @@ async def _writer(ctx: ActorContext) -> None:
             if rng.random() < 0.3:
                 await ctx.think(rng.uniform(0.5, 1.5) * GRACE)
         for attempt in range(3):
-            if mode == "with_state":
-                operation: Any = partial(store.save_with_state, manifest, state)
+            if parallel is not None:
+                operation: Any = parallel.attempt
+            elif mode == "with_state":
+                operation = partial(store.save_with_state, manifest, state)
             elif mode == "incremental":
                 operation = partial(store.save_incremental, manifest, state)
             else:
@@ -163,12 +173,87 @@ async def _writer(ctx: ActorContext) -> None:
                 next_id = skipped.pop()
 
 
+# -- parallel checkpoints (issue 12): a coordinator and its workers ----------------------------
+
+PARALLEL_ODDS = 0.25
+"""How often a writer's save is a parallel checkpoint instead (decided by its own random
+stream, so the other choices of a seed stay as they were)."""
+PARALLEL_PARTS = 3
+
+
+INCREMENTAL_ODDS = 0.3
+"""How often a writer's save is incremental (drawn from its own stream, like parallel ones,
+so seeds without incremental saves or shared GCs replay the histories they had before)."""
+
+
+def _side_rng(ctx: ActorContext, tag: str) -> random.Random:
+    """An actor's random stream for ``tag`` (separate from ``ctx.rng``: drawing from it does
+    not change the rest of the seed's history)."""
+    found: random.Random | None = ctx.memory.get(f"{tag}-rng-{ctx.incarnation}")
+    if found is None:
+        found = random.Random(f"{ctx.world.seed}/{ctx.name}/{ctx.incarnation}/{tag}")
+        ctx.memory[f"{tag}-rng-{ctx.incarnation}"] = found
+    return found
+
+
+def _incremental_rng(ctx: ActorContext) -> random.Random:
+    """The writer's random stream for choosing incremental saves."""
+    return _side_rng(ctx, "incremental")
+
+
+def _parallel_rng(ctx: ActorContext) -> random.Random:
+    """The writer's random stream for its parallel saves (separate from ``ctx.rng``)."""
+    found: random.Random | None = ctx.memory.get(f"parallel-rng-{ctx.incarnation}")
+    if found is None:
+        found = random.Random(f"{ctx.world.seed}/{ctx.name}/{ctx.incarnation}/parallel")
+        ctx.memory[f"parallel-rng-{ctx.incarnation}"] = found
+    return found
+
+
+class _ParallelSave:
+    """A writer's save as the coordinator of a parallel checkpoint of ``manifest``: begun
+    once, then each worker writes its part (through its own backend, as another process
+    would), some twice (an engine re-running a task after a lost answer), then one commit.
+    A retried attempt (the writer's retry loop) keeps the job and the receipts it has,
+    rewriting some parts again, and commits again: it must complete, never conflict with
+    itself."""
+
+    def __init__(self, ctx: ActorContext, store: AsyncCheckpointStore, manifest: Any) -> None:
+        self.ctx = ctx
+        self.store = store
+        self.manifest: CheckpointManifest = manifest
+        self.rng = _parallel_rng(ctx)
+        self.job: AsyncParallelJob | None = None
+        self.receipts: dict[str, PartReceipt] = {}
+
+    async def attempt(self) -> CheckpointManifest:
+        manifest = self.manifest
+        if self.job is None:
+            plan = {f"kg-{i}": (4 * i, 4 * i + 3) for i in range(PARALLEL_PARTS)}
+            self.job = await self.store.begin_parallel(manifest.checkpoint_id, manifest.epoch, plan)
+        for ticket in self.job.tickets:
+            if ticket.part in self.receipts and self.rng.random() < 0.8:
+                continue
+            state = {"op": f"{ticket.part}-{manifest.epoch}-{manifest.checkpoint_id}".encode() * 8}
+            for _ in range(2 if self.rng.random() < 0.25 else 1):
+                worker = self.ctx.backend()
+                self.receipts[ticket.part] = await write_part_async(ticket, state, backend=worker)
+        return await self.job.commit(
+            list(self.receipts.values()),
+            source_offsets=manifest.source_offsets,
+            sink_commit_statuses=manifest.sink_commit_statuses,
+            timestamp_ms=manifest.timestamp_ms,
+        )
+
+
 async def _janitor(ctx: ActorContext) -> None:
     """Prune, collect orphans and repair the pointer, as an operator's cron job would."""
     rng = ctx.rng
     store = AsyncCheckpointStore(ctx.backend(), orphan_grace_seconds=GRACE, clock=ctx.clock)
     for _ in range(rng.randint(2, 4)):
-        job = rng.choice(["prune", "cleanup_orphans", "repair", "repair", "collect_shared"])
+        job = rng.choice(["prune", "cleanup_orphans", "repair", "repair"])
+        if _side_rng(ctx, "janitor-gc").random() < 0.25:
+            job = "collect_shared"  # objstore gc's second half
         if job == "prune":
             keep = rng.choice([1, 2])
             await ctx.call("prune", partial(store.prune, keep), keep=keep)
@@ -199,7 +284,7 @@ async def _repair(store: AsyncCheckpointStore) -> RecoveryReport:
 async def _shared_gc(ctx: ActorContext) -> None:
     """The shared-object GC run often, with no grace (age is no safety argument): it races
     every incremental save's plan, pin, check and commit."""
-    rng = ctx.rng
+    rng = _side_rng(ctx, "shared-gc")
     store = AsyncCheckpointStore(ctx.backend(), orphan_grace_seconds=GRACE, clock=ctx.clock)
     for _ in range(rng.randint(3, 6)):
         grace = rng.choice([0.0, 0.0, GRACE])
@@ -247,19 +332,28 @@ async def _bit_rot(ctx: ActorContext) -> None:
     for _ in range(8):  # waits for a committed checkpoint with state to damage
         await ctx.think(ctx.rng.uniform(0.0, 2.0))
         entries = scan(await raw.list("checkpoints"))
-        victims = sorted(cid for cid, e in entries.items() if e.committed and e.state is not None)
+        victims = sorted(cid for cid, e in entries.items() if e.committed and _rot_key(e))
         if victims and ctx.rng.random() < 0.5:
             break
     if not victims:
         return
     victim = victims[-1] if ctx.rng.random() < 0.7 else ctx.rng.choice(victims)
-    data, _ = await raw.get(state_key(victim))
+    key = _rot_key(entries[victim]) or state_key(victim)
+    data, _ = await raw.get(key)
     flipped = bytearray(data)
     flipped[len(flipped) // 2] ^= 0xFF
-    await raw.put(state_key(victim), bytes(flipped))
+    await raw.put(key, bytes(flipped))
     _oracle(ctx.world).damaged.add(victim)
-    ctx.world.trace.append(f"{ctx.world.step}: env flips a byte of {state_key(victim)}")
+    ctx.world.trace.append(f"{ctx.world.step}: env flips a byte of {key}")
     ctx.world.dirty = True
+
+
+def _rot_key(entry: Any) -> str | None:
+    """What bit rot damages in a committed directory: ``state.bin``, else its first part."""
+    if entry.state is not None:
+        return str(entry.state.key)
+    parts = [info.key for info in entry.others if "/parts/" in info.key]
+    return str(parts[0]) if parts else None
 
 
 async def _pointer_loss(ctx: ActorContext) -> None:
@@ -288,9 +382,11 @@ async def _pointer_loss(ctx: ActorContext) -> None:
 
 
 class CheckpointScenario(Scenario):
-    """Writers w1/w2(/w3) of epochs 1/2(/3), janitor ``j``, reader ``r``, sink committer
-    ``s`` and bit rot or pointer loss ``env``; the seed picks who takes part and their
-    clock skews."""
+    """Writers w1/w2(/w3) of epochs 1/2(/3) (some saves parallel, some incremental),
+    janitor ``j``, reader ``r``, sink committer ``s``, bit rot or pointer loss ``env`` and
+    shared-object GCs ``g1``/``g2`` (grace 0 mostly); the seed picks who takes part and
+    their clock skews. Validity of an incremental checkpoint includes its shared objects, so
+    ``P1``/``P1-undone``/``P1-stateless`` cover them."""
 
     name = "checkpoint"
     max_steps = 160
@@ -315,10 +411,10 @@ class CheckpointScenario(Scenario):
             ActorSpec(f"w{i}", _writer, restarts=rng.choice([0, 1, 1, 2]), skew=rng.uniform(-5, 5))
             for i in range(1, writers + 1)
         ]
-        if rng.random() < 0.5:
-            cast.append(ActorSpec("g", _shared_gc, restarts=rng.choice([0, 1])))
-            if rng.random() < 0.4:
-                cast.append(ActorSpec("g2", _shared_gc, restarts=0))
+        # Shared-object GCs come from a stream of their own, last in the cast: a seed that
+        # has none replays the history it had before incremental checkpoints.
+        side = random.Random(repr(rng.getstate()[1][:8]) + "/shared-gc")
+        gcs = side.choice([0, 0, 1, 1, 2])
         rot = rng.random() < 0.15
         if rot or rng.random() < 0.6:
             skew = rng.choice([0.0, 0.0, 2.5 * GRACE, -GRACE])
@@ -332,6 +428,9 @@ class CheckpointScenario(Scenario):
             cast.append(ActorSpec("env", _bit_rot, restarts=0))
         elif rng.random() < 0.25:
             cast.append(ActorSpec("env", _pointer_loss, restarts=0))
+        cast.extend(
+            ActorSpec(f"g{i}", _shared_gc, restarts=side.choice([0, 1])) for i in range(1, gcs + 1)
+        )
         return cast
 
     def _store(self, world: World) -> AsyncCheckpointStore:
@@ -358,6 +457,7 @@ class CheckpointScenario(Scenario):
                 cid,
                 entry.manifest.version,
                 entry.state.version if entry.state is not None else None,
+                tuple((info.key, info.version) for info in entry.others),  # parts, pins
                 shared,
             )
             known = oracle.cache.get(versions)
