@@ -770,32 +770,3 @@ def test_zombie_whose_pointer_move_skipped_a_newer_epochs_commit_is_fenced(
     latest = CheckpointStore(store_url).load_latest()
     assert latest is not None
     assert latest.checkpoint_id == 10
-
-
-def test_prune_takes_only_what_the_manifest_it_read_owns() -> None:
-    """A prune that finds the manifest gone when it re-reads it leaves sidecar and parts
-    (the writer withdrew a late commit and may stage the id again: the simulator found a
-    re-staged sidecar deleted under a re-commit, P1-stateless); an unreadable manifest takes
-    everything; a readable one takes what it owns."""
-    from objstore.backends import ObjectInfo
-    from objstore.checkpoint._plan import pruned_objects, scan
-
-    listing = [
-        ObjectInfo("checkpoints/checkpoint_00000000000000000001/manifest.json", 10, "m"),
-        ObjectInfo("checkpoints/checkpoint_00000000000000000001/state.bin", 99, "s"),
-        ObjectInfo("checkpoints/checkpoint_00000000000000000001/refs-00.json", 5, "r"),
-    ]
-    entry = scan(listing)[1]
-    keys = lambda infos: [info.key.rsplit("/", 1)[1] for info in infos]  # noqa: E731
-    assert keys(pruned_objects(entry, None, vanished=True)) == ["manifest.json", "refs-00.json"]
-    assert keys(pruned_objects(entry, None)) == ["manifest.json", "state.bin", "refs-00.json"]
-    with_state = CheckpointManifest(1, 1, state_checksum="x", state_size=99)
-    assert keys(pruned_objects(entry, with_state)) == [
-        "manifest.json",
-        "state.bin",
-        "refs-00.json",
-    ]
-    assert keys(pruned_objects(entry, CheckpointManifest(1, 1))) == [
-        "manifest.json",
-        "refs-00.json",
-    ]

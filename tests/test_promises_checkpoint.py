@@ -450,6 +450,40 @@ def test_prune_never_deletes_a_sidecar_that_is_not_the_pruned_checkpoints_state(
     assert fresh.load_state_data(1) == joined_state(1)
 
 
+def test_prune_never_deletes_what_was_staged_after_the_manifest_it_listed_vanished(
+    store_url: str,
+) -> None:
+    """Simulator seed 9620: a prune listed checkpoint 1, whose writer then withdrew it (its
+    commit landed too late) and staged its state again; the prune read no manifest, deleted
+    every object of the directory, the newly staged sidecar included, and the writer's save
+    committed a manifest without state. A prune deletes a checkpoint only through the
+    manifest it read (a conditional delete); a vanished or changed one is left alone."""
+    CheckpointStore(store_url).save_with_state(manifest(1), state_for(1))
+    writer = CheckpointStore(store_url)
+    for checkpoint_id in (2, 3):
+        writer.save_with_state(manifest(checkpoint_id), state_for(checkpoint_id))
+    pruner, faults = faulty_store(store_url)
+    raw = open_backend(store_url)
+
+    def withdraw_and_stage_again() -> None:
+        raw.delete(manifest_key(1))
+        raw.delete(state_key(1))
+        writer.save_state_data(1, state_for(1), epoch=1)
+
+    async def withdrawn_and_staged_again() -> None:
+        await asyncio.to_thread(withdraw_and_stage_again)
+
+    faults.on_call(
+        "get", withdrawn_and_staged_again, when="before", key_contains="00001/manifest.json"
+    )
+    pruner.prune(1)
+    committed = writer.save(manifest(1))
+    assert committed.state_checksum is not None
+    fresh = CheckpointStore(store_url)
+    assert fresh.validate_checkpoint(1).valid
+    assert fresh.load_state_data(1) == joined_state(1)
+
+
 def test_id_taken_after_a_claim_is_fenced_not_a_plain_conflict(store_url: str) -> None:
     first, second = CheckpointStore(store_url), CheckpointStore(store_url)
     first.save(manifest(1, epoch=1))

@@ -305,3 +305,33 @@ def test_the_checker_catches_a_shared_gc_without_its_relist(
     violation = failures[0].original.violation
     assert violation is not None
     assert violation.promise.startswith("P1")
+
+
+# -- parallel checkpoints (issue 12) -----------------------------------------------------------
+
+
+def test_checkpoint_writers_also_save_parallel_checkpoints() -> None:
+    """Some saves are a coordinator's parallel checkpoint (begin, parts written by workers,
+    some twice, commit), and they return: the promises are checked on them too."""
+    saves = [
+        call
+        for seed in range(40)
+        for call in run(SCENARIOS["checkpoint"], seed).calls
+        if call.label == "save" and call.info.get("mode") == "parallel"
+    ]
+    assert sum(1 for call in saves if call.ok) >= 10
+    assert all(call.result.parts for call in saves if call.ok)
+
+
+def test_a_prune_that_deletes_parts_it_does_not_own_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Seed 2884: a prune deleting every object of a directory, parts of a coordinator that
+    committed the id in the gap included, breaks a returned save (P1-undone)."""
+    from objstore.checkpoint import _store
+
+    assert run(SCENARIOS["checkpoint"], 2884).violation is None
+    monkeypatch.setattr(_store, "pruned_objects", lambda entry, manifest: entry.objects)
+    violation = run(SCENARIOS["checkpoint"], 2884).violation
+    assert violation is not None
+    assert violation.promise == "P1-undone"

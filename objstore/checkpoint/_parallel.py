@@ -13,11 +13,15 @@ the store's commit protocol, exactly as a save without state: create-if-absent m
 the pointer moved by compare-and-swap, where a zombie coordinator (an older epoch) is fenced
 and its manifest withdrawn.
 
-Retries are safe. The object key of a part is deterministic and so is every byte of it (its
-header carries a nonce derived from the job's nonce and the part's name, not a random one), so
-a worker that retries after a lost answer, or a task an engine ran twice, finds the object
-already there, reads it back and accepts it if its size and xxh3 are those it just encoded
-(otherwise :class:`~objstore.errors.ConflictError`: two different states for one part). Parts
+Retries are safe. The object key of a part is deterministic and so is its header (it carries
+a nonce derived from the job's nonce and the part's name, not a random one), so a worker that
+retries after a lost answer, or a task an engine ran twice, finds the object already there and
+reads it back: byte for byte what it just encoded, it is accepted as is; otherwise, if it holds
+the same frames of the same raw bytes (zstd's bytes for a large chunk depend on whether it was
+compressed multi-threaded, a matter of timing), it is accepted with a receipt describing it as
+stored; anything else is :class:`~objstore.errors.ConflictError` (two different states for one
+part). The worker hashes each raw chunk as it goes (xxh3, a few % of the compression's CPU) for
+that comparison. Parts
 of a checkpoint that never commits are orphans: ``cleanup_orphans`` claims the id with a
 tombstone and deletes them after the grace period (or at once when their epoch is fenced).
 """
@@ -28,11 +32,12 @@ import asyncio
 import collections
 import contextlib
 import os
-from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import xxhash
+import zstandard
 
 from objstore._checks import is_int
 from objstore._loop import run_sync
@@ -47,6 +52,10 @@ from objstore.checkpoint._manifest import (
     check_part_name,
 )
 from objstore.checkpoint._sidecar import (
+    HEADER,
+    SIDECAR_FORMAT,
+    SIDECAR_MAGIC,
+    EncodedState,
     SidecarEncoder,
     StateInput,
     decode_frame,
@@ -55,6 +64,7 @@ from objstore.checkpoint._sidecar import (
     verify_sidecar,
 )
 from objstore.checkpoint._streamed_sidecar import (
+    RANGE_SIZE,
     Progress,
     SidecarCheck,
     checked_pieces,
@@ -339,7 +349,8 @@ async def _write_part(backend: AsyncBackend, ticket: PartTicket, chunks: Any) ->
     )
     key = ticket.key
     limit = min(ticket.single_put_limit, backend.transport.single_put_limit)
-    pieces = encoder.pieces(chunks)
+    raw: list[RawChunk] = []
+    pieces = encoder.pieces(_hashed(chunks, raw))
     head: collections.deque[bytes] = collections.deque()
     head_size = 0
     try:
@@ -358,7 +369,9 @@ async def _write_part(backend: AsyncBackend, ticket: PartTicket, chunks: Any) ->
         except AlreadyExistsError:
             async for _ in pieces:  # finish encoding: the result says what we would have written
                 pass
-            await _settle(backend, key, encoder.result().size, encoder.result().checksum)
+            settled = await _settle(backend, ticket, encoder.result(), raw)
+            if settled is not None:
+                return settled
     finally:
         await pieces.aclose()
     encoded = encoder.result()
@@ -366,12 +379,18 @@ async def _write_part(backend: AsyncBackend, ticket: PartTicket, chunks: Any) ->
         PartFrame(entry.name, entry.offset, entry.length, entry.raw_length, entry.xxh3)
         for entry in encoded.entries
     )
+    return _receipt(ticket, encoded.size, encoded.checksum, frames)
+
+
+def _receipt(
+    ticket: PartTicket, size: int, checksum: str, frames: tuple[PartFrame, ...]
+) -> PartReceipt:
     return PartReceipt(
         part=ticket.part,
         key_groups=ticket.key_groups,
-        key=key,
-        size=encoded.size,
-        xxh3=encoded.checksum,
+        key=ticket.key,
+        size=size,
+        xxh3=checksum,
         frames=frames,
         writer_nonce=ticket.writer_nonce.hex(),
         checkpoint_id=ticket.checkpoint_id,
@@ -380,32 +399,151 @@ async def _write_part(backend: AsyncBackend, ticket: PartTicket, chunks: Any) ->
     )
 
 
-async def _settle(backend: AsyncBackend, key: str, size: int, checksum: str) -> None:
-    """The part's object was already there: accept it only if it is byte for byte what we
-    encoded (read back in ranges, never held whole).
+RawChunk = tuple[str | None, int, str]
+"""A chunk as written: its name, raw length and the xxh3-128 of its raw bytes."""
+HASH_INLINE = 1 << 20
+"""Chunks up to this size are hashed on the event loop; larger ones in a worker thread."""
+
+
+async def _hashed(chunks: Any, raw: list[RawChunk]) -> AsyncIterator[Any]:
+    """``chunks`` as they are, each one's raw length and xxh3-128 appended to ``raw``: what
+    a retry compares an object already stored with (:func:`_settle`)."""
+    if isinstance(chunks, AsyncIterator):
+        source: AsyncIterator[Any] = chunks
+    else:
+
+        async def lifted() -> AsyncIterator[Any]:
+            for chunk in chunks:
+                yield chunk
+
+        source = lifted()
+    async for name, data in source:
+        size = memoryview(data).nbytes
+        if size <= HASH_INLINE:
+            digest = xxhash.xxh3_128_hexdigest(data)
+        else:
+            digest = await asyncio.to_thread(xxhash.xxh3_128_hexdigest, data)
+        raw.append((name, size, digest))
+        yield name, data
+
+
+async def _settle(
+    backend: AsyncBackend, ticket: PartTicket, encoded: EncodedState, raw: list[RawChunk]
+) -> PartReceipt | None:
+    """The part's object was already there (an earlier attempt of this part). Accept it if
+    it is byte for byte what we encoded (``None``: our receipt stands); else if it is this
+    part's object holding the same frames of the same raw bytes, only compressed
+    differently (zstd's output for a chunk depends on whether it ran multi-threaded), with
+    a receipt describing it as stored. Read back in ranges, never held whole.
 
     Raises:
-        ConflictError: it differs (or vanished while being compared).
+        ConflictError: it holds other state (or is not this part's object, or vanished).
     """
+    key = ticket.key
     try:
-        stored_size = (await backend.head(key)).size
-        actual: str | None = None
-        if stored_size == size:
-            hasher = xxhash.xxh3_128()
-            async with contextlib.aclosing(read_ranges(backend, key, size, 8 << 20)) as ranges:
-                async for piece in ranges:
-                    hasher.update(piece)
-            actual = hasher.hexdigest()
-    except (NotFoundError, CorruptionError):
-        stored_size, actual = -1, None
-    if actual != checksum:
-        raise ConflictError(
-            key,
-            f"{key}: another state was already written for this part of this job "
-            f"({stored_size} bytes); it is kept, nothing was changed",
-            expected={"size": size, "xxh3": checksum},
-            actual={"size": stored_size, "xxh3": actual},
+        stored = await _stored_part(backend, key)
+    except (NotFoundError, CorruptionError, zstandard.ZstdError):
+        stored = None
+    if stored is not None and (stored.size, stored.checksum) == (encoded.size, encoded.checksum):
+        return None
+    if stored is not None and stored.same_state(ticket, raw):
+        frames = tuple(
+            PartFrame(name, offset, length, raw_length, digest)
+            for (name, _, _), (offset, length, raw_length, _, digest) in zip(
+                raw, stored.frames, strict=True
+            )
         )
+        return _receipt(ticket, stored.size, stored.checksum, frames)
+    raise ConflictError(
+        key,
+        f"{key}: another state was already written for this part of this job; it is kept, "
+        "nothing was changed",
+        expected={"size": encoded.size, "xxh3": encoded.checksum},
+        actual={
+            "size": stored.size if stored is not None else None,
+            "xxh3": stored.checksum if stored is not None else None,
+        },
+    )
+
+
+@dataclass(slots=True)
+class _StoredPart:
+    """A part object as read back: size, whole xxh3, header and its zstd frames, each as
+    ``(offset, length, raw length, raw xxh3, frame xxh3)``."""
+
+    size: int
+    checksum: str
+    header: bytes
+    frames: list[tuple[int, int, int, str, str]]
+    whole: bool
+    """Whether the object ended exactly at a frame's end."""
+
+    def same_state(self, ticket: PartTicket, raw: list[RawChunk]) -> bool:
+        """Whether this is ``ticket``'s part object holding exactly the chunks ``raw``."""
+        if not self.whole or len(self.header) < HEADER.size:
+            return False
+        magic, version, _, checkpoint_id, epoch, nonce = HEADER.unpack(self.header)
+        if (magic, version, checkpoint_id, epoch, nonce) != (
+            SIDECAR_MAGIC,
+            SIDECAR_FORMAT,
+            ticket.checkpoint_id,
+            ticket.epoch,
+            ticket.writer_nonce,
+        ):
+            return False
+        return [(size, digest) for _, size, digest in raw] == [
+            (raw_length, digest) for _, _, raw_length, digest, _ in self.frames
+        ]
+
+
+async def _stored_part(backend: AsyncBackend, key: str) -> _StoredPart:
+    """Read ``key`` back in ranged reads, splitting it into its zstd frames as it streams
+    (each decompressed once, to hash its raw bytes; memory: one range plus one chunk).
+
+    Raises:
+        NotFoundError: it is gone.
+        CorruptionError: it shrank while being read.
+        zstandard.ZstdError: its bytes are not zstd frames.
+    """  # noqa: DOC502 - raised by the backend, read_ranges and zstandard
+    size = (await backend.head(key)).size
+    whole = xxhash.xxh3_128()
+    header = bytearray()
+    frames: list[tuple[int, int, int, str, str]] = []
+    decompressor: Any = None
+    raw_hash = frame_hash = xxhash.xxh3_128()
+    offset = HEADER.size
+    raw_length = consumed = 0
+    async with contextlib.aclosing(read_ranges(backend, key, size, RANGE_SIZE)) as ranges:
+        async for piece in ranges:
+            whole.update(piece)
+            data = piece
+            if len(header) < HEADER.size:
+                take = HEADER.size - len(header)
+                header += data[:take]
+                data = data[take:]
+            while data:
+                if decompressor is None:
+                    decompressor = zstandard.ZstdDecompressor().decompressobj()
+                    raw_hash, frame_hash = xxhash.xxh3_128(), xxhash.xxh3_128()
+                    raw_length = consumed = 0
+                out = decompressor.decompress(data)
+                raw_hash.update(out)
+                raw_length += len(out)
+                if not decompressor.eof:
+                    frame_hash.update(data)
+                    consumed += len(data)
+                    break
+                rest = decompressor.unused_data
+                used = len(data) - len(rest)
+                frame_hash.update(data[:used])
+                consumed += used
+                frames.append(
+                    (offset, consumed, raw_length, raw_hash.hexdigest(), frame_hash.hexdigest())
+                )
+                offset += consumed
+                decompressor = None
+                data = rest
+    return _StoredPart(size, whole.hexdigest(), bytes(header), frames, decompressor is None)
 
 
 async def _chain(head: collections.deque[bytes], rest: Any) -> Any:
@@ -632,6 +770,9 @@ async def check_part(
     or one GET) and every shared frame (its object exists, holds ``length`` bytes at
     ``offset``, and they hash to the frame's xxh3). The reason it is invalid, or ``None``.
     Transient errors propagate."""
+    own = part_key(manifest.checkpoint_id, part.name)
+    if part.key is not None and part.key != own:
+        return f"part {part.name!r}: {part.key} is not checkpoint {manifest.checkpoint_id}'s"
     if part.key is not None and part.xxh3 is not None:
         try:
             if streamed:

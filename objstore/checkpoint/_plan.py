@@ -124,26 +124,17 @@ def plan_prune(
     return sorted(checkpoint_id for checkpoint_id in ordered if checkpoint_id not in keep)
 
 
-def pruned_objects(
-    entry: CheckpointEntry, manifest: CheckpointManifest | None, *, vanished: bool = False
-) -> list[ObjectInfo]:
+def pruned_objects(entry: CheckpointEntry, manifest: CheckpointManifest | None) -> list[ObjectInfo]:
     """The objects of ``entry`` a prune deletes, given the manifest it read there
-    (``None``: unreadable, or ``vanished`` when re-read), manifest first.
+    (``None``: unreadable, so everything goes), manifest first.
 
     Only what that manifest owns: a ``state.bin`` beside a manifest saved without state, or
     a part object the manifest does not list, belongs to a writer that staged it under the
-    id and may commit it once the manifest is gone (simulator seed 2884, for parts). An
-    unreadable manifest takes everything with it. A manifest that *vanished* since the
-    listing owns nothing any more: its writer may have withdrawn a late commit and staged the
-    id again (simulator seed 1151), so sidecar and parts are left to the orphan janitor
-    (tombstone first). Other objects of the directory go with it.
+    id and may commit it once the manifest is gone (simulator seed 2884, for parts). Other
+    objects of the directory (nothing objstore writes) go with it.
     """
-    if manifest is None and not vanished:
-        return entry.objects
     if manifest is None:
-        return [
-            info for info in entry.objects if info is not entry.state and not is_part_key(info.key)
-        ]
+        return entry.objects
     listed = {part.key for part in manifest.parts if part.key is not None}
     kept = []
     for info in entry.objects:

@@ -1199,18 +1199,30 @@ class AsyncCheckpointStore(AsyncClosing):
             known_valid = await self._prune_anchor()
         newest_valid = known_valid.checkpoint_id if known_valid is not None else None
         doomed = plan_prune(list(committed), keep_count, newest_valid)
-        read, vanished = await self._spare_newer_epochs(doomed, known_valid)
+        read = await self._spare_newer_epochs(doomed, known_valid)
         planned = tuple(read)
         if dry_run:
             return PruneResult(keep_count, committed, newest_valid, planned, (), dry_run)
+        deleted = []
         for checkpoint_id in planned:
+            found, version = read[checkpoint_id]
+            entry = entries[checkpoint_id]
+            if version is not None:
+                # Through the manifest read, or not at all: if it changed or vanished since
+                # (withdrawn, its id staged again: simulator seed 9620), what lies there now
+                # is not what was judged (cleanup_orphans or the next prune decides).
+                try:
+                    await self.backend.delete(manifest_key(checkpoint_id), version)
+                except (PreconditionFailedError, NotFoundError):
+                    continue
             # Only what the manifest read there owns (see pruned_objects).
-            gone = checkpoint_id in vanished
-            for info in pruned_objects(entries[checkpoint_id], read[checkpoint_id], vanished=gone):
-                await self.backend.delete(info.key)
-        if planned:
-            logger.info("pruned checkpoints %s", list(planned))
-        return PruneResult(keep_count, committed, newest_valid, planned, planned, dry_run)
+            for info in pruned_objects(entry, found):
+                if info is not entry.manifest or version is None:
+                    await self.backend.delete(info.key)
+            deleted.append(checkpoint_id)
+        if deleted:
+            logger.info("pruned checkpoints %s", deleted)
+        return PruneResult(keep_count, committed, newest_valid, planned, tuple(deleted), dry_run)
 
     async def _prune_anchor(self) -> CheckpointManifest | None:
         """The valid checkpoint a prune keeps and measures what it deletes against: one no
@@ -1237,31 +1249,33 @@ class AsyncCheckpointStore(AsyncClosing):
 
     async def _spare_newer_epochs(
         self, doomed: list[int], newest_valid: CheckpointManifest | None
-    ) -> tuple[dict[int, CheckpointManifest | None], set[int]]:
+    ) -> dict[int, tuple[CheckpointManifest | None, str | None]]:
         """``doomed`` without the checkpoints of an epoch newer than ``newest_valid``'s: a
         newer epoch's commit whose pointer move is still in flight (one GET per doomed id),
-        each with its manifest as read (``None``: missing or unreadable); and the ids whose
-        manifest had vanished since the listing."""
+        each with its manifest as read and that manifest's version (``(None, None)``:
+        unreadable). A manifest gone since the listing drops its id: nothing of it is left
+        to prune, and what lies there now is not what was listed."""
         if not doomed or newest_valid is None:
-            return {}, set()
-        loaded = await _gather_bounded(self._load_or_vanished(cid) for cid in doomed)
-        manifests = [found for found, _ in loaded]
-        vanished = {cid for cid, (_, gone) in zip(doomed, loaded, strict=True) if gone}
-        epochs = [m.epoch if m is not None else None for m in manifests]
-        kept = set(spare_newer_epochs(doomed, epochs, newest_valid.epoch))
-        read = {cid: found for cid, found in zip(doomed, manifests, strict=True) if cid in kept}
-        return read, vanished
+            return {}
+        read = await _gather_bounded(self._read_doomed(cid) for cid in doomed)
+        present = [(cid, found) for cid, found in zip(doomed, read, strict=True) if found]
+        epochs = [m.epoch if m is not None else None for _, (m, _) in present]
+        kept = set(spare_newer_epochs([cid for cid, _ in present], epochs, newest_valid.epoch))
+        return {cid: found for cid, found in present if cid in kept}
 
-    async def _load_or_vanished(self, checkpoint_id: int) -> tuple[CheckpointManifest | None, bool]:
-        """The manifest of ``checkpoint_id`` (``None``: unreadable or gone), and whether it
-        is gone (``NotFoundError``, a tombstone included)."""
+    async def _read_doomed(
+        self, checkpoint_id: int
+    ) -> tuple[CheckpointManifest | None, str | None] | None:
+        """A doomed checkpoint's manifest and version; ``(None, None)`` if unreadable (a
+        corrupt checkpoint, pruned as it is), ``None`` if gone (or a tombstone now)."""
         try:
-            return (await self._load_stored(checkpoint_id)).manifest, False
+            _, version, stored = await read_manifest(self.backend, checkpoint_id)
         except NotFoundError:
-            return None, True
+            return None
         except CorruptionError as exc:
-            logger.warning("skipping checkpoint %d: %s", checkpoint_id, exc)
-            return None, False
+            logger.warning("pruning unreadable checkpoint %d: %s", checkpoint_id, exc)
+            return None, None
+        return stored.manifest, version
 
     async def plan_cleanup_orphans(self, grace_seconds: float | None = None) -> list[int]:
         """The uncommitted checkpoint ids :meth:`cleanup_orphans` would delete now
