@@ -30,7 +30,15 @@ from objstore import (
     SourceCheckpointStore,
 )
 from objstore.backends import open_backend
-from objstore.checkpoint import ABORTED, PARTS_FORMAT, POINTER_FORMAT, TOMBSTONE_FORMAT
+from objstore.checkpoint import (
+    ABORTED,
+    GC_RECORD,
+    PARTS_FORMAT,
+    POINTER_FORMAT,
+    SHARED,
+    TOMBSTONE_FORMAT,
+)
+from objstore.checkpoint._shared import GC_FORMAT
 from objstore.codec import SEALED_FORMAT, unseal
 from objstore.eventsourcing import EVENT_FORMAT, ObjstoreAggregateRecorder
 from objstore.kv import (
@@ -91,6 +99,7 @@ def test_every_format_written_today_has_committed_data() -> None:
         f"checkpoint-format-{POINTER_FORMAT}",
         f"checkpoint-tombstone-format-{TOMBSTONE_FORMAT}",
         f"checkpoint-parts-format-{PARTS_FORMAT}",
+        f"checkpoint-incremental-format-{PARTS_FORMAT}",
     }
     for name in generate.GENERATORS:
         assert (DATA / name).is_dir(), f"tests/data/{name} is missing: run tests/data/generate.py"
@@ -343,6 +352,39 @@ def test_checkpoint_parts_format_2(source: Path, tmp_path: Path) -> None:
     assert store.recover_latest_validated().chosen_id == 1
     store.save(CheckpointManifest(checkpoint_id=3, epoch=1))
     assert store.load_latest().checkpoint_id == 3  # type: ignore[union-attr]
+    store.close()
+
+
+def test_checkpoint_incremental_format_2(source: Path, tmp_path: Path) -> None:
+    """Manifest format 2 with shared frames (incremental saves) and the GC record: every
+    checkpoint reads, validates and restores; a new incremental save on top reuses the
+    stored objects; the GC keeps everything the checkpoints reference."""
+    url = copy(source, f"checkpoint-incremental-format-{PARTS_FORMAT}", tmp_path)
+    root = Path(url)
+    body = json.loads(
+        (root / "checkpoints/checkpoint_00000000000000000004/manifest.json").read_text()
+    )
+    assert body["format_version"] == PARTS_FORMAT
+    assert [frame["name"] for frame in body["parts"][0]["frames"]] == ["op-0", "op-1", "op-2"]
+    assert all(frame["key"].startswith(SHARED + "/") for frame in body["parts"][0]["frames"])
+    record = json.loads((root / GC_RECORD).read_text())
+    assert (record["format_version"], record["generation"]) == (GC_FORMAT, 1)
+    assert len(record["doomed"]) == 1
+    store = CheckpointStore(url)
+    assert store.list_ids() == [1, 3, 4]
+    assert store.load_state_data(1) == generate.checkpoint_state(1, 1)
+    for checkpoint_id in (3, 4):
+        assert store.validate_checkpoint(checkpoint_id).valid
+        assert store.load_state(checkpoint_id) == generate.incremental_state(checkpoint_id)
+        assert store.load_operator_state(checkpoint_id, "op-2") == bytes(range(256)) * 3
+    assert store.recover_latest_validated().chosen_id == 4
+    assert store.collect_shared(0).deleted == ()
+    before = set((root / SHARED).glob("*.zst"))
+    assert len(before) == 5  # op-0 of 3 and of 4, op-1 twice, op-2 shared by both
+    state = {**generate.incremental_state(4), "op-0": b"new"}
+    store.save_incremental(CheckpointManifest(checkpoint_id=5, epoch=1), state, base=4)
+    assert len(set((root / SHARED).glob("*.zst")) - before) == 1  # only op-0 of 5 was added
+    assert store.load_state(5) == state
     store.close()
 
 

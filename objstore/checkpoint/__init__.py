@@ -1,5 +1,8 @@
 """CheckpointStore: manifests, ``state.bin`` sidecars and ``latest.txt`` (DESIGN §3)."""
 
+from objstore.checkpoint._incremental import StateSizes as StateSizes
+from objstore.checkpoint._incremental import is_pin_name as is_pin_name
+from objstore.checkpoint._incremental import state_sizes as state_sizes
 from objstore.checkpoint._keygroups import (
     Assignment,
     assign_parts,
@@ -80,6 +83,7 @@ from objstore.checkpoint._plan import plan_prune as plan_prune
 from objstore.checkpoint._plan import scan as scan
 from objstore.checkpoint._quarantine import QUARANTINE
 from objstore.checkpoint._reads import read_manifest as read_manifest
+from objstore.checkpoint._shared import GC_RECORD, SHARED, SharedGcResult
 from objstore.checkpoint._store import (
     AsyncCheckpointStore,
     CheckpointStore,
@@ -117,6 +121,9 @@ __all__ = [
     "RecoveryReport",
     "Removal",
     "RemovalRefused",
+    "GC_RECORD",
+    "SHARED",
+    "SharedGcResult",
     "SinkStatus",
     "TOMBSTONE_FORMAT",
     "ValidationResult",

@@ -92,7 +92,15 @@ def _same_commit(
     }
     if not compare_state:
         ignored.update(operator_states=(), state_checksum=None, state_size=None)
+        if _all_shared(stored) and _all_shared(requested):
+            # An incremental save's frames (shared keys drawn fresh per attempt) are its state.
+            ignored["parts"] = ()
     return dataclasses.replace(stored, **ignored) == dataclasses.replace(requested, **ignored)
+
+
+def _all_shared(manifest: CheckpointManifest) -> bool:
+    """Whether every part of ``manifest`` lives in shared objects (an incremental save)."""
+    return bool(manifest.parts) and all(part.key is None for part in manifest.parts)
 
 
 class CommitProtocol:

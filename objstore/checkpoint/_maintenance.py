@@ -38,6 +38,7 @@ from objstore._loop import run_sync
 from objstore._open import StoreLocation
 from objstore.backends import AsyncBackend, Backend
 from objstore.checkpoint._conflicts import id_taken
+from objstore.checkpoint._incremental import copy_incremental, is_incremental
 from objstore.checkpoint._layout import (
     CHECKPOINTS,
     LATEST,
@@ -442,7 +443,14 @@ async def _copy_checkpoint(
     data, stored = await _read_manifest(src.backend, checkpoint_id)
     existing = await _destination_manifest(dst, stored)
     outcome: Literal["copied", "present"] = "present" if existing is not None else "copied"
-    if existing is None:
+    if existing is None and is_incremental(stored.manifest):
+        try:
+            await copy_incremental(src, dst, stored)
+        except AlreadyExistsError as exc:
+            if await _destination_manifest(dst, stored) is None:
+                raise _conflict(dst, stored, None) from exc
+            outcome = "present"
+    elif existing is None:
         version = None
         if stored.manifest.state_checksum is not None:
             version = await _copy_sidecar(src, dst, stored, range_size=ranges, progress=advance)

@@ -26,10 +26,17 @@ from objstore._checks import check_u64, is_int
 from objstore._concurrency import gather_bounded
 from objstore._loop import AsyncClosing, StoreFacade, blocking, run_sync
 from objstore._open import StoreLocation, as_async_backend
-from objstore.backends import AsyncBackend, RequestHook
+from objstore.backends import AsyncBackend, ObjectInfo, RequestHook
 from objstore.checkpoint._clock import StoreClock, read_store_clock
 from objstore.checkpoint._commit import UPDATE_ATTEMPTS, CommitProtocol, Landed
 from objstore.checkpoint._conflicts import id_taken
+from objstore.checkpoint._incremental import (
+    collect_shared,
+    is_incremental,
+    load_frames,
+    save_incremental,
+    shared_frames,
+)
 from objstore.checkpoint._layout import (
     CHECKPOINTS,
     LATEST,
@@ -86,6 +93,7 @@ from objstore.checkpoint._pointer import (
 )
 from objstore.checkpoint._quarantine import quarantined_ids
 from objstore.checkpoint._reads import read_manifest
+from objstore.checkpoint._shared import SharedGcResult
 from objstore.checkpoint._sidecar import (
     HEADER,
     EncodedState,
@@ -279,6 +287,10 @@ class AsyncCheckpointStore(AsyncClosing):
         sidecar), though their save has not finished yet."""
         self._commits = CommitProtocol(self)
         """The commit protocol behind the saves and :meth:`claim_epoch`."""
+        self._incremental_base: int | None = None
+        """The checkpoint this store object's last incremental save committed (its base)."""
+        self._incremental_uploaded = 0
+        """Bytes of new shared objects the last incremental save uploaded."""
         self._writer_nonce = os.urandom(16)
         """Identifies this store object's writes (sidecar headers, manifests) across calls,
         so a retried save recognises its own earlier commit."""
@@ -400,6 +412,70 @@ class AsyncCheckpointStore(AsyncClosing):
             raise
         self._forget(manifest.checkpoint_id)
         return committed
+
+    async def save_incremental(
+        self, manifest: CheckpointManifest, state: StateInput, *, base: int | None = None
+    ) -> CheckpointManifest:
+        """Save ``state`` incrementally: every chunk whose bytes equal a chunk of ``base`` is
+        referenced, not uploaded; the others become new shared objects. Then commit
+        ``manifest`` (format 2: one part, ``"state"``, whose frames name shared objects).
+
+        ``base`` defaults to the checkpoint this store object's previous incremental save
+        committed; pass the id you restored from after a restart. A base that is gone or
+        holds no shared frames means everything is uploaded. ``state`` takes every form
+        :meth:`save_with_state` takes; each chunk is one shared object (choose chunks of a
+        few MiB: unchanged chunks cost nothing, a changed one is uploaded whole).
+
+        Shared objects are never deleted by :meth:`prune`, :meth:`cleanup_orphans` or a
+        removal, only by :meth:`collect_shared`, and a save that returned keeps every object
+        it references while its manifest exists, whatever GCs run concurrently (the protocol
+        and its argument: :mod:`objstore.checkpoint._shared`). Beyond :meth:`save`'s requests
+        it costs two GETs of the GC record, a GET of the base's manifest, a LIST of the
+        shared objects, one create per changed chunk and one for the list of the keys it is
+        about to commit (``checkpoint_N/refs-*.json``, pruned with the checkpoint).
+
+        Raises:
+            CheckpointConflict: another writer committed this id (``FencedError`` when its
+                epoch is newer or a newer epoch was claimed).
+            PreconditionFailedError: concurrent GCs collected objects this save reused and it
+                could not upload them again (state given as a stream); nothing was committed:
+                save again.
+            CorruptionError: the GC record is unreadable.
+        """  # noqa: DOC502 - raised by the incremental module and the commit protocol
+        _check_manifest(manifest)
+        return await save_incremental(
+            self, manifest, state, base if base is not None else self._incremental_base
+        )
+
+    async def collect_shared(
+        self, grace_seconds: float | None = None, *, dry_run: bool = False
+    ) -> SharedGcResult:
+        """Delete shared objects (incremental checkpoints' chunks) that no committed or
+        quarantined checkpoint references and no in-flight save can still reference; return
+        what was seen, planned and deleted (:class:`~objstore.checkpoint.SharedGcResult`).
+
+        Objects younger than ``grace_seconds`` by the store's clock (default: the orphan
+        grace period) are left for a later run; age only spares in-flight saves a repair,
+        safety rests on the GC record handshake (:mod:`objstore.checkpoint._shared`). A
+        ``dry_run`` writes nothing and judges ages against the newest listed mtime.
+
+        Raises:
+            CorruptionError: the GC record is unreadable.
+        """  # noqa: DOC502 - raised by the incremental module
+        return await collect_shared(
+            self,
+            grace_seconds,
+            dry_run=dry_run,
+            store_now=functools.partial(self._shared_now, writes=not dry_run),
+        )
+
+    async def _shared_now(self, listed: dict[str, ObjectInfo], *, writes: bool) -> float | None:
+        """The store's time for shared-object ages (see :meth:`_store_now`)."""
+        if self._store_clock is not None:
+            return await self._store_clock()
+        if writes:
+            return await read_store_clock(self.backend)
+        return max((info.mtime for info in listed.values() if info.mtime), default=None)
 
     async def save_state_data(
         self, checkpoint_id: int, chunks: StateInput, *, epoch: int = 0
@@ -752,7 +828,8 @@ class AsyncCheckpointStore(AsyncClosing):
 
         A checkpoint of parts (a parallel commit) comes back as ``{"{part}/{frame}": bytes}``
         for every frame of every part, in the manifest's order (an unnamed frame by its
-        position in its part), each part's object read once.
+        position in its part), each part's object read once. An incremental checkpoint
+        (:meth:`save_incremental`) comes back as it was saved, like a full one.
 
         Raises:
             ValueError: a chunk's position equals the name of another chunk, so the state
@@ -764,6 +841,9 @@ class AsyncCheckpointStore(AsyncClosing):
             stored = await self._load_stored(checkpoint_id)
         except NotFoundError:
             return None
+        if is_incremental(stored.manifest):
+            shared = await load_frames(self, stored.manifest)
+            return _by_name(checkpoint_id, [(frame.name, raw) for frame, raw in shared])
         if stored.manifest.parts:
             frame_names, frames = await self._read_parts(stored.manifest)
             return dict(zip(frame_names, frames, strict=True))
@@ -837,7 +917,8 @@ class AsyncCheckpointStore(AsyncClosing):
         """
         check_checkpoint_id(checkpoint_id)
         manifest = (await self._load_stored(checkpoint_id)).manifest
-        entries = manifest.operator_states
+        frames = shared_frames(manifest) if is_incremental(manifest) else []
+        entries = tuple(f.entry() for f in frames) if frames else manifest.operator_states
         if isinstance(name_or_index, bool) or not isinstance(name_or_index, str | int):
             raise TypeError("name_or_index must be an operator name or a position")
         if isinstance(name_or_index, int):
@@ -849,6 +930,10 @@ class AsyncCheckpointStore(AsyncClosing):
             if not matches:
                 raise KeyError(name_or_index)
             entry = matches[0]
+        if frames:
+            shared = frames[entries.index(entry)]
+            data, _ = await self.backend.get(shared.key)
+            return await asyncio.to_thread(decode_frame, data, entry, key=shared.key)
         key = state_key(checkpoint_id)
         frame = await self.backend.get_range(key, entry.offset, entry.offset + entry.length)
         return await asyncio.to_thread(decode_frame, frame, entry, key=key)
@@ -1397,6 +1482,26 @@ async def _until_settled(
     )
 
 
+def _by_name(checkpoint_id: int, chunks: Iterable[tuple[str | None, bytes]]) -> dict[str, bytes]:
+    """Chunks by name, an unnamed one by its position (``load_state``'s rule).
+
+    Raises:
+        ValueError: an unnamed chunk's position equals another chunk's name.
+    """
+    listed = list(chunks)
+    names = {name for name, _ in listed if name is not None}
+    result: dict[str, bytes] = {}
+    for position, (name, data) in enumerate(listed):
+        key = str(position) if name is None else name
+        if key in result or (name is None and key in names):
+            raise ValueError(
+                f"checkpoint {checkpoint_id}: unnamed chunk {position} and a chunk named "
+                f"{key!r} collide; read them with load_operator_state"
+            )
+        result[key] = data
+    return result
+
+
 def _check_manifest(manifest: object) -> None:
     if not isinstance(manifest, CheckpointManifest):
         raise TypeError(f"expected a CheckpointManifest, not {type(manifest).__name__}")
@@ -1453,6 +1558,8 @@ class CheckpointStore(StoreFacade[AsyncCheckpointStore]):
     save = blocking(AsyncCheckpointStore.save)
     save_with_state = blocking(AsyncCheckpointStore.save_with_state)
     save_state_data = blocking(AsyncCheckpointStore.save_state_data)
+    save_incremental = blocking(AsyncCheckpointStore.save_incremental)
+    collect_shared = blocking(AsyncCheckpointStore.collect_shared)
     claim_epoch = blocking(AsyncCheckpointStore.claim_epoch)
     load_part = blocking(AsyncCheckpointStore.load_part)
     load_part_frame = blocking(AsyncCheckpointStore.load_part_frame)

@@ -124,6 +124,7 @@ async def gc(store: AsyncCheckpointStore, grace_seconds: float | None, *, dry_ru
                 "eligible": orphan.eligible,
             }
         )
+    shared = await store.collect_shared(grace_seconds, dry_run=dry_run)
     document = {
         "url": store.url,
         "grace_seconds": result.grace_seconds,
@@ -132,12 +133,21 @@ async def gc(store: AsyncCheckpointStore, grace_seconds: float | None, *, dry_ru
         "planned": list(result.planned),
         "deleted": list(result.deleted),
         "deleted_count": len(result.deleted),
+        "shared": {
+            "listed": shared.listed,
+            "referenced": shared.referenced,
+            "planned": list(shared.planned),
+            "deleted": list(shared.deleted),
+            "reclaimed_bytes": shared.reclaimed_bytes,
+            "aborted": shared.aborted,
+        },
     }
     return Outcome(document)
 
 
 def render_gc(console: Console, document: dict[str, Any]) -> None:
     """Human view of ``objstore gc``."""
+    _render_shared(console, document)
     orphans = document["orphans"]
     if not orphans:
         console.print("no orphaned checkpoints")
@@ -163,6 +173,24 @@ def render_gc(console: Console, document: dict[str, Any]) -> None:
     console.print(f"{verb} {count:,} orphaned checkpoints (grace {document['grace_seconds']:g}s)")
 
 
+def _render_shared(console: Console, document: dict[str, Any]) -> None:
+    """The shared-object part of ``objstore gc`` (incremental checkpoints' chunks)."""
+    shared = document.get("shared")
+    if not shared or not shared["listed"]:
+        return
+    verb = "would delete" if document["dry_run"] else "deleted"
+    count = len(shared["planned"] if document["dry_run"] else shared["deleted"])
+    line = (
+        f"shared objects: {shared['listed']:,} listed, {shared['referenced']:,} referenced by "
+        f"retained checkpoints; {verb} {count:,}"
+    )
+    if not document["dry_run"]:
+        line += f" ({size_text(shared['reclaimed_bytes'])})"
+    if shared["aborted"]:
+        line += f"; stopped: {shared['aborted']}"
+    console.print(line)
+
+
 def gc_command(
     url: UrlArgument,
     grace: Annotated[
@@ -179,7 +207,8 @@ def gc_command(
     json_output: JsonOption = False,
     storage_option: StorageOption = None,
 ) -> None:
-    """Delete orphaned sidecars (no manifest) that no live writer can still commit."""
+    """Delete orphaned sidecars (no manifest) that no live writer can still commit, and
+    shared objects (incremental checkpoints) that no retained checkpoint references."""
 
     async def work(options: dict[str, Any], progress: ByteProgress) -> Outcome:
         grace_seconds = None if grace is None else parse_duration(grace)

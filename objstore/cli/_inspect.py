@@ -20,7 +20,14 @@ from objstore.checkpoint import (
 from objstore.cli._errors import CliError, ExitCode
 from objstore.cli._options import JsonOption, StorageOption, UrlArgument, parse_checkpoint_id
 from objstore.cli._output import ByteProgress, Outcome, iso_ms, run_command, size_text, when_text
-from objstore.cli._stores import list_entries, listed_parts, open_store, read_stored, state_size
+from objstore.cli._stores import (
+    list_entries,
+    listed_parts,
+    open_store,
+    read_stored,
+    sharing,
+    state_size,
+)
 from objstore.errors import NotFoundError
 
 __all__ = [
@@ -63,11 +70,13 @@ async def show_checkpoint(store: AsyncCheckpointStore, which: str) -> Outcome:
         ) from None
     pointer = await read_pointer_async(store)
     manifest = json.loads(data)
+    shares = await sharing(store, await list_entries(store))
     document = {
         "url": store.url,
         "checkpoint_id": checkpoint_id,
         "latest": pointer.checkpoint_id == checkpoint_id,
         "time": iso_ms(manifest.get("timestamp_ms")),
+        "sizes": shares.get(checkpoint_id),
         "manifest": manifest,
     }
     return Outcome(document)
@@ -108,6 +117,14 @@ def render_show(console: Console, document: dict[str, Any]) -> None:
             f"{size_text(manifest.get('state_size'))}, xxh3 {manifest.get('state_checksum')}"
             if manifest.get("state_checksum")
             else "none",
+        )
+    sizes = document.get("sizes")
+    if sizes and sizes["shared_bytes"]:
+        facts.add_row(
+            "stored bytes",
+            f"{size_text(sizes['exclusive_bytes'])} exclusive, "
+            f"{size_text(sizes['shared_bytes'])} in shared objects "
+            f"({size_text(sizes['shared_with_others_bytes'])} also used by other checkpoints)",
         )
     facts.add_row("revision", _value_text(manifest.get("revision")))
     console.print(facts)
@@ -208,6 +225,7 @@ async def verify_checkpoints(
                 store, checkpoint_id, progress=progress.advance
             )
         )
+    shares = await sharing(store, entries)
     rows = [
         {
             "id": result.checkpoint_id,
@@ -218,6 +236,10 @@ async def verify_checkpoints(
             "parts": len(listed_parts(entries[result.checkpoint_id]))
             if result.checkpoint_id in entries
             else 0,
+            **shares.get(
+                result.checkpoint_id,
+                {"exclusive_bytes": None, "shared_bytes": None, "shared_with_others_bytes": None},
+            ),
         }
         for result in results
     ]
@@ -235,6 +257,7 @@ def render_verify(console: Console, document: dict[str, Any]) -> None:
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("id", justify="right")
     table.add_column("state", justify="right")
+    table.add_column("shared", justify="right")
     table.add_column("result", overflow="fold")
     for row in rows:
         if row["valid"]:
@@ -246,7 +269,8 @@ def render_verify(console: Console, document: dict[str, Any]) -> None:
         state = size_text(row["state_size"])
         if row.get("parts"):
             state += f" in {row['parts']} parts"
-        table.add_row(str(row["id"]), state, result)
+        shared = size_text(row["shared_bytes"]) if row.get("shared_bytes") else "-"
+        table.add_row(str(row["id"]), state, shared, result)
     console.print(table)
     bad = sum(1 for row in rows if not row["valid"])
     console.print(

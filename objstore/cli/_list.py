@@ -38,6 +38,7 @@ from objstore.cli._stores import (
     open_store,
     pointer_document,
     read_stored,
+    sharing,
     state_size,
 )
 from objstore.errors import CorruptionError, NotFoundError
@@ -158,6 +159,7 @@ async def list_checkpoints(
             "verifying",
             sum(state_size(entries, cid) or 0 for cid, e in entries.items() if e.committed),
         )
+    shares = await sharing(store, entries)
     rows = await gather(
         _describe(
             store,
@@ -169,6 +171,13 @@ async def list_checkpoints(
         )
         for checkpoint_id in sorted(entries)
     )
+    for row in rows:
+        row.update(
+            shares.get(
+                row["id"],
+                {"exclusive_bytes": None, "shared_bytes": None, "shared_with_others_bytes": None},
+            )
+        )
     validity: dict[int, bool | None] = {
         row["id"]: (None if row["status"] in ("orphan", "aborted") else row["valid"])
         for row in rows
@@ -216,7 +225,7 @@ STATUS_MIN_WIDTH = 16
 of the reason (the rest folds onto more lines)."""
 _COLUMN_GAP = 3  # " │ " between two columns
 # Optional columns, in the order they give way on a narrow terminal (first = first dropped).
-_OPTIONAL_COLUMNS = ("manifest", "state", "epoch", "time (UTC)")
+_OPTIONAL_COLUMNS = ("shared", "manifest", "state", "epoch", "time (UTC)")
 
 
 def _cells(row: dict[str, Any]) -> dict[str, str]:
@@ -227,13 +236,14 @@ def _cells(row: dict[str, Any]) -> dict[str, str]:
         "manifest": size_text(row["manifest_size"]),
         "state": size_text(row["state_size"])
         + (f" in {row['parts']} parts" if row.get("parts") else ""),
+        "shared": size_text(row["shared_bytes"]) if row.get("shared_bytes") else "-",
     }
 
 
 def _fitting_columns(cells: list[dict[str, str]], marker: int, width: int) -> list[str]:
     """The columns to show at ``width``: id and status always; the others only while the
     status keeps :data:`STATUS_MIN_WIDTH`, dropped in :data:`_OPTIONAL_COLUMNS` order."""
-    columns = ["id", "epoch", "time (UTC)", "manifest", "state"]
+    columns = ["id", "epoch", "time (UTC)", "manifest", "state", "shared"]
 
     def needed(names: list[str]) -> int:
         widths = [max(len(name), *(len(row[name]) for row in cells)) for name in names]

@@ -13,16 +13,20 @@ from objstore.checkpoint import (
     CHECKPOINTS,
     AsyncCheckpointStore,
     CheckpointEntry,
+    CheckpointManifest,
     Pointer,
     StoredManifest,
     is_part_key,
+    is_pin_name,
     read_manifest,
     scan,
+    state_sizes,
 )
-from objstore.errors import StoreNotFoundError
+from objstore.errors import CorruptionError, NotFoundError, StoreNotFoundError
 
 __all__ = [
     "PARALLEL",
+    "sharing",
     "gather",
     "list_entries",
     "listed_parts",
@@ -90,6 +94,42 @@ async def read_stored(backend: AsyncBackend, checkpoint_id: int) -> tuple[bytes,
     """Raw bytes and decoded manifest of ``checkpoint_id``; raises NotFound/Corruption."""
     data, _, stored = await read_manifest(backend, checkpoint_id)
     return data, stored
+
+
+async def sharing(
+    store: AsyncCheckpointStore, entries: dict[int, CheckpointEntry]
+) -> dict[int, dict[str, int]]:
+    """Per committed, readable checkpoint: ``exclusive_bytes`` (its own objects: sidecar,
+    parts), ``shared_bytes`` (the shared objects it references, each once) and
+    ``shared_with_others_bytes`` (those also referenced by another listed checkpoint). One
+    GET per manifest."""
+    committed = sorted(cid for cid, entry in entries.items() if entry.checkpoint)
+
+    async def manifest(checkpoint_id: int) -> CheckpointManifest | None:
+        try:
+            return (await read_stored(store.backend, checkpoint_id))[1].manifest
+        except (NotFoundError, CorruptionError):
+            return None
+
+    found = await gather(manifest(cid) for cid in committed)
+    manifests = {cid: m for cid, m in zip(committed, found, strict=True) if m is not None}
+    try:
+        sizes = state_sizes(manifests)
+    except CorruptionError:
+        return {}
+    return {
+        cid: {
+            "exclusive_bytes": sum(
+                info.size
+                for info in entries[cid].objects
+                if info is not entries[cid].manifest
+                and not is_pin_name(info.key.rsplit("/", 1)[-1])
+            ),
+            "shared_bytes": size.shared,
+            "shared_with_others_bytes": size.shared_with_others,
+        }
+        for cid, size in sizes.items()
+    }
 
 
 def state_size(entries: dict[int, CheckpointEntry], checkpoint_id: int) -> int | None:

@@ -26,6 +26,10 @@ What is not generated here, and why:
   is retired, and keeps nonces in tombstones.
 * ``checkpoint-parts-format-<N>`` holds a checkpoint of parts (manifest format ``N``, from
   ``objstore.checkpoint.PARTS_FORMAT``) above a format-1 one: what a parallel commit writes.
+* ``checkpoint-incremental-format-<N>`` holds incremental checkpoints (manifest format
+  ``N``, every frame a shared object under ``checkpoints/shared/``) above a format-1 one, and
+  the shared-object GC's record ``checkpoints/shared/.gc.json`` (its own ``format_version``,
+  ``objstore.checkpoint._shared.GC_FORMAT``).
 * ``checkpoint-tombstone-format-<N>`` holds a tombstone (an aborted id, ``format_version``
   2 at its ``manifest.json``) between two format-1 checkpoints.
 * Objects whose writers draw random nonces (projection bases, KV objects) differ byte for
@@ -54,7 +58,12 @@ from objstore import (
     write_part,
 )
 from objstore.backends import AsyncBackend, Backend, open_transport
-from objstore.checkpoint import PARTS_FORMAT, POINTER_FORMAT, TOMBSTONE_FORMAT
+from objstore.checkpoint import (
+    PARTS_FORMAT,
+    POINTER_FORMAT,
+    TOMBSTONE_FORMAT,
+    remove_checkpoints,
+)
 from objstore.codec import SEALED_FORMAT, seal
 from objstore.eventsourcing import EVENT_FORMAT
 from objstore.eventsourcing._layout import EventRecord, encode_event, event_key
@@ -109,6 +118,21 @@ PARTS = {
     "unkeyed": (None, {"meta": b"\x00"}),
 }
 """Part name -> (key-group range, frames by name) of the parts checkpoint."""
+
+
+def incremental_state(checkpoint_id: int) -> dict[str, bytes]:
+    """The state of incremental checkpoint ``checkpoint_id``: ``op-0`` changes every time,
+    ``op-1`` from checkpoint 4 on, ``op-2`` never (shared by all)."""
+    return {
+        "op-0": f"changing-{checkpoint_id};".encode() * 40,
+        "op-1": (b"second;" if checkpoint_id < 4 else b"second-v2;") * 30,
+        "op-2": bytes(range(256)) * 3,
+    }
+
+
+INCREMENTAL_SAVES = (2, 3, 4)
+"""Incremental saves above the full checkpoint 1; checkpoint 2 is then removed and the
+shared-object GC collects what only it used, leaving a GC record of generation 1."""
 
 
 SEALED = {
@@ -245,6 +269,31 @@ def write_parts(root: Path) -> None:
         lock.unlink()
 
 
+def write_incremental(root: Path) -> None:
+    """A checkpoint store with a full checkpoint 1 (format 1) and incremental checkpoints
+    3 and 4 (manifest format 2, frames in ``checkpoints/shared/``, pins ``refs-*.json``)
+    after checkpoint 2 was removed (``rm``) and its garbage collected (``.gc.json``)."""
+    root.mkdir(parents=True, exist_ok=True)
+    store = CheckpointStore(str(root))
+    try:
+        first = CheckpointManifest(checkpoint_id=1, epoch=1, timestamp_ms=1_700_000_001_000)
+        store.save_with_state(first, checkpoint_state(1, 1))
+        for checkpoint_id in INCREMENTAL_SAVES:
+            manifest = CheckpointManifest(
+                checkpoint_id=checkpoint_id,
+                epoch=1,
+                timestamp_ms=1_700_000_000_000 + checkpoint_id * 1000,
+                source_offsets={"events": {"p0": checkpoint_id * 10}},
+            )
+            store.save_incremental(manifest, incremental_state(checkpoint_id))
+        remove_checkpoints(store, [2])
+        assert len(store.collect_shared(0).deleted) == 1  # op-0 of checkpoint 2
+    finally:
+        store.close()
+    for lock in root.rglob("*.lock"):
+        lock.unlink()
+
+
 def write_tombstone(root: Path) -> None:
     """A checkpoint store whose id 2 was aborted: checkpoint 1 saved, state staged for 2 and
     collected by ``cleanup_orphans`` (a tombstone at its ``manifest.json``), then 3 saved."""
@@ -284,6 +333,7 @@ GENERATORS: dict[str, Callable[[Path], None]] = {
     f"checkpoint-format-{POINTER_FORMAT}": write_checkpoints,
     f"checkpoint-tombstone-format-{TOMBSTONE_FORMAT}": write_tombstone,
     f"checkpoint-parts-format-{PARTS_FORMAT}": write_parts,
+    f"checkpoint-incremental-format-{PARTS_FORMAT}": write_incremental,
 }
 """Directory name -> writer, one per format today's code writes."""
 

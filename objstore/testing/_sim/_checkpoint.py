@@ -116,6 +116,8 @@ async def _writer(ctx: ActorContext) -> None:
         mode = rng.choice(["with_state", "state_data", "state_data", "manifest_only"])
         if _parallel_rng(ctx).random() < PARALLEL_ODDS:
             mode = "parallel"
+        elif _incremental_rng(ctx).random() < INCREMENTAL_ODDS:
+            mode = "incremental"
         manifest = CheckpointManifest(
             checkpoint_id,
             epoch,
@@ -124,6 +126,8 @@ async def _writer(ctx: ActorContext) -> None:
             source_offsets={"src": checkpoint_id},
         )
         state = {"op": f"{ctx.name}-{epoch}-{checkpoint_id}".encode() * 8}
+        if mode == "incremental":  # one chunk changes, the others are reused
+            state = {"const": f"{ctx.name}-const".encode() * 8, **state, "shared": b"s" * 64}
         parallel = _ParallelSave(ctx, store, manifest) if mode == "parallel" else None
         if mode == "state_data":
             staged = await ctx.call(
@@ -144,6 +148,8 @@ async def _writer(ctx: ActorContext) -> None:
                 operation: Any = parallel.attempt
             elif mode == "with_state":
                 operation = partial(store.save_with_state, manifest, state)
+            elif mode == "incremental":
+                operation = partial(store.save_incremental, manifest, state)
             else:
                 operation = partial(store.save, manifest)
             record = await ctx.call(
@@ -173,6 +179,26 @@ PARALLEL_ODDS = 0.25
 """How often a writer's save is a parallel checkpoint instead (decided by its own random
 stream, so the other choices of a seed stay as they were)."""
 PARALLEL_PARTS = 3
+
+
+INCREMENTAL_ODDS = 0.3
+"""How often a writer's save is incremental (drawn from its own stream, like parallel ones,
+so seeds without incremental saves or shared GCs replay the histories they had before)."""
+
+
+def _side_rng(ctx: ActorContext, tag: str) -> random.Random:
+    """An actor's random stream for ``tag`` (separate from ``ctx.rng``: drawing from it does
+    not change the rest of the seed's history)."""
+    found: random.Random | None = ctx.memory.get(f"{tag}-rng-{ctx.incarnation}")
+    if found is None:
+        found = random.Random(f"{ctx.world.seed}/{ctx.name}/{ctx.incarnation}/{tag}")
+        ctx.memory[f"{tag}-rng-{ctx.incarnation}"] = found
+    return found
+
+
+def _incremental_rng(ctx: ActorContext) -> random.Random:
+    """The writer's random stream for choosing incremental saves."""
+    return _side_rng(ctx, "incremental")
 
 
 def _parallel_rng(ctx: ActorContext) -> random.Random:
@@ -226,11 +252,15 @@ async def _janitor(ctx: ActorContext) -> None:
     store = AsyncCheckpointStore(ctx.backend(), orphan_grace_seconds=GRACE, clock=ctx.clock)
     for _ in range(rng.randint(2, 4)):
         job = rng.choice(["prune", "cleanup_orphans", "repair", "repair"])
+        if _side_rng(ctx, "janitor-gc").random() < 0.25:
+            job = "collect_shared"  # objstore gc's second half
         if job == "prune":
             keep = rng.choice([1, 2])
             await ctx.call("prune", partial(store.prune, keep), keep=keep)
         elif job == "cleanup_orphans":
             await ctx.call("cleanup_orphans", store.cleanup_orphans)
+        elif job == "collect_shared":
+            await ctx.call("collect_shared", store.collect_shared)
         else:
             repaired = await ctx.call("repair", partial(_repair, store))
             if repaired.ok:  # then `objstore show`, as the operator would
@@ -249,6 +279,17 @@ async def _repair(store: AsyncCheckpointStore) -> RecoveryReport:
     if quarantine is not None:
         await quarantine(store, report)
     return report
+
+
+async def _shared_gc(ctx: ActorContext) -> None:
+    """The shared-object GC run often, with no grace (age is no safety argument): it races
+    every incremental save's plan, pin, check and commit."""
+    rng = _side_rng(ctx, "shared-gc")
+    store = AsyncCheckpointStore(ctx.backend(), orphan_grace_seconds=GRACE, clock=ctx.clock)
+    for _ in range(rng.randint(3, 6)):
+        grace = rng.choice([0.0, 0.0, GRACE])
+        await ctx.call("collect_shared", partial(store.collect_shared, grace), grace=grace)
+        await ctx.think(rng.uniform(0.0, 3.0))
 
 
 async def _reader(ctx: ActorContext) -> None:
@@ -341,9 +382,11 @@ async def _pointer_loss(ctx: ActorContext) -> None:
 
 
 class CheckpointScenario(Scenario):
-    """Writers w1/w2(/w3) of epochs 1/2(/3), janitor ``j``, reader ``r``, sink committer
-    ``s`` and bit rot or pointer loss ``env``; the seed picks who takes part and their
-    clock skews."""
+    """Writers w1/w2(/w3) of epochs 1/2(/3) (some saves parallel, some incremental),
+    janitor ``j``, reader ``r``, sink committer ``s``, bit rot or pointer loss ``env`` and
+    shared-object GCs ``g1``/``g2`` (grace 0 mostly); the seed picks who takes part and
+    their clock skews. Validity of an incremental checkpoint includes its shared objects, so
+    ``P1``/``P1-undone``/``P1-stateless`` cover them."""
 
     name = "checkpoint"
     max_steps = 160
@@ -368,6 +411,10 @@ class CheckpointScenario(Scenario):
             ActorSpec(f"w{i}", _writer, restarts=rng.choice([0, 1, 1, 2]), skew=rng.uniform(-5, 5))
             for i in range(1, writers + 1)
         ]
+        # Shared-object GCs come from a stream of their own, last in the cast: a seed that
+        # has none replays the history it had before incremental checkpoints.
+        side = random.Random(repr(rng.getstate()[1][:8]) + "/shared-gc")
+        gcs = side.choice([0, 0, 1, 1, 2])
         rot = rng.random() < 0.15
         if rot or rng.random() < 0.6:
             skew = rng.choice([0.0, 0.0, 2.5 * GRACE, -GRACE])
@@ -381,6 +428,9 @@ class CheckpointScenario(Scenario):
             cast.append(ActorSpec("env", _bit_rot, restarts=0))
         elif rng.random() < 0.25:
             cast.append(ActorSpec("env", _pointer_loss, restarts=0))
+        cast.extend(
+            ActorSpec(f"g{i}", _shared_gc, restarts=side.choice([0, 1])) for i in range(1, gcs + 1)
+        )
         return cast
 
     def _store(self, world: World) -> AsyncCheckpointStore:
@@ -391,10 +441,13 @@ class CheckpointScenario(Scenario):
         return store
 
     async def _refresh(self, world: World) -> None:
-        """Validate every committed checkpoint (cached by object versions)."""
+        """Validate every committed checkpoint (cached by object versions, shared objects'
+        included: an incremental checkpoint's state lives there)."""
         oracle = _oracle(world)
         store = self._store(world)
-        entries = scan(await world.raw.list("checkpoints"))
+        listing = await world.raw.list("checkpoints")
+        entries = scan(listing)
+        shared = hash(tuple(sorted((i.key, i.version) for i in listing if "/shared/" in i.key)))
         valid: dict[int, int] = {}
         present: dict[int, int | None] = {}
         for cid, entry in entries.items():
@@ -404,7 +457,8 @@ class CheckpointScenario(Scenario):
                 cid,
                 entry.manifest.version,
                 entry.state.version if entry.state is not None else None,
-                tuple((info.key, info.version) for info in entry.others),  # parts
+                tuple((info.key, info.version) for info in entry.others),  # parts, pins
+                shared,
             )
             known = oracle.cache.get(versions)
             if known is None:

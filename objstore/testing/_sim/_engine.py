@@ -443,6 +443,9 @@ class World:
             self.trace.append(line + " !crash-before")
             self._kill(request.actor, f"before {request.operation} {request.key}")
             return
+        if request.future.done():
+            self.trace.append(line + " !abandoned")
+            return  # its caller was cancelled while it was parked
         if fate == "transient":
             self.trace.append(line + " !transient")
             request.future.set_exception(
@@ -478,6 +481,8 @@ class World:
         if fate == "crash-after":
             self._kill(request.actor, f"after {request.operation} {request.key}")
             return
+        if request.future.done():
+            return  # its caller gave up waiting (a sibling request failed): nobody to answer
         if fate == "lost" and outcome[0]:
             request.future.set_exception(TransientStorageError("simulated lost response"))
         elif outcome[0]:
