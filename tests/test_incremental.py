@@ -24,7 +24,7 @@ from objstore import CheckpointManifest, CheckpointStore
 from objstore.backends import AsyncBackend, Backend, RetryPolicy, open_backend, open_transport
 from objstore.checkpoint import AsyncCheckpointStore, _incremental, _shared, manifest_key, state_key
 from objstore.checkpoint._shared import GC_RECORD, SHARED, is_shared_key
-from objstore.errors import CorruptionError, PreconditionFailedError
+from objstore.errors import CorruptionError, NotFoundError, PreconditionFailedError
 from objstore.testing import FaultInjectingTransport
 from tests.checkpoint_helpers import no_sleep
 from tests.conftest import make_store_url
@@ -414,3 +414,66 @@ def test_two_concurrent_gcs_one_writes_the_generation(inc_url: str) -> None:
     raw = open_backend(url, verify_fencing=False)
     assert _shared.decode_gc_record(*raw.get(GC_RECORD)).generation == 1
     raw.close()
+
+
+@pytest.mark.parametrize("order", ["prune_then_gc", "gc_then_prune"])
+def test_a_second_writer_of_an_id_keeps_its_pin_through_prune_and_gc(
+    inc_url: str, order: str
+) -> None:
+    """Two writers save id 1 (a zombie and its successor). Writer W commits 1 (and 2, 3);
+    Z pins and checks, then, before Z's manifest create, an operator prunes 1 and a GC runs
+    (either order). Z's create then succeeds (the id is free again) and Z returns: the
+    objects its manifest names must exist. Checker: specs/gc-model2, scenario zombie_p."""
+    url = inc_url
+    w = CheckpointStore(url)
+    for checkpoint_id in (1, 2, 3):
+        w.save_incremental(CheckpointManifest(checkpoint_id, 1), _chunks(20 + checkpoint_id))
+    z, faults = _async_store(url)
+    janitor = CheckpointStore(url, orphan_grace_seconds=0)
+
+    async def prune_and_collect() -> None:
+        steps = [lambda: janitor.prune(2), lambda: janitor.collect_shared(0)]
+        for step in steps if order == "prune_then_gc" else steps[::-1]:
+            await asyncio.to_thread(step)
+
+    faults.on_call(
+        "put_if_absent", prune_and_collect, when="before", key_contains="manifest.json"
+    )
+    state = _chunks(30)
+    asyncio.run(z.save_incremental(CheckpointManifest(1, 1), state))
+    reader = CheckpointStore(url)
+    assert reader.validate_checkpoint(1).valid
+    assert reader.load_state(1) == state
+    janitor.collect_shared(0)
+    assert reader.load_state(1) == state
+
+
+@pytest.mark.parametrize("damaged", ["manifest", "pin"])
+def test_gc_aborts_on_a_damaged_manifest_or_pin(inc_url: str, damaged: str) -> None:
+    """A manifest or pin the GC cannot parse (damaged at rest or in transit) is not "no
+    references": the run raises and deletes nothing, and the record is not advanced."""
+    url = inc_url
+    store = CheckpointStore(url, orphan_grace_seconds=0)
+    store.save_incremental(CheckpointManifest(1, 1), _chunks(40))
+    store.save_incremental(CheckpointManifest(2, 1), _chunks(41))
+    raw = open_backend(url, verify_fencing=False)
+    try:
+        if damaged == "manifest":
+            key = manifest_key(1)
+        else:
+            key = next(
+                info.key for info in raw.list("checkpoints") if "/refs-" in info.key
+            )
+        data, _ = raw.get(key)
+        raw.delete(key)
+        raw.put(key, data[: len(data) // 2])
+        before = _shared_objects(url)
+        if damaged == "pin":
+            raw.delete(manifest_key(int(key.split("checkpoint_")[1][:20])))
+        with pytest.raises(CorruptionError):
+            store.collect_shared(0)
+        assert _shared_objects(url) == before
+        with pytest.raises(NotFoundError):
+            raw.get(GC_RECORD)
+    finally:
+        raw.close()

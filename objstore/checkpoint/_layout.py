@@ -3,6 +3,7 @@
     checkpoints/checkpoint_{id:020d}/state.bin
     checkpoints/checkpoint_{id:020d}/manifest.json
     checkpoints/checkpoint_{id:020d}/parts/{name}.bin   a part's exclusive object (format 2)
+    checkpoints/checkpoint_{id:020d}/refs-{call nonce}-{n}.json   an incremental save's pin
     checkpoints/shared/...            objects shared by checkpoints (incremental; not a
                                       checkpoint directory, ignored by every listing here)
     checkpoints/latest.txt            the pointer (format 2, canonical JSON):
@@ -27,6 +28,7 @@ __all__ = [
     "LATEST",
     "MAX_CHECKPOINT_ID",
     "PARTS_DIR",
+    "PIN_PREFIX",
     "SHARED",
     "POINTER_FORMAT",
     "PointerRecord",
@@ -37,6 +39,8 @@ __all__ = [
     "is_part_key",
     "parse_pointer",
     "part_key",
+    "pin_key",
+    "pin_nonce",
     "pointer_text",
     "state_key",
 ]
@@ -50,7 +54,11 @@ PARTS_DIR = "parts"
 PART_SUFFIX = ".bin"
 SHARED = f"{CHECKPOINTS}/shared"
 
+PIN_PREFIX = "refs-"
+PIN_SUFFIX = ".json"
+
 _NAME = re.compile(r"checkpoint_(\d{1,20})")
+_PIN = re.compile(r"refs-([0-9a-f]{8,64})-(\d{1,6})\.json")
 
 
 def checkpoint_dir(checkpoint_id: int) -> str:
@@ -170,3 +178,17 @@ def parse_listing_key(key: str) -> tuple[int, str] | None:
     if checkpoint_id is None:
         return None
     return checkpoint_id, parts[2]
+
+
+def pin_key(checkpoint_id: int, call_nonce: str, attempt: int) -> str:
+    """``checkpoints/checkpoint_{id}/refs-{call_nonce}-{attempt}.json``: the shared keys an
+    incremental save call is about to commit (``_shared``, step (p)). The call's nonce is
+    also its manifest part's ``writer_nonce``, so a prune deletes only the pins of the
+    manifest it deletes, never those of another writer of the same id."""
+    return f"{checkpoint_dir(checkpoint_id)}/{PIN_PREFIX}{call_nonce}-{attempt}{PIN_SUFFIX}"
+
+
+def pin_nonce(key: str) -> str | None:
+    """The save call nonce of pin ``key`` (a key or a bare name); ``None`` if not a pin."""
+    match = _PIN.fullmatch(key.rsplit("/", 1)[-1])
+    return match.group(1) if match else None
