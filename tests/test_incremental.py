@@ -388,8 +388,10 @@ def test_doom_lists_carry_forward_and_the_writer_check_rule() -> None:
     assert _shared.refs_safe(start, _shared.GcRecord(4, frozenset({"b"})), {"a", "c"})
     assert not _shared.refs_safe(start, _shared.GcRecord(4, frozenset({"c"})), {"a", "c"})
     assert not _shared.refs_safe(start, _shared.GcRecord(5), {"a"})
-    record = _shared.encode_gc_record(4, ["b", "a", "b"])
-    assert _shared.decode_gc_record(record, "v") == _shared.GcRecord(4, frozenset({"a", "b"}), "v")
+    record = _shared.encode_gc_record(4, ["b", "a", "b"], "r0")
+    assert _shared.decode_gc_record(record, "v") == _shared.GcRecord(
+        4, frozenset({"a", "b"}), "v", "r0"
+    )
     with pytest.raises(CorruptionError):
         _shared.decode_gc_record(record.replace(b'"a"', b'"z"'), "v")
 
@@ -436,9 +438,7 @@ def test_a_second_writer_of_an_id_keeps_its_pin_through_prune_and_gc(
         for step in steps if order == "prune_then_gc" else steps[::-1]:
             await asyncio.to_thread(step)
 
-    faults.on_call(
-        "put_if_absent", prune_and_collect, when="before", key_contains="manifest.json"
-    )
+    faults.on_call("put_if_absent", prune_and_collect, when="before", key_contains="manifest.json")
     state = _chunks(30)
     asyncio.run(z.save_incremental(CheckpointManifest(1, 1), state))
     reader = CheckpointStore(url)
@@ -461,9 +461,7 @@ def test_gc_aborts_on_a_damaged_manifest_or_pin(inc_url: str, damaged: str) -> N
         if damaged == "manifest":
             key = manifest_key(1)
         else:
-            key = next(
-                info.key for info in raw.list("checkpoints") if "/refs-" in info.key
-            )
+            key = next(info.key for info in raw.list("checkpoints") if "/refs-" in info.key)
         data, _ = raw.get(key)
         raw.delete(key)
         raw.put(key, data[: len(data) // 2])
@@ -475,5 +473,40 @@ def test_gc_aborts_on_a_damaged_manifest_or_pin(inc_url: str, damaged: str) -> N
         assert _shared_objects(url) == before
         with pytest.raises(NotFoundError):
             raw.get(GC_RECORD)
+    finally:
+        raw.close()
+
+
+def test_a_recreated_gc_record_is_never_taken_for_the_one_a_writer_read() -> None:
+    """ABA: should ``.gc.json`` ever be deleted and written again, its generations restart;
+    a writer that read generation 1 of the old record must not accept generation 1 (or 2)
+    of the new one. Every record carries the random id drawn when it was created, kept by
+    every later generation and compared by the writer's check."""
+    old = _shared.decode_gc_record(_shared.encode_gc_record(1, [], "aaaa0000"), "v1")
+    assert old.record_id == "aaaa0000"
+    same = _shared.decode_gc_record(_shared.encode_gc_record(2, ["x"], "aaaa0000"), "v2")
+    new = _shared.decode_gc_record(_shared.encode_gc_record(1, ["a"], "bbbb1111"), "v3")
+    newer = _shared.decode_gc_record(_shared.encode_gc_record(2, ["b"], "bbbb1111"), "v4")
+    assert _shared.refs_safe(old, same, {"a"})
+    assert not _shared.refs_safe(old, new, {"c"})
+    assert not _shared.refs_safe(old, newer, {"c"})
+    assert _shared.refs_safe(_shared.GcRecord(), new, {"c"})  # none read: the first record
+
+
+def test_every_gc_generation_keeps_the_record_id(inc_url: str) -> None:
+    store = CheckpointStore(inc_url, orphan_grace_seconds=0)
+    raw = open_backend(inc_url, verify_fencing=False)
+    try:
+        ids = []
+        store.save_incremental(CheckpointManifest(1, 1), _chunks(50))
+        for checkpoint_id in (2, 3, 4):
+            state = _chunks(50 + checkpoint_id)
+            store.save_incremental(CheckpointManifest(checkpoint_id, 1), state)
+            store.prune(1)
+            assert store.collect_shared(0).deleted
+            ids.append(_shared.decode_gc_record(*raw.get(GC_RECORD)).record_id)
+        assert ids[0] is not None
+        assert len(ids[0]) == 32
+        assert ids == [ids[0]] * 3
     finally:
         raw.close()

@@ -189,7 +189,8 @@ async def read_gc_record(backend: AsyncBackend) -> GcRecord:
 
 
 async def list_shared(backend: AsyncBackend) -> dict[str, ObjectInfo]:
-    """Every shared object, by key (one listing)."""
+    """Every shared object, by key (one listing of ``shared/``, all pages; the GC record and
+    anything else not named like a shared object left out)."""
     return {info.key: info for info in await backend.list(SHARED) if is_shared_key(info.key)}
 
 
@@ -513,17 +514,21 @@ async def _relisted_refs(backend: AsyncBackend) -> set[str]:
     return await _manifest_refs(backend, await backend.list(CHECKPOINTS))
 
 
-async def _write_record(backend: AsyncBackend, record: GcRecord, doomed: list[str]) -> bool:
-    """Step (3): the next generation, by compare-and-swap; whether it was ours."""
-    data = encode_gc_record(record.generation + 1, doomed)
+async def _write_record(backend: AsyncBackend, record: GcRecord, doomed: list[str]) -> str | None:
+    """Step (3): the next generation, by compare-and-swap; the record id it carries if it
+    was ours, ``None`` if another GC wrote first. A lost answer (``OutcomeUnknownError``)
+    propagates: the run aborts, deleting nothing (its doom list, if it landed, stays in
+    force like any crashed run's)."""
+    record_id = record.record_id or os.urandom(16).hex()
+    data = encode_gc_record(record.generation + 1, doomed, record_id)
     try:
         if record.version is None:
             await backend.put_if_absent(GC_RECORD, data)
         else:
             await backend.put_if_match(GC_RECORD, data, record.version)
     except (AlreadyExistsError, PreconditionFailedError, NotFoundError):
-        return False
-    return True
+        return None
+    return record_id
 
 
 async def collect_shared(
@@ -537,9 +542,8 @@ async def collect_shared(
     grace = store.orphan_grace_seconds if grace_seconds is None else grace_seconds
     backend = store.backend
     record = await read_gc_record(backend)  # (1)
-    listing = await backend.list(CHECKPOINTS)  # (2)
-    listed = {info.key: info for info in listing if is_shared_key(info.key)}
-    referenced = await _manifest_refs(backend, listing)
+    listed = await list_shared(backend)  # (2)
+    referenced = await _manifest_refs(backend, await backend.list(CHECKPOINTS))
     used = sum(1 for key in listed if key in referenced)
     now = await store_now(listed) if grace > 0 and listed else None
     mtimes = {key: info.mtime for key, info in listed.items()}
@@ -555,13 +559,14 @@ async def collect_shared(
 
     if dry_run or not doomed:
         return result()
-    if not await _write_record(backend, record, doomed):  # (3)
+    record_id = await _write_record(backend, record, doomed)  # (3)
+    if record_id is None:
         return result(aborted="another GC wrote the GC record first")
     generation = record.generation + 1
     still_used = await _relisted_refs(backend)  # (4)
     final = [key for key in doomed if key not in still_used]
     current = await read_gc_record(backend)  # (5)
-    if current.generation != generation:
+    if current.generation != generation or current.record_id != record_id:
         return result(generation=generation, aborted="another GC started meanwhile")
     for key in final:  # (6)
         await backend.delete(key)

@@ -4,8 +4,9 @@
     checkpoints/checkpoint_{id:020d}/manifest.json
     checkpoints/checkpoint_{id:020d}/parts/{name}.bin   a part's exclusive object (format 2)
     checkpoints/checkpoint_{id:020d}/refs-{call nonce}-{n}.json   an incremental save's pin
-    checkpoints/shared/...            objects shared by checkpoints (incremental; not a
-                                      checkpoint directory, ignored by every listing here)
+    shared/...                        objects shared by checkpoints (incremental) and the
+                                      shared-object GC's record: a sibling of checkpoints/,
+                                      so no checkpoint listing ever pages through them
     checkpoints/latest.txt            the pointer (format 2, canonical JSON):
         {"checkpoint_id": N, "epoch": E, "fence_epoch": F, "format_version": 2}
 
@@ -52,7 +53,7 @@ MANIFEST_NAME = "manifest.json"
 STATE_NAME = "state.bin"
 PARTS_DIR = "parts"
 PART_SUFFIX = ".bin"
-SHARED = f"{CHECKPOINTS}/shared"
+SHARED = "shared"
 
 PIN_PREFIX = "refs-"
 PIN_SUFFIX = ".json"
@@ -168,7 +169,7 @@ def parse_checkpoint_name(text: str) -> int | None:
 def parse_listing_key(key: str) -> tuple[int, str] | None:
     """``checkpoints/checkpoint_N/<name>`` to ``(N, name)``, and a part's object
     ``checkpoints/checkpoint_N/parts/<part>`` to ``(N, "parts/<part>")``; ``None`` for
-    anything else (``checkpoints/shared/...`` included)."""
+    anything else."""
     parts = key.split("/")
     if len(parts) == 4 and parts[2] == PARTS_DIR:
         parts = [parts[0], parts[1], f"{PARTS_DIR}/{parts[3]}"]
