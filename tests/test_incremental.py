@@ -510,3 +510,31 @@ def test_every_gc_generation_keeps_the_record_id(inc_url: str) -> None:
         assert ids == [ids[0]] * 3
     finally:
         raw.close()
+
+
+def test_checkpoint_listings_never_page_through_shared_objects(inc_url: str) -> None:
+    """Shared objects live under the top-level ``shared/``: recovery, prune and the orphan
+    janitor list ``checkpoints/`` only, and that listing holds no shared object; the GC
+    lists both."""
+    face = Face("sync", inc_url, orphan_grace_seconds=0)
+    for checkpoint_id in (1, 2, 3):
+        face.save_incremental(CheckpointManifest(checkpoint_id, 1), _chunks(60 + checkpoint_id))
+    raw = open_backend(inc_url, verify_fencing=False)
+    try:
+        listing = [info.key for info in raw.list("checkpoints")]
+        assert listing
+        assert not [key for key in listing if is_shared_key(key) or key.endswith(".gc.json")]
+        assert len(_shared_objects(inc_url)) >= CHUNKS
+    finally:
+        raw.close()
+    face.faults.clear_calls()
+    assert face.recover_latest_validated().chosen_id == 3
+    face.prune(2)
+    face.cleanup_orphans(0)
+    lists = {call.key for call in face.faults.calls if call.operation.startswith("list")}
+    assert lists and all(not key.startswith(SHARED) for key in lists), lists
+    face.faults.clear_calls()
+    assert face.collect_shared(0).deleted
+    lists = {call.key for call in face.faults.calls if call.operation.startswith("list")}
+    assert {SHARED, "checkpoints"} <= lists
+    face.close()
