@@ -539,3 +539,30 @@ def test_checkpoint_listings_never_page_through_shared_objects(inc_url: str) -> 
     lists = {call.key for call in face.faults.calls if call.operation.startswith("list")}
     assert {SHARED, "checkpoints"} <= lists
     face.close()
+
+
+def test_no_checkpoint_tool_touches_the_gc_record_or_shared_objects(inc_url: str) -> None:
+    """``rm`` (even forced, of every checkpoint), quarantine, prune and the orphan janitor
+    work under ``checkpoints/`` and ``quarantine/`` only: the GC record and every shared
+    object stay, byte for byte; only the GC deletes shared objects."""
+    from objstore.checkpoint._maintenance import quarantine_invalid, remove_checkpoints
+
+    store = CheckpointStore(inc_url, orphan_grace_seconds=0)
+    for checkpoint_id in (1, 2, 3, 4):
+        store.save_incremental(CheckpointManifest(checkpoint_id, 1), _chunks(70 + checkpoint_id))
+    store.prune(3)
+    assert store.collect_shared(0).deleted
+    raw = open_backend(inc_url, verify_fencing=False)
+    try:
+        record = raw.get(GC_RECORD)[0]
+        raw.delete(sorted(_incremental.refs_of(store.load_by_id(4)))[0])
+        objects = _shared_objects(inc_url)
+        assert [q.checkpoint_id for q in quarantine_invalid(store)] == [4]
+        store.prune(1)
+        store.cleanup_orphans(0)
+        remove_checkpoints(store, store.list_ids(), force=True)
+        assert store.list_ids() == []
+        assert raw.get(GC_RECORD)[0] == record
+        assert _shared_objects(inc_url) == objects
+    finally:
+        raw.close()
