@@ -84,6 +84,7 @@ from objstore.kv._format import SNAPSHOT_PREFIX as SNAPSHOT_PREFIX
 from objstore.kv._format import decode_batch as decode_batch
 from objstore.kv._format import decode_manifest as decode_manifest
 from objstore.kv._format import sequence_of as sequence_of
+from objstore.kv._segment import SEGMENT_PREFIX as SEGMENT_PREFIX
 from objstore.kv._store import (
     DEFAULT_COMPACT_EVERY,
     DEFAULT_SNAPSHOT_GRACE_SECONDS,
