@@ -138,27 +138,26 @@ class Compactor:
     async def compact(self, *, full: bool) -> Compaction:
         """One compaction pass from the stored manifest (``full``: merge every run, dropping
         deleted keys, into one).
+
         A log tail pruned under it raises :class:`StaleRead` (retry from a fresh manifest);
         losing ``attempts`` races for the manifest to prunes or sweeps, ``ConflictError``."""
         manifest, version = await read_manifest(self.backend)
         tail = await self._tail(manifest.snapshot)
-        runs = manifest.runs
-        if manifest.legacy or full:
-            merged = len(runs)
-        else:
-            tail_bytes = sum(
-                sum(len(k) + len(v) for k, v in b.pairs) + sum(len(k) for k in b.keys) for b in tail
-            )
-            merged = plan_merge(tail_bytes, [sum(s.size for s in r) for r in runs], self.max_runs)
-        legacy = manifest.legacy
-        if not tail and not legacy and (merged < 2 if not full else len(runs) <= 1):
-            return Compaction(manifest, version, False)
         memtable: dict[bytes, bytes | None] = {}
         for batch in tail:
             if batch.kind == "put":
                 memtable.update(batch.pairs)
             else:
                 memtable.update((key, None) for key in batch.keys)
+        runs = manifest.runs
+        if manifest.legacy or full:
+            merged = len(runs)
+        else:
+            sizes = [sum(segment.count for segment in run) for run in runs]
+            merged = plan_merge(len(memtable), sizes, self.max_runs)
+        legacy = manifest.legacy
+        if not tail and not legacy and (merged < 2 if not full else len(runs) <= 1):
+            return Compaction(manifest, version, False)
         sources = [_items(sorted(memtable.items()))]
         sources += [_run_stream(self.reader, run) for run in runs[:merged]]
         if legacy:
@@ -187,9 +186,12 @@ class Compactor:
             lambda current: commit_compaction(current, manifest, snapshot, new_runs),
             self.attempts,
         )
-        if not wrote:
+        if not wrote and (stored.snapshot, stored.runs) != (snapshot, new_runs):
+            # Lost — or our swap landed with its answer lost and the manifest moved on since:
+            # only what the stored manifest does not reference may go.
             logger.info("KV compaction of generation %d lost", manifest.generation)
-            await self.backend.delete_many([s.key for s in written])
+            keep = {segment.name for segment in stored.segments}
+            await self.backend.delete_many([s.key for s in written if s.name not in keep])
             return Compaction(stored, version, False)
         await self.backend.delete_many(replaced)
         return Compaction(stored, version, True, tuple(written), replaced)

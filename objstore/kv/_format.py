@@ -363,16 +363,17 @@ def commit_compaction(
     )
 
 
-def plan_merge(tail_bytes: int, run_bytes: Sequence[int], max_runs: int) -> int:
-    """How many of the newest runs (sizes ``run_bytes``, newest first) a compaction folds
-    together with the log tail (``tail_bytes``): size-tiered — a run joins while it is at
-    most twice what is merged so far, or while keeping it apart would leave more than
-    ``max_runs`` runs. Write amplification stays logarithmic in the data."""
-    merged, total = 0, tail_bytes
-    while merged < len(run_bytes):
-        runs_after = 1 + len(run_bytes) - merged
-        if run_bytes[merged] <= 2 * total or runs_after > max_runs:
-            total += run_bytes[merged]
+def plan_merge(tail_entries: int, run_entries: Sequence[int], max_runs: int) -> int:
+    """How many of the newest runs (``run_entries`` entries each, newest first) a compaction
+    folds together with the log tail (``tail_entries`` distinct keys): size-tiered — a run
+    joins while it holds at most twice what is merged so far, or while keeping it apart
+    would leave more than ``max_runs`` runs. Write amplification stays logarithmic in the
+    data."""
+    merged, total = 0, tail_entries
+    while merged < len(run_entries):
+        runs_after = 1 + len(run_entries) - merged
+        if run_entries[merged] <= 2 * total or runs_after > max_runs:
+            total += run_entries[merged]
             merged += 1
         else:
             break

@@ -114,27 +114,39 @@ class SegmentReader:
             self._indexes[segment.name] = index
         return index
 
-    async def block(self, segment: SegmentRef, number: int, *, ahead: int = 0) -> Block:
+    async def block(
+        self, segment: SegmentRef, number: int, *, ahead: int = 0, backward: bool = False
+    ) -> Block:
         """Block ``number`` (1 ranged GET unless cached); with ``ahead`` bytes, the
-        uncached blocks after it up to that many bytes come in the same GET (scans).
-        A segment that is gone raises :class:`StaleRead`."""
+        uncached blocks after it (before it, ``backward``) up to that many bytes come in the
+        same GET (scans). A segment that is gone raises :class:`StaleRead`."""
         cached = self.blocks.get(segment.name, number)
         if cached is not None:
             return cached
         index = await self.index(segment)
-        last = number
-        while (
-            last + 1 < len(index.offsets)
-            and index.offsets[last + 1] + index.lengths[last + 1] - index.offsets[number] <= ahead
-            and self.blocks.get(segment.name, last + 1) is None
-        ):
-            last += 1
-        start = index.offsets[number]
-        data = await self._range(segment, start, index.offsets[last] + index.lengths[last])
-        blocks = list(iter_blocks_in(index, data, start, number, last, key=segment.key))
+        offsets, lengths = index.offsets, index.lengths
+        first = last = number
+        if backward:
+            end = offsets[number] + lengths[number]
+            while (
+                first > 0
+                and end - offsets[first - 1] <= ahead
+                and self.blocks.get(segment.name, first - 1) is None
+            ):
+                first -= 1
+        else:
+            while (
+                last + 1 < len(offsets)
+                and offsets[last + 1] + lengths[last + 1] - offsets[number] <= ahead
+                and self.blocks.get(segment.name, last + 1) is None
+            ):
+                last += 1
+        start = offsets[first]
+        data = await self._range(segment, start, offsets[last] + lengths[last])
+        blocks = list(iter_blocks_in(index, data, start, first, last, key=segment.key))
         for offset, block in enumerate(blocks):
-            self.blocks.put(segment.name, number + offset, block)
-        return blocks[0]
+            self.blocks.put(segment.name, first + offset, block)
+        return blocks[number - first]
 
     async def get(self, segment: SegmentRef, key: bytes) -> tuple[bool, bytes | None]:
         """``(found, value)`` of ``key`` in ``segment``: at most 2 ranged GETs cold.
@@ -173,7 +185,7 @@ class SegmentReader:
                 return
             number = found
             while number >= 0:
-                block = await self.block(segment, number)
+                block = await self.block(segment, number, ahead=ahead, backward=True)
                 stop = bisect.bisect_right(block.keys, high) if high else len(block.keys)
                 for at in range(stop - 1, -1, -1):
                     key = block.keys[at]

@@ -56,7 +56,12 @@ from objstore.kv._read import (
     segments_for_range,
     swap_manifest,
 )
-from objstore.kv._segment import DEFAULT_BLOCK_BYTES, DEFAULT_SEGMENT_BYTES, SEGMENT_PREFIX
+from objstore.kv._segment import (
+    DEFAULT_BLOCK_BYTES,
+    DEFAULT_SEGMENT_BYTES,
+    SEGMENT_PREFIX,
+    SegmentRef,
+)
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -377,12 +382,11 @@ class AsyncKVStore(AsyncClosing):
             raise ValueError("limit must not be negative")
         if limit == 0 or (high and high < low):
             return []
-        ahead = _SCAN_AHEAD if limit is None or limit > 1000 else 0
 
         async def scan(view: _View) -> list[tuple[bytes, bytes]]:
             sources = [_memtable_source(view, low, high, forward)]
             for run in view.manifest.runs:
-                sources.append(self._run_source(run, low, high, forward, ahead))
+                sources.append(self._run_source(run, low, high, forward, limit))
             if view.legacy is not None:
                 sources.append(_legacy_source(view, low, high, forward))
             rows: list[tuple[bytes, bytes]] = []
@@ -599,10 +603,15 @@ class AsyncKVStore(AsyncClosing):
         return None
 
     async def _run_source(
-        self, run: tuple[Any, ...], low: bytes, high: bytes, forward: bool, ahead: int
+        self, run: tuple[SegmentRef, ...], low: bytes, high: bytes, forward: bool, limit: int | None
     ) -> AsyncIterator[Entry]:
         chosen = segments_for_range(run, low, high)
         for segment in chosen if forward else reversed(chosen):
+            # Read ahead what ``limit`` rows likely take (all of it: 1 MiB per GET), so a
+            # bounded scan costs one ranged GET per run, not one per block.
+            ahead = _SCAN_AHEAD
+            if limit is not None:
+                ahead = min(_SCAN_AHEAD, 2 * limit * segment.size // max(segment.count, 1))
             async for item in self._reader.scan(segment, low, high, forward, ahead):
                 yield item
 
