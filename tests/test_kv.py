@@ -949,3 +949,30 @@ def test_a_format_1_store_moves_to_segments_and_drops_its_shared_snapshot(
     assert backend_for(url).list(SNAPSHOT_PREFIX) == []
     assert segment_keys(url) == referenced_segments(url) != []
     assert state(open_kv(url)) == before
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "s3"])
+def test_a_compaction_whose_manifest_swap_landed_unanswered_keeps_its_segments(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Simulator seed 674 of the kv store: the manifest create of a compaction lands, its
+    answer is lost, and a prune moves the manifest before the retry, which then meets
+    another manifest. The compaction must recognise its own commit, not delete the segments
+    the manifest now references."""
+    url = make_store_url(kind, request, tmp_path)
+    model = _base(url)
+    store, faults = faulty_kv(url, compact_every=0)
+    pruned: list[int] = []
+    faults.lose_response("put_if_absent", key_contains="manifest")
+    faults.on_call(
+        "put_if_absent",
+        lambda: asyncio.to_thread(lambda: pruned.append(open_kv(url).prune_batch_log(2))),
+        nth=2,
+        when="before",
+        key_contains="manifest",
+    )
+    assert store.compact() == 3
+    assert pruned == [1]
+    assert manifest(url).retained_from == 2
+    assert segment_keys(url) == referenced_segments(url) != []
+    assert state(open_kv(url)) == model
