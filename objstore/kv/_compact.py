@@ -50,14 +50,23 @@ from objstore.kv._segment import (
     SegmentRef,
 )
 
-__all__ = ["DEFAULT_FLUSH_BATCHES", "DEFAULT_MAX_RUNS", "Compaction", "Compactor"]
+__all__ = [
+    "DEFAULT_FLUSH_BATCHES",
+    "DEFAULT_FLUSH_BYTES",
+    "DEFAULT_MAX_RUNS",
+    "Compaction",
+    "Compactor",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_RUNS = 6
 """Runs the size-tiered policy lets stand before merging more of them."""
 DEFAULT_FLUSH_BATCHES = 4096
-"""Log batches one compaction folds at most (the tail it holds in memory)."""
+"""Log batches one compaction pass folds at most (the tail it holds in memory)."""
+DEFAULT_FLUSH_BYTES = 32 * 1024 * 1024
+"""Key and value bytes of log batches after which a compaction pass stops reading the tail
+(the rest waits for the next pass)."""
 _LIST_PAGE = 1000
 _PARALLEL = 16
 _YIELD_EVERY = 2000
@@ -100,6 +109,7 @@ class Compactor:
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         block_bytes: int = DEFAULT_BLOCK_BYTES,
         flush_batches: int = DEFAULT_FLUSH_BATCHES,
+        flush_bytes: int = DEFAULT_FLUSH_BYTES,
         attempts: int = 1000,
     ) -> None:
         self.backend = backend
@@ -109,10 +119,12 @@ class Compactor:
         self.segment_bytes = segment_bytes
         self.block_bytes = block_bytes
         self.flush_batches = flush_batches
+        self.flush_bytes = flush_bytes
         self.attempts = attempts
 
     async def _tail(self, after: int) -> list[KVBatch]:
-        """The contiguous batches after ``after`` (at most ``flush_batches``).
+        """The contiguous batches after ``after`` (at most ``flush_batches``, and no more
+        once they hold ``flush_bytes``).
 
         Raises:
             StaleRead: if one of them was pruned (the manifest moved past ``after``).
@@ -127,12 +139,17 @@ class Compactor:
             if len(listing) < _LIST_PAGE or len(run) < len(listing):
                 break
         found = found[: self.flush_batches]
-        batches = await gather_bounded((self.read_log(s) for s in found), _PARALLEL)
         tail: list[KVBatch] = []
-        for batch in batches:
-            if batch is None:
-                raise StaleRead
-            tail.append(batch)
+        held = 0
+        for first in range(0, len(found), _PARALLEL):
+            chunk = found[first : first + _PARALLEL]
+            for batch in await gather_bounded((self.read_log(s) for s in chunk), _PARALLEL):
+                if batch is None:
+                    raise StaleRead
+                tail.append(batch)
+                held += sum(len(k) + len(v) for k, v in batch.pairs) + sum(map(len, batch.keys))
+            if held >= self.flush_bytes:
+                break  # the rest waits for the next pass: memory stays bounded
         return tail
 
     async def compact(self, *, full: bool) -> Compaction:

@@ -26,7 +26,6 @@ from objstore.errors import (
 from objstore.kv._compact import (
     DEFAULT_FLUSH_BATCHES,
     DEFAULT_MAX_RUNS,
-    Compaction,
     Compactor,
 )
 from objstore.kv._format import (
@@ -784,28 +783,45 @@ class AsyncKVStore(AsyncClosing):
             self._compact_failures = 0
 
     async def _compact_through(self, target: int, *, full: bool) -> int:
-        """Compact until the compacted state covers batch ``target`` (``full``: the pass
-        that gets there merges every run); return what it covers.
+        """Compact until the compacted state covers batch ``target`` — size-tiered passes,
+        each folding a bounded part of the tail — then, if ``full``, one pass merging every
+        run into one; return what the compacted state covers.
 
         Raises:
             ConflictError: if compactions kept losing (to other compactions or sweeps).
         """
         async with self._compact_lock:
-            result: Compaction | None = None
-            for _ in range(_MAX_RELOADS):
+            manifest = KVManifest()
+            losses = 0
+            while losses < _MAX_RELOADS:
                 try:
-                    result = await self._compactor.compact(full=full)
+                    result = await self._compactor.compact(full=False)
                 except StaleRead:
+                    losses += 1
                     continue
                 self._offer(result.manifest, result.version)
-                if result.manifest.snapshot >= target:
-                    return result.manifest.snapshot
-            covered = result.manifest if result is not None else KVManifest()
+                manifest = result.manifest
+                if manifest.snapshot >= target:
+                    break
+                losses += 0 if result.committed else 1
+            while losses < _MAX_RELOADS:
+                if manifest.snapshot >= target and (not full or len(manifest.runs) <= 1):
+                    return manifest.snapshot
+                try:
+                    result = await self._compactor.compact(full=True)
+                except StaleRead:
+                    losses += 1
+                    continue
+                self._offer(result.manifest, result.version)
+                manifest = result.manifest
+                if result.committed:
+                    return manifest.snapshot
+                losses += 1
             raise ConflictError(
                 MANIFEST_KEY,
                 f"could not compact through batch {target} in {_MAX_RELOADS} attempts",
                 expected=target,
-                actual=covered.snapshot,
+                actual=manifest.snapshot,
             )
 
     async def _sweep(self, grace_seconds: float) -> list[str]:
