@@ -318,3 +318,30 @@ def test_compaction_racing_writers_pruners_and_a_second_compactor_loses_nothing(
     store.sweep_snapshots(grace_seconds=0)
     assert segment_keys(url) == referenced(url)
     assert dict(open_kv(url).range_scan()) == expected
+
+
+def test_background_compaction_runs_once_per_compact_every_batches_and_writers_never_wait() -> None:
+    url = "memory://kv-background-cadence"
+    store, faults = faulty_kv(url, compact_every=8)
+    for n in range(40):
+        store.put_batch([(key(n), b"v")])
+        store.wait_for_background()
+    # One compaction per 8 batches (its manifest swap), not one per batch after the first.
+    assert faults.count("put_if_absent") + faults.count("put_if_match") - 40 <= 2 * 5
+    assert 4 <= manifest(url).generation <= 5
+    assert dict(open_kv(url).range_scan()) == {key(n): b"v" for n in range(40)}
+
+
+def test_a_write_only_store_object_keeps_a_bounded_tail_when_another_process_compacts() -> None:
+    url = "memory://kv-bounded-tail"
+    writer = open_kv(url)
+    compactor = open_kv(url)
+    for n in range(1200):
+        writer.put_batch([(key(n), b"v")])
+        if n % 100 == 99:
+            compactor.compact(full=False)
+    view = writer.async_store._view
+    assert view is not None
+    assert len(view.memtable) <= 256 + 100  # re-reads the manifest every 256 batches
+    assert writer.get(key(3)) == b"v"
+    assert writer.range_scan(limit=2) == [(key(0), b"v"), (key(1), b"v")]

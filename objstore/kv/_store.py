@@ -625,12 +625,7 @@ class AsyncKVStore(AsyncClosing):
         """
         view = self._view
         if view is not None:
-            if self._offered is not None:
-                manifest, version = self._offered
-                self._offered = None
-                if manifest.generation > view.manifest.generation and not manifest.legacy:
-                    view.adopt(manifest, version, None)
-                    self._reader.retain(manifest)
+            self._adopt_offered(view)
             staleness = self.max_staleness
             if not force and (
                 staleness is None or self._monotonic() - view.caught_up_at < staleness
@@ -712,6 +707,15 @@ class AsyncKVStore(AsyncClosing):
         blob, _ = await self.backend.get(key)
         return decode_batch(blob, key=key, sequence=sequence)
 
+    def _adopt_offered(self, view: _View) -> None:
+        """Move ``view`` onto the manifest maintenance offered, if newer than its own."""
+        if self._offered is not None:
+            manifest, version = self._offered
+            self._offered = None
+            if manifest.generation > view.manifest.generation and not manifest.legacy:
+                view.adopt(manifest, version, None)
+                self._reader.retain(manifest)
+
     def _offer(self, manifest: KVManifest, version: str | None) -> None:
         """Hand a manifest this object wrote or read during maintenance to its view, which
         adopts it on its next call (dropping the tail it folded)."""
@@ -727,6 +731,17 @@ class AsyncKVStore(AsyncClosing):
         a committed batch returns its sequence, never waiting for compaction."""
         async with self._lock:
             sequence = await self._append(kind, pairs, keys)
+            view = self._view
+            if view is not None:
+                self._adopt_offered(view)
+                if view.sequence - view.manifest_at >= _MANIFEST_EVERY:
+                    # Another process may compact: learn what it folded (1 GET per
+                    # _MANIFEST_EVERY batches), so this object's tail stays bounded.
+                    try:
+                        await self._read_manifest_into(view)
+                    except Exception as exc:  # the batch is committed whatever this does
+                        view.manifest_at = view.sequence
+                        logger.info("KV manifest re-read after batch %d failed: %s", sequence, exc)
             self._maybe_compact_in_background(sequence)
             return sequence
 
