@@ -208,8 +208,89 @@ def catch_up(url: str, batches: int) -> dict[str, Any]:
     }
 
 
+def markdown(results: list[dict[str, Any]]) -> str:
+    """The RESULTS.md table of one run (one column per backend)."""
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(label: str, values: list[Any]) -> None:
+        rows.append((label, [v if isinstance(v, str) else f"{v:,.1f}" for v in values]))
+
+    def per(path: str) -> list[Any]:
+        values = []
+        for result in results:
+            value: Any = result
+            for part in path.split("."):
+                value = value[part]
+            values.append(value)
+        return values
+
+    row("keys", [f"{r['keys']:,}" for r in results])
+    row("load (batches of 10,000), s", per("load_seconds"))
+    row("first `compact()` of everything, s", per("compact_seconds"))
+    row("open (first call), ms", per("reads.open_ms"))
+    row("open, requests", [str(v) for v in per("reads.open_requests")])
+    row("RSS above baseline after open + 330 gets, MiB", per("reads.rss_above_baseline_mib"))
+    row("cold `get` (first: index + block), ms", per("reads.get_cold_first_ms"))
+    row(
+        "cold `get`, requests (max over 31)",
+        [
+            str(max(a, b))
+            for a, b in zip(
+                per("reads.get_cold_first_requests"),
+                per("reads.get_cold_block_requests_max"),
+                strict=True,
+            )
+        ],
+    )
+    row("cold-block `get` p50, ms", per("reads.get_cold_block_ms_p50"))
+    row("warm `get` p50, ms", per("reads.get_warm_ms_p50"))
+    row("warm `get`, requests", [str(v) for v in per("reads.get_warm_requests")])
+    row("100-row `range_scan` cold, ms", per("reads.scan100_cold_ms"))
+    row("100-row `range_scan` cold, requests", [str(v) for v in per("reads.scan100_cold_requests")])
+    row("100-row `range_scan` warm, ms", per("reads.scan100_warm_ms"))
+    row("100-row `range_scan` warm, requests", [str(v) for v in per("reads.scan100_warm_requests")])
+    row(
+        "`put_batch(100)` idle p50 / p99, ms",
+        [
+            f"{a:.1f} / {b:.1f}"
+            for a, b in zip(per("writes.idle.p50_ms"), per("writes.idle.p99_ms"), strict=True)
+        ],
+    )
+    row(
+        "… during a full `compact()` in another process, p50 / p99, ms",
+        [
+            f"{a:.1f} / {b:.1f}"
+            for a, b in zip(
+                per("writes.during_full_compaction.p50_ms"),
+                per("writes.during_full_compaction.p99_ms"),
+                strict=True,
+            )
+        ],
+    )
+    row(
+        "… with its own background compaction, p50 / p99, ms",
+        [
+            f"{a:.1f} / {b:.1f}"
+            for a, b in zip(
+                per("writes.own_background_compaction.p50_ms"),
+                per("writes.own_background_compaction.p99_ms"),
+                strict=True,
+            )
+        ],
+    )
+    row(
+        "catch-up after 20,000 missed batches, requests",
+        [str(v) for v in per("catch_up.refresh_requests")],
+    )
+    row("catch-up after 20,000 missed batches, ms", per("catch_up.refresh_ms"))
+    lines = ["| | " + " | ".join(r["backend"] for r in results) + " |"]
+    lines.append("|---|" + "---:|" * len(results))
+    lines += [f"| {label} | " + " | ".join(values) + " |" for label, values in rows]
+    return "\n".join(lines)
+
+
 def run_backend(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
-    result: dict[str, Any] = {"backend": name, "keys": args.keys}
+    result: dict[str, Any] = {"backend": name, "keys": args.keys, "load_average": os.getloadavg()}
     result |= load(url, args.keys)
     print(json.dumps(result), flush=True)
     reads = subprocess.run(
@@ -230,10 +311,12 @@ def run_backend(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]
     )
     result["reads"] = json.loads(reads.stdout.strip().splitlines()[-1])
     print(json.dumps(result["reads"]), flush=True)
-    result["writes"] = writes_under_compaction(url, args.puts)
-    print(json.dumps(result["writes"]), flush=True)
-    result["catch_up"] = catch_up(url, args.catch_up)
-    print(json.dumps(result["catch_up"]), flush=True)
+    if "writes" in args.parts:
+        result["writes"] = writes_under_compaction(url, args.puts)
+        print(json.dumps(result["writes"]), flush=True)
+    if "catch-up" in args.parts:
+        result["catch_up"] = catch_up(url, args.catch_up)
+        print(json.dumps(result["catch_up"]), flush=True)
     return result
 
 
@@ -256,9 +339,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--puts", type=int, default=300)
     parser.add_argument("--catch-up", type=int, default=20_000)
     parser.add_argument("--out", default="")
+    parser.add_argument(
+        "--parts", default="writes,catch-up", help="besides load and reads (10 M: none)"
+    )
+    parser.add_argument("--markdown", default="", help="print the table of a results file")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--url", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.markdown:
+        with open(args.markdown) as results:
+            print(markdown(json.load(results)))
+        return 0
     if args.child == "read":
         print(json.dumps(child_read(args.url, args.keys)))
         return 0
