@@ -345,3 +345,90 @@ def test_a_write_only_store_object_keeps_a_bounded_tail_when_another_process_com
     assert len(view.memtable) <= 256 + 100  # re-reads the manifest every 256 batches
     assert writer.get(key(3)) == b"v"
     assert writer.range_scan(limit=2) == [(key(0), b"v"), (key(1), b"v")]
+
+
+# -- the pure parts: segment bytes, manifest format 4, merge and sweep plans -------------------
+
+
+def test_a_segment_round_trips_and_a_damaged_block_is_refused() -> None:
+    from objstore.errors import CorruptionError
+    from objstore.kv._segment import SegmentBuilder, decode_block, decode_index
+
+    builder = SegmentBuilder("00000000000000000007-abc", block_bytes=256)
+    entries = [(key(n), None if n % 7 == 0 else b"v%d" % n) for n in range(200)]
+    for k, v in entries:
+        builder.add(k, v)
+    data, ref = builder.finish()
+    assert (ref.first, ref.last, ref.count, ref.size) == (key(0), key(199), 200, len(data))
+    index = decode_index(
+        data[ref.index_offset : ref.index_offset + ref.index_length], key="s", size=ref.index_offset
+    )
+    assert len(index.first_keys) > 10
+    decoded: list[tuple[bytes, bytes | None]] = []
+    for offset, length in zip(index.offsets, index.lengths, strict=True):
+        block = decode_block(data[offset : offset + length], key="s")
+        decoded += list(zip(block.keys, block.values, strict=True))
+    assert decoded == entries
+    assert index.block_for(key(0)) == 0
+    assert index.block_for(b"a") is None
+    damaged = bytearray(data[index.offsets[1] : index.offsets[1] + index.lengths[1]])
+    damaged[-1] ^= 0xFF
+    with pytest.raises(CorruptionError):
+        decode_block(bytes(damaged), key="s")
+
+
+def test_manifest_format_4_round_trips_and_refuses_overlapping_runs() -> None:
+    from objstore.errors import CorruptionError
+    from objstore.kv._format import encode_manifest
+    from objstore.kv._segment import SegmentRef
+
+    a = SegmentRef("00000000000000000002-aa", b"a", b"f", 3, 100, 80, 20)
+    b = SegmentRef("00000000000000000002-bb", b"g", b"z", 3, 100, 80, 20)
+    c = SegmentRef("00000000000000000001-cc", b"\x00", b"\xff", 9, 300, 250, 50)
+    stored = KVManifest(9, 4, 3, runs=((a, b), (c,)), generation=2)
+    assert decode_manifest(encode_manifest(stored, "n"), key="m") == stored
+    overlapping = KVManifest(9, 4, 3, runs=((b, a),), generation=2)
+    with pytest.raises(CorruptionError, match="overlap"):
+        decode_manifest(encode_manifest(overlapping, "n"), key="m")
+
+
+def test_commit_compaction_only_onto_the_generation_it_read() -> None:
+    from objstore.kv._format import commit_compaction
+
+    read = KVManifest(5, 1, 1, generation=3)
+    assert commit_compaction(KVManifest(5, 2, 2, generation=4), read, 9, ()) is None
+    moved = commit_compaction(KVManifest(5, 3, 2, generation=3), read, 9, ())
+    assert moved == KVManifest(9, 3, 2, generation=4)  # the prune marks kept
+
+
+def test_plan_merge_is_size_tiered_and_bounds_the_runs() -> None:
+    from objstore.kv._format import plan_merge
+
+    assert plan_merge(100, [], 6) == 0
+    assert plan_merge(100, [10_000], 6) == 0  # a big run stays
+    assert plan_merge(100, [150, 10_000], 6) == 1  # a similar one joins
+    assert plan_merge(100, [150, 400, 10_000], 6) == 2
+    growing = [1000, 5000, 30_000, 100_000, 400_000, 2_000_000]
+    assert plan_merge(10, growing, 6) == 1  # seven runs would stand: the newest joins
+    assert plan_merge(10, growing, 3) == 4
+    assert plan_merge(10, [1000] * 6, 6) == 6  # equal sizes cascade into one
+
+
+def test_plan_sweep_by_generation() -> None:
+    from objstore.kv._format import plan_sweep
+    from objstore.kv._segment import SegmentRef
+
+    live = SegmentRef("00000000000000000003-aa", b"a", b"b", 1, 10, 5, 5)
+    current = KVManifest(7, 1, 1, runs=((live,),), generation=4)
+    listing = [
+        (f"{SEGMENT_PREFIX}/00000000000000000003-aa", 1.0),  # referenced
+        (f"{SEGMENT_PREFIX}/00000000000000000003-bb", 1.0),  # replaced or lost
+        (f"{SEGMENT_PREFIX}/00000000000000000004-cc", 2.0),  # maybe in flight
+        (f"{SEGMENT_PREFIX}/not-a-segment", 2.0),
+    ]
+    snapshots = [("kv/snapshots/00000000000000000002-ab12", 1.0)]
+    plan = plan_sweep(listing, snapshots, current)
+    assert plan.now == (f"{SEGMENT_PREFIX}/00000000000000000003-bb", snapshots[0][0])
+    assert plan.if_old == ((f"{SEGMENT_PREFIX}/00000000000000000004-cc", 2.0),)
+    legacy = KVManifest(2, 1, 1, "ab12", legacy=True, generation=0)
+    assert plan_sweep([], snapshots, legacy).now == ()  # the base of a format-1-3 store stays
