@@ -69,7 +69,7 @@ DEFAULT_FLUSH_BYTES = 32 * 1024 * 1024
 (the rest waits for the next pass)."""
 _LIST_PAGE = 1000
 _PARALLEL = 16
-_YIELD_EVERY = 2000
+_YIELD_EVERY = 256
 
 
 @dataclass(frozen=True, slots=True)
