@@ -146,7 +146,6 @@ class _View:
         """Move to ``manifest``'s compacted state: drop the tail it folded (or everything,
         when it is ahead of this view)."""
         self.manifest, self.manifest_version = manifest, version
-        self.manifest_at = self.sequence
         self.legacy, self._legacy_sorted = legacy, None
         if manifest.snapshot >= self.sequence:
             self.memtable, self._sorted = {}, None
@@ -157,6 +156,7 @@ class _View:
                 del self.memtable[key]
             if folded:
                 self._sorted = None
+        self.manifest_at = self.sequence
 
     def sorted_keys(self) -> list[bytes]:
         if self._sorted is None:
