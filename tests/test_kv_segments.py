@@ -4,6 +4,7 @@ compaction racing writers/pruners/compactors, and crashes at every request of co
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -436,3 +437,32 @@ def test_plan_sweep_by_generation() -> None:
     assert plan.if_old == ((f"{SEGMENT_PREFIX}/00000000000000000004-cc", 2.0),)
     legacy = KVManifest(2, 1, 1, "ab12", legacy=True, generation=0)
     assert plan_sweep([], snapshots, legacy).now == ()  # the base of a format-1-3 store stays
+
+
+def test_writers_never_wait_for_a_background_compaction_and_the_cache_stays_bounded() -> None:
+    import asyncio
+    import threading
+
+    url = "memory://kv-never-wait"
+    store, faults = faulty_kv(url, compact_every=2, cache_bytes=64 * 1024)
+    gate = threading.Event()
+    faults.on_call(
+        "put_if_absent",
+        lambda: asyncio.to_thread(gate.wait, 30),
+        when="before",
+        key_contains="segments",
+    )
+    started = time.monotonic()
+    for n in range(10):  # the first compaction hangs on its segment write meanwhile
+        assert store.put_batch([(key(n), b"v%d" % n)]) == n + 1
+    assert time.monotonic() - started < 10
+    assert not gate.is_set()
+    assert store.get(key(9)) == b"v9"
+    gate.set()
+    store.wait_for_background()
+    assert manifest(url).snapshot >= 2
+    big = {key(n): b"x" * 200 for n in range(20, 3000)}
+    store.put_batch(list(big.items()))
+    store.compact()
+    assert dict(store.range_scan(key(20))) == big  # reads far more than the cache holds
+    assert store.async_store._reader.blocks.used <= 64 * 1024
