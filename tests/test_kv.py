@@ -954,8 +954,8 @@ def test_a_compaction_whose_manifest_swap_landed_unanswered_keeps_its_segments(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """Simulator seed 674 of the kv store: the manifest create of a compaction lands, its
-    answer is lost, and a prune moves the manifest before the retry, which then meets
-    another manifest. The compaction must recognise its own commit, not delete the segments
+    answer is lost, and a prune moves the manifest before the backend reads it back, which
+    then meets another manifest. The compaction must recognise its own commit, not delete the segments
     the manifest now references."""
     url = make_store_url(kind, request, tmp_path)
     model = _base(url)
@@ -965,8 +965,8 @@ def test_a_compaction_whose_manifest_swap_landed_unanswered_keeps_its_segments(
     faults.on_call(
         "put_if_absent",
         lambda: asyncio.to_thread(lambda: pruned.append(open_kv(url).prune_batch_log(2))),
-        nth=2,
-        when="before",
+        nth=1,
+        when="after",
         key_contains="manifest",
     )
     assert store.compact() == 3
