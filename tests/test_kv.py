@@ -955,8 +955,8 @@ def test_a_compaction_whose_manifest_swap_landed_unanswered_keeps_its_segments(
 ) -> None:
     """Simulator seed 674 of the kv store: the manifest create of a compaction lands, its
     answer is lost, and a prune moves the manifest before the backend reads it back, which
-    then meets another manifest. The compaction must recognise its own commit, not delete the segments
-    the manifest now references."""
+    then meets another manifest. The compaction must recognise its own commit, not delete
+    the segments the manifest now references."""
     url = make_store_url(kind, request, tmp_path)
     model = _base(url)
     store, faults = faulty_kv(url, compact_every=0)
