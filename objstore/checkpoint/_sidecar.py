@@ -54,6 +54,7 @@ __all__ = [
     "StateInput",
     "decode_frame",
     "decode_sidecar",
+    "decode_sidecar_stream",
     "iter_chunks",
     "verify_sidecar",
 ]
@@ -256,9 +257,11 @@ def _allocate(size: int) -> io.BytesIO:
 
     ``bytes(size)`` comes from ``calloc``, i.e. fresh pages the kernel maps only when first
     written, so the page faults happen in the decompressing threads, in parallel, instead of
-    up front on one thread (as ``bytearray(size)`` would, zero-filling under the GIL). The
-    ``BytesIO`` is the only owner of that bytes object, so ``getbuffer()`` writes it in place
-    and, once every view is released, ``getvalue()`` returns that very object (CPython
+    up front on one thread (as ``bytearray(size)`` would, zero-filling under the GIL). (Huge
+    pages, ``MADV_HUGEPAGE``, were measured: on the 2-vCPU VM of ``benchmarks/RESULTS.md``
+    they quadrupled the kernel time of the faults, so the pages stay 4 KiB.) The ``BytesIO``
+    is the only owner of that bytes object, so ``getbuffer()`` writes it in
+    place and, once every view is released, ``getvalue()`` returns that very object (CPython
     copies only a buffer that someone else also references). The result is plain ``bytes``
     with no second full-size buffer.
     """
@@ -337,6 +340,173 @@ async def decode_sidecar(
         if isinstance(outcome, BaseException):
             raise outcome
     return result.getvalue()
+
+
+def _streamable(entries: Sequence[OperatorState], size: int) -> bool:
+    """Whether the frames can be cut from the file's bytes as they arrive: in file order,
+    not overlapping, after the header and inside the recorded size (what every encoder
+    writes). Other indexes are decoded from the whole file, which reports their faults."""
+    end = HEADER.size
+    for entry in entries:
+        if entry.offset < end or entry.length < 0 or entry.offset + entry.length > size:
+            return False
+        end = entry.offset + entry.length
+    return True
+
+
+class _FrameCutter:
+    """Cuts the frames of an index out of a sidecar's bytes arriving piece by piece.
+
+    A frame that lies inside one piece is handed out as a view of it (no copy); one that
+    straddles pieces is assembled in its own buffer (one copy of the compressed bytes).
+    """
+
+    def __init__(self, entries: Sequence[OperatorState]) -> None:
+        self._entries = entries
+        self._next = 0
+        self._partial: bytearray | None = None
+        self._filled = 0
+
+    def feed(self, piece: memoryview, position: int) -> Iterator[tuple[int, memoryview]]:
+        """The frames (index position, bytes) completed by ``piece``, which starts at
+        byte ``position`` of the file."""
+        end = position + piece.nbytes
+        while self._next < len(self._entries):
+            entry = self._entries[self._next]
+            first, last = entry.offset, entry.offset + entry.length
+            if first >= end and entry.length:
+                return
+            if self._partial is None and first >= position and last <= end:
+                self._next += 1
+                yield self._next - 1, piece[first - position : last - position]
+                continue
+            if self._partial is None:
+                self._partial, self._filled = bytearray(entry.length), 0
+            take_from = max(first + self._filled, position)
+            take_to = min(last, end)
+            if take_to > take_from:
+                self._partial[self._filled : self._filled + take_to - take_from] = piece[
+                    take_from - position : take_to - position
+                ]
+                self._filled += take_to - take_from
+            if self._filled < entry.length:
+                return
+            frame, self._partial = memoryview(self._partial), None
+            self._next += 1
+            yield self._next - 1, frame
+
+
+async def decode_sidecar_stream(
+    pieces: AsyncIterable[Buffer],
+    *,
+    key: str,
+    checkpoint_id: int,
+    nonce: str | None,
+    size: int,
+    state_checksum: str,
+    entries: Sequence[OperatorState],
+    parallelism: int,
+) -> bytes:
+    """:func:`decode_sidecar` fed the file's bytes in order, as they arrive (a streamed GET).
+
+    Each frame is decompressed, in a worker thread and straight into its slice of the
+    result, as soon as its last byte has arrived, at most ``parallelism`` at a time; the
+    stream is not read further while that many are in flight, so besides the result this
+    holds about ``parallelism`` frames and the pieces they lie in, never the whole file.
+    The whole file is hashed piece by piece as it passes. ``pieces`` may run one byte past
+    ``size`` (that byte reveals a file longer than recorded).
+
+    Raises:
+        CorruptionError: exactly as :func:`decode_sidecar` would: size, then the whole file's
+            checksum, then the header (magic, format, id, writer), then a frame that does not
+            decode or has another size than its index entry. A worker's other errors are
+            re-raised as they are.
+    """
+    if not _streamable(entries, size):
+        whole = bytearray()
+        async for piece in pieces:
+            whole += piece
+        return await decode_sidecar(
+            whole,
+            key=key,
+            checkpoint_id=checkpoint_id,
+            nonce=nonce,
+            size=size,
+            state_checksum=state_checksum,
+            entries=entries,
+            parallelism=parallelism,
+        )
+    hasher = xxhash.xxh3_128()
+    header = bytearray()
+    received = 0
+    result = _allocate(sum(entry.raw_length for entry in entries))
+    slots = asyncio.Semaphore(max(1, parallelism))
+    cutter = _FrameCutter(entries)
+    outcomes: dict[int, BaseException] = {}
+    tasks: list[asyncio.Task[None]] = []
+    header_ok = True
+
+    async def decode(index: int, frame: memoryview, out: memoryview) -> None:
+        try:
+            await asyncio.to_thread(_decompress_into, frame, entries[index], out, key)
+        except BaseException as exc:
+            outcomes[index] = exc
+        finally:
+            slots.release()
+            with contextlib.suppress(BufferError):
+                out.release()
+
+    starts = [0]
+    for entry in entries:
+        starts.append(starts[-1] + entry.raw_length)
+    with result.getbuffer() as target:
+        try:
+            async for piece in pieces:
+                view = memoryview(piece).cast("B")
+                hasher.update(view)
+                if len(header) < HEADER.size:
+                    header += view[: HEADER.size - len(header)]
+                    if len(header) == HEADER.size:
+                        header_ok = _header_fault(header, key, checkpoint_id, nonce) is None
+                position, received = received, received + view.nbytes
+                for index, frame in cutter.feed(view, position):
+                    entry = entries[index]
+                    if not entry.raw_length or not header_ok or outcomes:
+                        continue  # nothing to decode, or the file is known to be bad
+                    await slots.acquire()
+                    out = target[starts[index] : starts[index + 1]]
+                    tasks.append(asyncio.create_task(decode(index, frame, out)))
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+    if received != size:
+        reason = "truncated" if received < size else "longer than recorded"
+        raise CorruptionError(key, f"sidecar {reason}", expected=size, actual=received)
+    actual = hasher.hexdigest()
+    if actual != state_checksum:
+        raise CorruptionError(
+            key, "sidecar checksum mismatch", expected=state_checksum, actual=actual
+        )
+    fault = _header_fault(header, key, checkpoint_id, nonce)
+    if fault is not None:
+        raise fault
+    for index in sorted(outcomes):
+        raise outcomes[index]
+    return result.getvalue()
+
+
+def _header_fault(
+    header: Buffer, key: str, checkpoint_id: int, nonce: str | None
+) -> CorruptionError | None:
+    """What :func:`_check_layout` says of a header alone (no index), or ``None``."""
+    try:
+        _check_layout(memoryview(header).cast("B"), key, checkpoint_id, nonce, ())
+    except CorruptionError as exc:
+        return exc
+    return None
 
 
 @dataclass(slots=True)
