@@ -26,6 +26,7 @@ import collections
 import contextlib
 import io
 import os
+import queue
 import struct
 import threading
 from collections.abc import (
@@ -396,6 +397,73 @@ class _FrameCutter:
             yield self._next - 1, frame
 
 
+class _FramePool:
+    """Frames decompressed by worker threads (as many as the machine has cores, at most
+    ``parallelism``) that take the next frame from a queue as soon as they finish one.
+
+    The event loop only queues frames (at most ``parallelism`` queued or being decoded,
+    which bounds memory) and is told when a slot frees; a worker never waits for the loop
+    to hand it work, so the cores stay busy even when the loop is slow to be scheduled.
+    Failures are collected by frame and surfaced by :meth:`raise_first_failure`.
+    """
+
+    def __init__(self, entries: Sequence[OperatorState], key: str, parallelism: int) -> None:
+        self._entries = entries
+        self._key = key
+        self._loop = asyncio.get_running_loop()
+        self._slots = asyncio.Semaphore(max(1, parallelism))
+        self._jobs: queue.SimpleQueue[tuple[int, memoryview, memoryview] | None]
+        self._jobs = queue.SimpleQueue()
+        self._failures: dict[int, BaseException] = {}
+        self._abandoned = False
+        self._workers = [
+            asyncio.ensure_future(asyncio.to_thread(self._work))
+            for _ in range(max(1, min(parallelism, _CPUS)))
+        ]
+
+    @property
+    def failed(self) -> bool:
+        """Whether a frame has failed (later frames need not be decoded)."""
+        return bool(self._failures)
+
+    async def submit(self, index: int, frame: memoryview, out: memoryview) -> None:
+        """Queue frame ``index`` to be decoded into ``out``; waits while the queue is full."""
+        await self._slots.acquire()
+        self._jobs.put((index, frame, out))
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            index, frame, out = job
+            try:
+                if not self._abandoned:
+                    _decompress_into(frame, self._entries[index], out, self._key)
+            except BaseException as exc:
+                self._failures[index] = exc
+            finally:
+                with contextlib.suppress(BufferError):
+                    out.release()
+                del frame, out, job
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                    self._loop.call_soon_threadsafe(self._slots.release)
+
+    def abandon(self) -> None:
+        """Drop the frames still queued (the caller failed; nobody wants the result)."""
+        self._abandoned = True
+
+    async def finish(self) -> None:
+        """Wait until every queued frame is decoded (or dropped, after :meth:`abandon`)."""
+        for _ in self._workers:
+            self._jobs.put(None)
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+    def raise_first_failure(self) -> None:
+        """Raise the error of the first failed frame (in index order), if any: the
+        ``CorruptionError`` of a frame that did not decode or had another size than its
+        entry, or a worker's other error as it was."""
+        for index in sorted(self._failures):
+            raise self._failures[index]
+
+
 async def decode_sidecar_stream(
     pieces: AsyncIterable[Buffer],
     *,
@@ -440,25 +508,12 @@ async def decode_sidecar_stream(
     header = bytearray()
     received = 0
     result = _allocate(sum(entry.raw_length for entry in entries))
-    slots = asyncio.Semaphore(max(1, parallelism))
-    cutter = _FrameCutter(entries)
-    outcomes: dict[int, BaseException] = {}
-    tasks: list[asyncio.Task[None]] = []
-    header_ok = True
-
-    async def decode(index: int, frame: memoryview, out: memoryview) -> None:
-        try:
-            await asyncio.to_thread(_decompress_into, frame, entries[index], out, key)
-        except BaseException as exc:
-            outcomes[index] = exc
-        finally:
-            slots.release()
-            with contextlib.suppress(BufferError):
-                out.release()
-
     starts = [0]
     for entry in entries:
         starts.append(starts[-1] + entry.raw_length)
+    cutter = _FrameCutter(entries)
+    decoder = _FramePool(entries, key, parallelism)
+    header_ok = True
     with result.getbuffer() as target:
         try:
             async for piece in pieces:
@@ -470,18 +525,16 @@ async def decode_sidecar_stream(
                         header_ok = _header_fault(header, key, checkpoint_id, nonce) is None
                 position, received = received, received + view.nbytes
                 for index, frame in cutter.feed(view, position):
-                    entry = entries[index]
-                    if not entry.raw_length or not header_ok or outcomes:
-                        continue  # nothing to decode, or the file is known to be bad
-                    await slots.acquire()
-                    out = target[starts[index] : starts[index + 1]]
-                    tasks.append(asyncio.create_task(decode(index, frame, out)))
-            await asyncio.gather(*tasks)
+                    if entries[index].raw_length and header_ok and not decoder.failed:
+                        # (no local name for the slice: getvalue() must find no view left)
+                        await decoder.submit(
+                            index, frame, target[starts[index] : starts[index + 1]]
+                        )
         except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            decoder.abandon()
             raise
+        finally:
+            await decoder.finish()
     if received != size:
         reason = "truncated" if received < size else "longer than recorded"
         raise CorruptionError(key, f"sidecar {reason}", expected=size, actual=received)
@@ -493,8 +546,7 @@ async def decode_sidecar_stream(
     fault = _header_fault(header, key, checkpoint_id, nonce)
     if fault is not None:
         raise fault
-    for index in sorted(outcomes):
-        raise outcomes[index]
+    decoder.raise_first_failure()
     return result.getvalue()
 
 
