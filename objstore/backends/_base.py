@@ -236,7 +236,7 @@ async def fixed_size_chunks(
     part straight into a fresh chunk (the chunk is the consumer's from then on: nothing
     here writes to it again).
     """
-    chunk = bytearray(size)
+    chunk: bytearray | None = None  # allocated when its first byte is known
     filled = 0
     full: bytearray | None = None  # a complete chunk, held until more bytes are known to follow
     async for part in parts:
@@ -245,14 +245,19 @@ async def fixed_size_chunks(
             if full is not None:
                 yield full, False
                 full = None
+            if chunk is None:
+                chunk, filled = bytearray(size), 0
             take = min(size - filled, view.nbytes)
             chunk[filled : filled + take] = view[:take]
             filled += take
             view = view[take:]
             if filled == size:
-                full, chunk, filled = chunk, bytearray(size), 0
+                full, chunk = chunk, None
     if full is not None:
         yield full, True
+        return
+    if chunk is None:
+        yield bytearray(), True
         return
     del chunk[filled:]
     yield chunk, True

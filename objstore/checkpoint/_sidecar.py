@@ -69,6 +69,11 @@ when no other chunk is being compressed: a single large chunk, or chunks that ar
 than they compress, still use every core. When several chunks are in flight they already
 keep the cores busy, one each, and extra zstd threads would only compete with them."""
 _CPUS = os.cpu_count() or 1
+INLINE_THRESHOLD = 64 * 1024
+"""Chunks (and frames decoding to) fewer bytes than this are compressed (decompressed) on
+the event loop's own thread: tens of microseconds of zstd cost less than the hand-off to a
+worker thread and back, which a busy machine can stretch to milliseconds. This is what a
+small, frequent checkpoint (a few KiB every second) pays."""
 
 Chunk: TypeAlias = tuple[str | None, Buffer]
 StateInput: TypeAlias = (
@@ -416,10 +421,8 @@ class _FramePool:
         self._jobs = queue.SimpleQueue()
         self._failures: dict[int, BaseException] = {}
         self._abandoned = False
-        self._workers = [
-            asyncio.ensure_future(asyncio.to_thread(self._work))
-            for _ in range(max(1, min(parallelism, _CPUS)))
-        ]
+        self._width = max(1, min(parallelism, _CPUS))
+        self._workers: list[asyncio.Future[None]] = []  # started by the first large frame
 
     @property
     def failed(self) -> bool:
@@ -427,8 +430,21 @@ class _FramePool:
         return bool(self._failures)
 
     async def submit(self, index: int, frame: memoryview, out: memoryview) -> None:
-        """Queue frame ``index`` to be decoded into ``out``; waits while the queue is full."""
+        """Queue frame ``index`` to be decoded into ``out``; waits while the queue is full.
+        A small frame (:data:`INLINE_THRESHOLD`) is decoded right here instead."""
+        if out.nbytes < INLINE_THRESHOLD:
+            try:
+                _decompress_into(frame, self._entries[index], out, self._key)
+            except CorruptionError as exc:
+                self._failures[index] = exc
+            finally:
+                out.release()
+            return
         await self._slots.acquire()
+        if not self._workers:
+            self._workers = [
+                asyncio.ensure_future(asyncio.to_thread(self._work)) for _ in range(self._width)
+            ]
         self._jobs.put((index, frame, out))
 
     def _work(self) -> None:
@@ -604,11 +620,17 @@ class SidecarEncoder:
         in_flight = collections.deque()
         try:
             async for name, data in _aiter(chunks):
-                busy = any(not future.done() for _, future in in_flight)
-                large = memoryview(data).nbytes >= MULTITHREAD_THRESHOLD
-                threads = _CPUS if large and not busy and _CPUS > 1 else 0
-                job = asyncio.to_thread(_compress, data, self._level, threads)
-                in_flight.append((name, asyncio.ensure_future(job)))
+                size = memoryview(data).nbytes
+                if size < INLINE_THRESHOLD:
+                    done = asyncio.get_running_loop().create_future()
+                    done.set_result(_compress(data, self._level, 0))
+                    in_flight.append((name, done))
+                else:
+                    busy = any(not future.done() for _, future in in_flight)
+                    large = size >= MULTITHREAD_THRESHOLD
+                    threads = _CPUS if large and not busy and _CPUS > 1 else 0
+                    job = asyncio.to_thread(_compress, data, self._level, threads)
+                    in_flight.append((name, asyncio.ensure_future(job)))
                 if len(in_flight) >= self._window:
                     yield await self._emit(*in_flight.popleft())
             while in_flight:
