@@ -618,9 +618,11 @@ class AsyncCheckpointStore(AsyncClosing):
 
         ``None`` when the checkpoint does not exist or has no state; ``CorruptionError`` when
         the sidecar does not match its manifest. One GET of the manifest and one of the
-        sidecar (a ranged GET of all of it); the sidecar is hashed once while its frames are
-        decompressed in parallel (up to ``chunks_in_flight`` at a time) straight into the
-        returned ``bytes``, the only full-size buffer besides the downloaded sidecar.
+        sidecar (a ranged GET of all of it), decompressed while it downloads: each frame is
+        decompressed as soon as it has arrived, by worker threads (one per core, at most
+        ``chunks_in_flight`` frames queued) straight into the returned ``bytes``, and the
+        file is hashed once as it passes. Memory holds the result plus a bounded window of
+        frames, never the whole sidecar.
         """
         loaded = await self._read_state(checkpoint_id)
         return None if loaded is None else loaded[1]
