@@ -406,17 +406,21 @@ class _FramePool:
     """Frames decompressed by worker threads (as many as the machine has cores, at most
     ``parallelism``) that take the next frame from a queue as soon as they finish one.
 
-    The event loop only queues frames (at most ``parallelism`` queued or being decoded,
-    which bounds memory) and is told when a slot frees; a worker never waits for the loop
-    to hand it work, so the cores stay busy even when the loop is slow to be scheduled.
-    Failures are collected by frame and surfaced by :meth:`raise_first_failure`.
+    The event loop queues every frame of a piece it holds at once (they are views of that
+    piece, or already copied out of earlier ones: queueing them costs no memory), then
+    waits for room (:meth:`wait_for_room`: at most ``parallelism`` frames queued or being
+    decoded) before it reads the next piece, which bounds memory. A worker never waits for
+    the loop to hand it work, so the cores stay busy even when a busy machine is slow to
+    schedule the loop. Failures are collected by frame (:meth:`raise_first_failure`).
     """
 
     def __init__(self, entries: Sequence[OperatorState], key: str, parallelism: int) -> None:
         self._entries = entries
         self._key = key
         self._loop = asyncio.get_running_loop()
-        self._slots = asyncio.Semaphore(max(1, parallelism))
+        self._limit = max(1, parallelism)
+        self._pending = 0
+        self._room = asyncio.Event()
         self._jobs: queue.SimpleQueue[tuple[int, memoryview, memoryview] | None]
         self._jobs = queue.SimpleQueue()
         self._failures: dict[int, BaseException] = {}
@@ -429,9 +433,9 @@ class _FramePool:
         """Whether a frame has failed (later frames need not be decoded)."""
         return bool(self._failures)
 
-    async def submit(self, index: int, frame: memoryview, out: memoryview) -> None:
-        """Queue frame ``index`` to be decoded into ``out``; waits while the queue is full.
-        A small frame (:data:`INLINE_THRESHOLD`) is decoded right here instead."""
+    def submit(self, index: int, frame: memoryview, out: memoryview) -> None:
+        """Queue frame ``index`` to be decoded into ``out`` (never waits). A small frame
+        (:data:`INLINE_THRESHOLD`) is decoded right here instead."""
         if out.nbytes < INLINE_THRESHOLD:
             try:
                 _decompress_into(frame, self._entries[index], out, self._key)
@@ -440,7 +444,7 @@ class _FramePool:
             finally:
                 out.release()
             return
-        await self._slots.acquire()
+        self._pending += 1
         if not self._workers:
             self._workers = [
                 asyncio.ensure_future(asyncio.to_thread(self._work)) for _ in range(self._width)
@@ -460,7 +464,18 @@ class _FramePool:
                     out.release()
                 del frame, out, job
                 with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-                    self._loop.call_soon_threadsafe(self._slots.release)
+                    self._loop.call_soon_threadsafe(self._one_done)
+
+    def _one_done(self) -> None:
+        self._pending -= 1
+        if self._pending <= self._limit:
+            self._room.set()
+
+    async def wait_for_room(self) -> None:
+        """Wait until at most ``parallelism`` frames are queued or being decoded."""
+        while self._pending > self._limit:
+            self._room.clear()
+            await self._room.wait()
 
     def abandon(self) -> None:
         """Drop the frames still queued (the caller failed; nobody wants the result)."""
@@ -543,9 +558,8 @@ async def decode_sidecar_stream(
                 for index, frame in cutter.feed(view, position):
                     if entries[index].raw_length and header_ok and not decoder.failed:
                         # (no local name for the slice: getvalue() must find no view left)
-                        await decoder.submit(
-                            index, frame, target[starts[index] : starts[index + 1]]
-                        )
+                        decoder.submit(index, frame, target[starts[index] : starts[index + 1]])
+                await decoder.wait_for_room()
         except BaseException:
             decoder.abandon()
             raise
