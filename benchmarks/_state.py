@@ -89,10 +89,22 @@ def column_chunks(total: int, *, seed: int = 0, chunk_bytes: int = CHUNK_BYTES) 
 STATES = ("records", "columns")
 
 
-def make_state(kind: str, total: int) -> list[bytes]:
-    """All chunks of a ``kind`` state of about ``total`` bytes, held in memory."""
-    if kind == "records":
+def make_state(kind: str, total: int, chunk_bytes: int = CHUNK_BYTES) -> list[bytes]:
+    """All chunks of a ``kind`` state of about ``total`` bytes, held in memory, in chunks of
+    about ``chunk_bytes`` (record batches are joined until a chunk reaches it)."""
+    if kind == "records" and chunk_bytes == CHUNK_BYTES:
         return list(record_chunks(total))
+    if kind == "records":
+        chunks: list[bytes] = []
+        group: list[bytes] = []
+        for batch in record_chunks(total):
+            group.append(batch)
+            if sum(map(len, group)) >= chunk_bytes - CHUNK_BYTES // 2:
+                chunks.append(b"".join(group))
+                group = []
+        if group:
+            chunks.append(b"".join(group))
+        return chunks
     if kind == "columns":
-        return list(column_chunks(total))
+        return list(column_chunks(total, chunk_bytes=chunk_bytes))
     raise ValueError(f"unknown state kind {kind!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -623,3 +624,63 @@ def test_store_locations_open_through_a_chosen_transport() -> None:
     assert backend.transport.opened_with == ("memory://chosen", {})
     with pytest.raises(ValueError, match="transport applies only when a URL is given"):
         as_async_backend(backend, transport=_recording_factory)
+
+
+# -- streamed ranged reads -----------------------------------------------------------------------
+
+
+class _FlakyStream(MemoryTransport):
+    """Streams a range in 10-byte pieces and breaks the connection mid-body ``breaks`` times."""
+
+    def __init__(self, name: str, breaks: int) -> None:
+        super().__init__(name)
+        self.breaks = breaks
+        self.requests: list[tuple[int, int]] = []
+
+    async def get_range_stream(self, key: str, start: int, end: int) -> AsyncIterator[Buffer]:
+        self.requests.append((start, end))
+        data = await self.get_range(key, start, end)
+        for offset in range(0, len(data), 10):
+            if offset == 20 and self.breaks:
+                self.breaks -= 1
+                raise TransientStorageError("connection reset mid-body")
+            yield data[offset : offset + 10]
+
+
+def test_streamed_read_resumes_after_a_transient_failure_mid_body() -> None:
+    """The bytes already handed out are not asked for again, none is skipped, and each
+    request is reported to the observer."""
+    transport = _FlakyStream(f"flaky-{random.random()}", breaks=2)
+    events: list[Any] = []
+    backend = AsyncBackend(
+        transport,
+        retry=RetryPolicy(max_attempts=3, initial_backoff=0),
+        request_hook=events.append,
+    )
+    data = bytes(range(100))
+
+    async def scenario() -> bytes:
+        await backend.put("k", data)
+        return b"".join([bytes(p) async for p in backend.get_range_stream("k", 5, 95)])
+
+    assert asyncio.run(scenario()) == data[5:95]
+    assert transport.requests == [(5, 95), (25, 95), (45, 95)]
+    reads = [e for e in events if e.operation == "get_range"]
+    assert [(e.attempt, e.bytes_received, e.outcome) for e in reads] == [
+        (1, 20, "transient_error"),
+        (2, 20, "transient_error"),
+        (3, 50, "ok"),
+    ]
+
+
+def test_streamed_read_gives_up_after_the_policy_s_attempts() -> None:
+    transport = _FlakyStream(f"flaky-{random.random()}", breaks=5)
+    backend = AsyncBackend(transport, retry=RetryPolicy(max_attempts=2, initial_backoff=0))
+
+    async def scenario() -> list[bytes]:
+        await backend.put("k", bytes(100))
+        return [bytes(p) async for p in backend.get_range_stream("k", 0, 100)]
+
+    with pytest.raises(TransientStorageError):
+        asyncio.run(scenario())
+    assert transport.requests == [(0, 100), (20, 100)]

@@ -48,6 +48,7 @@ from objstore.kv import (
     KVManifest,
     decode_manifest,
 )
+from objstore.kv._segment import SEGMENT_PREFIX
 from objstore.projections import PROJECTION_FORMAT
 from objstore.snapshots import SNAPSHOT_FORMAT
 from objstore.sources import STATE_FORMAT
@@ -215,10 +216,10 @@ def test_kv_format_2(tmp_path: Path) -> None:
     _check_kv_golden(url)
 
 
-def test_kv_format_3(source: Path, tmp_path: Path) -> None:
-    """Manifest format 3: a crashed compaction's snapshot through batch 4 is retired (and
-    deleted); the manifest never moves to it, and the next compaction drops the entry."""
-    url = copy(source, "kv-format-3", tmp_path)
+def test_kv_format_3(tmp_path: Path) -> None:
+    """Frozen: manifest format 3, a crashed compaction's snapshot through batch 4 retired
+    (and deleted); the next compaction moves the store to segments (format 4)."""
+    url = copy(DATA, "kv-format-3", tmp_path)
     current = _kv_manifest(url)
     assert current.snapshot == 3
     assert [sequence for sequence, _ in current.retired] == [4]
@@ -228,10 +229,32 @@ def test_kv_format_3(source: Path, tmp_path: Path) -> None:
     kv = KVStore(url, compact_every=0)
     assert kv.compact() == 5
     after = _kv_manifest(url)
-    assert (after.snapshot, after.retired) == (5, ())
-    assert after.snapshot_id != retired_id
+    assert (after.snapshot, after.retired, after.legacy) == (5, (), False)
+    assert not (Path(url) / SNAPSHOT_PREFIX).exists() or not any(
+        (Path(url) / SNAPSHOT_PREFIX).iterdir()
+    )
     kv.close()
     assert KVStore(url).get(b"user/5") == b"erin"
+
+
+def test_kv_format_4(source: Path, tmp_path: Path) -> None:
+    """Manifest format 4: one run of segments through batch 3, the log pruned below it, a
+    crashed compaction's segment fenced (generation 2) and swept; blocks and the index are
+    read back with ranged GETs."""
+    url = copy(source, "kv-format-4", tmp_path)
+    current = _kv_manifest(url)
+    assert (current.snapshot, current.retained_from, current.tombstoned_below) == (3, 3, 3)
+    assert (current.generation, current.legacy, len(current.runs)) == (2, False, 1)
+    segments = sorted(p.relative_to(url).as_posix() for p in (Path(url) / SEGMENT_PREFIX).iterdir())
+    assert segments == [segment.key for segment in current.segments]
+    (segment,) = current.segments
+    assert (segment.first, segment.last, segment.count) == (b"user/1", b"user/3", 2)
+    _check_kv_golden(url)
+    kv = KVStore(url, compact_every=0)
+    assert kv.compact() == 5
+    assert _kv_manifest(url).generation == 3
+    kv.close()
+    assert KVStore(url).range_scan(b"user/4") == [(b"user/4", b"dave"), (b"user/5", b"erin")]
 
 
 def test_checkpoint_format_1_is_readable_and_valid(tmp_path: Path) -> None:

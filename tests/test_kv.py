@@ -35,6 +35,7 @@ from objstore.kv._format import (
     encode_tombstone,
     log_key,
 )
+from objstore.kv._segment import SEGMENT_PREFIX
 from objstore.testing import FaultInjectingTransport, SimulatedCrash
 from objstore.testing.contract import run_processes
 from tests.conftest import make_store_url
@@ -171,7 +172,7 @@ def test_put_batch_is_one_write_and_no_read_in_the_steady_state(store_url: str) 
     assert faults.count() == 1
 
 
-def test_compaction_keeps_every_key_and_reopen_reads_snapshot_plus_tail(store_url: str) -> None:
+def test_compaction_keeps_every_key_and_reopen_reads_segments_plus_tail(store_url: str) -> None:
     store = open_kv(store_url, compact_every=4)
     model: Model = {}
     for n in range(1, 15):
@@ -181,19 +182,23 @@ def test_compaction_keeps_every_key_and_reopen_reads_snapshot_plus_tail(store_ur
         drop = [b"only-%02d" % (n - 1)]
         assert store.delete_batch(drop) == 2 * n
         model.pop(drop[0], None)
+        store.wait_for_background()  # put_batch never waits for the compaction it started
     assert state(store) == model
-    snapshot = manifest(store_url).snapshot
-    assert 24 <= snapshot <= 28
-    assert [key.key for key in backend_for(store_url).list("kv/snapshots")] == [
-        manifest(store_url).snapshot_key  # one per compaction; replaced ones deleted
-    ]
-    assert manifest(store_url).snapshot_key.startswith(f"kv/snapshots/{snapshot:020d}-")
+    current = manifest(store_url)
+    assert 24 <= current.snapshot <= 28
+    assert 1 <= len(current.runs) <= 6
+    assert sorted(segment_keys(store_url)) == sorted(s.key for s in current.segments)
     fresh, faults = faulty_kv(store_url)
     assert state(fresh) == model
-    # manifest + snapshot + tail listing + one GET per tail batch
-    assert faults.count("get") == 2 + (28 - snapshot)
+    # manifest + one GET per tail batch; one LIST of the tail; per segment its index and
+    # its one block (the whole scan reads consecutive blocks in one ranged GET)
+    assert faults.count("get") == 1 + (28 - current.snapshot)
     assert faults.count("list") == 1
+    assert faults.count("get_range") == 2 * len(current.segments)
     assert fresh.compact() == 28
+    after = manifest(store_url)
+    assert len(after.runs) == 1
+    assert sorted(segment_keys(store_url)) == sorted(s.key for s in after.segments)
     assert state(open_kv(store_url)) == model
 
 
@@ -455,7 +460,7 @@ class _DiskFull(FaultInjectingTransport):
     full = True
 
     async def put_if_absent(self, key: str, data: Any) -> str:
-        if self.full and "snapshots" in key:
+        if self.full and "segments" in key:
             raise OSError(errno.ENOSPC, "No space left on device", key)
         return await super().put_if_absent(key, data)
 
@@ -490,6 +495,7 @@ def test_failing_compaction_never_fails_a_committed_batch(
     for n in range(9, 9 + 2 * 2):
         assert store.put_batch([(b"k%d" % n, b"v")]) == n
         model[b"k%d" % n] = b"v"
+        store.wait_for_background()
     assert manifest(url).snapshot >= 9
     assert state(open_kv(url)) == model
 
@@ -633,17 +639,46 @@ def test_a_create_whose_answer_was_lost_and_that_was_pruned_before_its_read_back
     assert store.put_batch([(b"k", b"3")]) == 3
 
 
-# -- a manifest never references a swept snapshot (review finding F2) -----------------------------
+# -- a manifest never references a swept segment (review finding F2) ------------------------------
+
+
+def segment_keys(url: str) -> list[str]:
+    return sorted(info.key for info in backend_for(url).list(SEGMENT_PREFIX))
+
+
+def referenced_segments(url: str) -> list[str]:
+    """The keys of every segment the manifest references, sorted."""
+    if not backend_for(url).exists(MANIFEST_KEY):
+        return []
+    return sorted(segment.key for segment in manifest(url).segments)
+
+
+def _age_young_segments(
+    url: str, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> float:
+    """Make every unreferenced segment an hour old by the store's clock; return the grace a
+    sweep must use to judge them old (0 on s3: moto keeps its own clock)."""
+    if kind == "file":
+        for key in sorted(set(segment_keys(url)) - set(referenced_segments(url))):
+            old = time.time() - 3600
+            os.utime(tmp_path / "store" / key, (old, old))
+        return DEFAULT_SNAPSHOT_GRACE_SECONDS
+    if kind == "memory":  # a memory store's clock is this process's clock
+        real_time = time.time
+        monkeypatch.setattr(time, "time", lambda: real_time() + 3600)
+        return DEFAULT_SNAPSHOT_GRACE_SECONDS
+    return 0.0
 
 
 @pytest.mark.parametrize("kind", ["memory", "file", "s3"])
-def test_a_manifest_swap_held_in_flight_past_a_sweep_never_references_a_swept_snapshot(
+def test_a_manifest_swap_held_in_flight_past_a_sweep_never_references_a_swept_segment(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Review finding F2: a compaction writes its snapshot, then its manifest swap is held in
-    flight (retries, backoff, a process pause) until a sweep finds the snapshot old by the
-    store's clock and unreferenced, and deletes it. The swap must not then land: every open
-    afterwards would raise CorruptionError."""
+    """Review finding F2: a compaction writes its segment, then its manifest swap is held in
+    flight (retries, backoff, a process pause) until a sweep finds the segment old by the
+    store's clock and unreferenced, and deletes it. The sweep first moves the manifest to the
+    next generation, so the swap loses instead of referencing a deleted segment; the
+    compaction tries again and commits."""
     url = make_store_url(kind, request, tmp_path)
     writer = open_kv(url, compact_every=0)
     writer.put_batch([(b"a", b"1")])
@@ -656,18 +691,11 @@ def test_a_manifest_swap_held_in_flight_past_a_sweep_never_references_a_swept_sn
     real_time = time.time
 
     def sweep_past_the_grace() -> None:
-        if kind == "file":  # the swap has been held for an hour by the store's clock
-            young = sorted(set(snapshot_keys(url)) - set(referenced_snapshot(url)))
-            for key in young:
-                old = real_time() - 3600
-                os.utime(tmp_path / "store" / key, (old, old))
-            swept.extend(sweeper.sweep_snapshots())
-        elif kind == "memory":  # a memory store's clock is this process's clock
-            monkeypatch.setattr(time, "time", lambda: real_time() + 3600)
-            swept.extend(sweeper.sweep_snapshots())
-            monkeypatch.setattr(time, "time", real_time)
-        else:  # moto keeps its own clock: a sweep with no grace judges the same way
-            swept.extend(sweeper.sweep_snapshots(grace_seconds=0))
+        if swept:
+            return
+        grace = _age_young_segments(url, kind, tmp_path, monkeypatch)
+        swept.extend(sweeper.sweep_snapshots(grace))
+        monkeypatch.setattr(time, "time", real_time)
 
     faults.on_call(
         "put_if_match",
@@ -675,35 +703,25 @@ def test_a_manifest_swap_held_in_flight_past_a_sweep_never_references_a_swept_sn
         when="before",
         key_contains="manifest",
     )
-    store.compact()
-    assert len(swept) == 1  # the sweep did delete the in-flight compaction's snapshot
-    assert swept[0] not in referenced_snapshot(url)
+    assert store.compact() == 2
+    assert len(swept) == 1  # the sweep did delete the in-flight compaction's segment
+    assert swept[0] not in referenced_segments(url)
+    assert segment_keys(url) == referenced_segments(url)
     assert state(open_kv(url)) == {b"a": b"1", b"c": b"3"}
     assert store.put_batch([(b"d", b"4")]) == 3
     assert state(open_kv(url)) == {b"a": b"1", b"c": b"3", b"d": b"4"}
     open_kv(url).compact()
-    assert snapshot_keys(url) == referenced_snapshot(url)
+    assert segment_keys(url) == referenced_segments(url)
     assert state(open_kv(url)) == {b"a": b"1", b"c": b"3", b"d": b"4"}
 
 
-# -- snapshots never leak (issue 10, item 8) -----------------------------------------------------
-
-
-def snapshot_keys(url: str) -> list[str]:
-    return [info.key for info in backend_for(url).list(SNAPSHOT_PREFIX)]
-
-
-def referenced_snapshot(url: str) -> list[str]:
-    """The manifest's snapshot key, as a one-element list (empty without a snapshot)."""
-    current = manifest(url)
-    return [current.snapshot_key] if current.snapshot else []
-
+# -- segments never leak (issue 10, item 8) ------------------------------------------------------
 
 COMPACTORS = 4
 
 
 @pytest.mark.parametrize("kind", ["memory", "file", "s3"])
-def test_racing_compactions_in_threads_leave_only_the_referenced_snapshot(
+def test_racing_compactions_in_threads_leave_only_referenced_segments(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     url = make_store_url(kind, request, tmp_path)
@@ -717,6 +735,7 @@ def test_racing_compactions_in_threads_leave_only_the_referenced_snapshot(
             for n in range(BATCHES):
                 store.put_batch([(b"w%d-%d" % (worker, n), b"x")])
                 store.compact()
+            store.wait_for_background()
         except BaseException as exc:
             errors.append(exc)
 
@@ -728,10 +747,10 @@ def test_racing_compactions_in_threads_leave_only_the_referenced_snapshot(
     assert not errors, errors
     expected = {b"w%d-%d" % (w, n): b"x" for w in range(COMPACTORS) for n in range(BATCHES)}
     assert state(open_kv(url)) == expected
-    # Losers delete their own snapshot, winners the one they replaced; what a crash or a
+    # Losers delete their own segments, winners those they replaced; what a crash or a
     # failed delete leaves, the sweep of the next compaction collects.
     open_kv(url).compact()
-    assert snapshot_keys(url) == referenced_snapshot(url)
+    assert segment_keys(url) == referenced_segments(url)
     assert state(open_kv(url)) == expected
 
 
@@ -752,7 +771,7 @@ def compactor_process(url: str, worker: int, barrier: Any, results: Any) -> None
 
 
 @pytest.mark.parametrize("kind", ["file", "s3"])
-def test_racing_compactions_in_processes_leave_only_the_referenced_snapshot(
+def test_racing_compactions_in_processes_leave_only_referenced_segments(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     url = make_store_url(kind, request, tmp_path)
@@ -760,86 +779,82 @@ def test_racing_compactions_in_processes_leave_only_the_referenced_snapshot(
     outcomes = run_processes(compactor_process, [(url, w) for w in range(processes)])
     assert sorted(outcomes) == [("done", w) for w in range(processes)]
     open_kv(url).compact()
-    assert snapshot_keys(url) == referenced_snapshot(url)
+    assert segment_keys(url) == referenced_segments(url)
     expected = {b"w%d-%d" % (w, n): b"x" for w in range(processes) for n in range(BATCHES)}
     assert state(open_kv(url)) == expected
 
 
 @pytest.mark.parametrize("kind", ["memory", "file", "s3"])
-def test_a_crashed_compaction_leaves_a_snapshot_the_sweep_collects_by_store_age(
+def test_a_crashed_compaction_leaves_a_segment_the_sweep_collects_by_store_age(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = make_store_url(kind, request, tmp_path)
     model = _base(url)
     store, faults = faulty_kv(url, compact_every=0)
     store.compact()
-    kept = referenced_snapshot(url)
+    kept = referenced_segments(url)
     store.put_batch([(b"x", b"1")])
-    faults.crash_after("put_if_absent", key_contains="snapshots")
+    faults.crash_after("put_if_absent", key_contains="segments")
     with pytest.raises(SimulatedCrash):
-        store.compact()  # the snapshot of batch 4 is written, the manifest never moves
-    leaked = sorted(set(snapshot_keys(url)) - set(kept))
+        store.compact()  # the segment of batch 4 is written, the manifest never moves
+    leaked = sorted(set(segment_keys(url)) - set(kept))
     assert len(leaked) == 1
-    # Young by the store's clock: it could belong to a compaction about to reference it, so a
+    # Young by the store's clock: it could belong to a compaction about to commit it, so a
     # sweep keeps it — even a sweeper whose own clock runs a day ahead.
     real_time = time.time
     if kind != "memory":  # a memory store's clock is this process's clock
         monkeypatch.setattr(time, "time", lambda: real_time() + 86_400)
     assert open_kv(url).sweep_snapshots() == []
-    assert sorted(snapshot_keys(url)) == sorted(kept + leaked)
+    assert segment_keys(url) == sorted(kept + leaked)
     monkeypatch.setattr(time, "time", real_time)
-    # Old by the store's clock: collected; the referenced snapshot stays.
-    if kind == "file":
-        old = real_time() - 3600
-        path = tmp_path / "store" / leaked[0]
-        os.utime(path, (old, old))
-        assert open_kv(url).sweep_snapshots() == leaked
-    else:
-        assert open_kv(url).sweep_snapshots(grace_seconds=0) == leaked
-    assert snapshot_keys(url) == kept == referenced_snapshot(url)
+    # Old by the store's clock: collected; the referenced segments stay.
+    grace = _age_young_segments(url, kind, tmp_path, monkeypatch)
+    before = manifest(url).generation
+    assert open_kv(url).sweep_snapshots(grace) == leaked
+    monkeypatch.setattr(time, "time", real_time)
+    assert manifest(url).generation == before + 1  # compactions in flight were fenced
+    assert segment_keys(url) == kept == referenced_segments(url)
     assert state(open_kv(url)) == model | {b"x": b"1"}
 
 
-@pytest.mark.parametrize("kind", ["memory", "file"])
-def test_a_compaction_too_slow_to_reference_its_snapshot_abandons_it(
-    kind: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    url = make_store_url(kind, request, tmp_path)
-    model = _base(url)
-    store = open_kv(url, compact_every=0)
-    store.compact()
-    before = manifest(url)
-    store.put_batch([(b"x", b"1")])
-    ticks = iter([0.0, DEFAULT_SNAPSHOT_GRACE_SECONDS])  # snapshot written, then a long pause
-    store.async_store._monotonic = lambda: next(ticks)
-    assert store.compact() == before.snapshot  # gave up: a sweep may have judged it dead
-    assert manifest(url) == before
-    assert snapshot_keys(url) == [before.snapshot_key]
-    assert state(open_kv(url)) == model | {b"x": b"1"}
+class _SwapCatcher(FaultInjectingTransport):
+    """The first compare-and-swap of the manifest "crashes" before it is sent, keeping the
+    bytes it would have written in :attr:`caught`."""
+
+    caught: bytes | None = None
+
+    async def put_if_match(self, key: str, data: Any, version: str) -> str:
+        if key == MANIFEST_KEY and self.caught is None:
+            self.caught = bytes(data)
+            raise SimulatedCrash(key)
+        return await super().put_if_match(key, data, version)
 
 
 @pytest.mark.parametrize("kind", ["memory", "file", "s3"])
-def test_a_sweep_never_deletes_a_snapshot_a_swap_moved_the_manifest_to_first(
+def test_a_sweep_never_deletes_a_segment_a_swap_moved_the_manifest_to_first(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    """The other order of F2: a sweep judged a snapshot old and unreferenced, then the
-    compaction's swap to it landed before the sweep's retire. The retire's compare-and-swap
-    fails, the retry sees the snapshot referenced, and the sweep keeps it."""
+    """The other order of F2: a sweep judged a segment old and unreferenced, then the
+    compaction's swap to it landed before the sweep's fencing swap. The fence fails, the
+    retry sees the segment referenced, and the sweep keeps it."""
     url = make_store_url(kind, request, tmp_path)
     model = _base(url)
-    writer, crashing = faulty_kv(url, compact_every=0)
-    writer.compact()
+    open_kv(url, compact_every=0).compact()
+    catcher = _SwapCatcher(open_transport(url))
+    backend = Backend(
+        AsyncBackend(catcher, retry=RetryPolicy(sleep=no_sleep), verify_fencing=False)
+    )
+    writer = KVStore(backend, compact_every=0)
     writer.put_batch([(b"x", b"1")])
-    crashing.crash_after("put_if_absent", key_contains="snapshots")
     with pytest.raises(SimulatedCrash):
         writer.compact()  # stands for a compaction whose swap is still in flight
-    young = sorted(set(snapshot_keys(url)) - set(referenced_snapshot(url)))
+    young = sorted(set(segment_keys(url)) - set(referenced_segments(url)))
     assert len(young) == 1
-    sequence, snapshot_id = young[0].rsplit("/", 1)[1].split("-")
+    assert catcher.caught is not None
+    swap = catcher.caught
 
     def the_swap_lands() -> None:
-        swapped = KVManifest(int(sequence), 1, 1, snapshot_id)
-        backend_for(url).put(MANIFEST_KEY, encode_manifest(manifest(url).merged(swapped), "n"))
+        backend_for(url).put(MANIFEST_KEY, swap)
 
     sweeper, faults = faulty_kv(url, compact_every=0)
     faults.on_call(
@@ -848,10 +863,9 @@ def test_a_sweep_never_deletes_a_snapshot_a_swap_moved_the_manifest_to_first(
         when="before",
         key_contains="manifest",
     )
-    assert sweeper.sweep_snapshots(grace_seconds=0) != young
-    assert referenced_snapshot(url) == young
-    assert young[0] in snapshot_keys(url)
-    assert manifest(url).retired == ()
+    assert young[0] not in sweeper.sweep_snapshots(grace_seconds=0)
+    assert young[0] in referenced_segments(url)
+    assert young[0] in segment_keys(url)
     assert state(open_kv(url)) == model | {b"x": b"1"}
 
 
@@ -916,17 +930,47 @@ def test_a_prune_crashed_at_any_request_is_finished_by_the_next(
 DATA = Path(__file__).parent / "data"
 
 
-def test_a_format_1_store_moves_to_snapshot_ids_and_drops_its_shared_snapshot(
+def test_a_format_1_store_moves_to_segments_and_drops_its_shared_snapshot(
     tmp_path: Path,
 ) -> None:
     root = tmp_path / "kv"
     shutil.copytree(DATA / "kv-format-1", root)
     url = str(root)
-    assert snapshot_keys(url) == [f"{SNAPSHOT_PREFIX}/{2:020d}"] == referenced_snapshot(url)
+    snapshots = [info.key for info in backend_for(url).list(SNAPSHOT_PREFIX)]
+    assert snapshots == [f"{SNAPSHOT_PREFIX}/{2:020d}"] == [manifest(url).snapshot_key]
     kv = KVStore(url, compact_every=0)
     before = state(kv)
     assert kv.compact() == 4
     current = manifest(url)
-    assert current.snapshot_id
-    assert snapshot_keys(url) == [current.snapshot_key]
+    assert not current.legacy
+    assert current.generation == 1
+    assert backend_for(url).list(SNAPSHOT_PREFIX) == []
+    assert segment_keys(url) == referenced_segments(url) != []
     assert state(open_kv(url)) == before
+
+
+@pytest.mark.parametrize("kind", ["memory", "file", "s3"])
+def test_a_compaction_whose_manifest_swap_landed_unanswered_keeps_its_segments(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Simulator seed 674 of the kv store: the manifest create of a compaction lands, its
+    answer is lost, and a prune moves the manifest before the backend reads it back, which
+    then meets another manifest. The compaction must recognise its own commit, not delete
+    the segments the manifest now references."""
+    url = make_store_url(kind, request, tmp_path)
+    model = _base(url)
+    store, faults = faulty_kv(url, compact_every=0)
+    pruned: list[int] = []
+    faults.lose_response("put_if_absent", key_contains="manifest")
+    faults.on_call(
+        "put_if_absent",
+        lambda: asyncio.to_thread(lambda: pruned.append(open_kv(url).prune_batch_log(2))),
+        nth=1,
+        when="after",
+        key_contains="manifest",
+    )
+    assert store.compact() == 3
+    assert pruned == [1]
+    assert manifest(url).retained_from == 2
+    assert segment_keys(url) == referenced_segments(url) != []
+    assert state(open_kv(url)) == model

@@ -8,10 +8,12 @@ the streamed path with little data.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import random
 import threading
 import tracemalloc
-from collections.abc import AsyncIterable, Iterator
+from collections.abc import AsyncIterable, Callable, Iterator
 from pathlib import Path
 
 import boto3
@@ -116,13 +118,15 @@ def test_zstd_threads_only_for_a_large_chunk_compressed_alone(
     store.save_with_state(manifest(1), [large])
     assert threads_used == [alone]
     threads_used.clear()
-    # Submitted back to back: the first runs alone, the others find it busy and run one
-    # per thread; small chunks never get zstd threads.
+    # Submitted back to back: a small chunk is compressed at once on the event loop (never
+    # with zstd threads), so the first large one runs alone; the others find it busy and
+    # run one per thread.
     store.save_with_state(manifest(2), [b"small", large, large, large])
-    assert threads_used == [0, 0, 0, 0]
+    assert threads_used == [0, alone, 0, 0]
     threads_used.clear()
     store.save_with_state(manifest(3), [large, large, b"small"])
-    assert threads_used == [alone, 0, 0]
+    # (the small chunk's compression is recorded first: it is not handed to a thread)
+    assert threads_used == [0, alone, 0]
     assert store.load_state_data(3) == large + large + b"small"
 
 
@@ -274,6 +278,125 @@ def test_restore_returns_bytes_and_holds_one_full_size_buffer(tmp_path: Path) ->
     # The result, the downloaded sidecar and small change; joining decompressed frames
     # (or copying the result out of a scratch buffer) would need twice the raw size.
     assert peak < raw + saved.state_size + 4 * MiB, (peak, raw)
+
+
+@pytest.mark.parametrize("backend", ["file", "memory"])
+def test_restore_holds_the_result_and_a_bounded_window_not_the_sidecar(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The sidecar is decompressed while it is read: besides the result, a restore holds
+    the frames in flight and the pieces they lie in, not the whole downloaded file."""
+    store = CheckpointStore(make_store_url(backend, request, tmp_path), chunks_in_flight=2)
+    chunks = [os.urandom(1 * MiB) for _ in range(48)]  # incompressible: sidecar ~ 48 MiB
+    saved = store.save_with_state(manifest(1), chunks)
+    assert saved.state_size is not None
+    assert saved.state_size > 48 * MiB
+    tracemalloc.start()
+    try:
+        state = store.load_state_data(1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert state == b"".join(chunks)
+    assert peak < 48 * MiB + 20 * MiB, (peak, saved.state_size)
+
+
+def _encoded_sidecar(chunks: list[bytes]) -> tuple[bytes, sidecar_module.EncodedState]:
+    async def encode() -> tuple[bytes, sidecar_module.EncodedState]:
+        encoder = sidecar_module.SidecarEncoder(7, 3, b"n" * 16, level=3, window=3)
+        pieces = [p async for p in encoder.pieces(sidecar_module.iter_chunks(chunks))]
+        return b"".join(pieces), encoder.result()
+
+    return asyncio.run(encode())
+
+
+async def _pieces_of(data: bytes, cuts: list[int]) -> AsyncIterable[Buffer]:
+    start = 0
+    for cut in [*cuts, len(data)]:
+        if cut > start:
+            yield data[start:cut]
+            start = cut
+        await asyncio.sleep(0)
+
+
+def _decode(data: bytes, encoded: sidecar_module.EncodedState, *, cuts: list[int] | None) -> bytes:
+    options = {
+        "key": "k",
+        "checkpoint_id": 7,
+        "nonce": (b"n" * 16).hex(),
+        "size": encoded.size,
+        "state_checksum": encoded.checksum,
+        "entries": encoded.entries,
+        "parallelism": 2,
+    }
+    if cuts is None:
+        return asyncio.run(sidecar_module.decode_sidecar(data, **options))  # type: ignore[arg-type]
+    return asyncio.run(
+        sidecar_module.decode_sidecar_stream(_pieces_of(data, cuts), **options)  # type: ignore[arg-type]
+    )
+
+
+def _random_cuts(size: int, seed: int) -> list[int]:
+    rng = random.Random(seed)
+    if seed == 0:
+        return list(range(1, size))  # one byte at a time
+    return sorted(rng.sample(range(1, size), min(size - 1, rng.randint(1, 40))))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_streamed_decoding_in_any_pieces_equals_whole_file_decoding(seed: int) -> None:
+    chunks = [compressible(i, n) for i, n in enumerate(sizes(12))]
+    data, encoded = _encoded_sidecar(chunks)
+    if seed == 0:
+        data, encoded = _encoded_sidecar(chunks[:3])  # small enough to feed byte by byte
+        chunks = chunks[:3]
+    assert _decode(data, encoded, cuts=_random_cuts(len(data), seed)) == b"".join(chunks)
+
+
+def _damaged(data: bytes, damage: str) -> bytes:
+    mutable = bytearray(data)
+    if damage == "append":
+        return data + b"x"
+    if damage == "truncate":
+        return data[:-1]
+    position = {"magic": 0, "format": 8, "id": 12, "epoch": 20, "nonce": 30, "frame": 200}[damage]
+    mutable[position] ^= 0xFF
+    return bytes(mutable)
+
+
+def _reason(action: Callable[[], object]) -> str:
+    with pytest.raises(CorruptionError) as caught:
+        action()
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "damage", ["append", "truncate", "magic", "format", "id", "epoch", "nonce", "frame"]
+)
+def test_streamed_decoding_reports_what_whole_file_decoding_reports(damage: str) -> None:
+    chunks = [compressible(i, 8 * KiB) for i in range(6)]
+    data, encoded = _encoded_sidecar(chunks)
+    bad = _damaged(data, damage)
+    whole = _reason(lambda: _decode(bad, encoded, cuts=None))
+    for cuts in (_random_cuts(len(bad), 1), _random_cuts(len(bad), 2)):
+        assert _reason(lambda cuts=cuts: _decode(bad, encoded, cuts=cuts)) == whole
+
+
+@pytest.mark.parametrize("lie", ["raw_length", "frame_bytes"])
+def test_streamed_decoding_refuses_a_frame_that_differs_from_its_index(lie: str) -> None:
+    """An index whose checksum matches (a manifest written with a wrong entry) but whose
+    frame decodes to another size, or whose bytes are not a frame, is still refused."""
+    chunks = [compressible(i, 8 * KiB) for i in range(4)]
+    data, encoded = _encoded_sidecar(chunks)
+    entries = list(encoded.entries)
+    first = entries[1]
+    if lie == "raw_length":
+        entries[1] = dataclasses.replace(first, raw_length=first.raw_length + 1)
+    else:
+        entries[1] = dataclasses.replace(first, offset=first.offset + 1, length=first.length - 1)
+    lying = dataclasses.replace(encoded, entries=tuple(entries))
+    whole = _reason(lambda: _decode(data, lying, cuts=None))
+    assert _reason(lambda: _decode(data, lying, cuts=_random_cuts(len(data), 3))) == whole
 
 
 def test_corruption_in_a_streamed_sidecar_is_caught_on_restore(url: str) -> None:

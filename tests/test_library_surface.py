@@ -132,8 +132,6 @@ def write_sync(kind: Kind, store: Any) -> None:
 # -- verify_fencing --------------------------------------------------------------------------
 
 
-
-
 @fenced_kinds
 def test_unsafe_store_is_refused_and_the_advice_works(kind: Kind, lax_url: str) -> None:
     store = kind.sync_class(lax_url, *kind.args)

@@ -14,6 +14,7 @@ every request it sends (retries, read-backs and probe requests included) passes 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -279,6 +280,66 @@ class AsyncBackend:
             received=len,
             description=f"GET {key} range",
         )
+
+    async def get_range_stream(self, key: str, start: int, end: int) -> AsyncIterator[Buffer]:
+        """Bytes ``[start, end)`` in order, in the pieces the transport receives them
+        (:meth:`~objstore.backends.Transport.get_range_stream`: one request, consumed while
+        it arrives); fewer bytes in all if the object is shorter.
+
+        A transient failure, before or after the first piece, is retried by this backend's
+        policy as a new ranged request for the bytes not yet handed out, so no byte is
+        given twice or skipped; every request is observed as a ``get_range``. A piece is
+        valid until the consumer asks for the next one.
+
+        A missing object raises ``NotFoundError`` from the transport, before any piece.
+
+        Raises:
+            ValueError: if ``start`` is negative or ``end`` is before ``start``.
+            TransientStorageError: when the policy's attempts are exhausted.
+        """
+        key = validate_key(key)
+        if start < 0 or end < start:
+            raise ValueError(f"invalid byte range [{start}, {end})")
+        if end == start:
+            await self.head(key)
+            return
+        position, failures = start, 0
+        while True:
+            attempt, first, began = failures + 1, position, time.perf_counter()
+            error: BaseException | None = None
+            pieces = self.transport.get_range_stream(key, position, end)
+            try:
+                async with contextlib.aclosing(pieces):  # type: ignore[type-var]
+                    async for piece in pieces:
+                        size = memoryview(piece).nbytes
+                        if size:
+                            position += size
+                            yield piece
+                return
+            except TransientStorageError as exc:
+                error = exc
+                failures += 1
+                if failures >= self.retry.max_attempts:
+                    raise
+            except BaseException as exc:
+                if not isinstance(exc, GeneratorExit):  # else the consumer stopped reading
+                    error = exc
+                raise
+            finally:
+                if self._observer.wanted:
+                    self._observer.record(
+                        "get_range",
+                        key,
+                        attempt,
+                        time.perf_counter() - began,
+                        sent=0,
+                        received=position - first,
+                        error=error,
+                    )
+            logger.info(
+                "retrying GET %s from byte %d after a transient failure: %s", key, position, error
+            )
+            await self.retry.sleep(self.retry.backoff(failures))
 
     async def head(self, key: str) -> ObjectInfo:
         """Return size, version and mtime; ``NotFoundError`` if absent."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
@@ -110,6 +110,18 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def get_range(self, key: str, start: int, end: int) -> bytes:
         """Return bytes ``[start, end)`` of the object (shorter if the object is shorter)."""
+
+    async def get_range_stream(self, key: str, start: int, end: int) -> AsyncIterator[Buffer]:
+        """Bytes ``[start, end)`` of the object as one request whose body arrives in pieces,
+        in order (fewer bytes in all if the object is shorter); ``NotFoundError`` if absent.
+
+        A consumer can work on the first pieces while the rest is still arriving and never
+        holds the whole range at once. A piece is valid until the consumer has finished with it;
+        it may be a view of storage that does not change (never of a buffer reused later).
+        The default yields one :meth:`get_range` as a single piece; transports that can
+        stream (a local file, an HTTP body) override it.
+        """
+        yield await self.get_range(key, start, end)
 
     @abc.abstractmethod
     async def head(self, key: str) -> ObjectInfo:
@@ -216,23 +228,42 @@ async def create_retried(transport: Transport, key: str, data: Buffer, retry: Re
 
 async def fixed_size_chunks(
     parts: AsyncIterable[Buffer], size: int
-) -> AsyncGenerator[tuple[bytes, bool], None]:
+) -> AsyncGenerator[tuple[bytearray, bool], None]:
     """The bytes of ``parts`` re-cut into chunks of ``size`` bytes, each with whether it is
     the last, for transports that upload a stream in fixed-size requests.
 
     Every chunk but the last has exactly ``size`` bytes; the last has 1 to ``size`` bytes (0
     only when the stream is empty), so a stream of one chunk can be sent as a single request.
     A chunk is handed out once more bytes are known to follow it, so besides the chunk being
-    sent this holds at most ``size`` bytes plus one part.
+    sent this holds at most ``size`` bytes plus one part. Each byte is copied once, from its
+    part straight into a fresh chunk (the chunk is the consumer's from then on: nothing
+    here writes to it again).
     """
-    buffer = bytearray()
+    chunk: bytearray | None = None  # allocated when its first byte is known
+    filled = 0
+    full: bytearray | None = None  # a complete chunk, held until more bytes are known to follow
     async for part in parts:
-        buffer += part
-        while len(buffer) > size:
-            chunk = bytes(memoryview(buffer)[:size])
-            del buffer[:size]
-            yield chunk, False
-    yield bytes(buffer), True
+        view = memoryview(part).cast("B")
+        while view.nbytes:
+            if full is not None:
+                yield full, False
+                full = None
+            if chunk is None:
+                chunk, filled = bytearray(size), 0
+            take = min(size - filled, view.nbytes)
+            chunk[filled : filled + take] = view[:take]
+            filled += take
+            view = view[take:]
+            if filled == size:
+                full, chunk = chunk, None
+    if full is not None:
+        yield full, True
+        return
+    if chunk is None:
+        yield bytearray(), True
+        return
+    del chunk[filled:]
+    yield chunk, True
 
 
 class ChunkedUpload(Protocol):
@@ -242,7 +273,7 @@ class ChunkedUpload(Protocol):
     async def start(self) -> None:
         """Open the upload; ``AlreadyExistsError`` if the storage can tell the key is taken."""
 
-    async def send(self, chunk: bytes, *, final: bool) -> str | None:
+    async def send(self, chunk: bytearray, *, final: bool) -> str | None:
         """Send the next chunk; the ``final`` one completes the object, create-if-absent
         checked there, and its version is returned."""
 

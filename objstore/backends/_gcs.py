@@ -780,7 +780,7 @@ class _ResumableUpload:
         received = response.headers.get("Range")  # "bytes=0-N"; absent when nothing arrived
         return int(received.rsplit("-", 1)[1]) + 1 if received else 0
 
-    async def send(self, chunk: bytes, *, final: bool) -> str | None:
+    async def send(self, chunk: bytearray, *, final: bool) -> str | None:
         """Send the next chunk; with ``final``, complete the object and return its version."""
         transport = self._transport
         start = self._sent

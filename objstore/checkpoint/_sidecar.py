@@ -26,6 +26,7 @@ import collections
 import contextlib
 import io
 import os
+import queue
 import struct
 import threading
 from collections.abc import (
@@ -54,6 +55,7 @@ __all__ = [
     "StateInput",
     "decode_frame",
     "decode_sidecar",
+    "decode_sidecar_stream",
     "iter_chunks",
     "verify_sidecar",
 ]
@@ -67,6 +69,11 @@ when no other chunk is being compressed: a single large chunk, or chunks that ar
 than they compress, still use every core. When several chunks are in flight they already
 keep the cores busy, one each, and extra zstd threads would only compete with them."""
 _CPUS = os.cpu_count() or 1
+INLINE_THRESHOLD = 64 * 1024
+"""Chunks (and frames decoding to) fewer bytes than this are compressed (decompressed) on
+the event loop's own thread: tens of microseconds of zstd cost less than the hand-off to a
+worker thread and back, which a busy machine can stretch to milliseconds. This is what a
+small, frequent checkpoint (a few KiB every second) pays."""
 
 Chunk: TypeAlias = tuple[str | None, Buffer]
 StateInput: TypeAlias = (
@@ -256,9 +263,11 @@ def _allocate(size: int) -> io.BytesIO:
 
     ``bytes(size)`` comes from ``calloc``, i.e. fresh pages the kernel maps only when first
     written, so the page faults happen in the decompressing threads, in parallel, instead of
-    up front on one thread (as ``bytearray(size)`` would, zero-filling under the GIL). The
-    ``BytesIO`` is the only owner of that bytes object, so ``getbuffer()`` writes it in place
-    and, once every view is released, ``getvalue()`` returns that very object (CPython
+    up front on one thread (as ``bytearray(size)`` would, zero-filling under the GIL). (Huge
+    pages, ``MADV_HUGEPAGE``, were measured: on the 2-vCPU VM of ``benchmarks/RESULTS.md``
+    they quadrupled the kernel time of the faults, so the pages stay 4 KiB.) The ``BytesIO``
+    is the only owner of that bytes object, so ``getbuffer()`` writes it in
+    place and, once every view is released, ``getvalue()`` returns that very object (CPython
     copies only a buffer that someone else also references). The result is plain ``bytes``
     with no second full-size buffer.
     """
@@ -339,6 +348,249 @@ async def decode_sidecar(
     return result.getvalue()
 
 
+def _streamable(entries: Sequence[OperatorState], size: int) -> bool:
+    """Whether the frames can be cut from the file's bytes as they arrive: in file order,
+    not overlapping, after the header and inside the recorded size (what every encoder
+    writes). Other indexes are decoded from the whole file, which reports their faults."""
+    end = HEADER.size
+    for entry in entries:
+        if entry.offset < end or entry.length < 0 or entry.offset + entry.length > size:
+            return False
+        end = entry.offset + entry.length
+    return True
+
+
+class _FrameCutter:
+    """Cuts the frames of an index out of a sidecar's bytes arriving piece by piece.
+
+    A frame that lies inside one piece is handed out as a view of it (no copy); one that
+    straddles pieces is assembled in its own buffer (one copy of the compressed bytes).
+    """
+
+    def __init__(self, entries: Sequence[OperatorState]) -> None:
+        self._entries = entries
+        self._next = 0
+        self._partial: bytearray | None = None
+        self._filled = 0
+
+    def feed(self, piece: memoryview, position: int) -> Iterator[tuple[int, memoryview]]:
+        """The frames (index position, bytes) completed by ``piece``, which starts at
+        byte ``position`` of the file."""
+        end = position + piece.nbytes
+        while self._next < len(self._entries):
+            entry = self._entries[self._next]
+            first, last = entry.offset, entry.offset + entry.length
+            if first >= end and entry.length:
+                return
+            if self._partial is None and first >= position and last <= end:
+                self._next += 1
+                yield self._next - 1, piece[first - position : last - position]
+                continue
+            if self._partial is None:
+                self._partial, self._filled = bytearray(entry.length), 0
+            take_from = max(first + self._filled, position)
+            take_to = min(last, end)
+            if take_to > take_from:
+                self._partial[self._filled : self._filled + take_to - take_from] = piece[
+                    take_from - position : take_to - position
+                ]
+                self._filled += take_to - take_from
+            if self._filled < entry.length:
+                return
+            frame, self._partial = memoryview(self._partial), None
+            self._next += 1
+            yield self._next - 1, frame
+
+
+class _FramePool:
+    """Frames decompressed by worker threads (as many as the machine has cores, at most
+    ``parallelism``) that take the next frame from a queue as soon as they finish one.
+
+    The event loop queues every frame of a piece it holds at once (they are views of that
+    piece, or already copied out of earlier ones: queueing them costs no memory), then
+    waits for room (:meth:`wait_for_room`: at most ``parallelism`` frames queued or being
+    decoded) before it reads the next piece, which bounds memory. A worker never waits for
+    the loop to hand it work, so the cores stay busy even when a busy machine is slow to
+    schedule the loop. Failures are collected by frame (:meth:`raise_first_failure`).
+    """
+
+    def __init__(self, entries: Sequence[OperatorState], key: str, parallelism: int) -> None:
+        self._entries = entries
+        self._key = key
+        self._loop = asyncio.get_running_loop()
+        self._limit = max(1, parallelism)
+        self._pending = 0
+        self._room = asyncio.Event()
+        self._jobs: queue.SimpleQueue[tuple[int, memoryview, memoryview] | None]
+        self._jobs = queue.SimpleQueue()
+        self._failures: dict[int, BaseException] = {}
+        self._abandoned = False
+        self._width = max(1, min(parallelism, _CPUS))
+        self._workers: list[asyncio.Future[None]] = []  # started by the first large frame
+
+    @property
+    def failed(self) -> bool:
+        """Whether a frame has failed (later frames need not be decoded)."""
+        return bool(self._failures)
+
+    def submit(self, index: int, frame: memoryview, out: memoryview) -> None:
+        """Queue frame ``index`` to be decoded into ``out`` (never waits). A small frame
+        (:data:`INLINE_THRESHOLD`) is decoded right here instead."""
+        if out.nbytes < INLINE_THRESHOLD:
+            try:
+                _decompress_into(frame, self._entries[index], out, self._key)
+            except CorruptionError as exc:
+                self._failures[index] = exc
+            finally:
+                out.release()
+            return
+        self._pending += 1
+        if not self._workers:
+            self._workers = [
+                asyncio.ensure_future(asyncio.to_thread(self._work)) for _ in range(self._width)
+            ]
+        self._jobs.put((index, frame, out))
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            index, frame, out = job
+            try:
+                if not self._abandoned:
+                    _decompress_into(frame, self._entries[index], out, self._key)
+            except BaseException as exc:
+                self._failures[index] = exc
+            finally:
+                with contextlib.suppress(BufferError):
+                    out.release()
+                del frame, out, job
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                    self._loop.call_soon_threadsafe(self._one_done)
+
+    def _one_done(self) -> None:
+        self._pending -= 1
+        if self._pending <= self._limit:
+            self._room.set()
+
+    async def wait_for_room(self) -> None:
+        """Wait until at most ``parallelism`` frames are queued or being decoded."""
+        while self._pending > self._limit:
+            self._room.clear()
+            await self._room.wait()
+
+    def abandon(self) -> None:
+        """Drop the frames still queued (the caller failed; nobody wants the result)."""
+        self._abandoned = True
+
+    async def finish(self) -> None:
+        """Wait until every queued frame is decoded (or dropped, after :meth:`abandon`)."""
+        for _ in self._workers:
+            self._jobs.put(None)
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+    def raise_first_failure(self) -> None:
+        """Raise the error of the first failed frame (in index order), if any: the
+        ``CorruptionError`` of a frame that did not decode or had another size than its
+        entry, or a worker's other error as it was."""
+        for index in sorted(self._failures):
+            raise self._failures[index]
+
+
+async def decode_sidecar_stream(
+    pieces: AsyncIterable[Buffer],
+    *,
+    key: str,
+    checkpoint_id: int,
+    nonce: str | None,
+    size: int,
+    state_checksum: str,
+    entries: Sequence[OperatorState],
+    parallelism: int,
+) -> bytes:
+    """:func:`decode_sidecar` fed the file's bytes in order, as they arrive (a streamed GET).
+
+    Each frame is decompressed, in a worker thread and straight into its slice of the
+    result, as soon as its last byte has arrived, at most ``parallelism`` at a time; the
+    stream is not read further while that many are in flight, so besides the result this
+    holds about ``parallelism`` frames and the pieces they lie in, never the whole file.
+    The whole file is hashed piece by piece as it passes. ``pieces`` may run one byte past
+    ``size`` (that byte reveals a file longer than recorded).
+
+    Raises:
+        CorruptionError: exactly as :func:`decode_sidecar` would: size, then the whole file's
+            checksum, then the header (magic, format, id, writer), then a frame that does not
+            decode or has another size than its index entry. A worker's other errors are
+            re-raised as they are.
+    """
+    if not _streamable(entries, size):
+        whole = bytearray()
+        async for piece in pieces:
+            whole += piece
+        return await decode_sidecar(
+            whole,
+            key=key,
+            checkpoint_id=checkpoint_id,
+            nonce=nonce,
+            size=size,
+            state_checksum=state_checksum,
+            entries=entries,
+            parallelism=parallelism,
+        )
+    hasher = xxhash.xxh3_128()
+    header = bytearray()
+    received = 0
+    result = _allocate(sum(entry.raw_length for entry in entries))
+    starts = [0]
+    for entry in entries:
+        starts.append(starts[-1] + entry.raw_length)
+    cutter = _FrameCutter(entries)
+    decoder = _FramePool(entries, key, parallelism)
+    header_ok = True
+    with result.getbuffer() as target:
+        try:
+            async for piece in pieces:
+                view = memoryview(piece).cast("B")
+                hasher.update(view)
+                if len(header) < HEADER.size:
+                    header += view[: HEADER.size - len(header)]
+                    if len(header) == HEADER.size:
+                        header_ok = _header_fault(header, key, checkpoint_id, nonce) is None
+                position, received = received, received + view.nbytes
+                for index, frame in cutter.feed(view, position):
+                    if entries[index].raw_length and header_ok and not decoder.failed:
+                        # (no local name for the slice: getvalue() must find no view left)
+                        decoder.submit(index, frame, target[starts[index] : starts[index + 1]])
+                await decoder.wait_for_room()
+        except BaseException:
+            decoder.abandon()
+            raise
+        finally:
+            await decoder.finish()
+    if received != size:
+        reason = "truncated" if received < size else "longer than recorded"
+        raise CorruptionError(key, f"sidecar {reason}", expected=size, actual=received)
+    actual = hasher.hexdigest()
+    if actual != state_checksum:
+        raise CorruptionError(
+            key, "sidecar checksum mismatch", expected=state_checksum, actual=actual
+        )
+    fault = _header_fault(header, key, checkpoint_id, nonce)
+    if fault is not None:
+        raise fault
+    decoder.raise_first_failure()
+    return result.getvalue()
+
+
+def _header_fault(
+    header: Buffer, key: str, checkpoint_id: int, nonce: str | None
+) -> CorruptionError | None:
+    """What :func:`_check_layout` says of a header alone (no index), or ``None``."""
+    try:
+        _check_layout(memoryview(header).cast("B"), key, checkpoint_id, nonce, ())
+    except CorruptionError as exc:
+        return exc
+    return None
+
+
 @dataclass(slots=True)
 class EncodedState:
     """What the manifest records about a written sidecar."""
@@ -382,11 +634,17 @@ class SidecarEncoder:
         in_flight = collections.deque()
         try:
             async for name, data in _aiter(chunks):
-                busy = any(not future.done() for _, future in in_flight)
-                large = memoryview(data).nbytes >= MULTITHREAD_THRESHOLD
-                threads = _CPUS if large and not busy and _CPUS > 1 else 0
-                job = asyncio.to_thread(_compress, data, self._level, threads)
-                in_flight.append((name, asyncio.ensure_future(job)))
+                size = memoryview(data).nbytes
+                if size < INLINE_THRESHOLD:
+                    done = asyncio.get_running_loop().create_future()
+                    done.set_result(_compress(data, self._level, 0))
+                    in_flight.append((name, done))
+                else:
+                    busy = any(not future.done() for _, future in in_flight)
+                    large = size >= MULTITHREAD_THRESHOLD
+                    threads = _CPUS if large and not busy and _CPUS > 1 else 0
+                    job = asyncio.to_thread(_compress, data, self._level, threads)
+                    in_flight.append((name, asyncio.ensure_future(job)))
                 if len(in_flight) >= self._window:
                     yield await self._emit(*in_flight.popleft())
             while in_flight:

@@ -100,6 +100,7 @@ from objstore.checkpoint._sidecar import (
     StateInput,
     decode_frame,
     decode_sidecar,
+    decode_sidecar_stream,
     iter_chunks,
     read_header_epoch,
     verify_sidecar,
@@ -807,10 +808,12 @@ class AsyncCheckpointStore(AsyncClosing):
         ``None`` when the checkpoint does not exist or has no state; ``CorruptionError`` when
         the sidecar does not match its manifest. A checkpoint of parts gives every part's
         frames concatenated in the manifest's order (``b"".join(load_state(id).values())``).
-        One GET of the manifest and one of the sidecar (a ranged GET of all of it); the
-        sidecar is hashed once while its frames are decompressed in parallel (up to
-        ``chunks_in_flight`` at a time) straight into the returned ``bytes``, the only
-        full-size buffer besides the downloaded sidecar.
+        One GET of the manifest and one of the
+        sidecar (a ranged GET of all of it), decompressed while it downloads: each frame is
+        decompressed as soon as it has arrived, by worker threads (one per core, at most
+        ``chunks_in_flight`` frames queued) straight into the returned ``bytes``, and the
+        file is hashed once as it passes. Memory holds the result plus a bounded window of
+        frames, never the whole sidecar.
         """
         loaded = await self._read_state(checkpoint_id)
         return None if loaded is None else loaded[1]
@@ -887,21 +890,32 @@ class AsyncCheckpointStore(AsyncClosing):
         key = state_key(checkpoint_id)
         if manifest.state_size is None:
             data, _ = await self.backend.get(key)
-        else:
-            # A GET with a range asks for no version token, which a local directory would
-            # have to compute by hashing the whole file once more; the extra byte reveals a
-            # sidecar longer than recorded.
-            data = await self.backend.get_range(key, 0, manifest.state_size + 1)
-        joined = await decode_sidecar(
-            data,
-            key=key,
-            checkpoint_id=checkpoint_id,
-            nonce=stored.state_nonce,
-            size=manifest.state_size,
-            state_checksum=manifest.state_checksum,
-            entries=manifest.operator_states,
-            parallelism=self.chunks_in_flight,
-        )
+            joined = await decode_sidecar(
+                data,
+                key=key,
+                checkpoint_id=checkpoint_id,
+                nonce=stored.state_nonce,
+                size=manifest.state_size,
+                state_checksum=manifest.state_checksum,
+                entries=manifest.operator_states,
+                parallelism=self.chunks_in_flight,
+            )
+            return tuple(manifest.operator_states), joined
+        # One ranged GET, decompressed while it arrives. A range asks for no version token,
+        # which a local directory would have to compute by hashing the whole file once more;
+        # the extra byte reveals a sidecar longer than recorded.
+        pieces = self.backend.get_range_stream(key, 0, manifest.state_size + 1)
+        async with contextlib.aclosing(pieces):  # type: ignore[type-var]
+            joined = await decode_sidecar_stream(
+                pieces,
+                key=key,
+                checkpoint_id=checkpoint_id,
+                nonce=stored.state_nonce,
+                size=manifest.state_size,
+                state_checksum=manifest.state_checksum,
+                entries=manifest.operator_states,
+                parallelism=self.chunks_in_flight,
+            )
         return tuple(manifest.operator_states), joined
 
     async def load_operator_state(self, checkpoint_id: int, name_or_index: str | int) -> bytes:

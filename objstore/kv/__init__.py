@@ -4,11 +4,14 @@ The contract is exoware's ``StoreEngine`` (DESIGN §4). Layout::
 
     {root}/kv/log/{seq:020d}              one committed batch (put pairs or deleted keys),
                                           or a tombstone once pruned
-    {root}/kv/snapshots/{seq:020d}-{id}   every live key, sorted, after batch ``seq``, written
-                                          by compaction ``id`` (format-1 stores:
-                                          ``snapshots/{seq:020d}``, still read)
-    {root}/kv/manifest                    the snapshot readers start from, the prune marks,
-                                          the snapshots a sweep retired (format 3)
+    {root}/kv/segments/{gen:020d}-{id}    an immutable sorted segment: checksummed,
+                                          compressed blocks (~64 KiB) and their index,
+                                          written by a compaction that read generation gen
+    {root}/kv/manifest                    the compacted state (runs of segments, the batch
+                                          they cover, a generation) and the prune marks
+                                          (format 4)
+    {root}/kv/snapshots/…                 whole-state snapshots of format 1-3 stores, read
+                                          until their first compaction converts them
     {root}/kv/clock                       rewritten by a sweep to read the store's time
 
 **Sequences.** A batch's sequence number is allocated by the write that commits it: one
@@ -20,43 +23,48 @@ exists whole or was never allocated. Since writers only claim ``n + 1`` after se
 the log has no gaps; readers still apply only the contiguous run after what they know, so a
 sequence is visible only when it and everything below it are durable.
 
-**Reading.** Open = GET manifest → GET its snapshot → LIST the log after it (``list_after``,
-so only the tail is listed) → GET those batches. Afterwards every call catches up with one
-LIST after the newest batch the store object knows. If a batch it reads turned out pruned,
-or the snapshot the manifest named was replaced, the reader starts over.
+**The compacted state** (learned from SlateDB's sorted runs, manifest and garbage
+collector): batches ``1..S`` are folded into *runs* — each a list of disjoint segments in
+key order, newest run first, a deleted key kept as a marker until the merge reaches the
+oldest run. Segments stay far below single-PUT limits (``segment_bytes``, 16 MiB); the
+manifest records each one's key range, size and where its index is, so a point read is at
+most 2 ranged GETs per run whose range holds the key (index, then block; both cached), and
+a scan reads only the blocks its range touches.
 
-**A committed batch returns its sequence.** Once the create landed, nothing after it —
-compaction, sweeping, even a full disk (``OSError``) — is reported as a failed write:
-housekeeping failures are logged at WARNING and retried after a few more batches. A create
-that got no answer (transient errors past the retries) may have landed; the store object
-remembers the bytes it sent, and when the caller retries the *same* batch it reads that log
-object back first (1 GET) and returns its sequence if it holds them (writer nonce) instead
-of appending the batch twice — or a tombstone keeping its nonce, if a prune got there
-first. A tombstone that keeps no nonce (written before tombstones did) cannot tell:
-:class:`~objstore.errors.OutcomeUnknownError` (with the ``sequence``), nothing appended.
-Another batch committing in between ends that window.
+**Reading.** Open = GET manifest → LIST the log after ``S`` → GET those batches (kept in
+memory as the tail). Afterwards a read catches up (unless ``max_staleness`` lets it serve
+what it knows) with one LIST after the newest batch the store object knows; a full page of
+new batches means it is far behind, so it GETs the manifest and jumps to the compacted state
+instead of reading batch by batch. A segment that vanished under a read (replaced by a
+compaction) makes the read re-read the manifest and start over. A store object always sees
+its own batches.
 
-**Compaction** (every ``compact_every`` batches, or :meth:`AsyncKVStore.compact`): write
-``snapshots/{seq}-{id}`` (create-if-absent, a key of its own: no two compactions share a
-snapshot), compare-and-swap the manifest forward to it (fields only ever grow: retries
-merge by maximum; of two snapshots of the same batch the stored one stays), then delete the
-snapshot it replaced — or, if another compaction's snapshot won, its own: once the manifest
-is past a snapshot it can never reference it again. A crash at any step leaves the old
-manifest (and an unreferenced snapshot) or the new one.
+**A committed batch returns its sequence.** Once the create landed, nothing after it is
+reported as a failed write. A create that got no answer (transient errors past the retries)
+may have landed; the store object remembers the bytes it sent, and when the caller retries
+the *same* batch it reads that log object back first (1 GET) and returns its sequence if it
+holds them (writer nonce) instead of appending the batch twice — or a tombstone keeping its
+nonce, if a prune got there first. A tombstone that keeps no nonce (written before
+tombstones did) cannot tell: :class:`~objstore.errors.OutcomeUnknownError` (with the
+``sequence``), nothing appended. Another batch committing in between ends that window.
 
-**Sweeping** (:meth:`AsyncKVStore.sweep_snapshots`, and after every compaction): snapshots
-older than the manifest's go at once; newer unreferenced ones (a crashed compaction's, or a
-running one's) only once :data:`DEFAULT_SNAPSHOT_GRACE_SECONDS` old by the store's clock —
-object times, read against a fresh write of ``kv/clock``, never the local clock — and only
-after a compare-and-swap of the manifest has *retired* them. The manifest never moves to a
-retired snapshot, so a sweep can never delete one the manifest references or will: either
-the compaction's swap landed first (the sweep's CAS fails, its retry sees the snapshot
-referenced and keeps it) or the retire did (the compaction's swap fails its precondition,
-its retry finds its snapshot retired and it loses, as to another compaction). Safety does
-not depend on clocks, the grace or how long a swap is held in flight; the grace only spares
-live compactions that work. A compaction that has not moved the manifest within half the
-grace (by its own monotonic clock) gives up early. Retired entries leave the manifest once
-its snapshot passes them.
+**Compaction never runs in ``put_batch``.** A writer starts a background task once
+``compact_every`` batches follow the compacted state it knows (failures logged at WARNING
+and retried later), or a service calls :meth:`AsyncKVStore.compact`. A pass reads the
+manifest (generation ``g``) and a bounded part of the log tail, streams a merge of it with
+the newest runs (size-tiered; all of them for ``compact()``) into new segments named after
+``g``, and compare-and-swaps the manifest to ``g + 1`` — only if it still is at ``g``. Of
+two compactions one wins; the loser deletes its segments, the winner those it replaced. A
+crash at any step leaves the old manifest (plus unreferenced segments) or the new one.
+
+**Sweeping** (:meth:`AsyncKVStore.sweep_snapshots`, and after every ``compact()``): an
+unreferenced segment named after an older generation than the manifest's can never be
+referenced again and goes at once. One of the current generation may belong to a
+compaction in flight, so it goes only once :data:`DEFAULT_SNAPSHOT_GRACE_SECONDS` old by the
+store's clock — object times, read against a fresh write of ``kv/clock`` — and only after a
+compare-and-swap moved the manifest to the next generation, which makes every compaction in
+flight lose. Safety never depends on clocks or the grace; the grace only spares live
+compactions.
 
 **Pruning** ``prune_batch_log(cutoff)``: compact through ``cutoff - 1`` if needed, CAS the
 manifest's ``retained_from`` to the cutoff, overwrite every log object below it with a
@@ -65,8 +73,8 @@ tombstone keeping the batch's writer nonce (1 GET + 1 PUT each), then CAS
 to ``retained_from`` (a crashed prune's work), whatever its cutoff. Log objects are
 tombstoned rather than deleted because deleting ``log/{n}`` would let a writer that has not
 seen ``n`` create it again and be told it committed batch ``n`` — which every reader
-ignores, as the snapshot already covers ``n``. The cost is one tiny object per batch ever
-written; the tail listing never sees them.
+ignores, as the compacted state already covers ``n``. The cost is one tiny object per batch
+ever written; the tail listing never sees them.
 
 **Delete batches and get_batch.** ``get_batch`` returns the pairs of a put batch and ``[]``
 for a delete batch (it wrote no pairs); :meth:`AsyncKVStore.read_batch` returns either kind
@@ -84,7 +92,9 @@ from objstore.kv._format import SNAPSHOT_PREFIX as SNAPSHOT_PREFIX
 from objstore.kv._format import decode_batch as decode_batch
 from objstore.kv._format import decode_manifest as decode_manifest
 from objstore.kv._format import sequence_of as sequence_of
+from objstore.kv._segment import SEGMENT_PREFIX as SEGMENT_PREFIX
 from objstore.kv._store import (
+    DEFAULT_CACHE_BYTES,
     DEFAULT_COMPACT_EVERY,
     DEFAULT_SNAPSHOT_GRACE_SECONDS,
     AsyncKVStore,
@@ -92,6 +102,7 @@ from objstore.kv._store import (
 )
 
 __all__ = [
+    "DEFAULT_CACHE_BYTES",
     "DEFAULT_COMPACT_EVERY",
     "DEFAULT_SNAPSHOT_GRACE_SECONDS",
     "KV_FORMAT",

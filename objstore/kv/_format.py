@@ -30,6 +30,7 @@ after a prune (tombstones without one are still read).
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from typing import Any, Literal
 from objstore._checks import is_int
 from objstore.codec import canonical_json, open_document, open_framed, seal
 from objstore.errors import CorruptionError
+from objstore.kv._segment import SEGMENT_PREFIX, SegmentRef, segment_generation
 
 __all__ = [
     "KV_FORMAT",
@@ -54,20 +56,23 @@ __all__ = [
     "encode_manifest",
     "encode_snapshot",
     "encode_tombstone",
+    "commit_compaction",
     "contiguous_tail",
     "log_key",
     "parse_snapshot_key",
+    "plan_merge",
     "plan_snapshot_sweep",
+    "plan_sweep",
     "sequence_of",
     "snapshot_key",
 ]
 
 KV_FORMAT = 1
 """Format version of KV log objects (batches, tombstones) and snapshots."""
-KV_MANIFEST_FORMAT = 3
-"""Newest format version of the KV manifest this code writes (format 2 while nothing is
-retired; it reads 1, 2 and 3)."""
-_MANIFEST_FORMATS = frozenset({1, 2, KV_MANIFEST_FORMAT})
+KV_MANIFEST_FORMAT = 4
+"""Format version of the KV manifest this code writes (segment runs and a generation; it
+reads 1, 2, 3 and 4)."""
+_MANIFEST_FORMATS = frozenset({1, 2, 3, KV_MANIFEST_FORMAT})
 
 LOG_PREFIX = "kv/log"
 SNAPSHOT_PREFIX = "kv/snapshots"
@@ -288,65 +293,144 @@ def decode_snapshot(blob: bytes, *, key: str, sequence: int) -> dict[bytes, byte
 
 @dataclass(frozen=True, slots=True)
 class KVManifest:
-    """Where a reader starts: ``snapshot`` (0 = none) covers batches ``1..snapshot`` and is
-    the object :attr:`snapshot_key` (written by compaction ``snapshot_id``; ``""`` in
-    format-1 stores); batches below ``retained_from`` are pruned (``retained_from <=
-    snapshot + 1``); log objects below ``tombstoned_below`` are known to be tombstones
-    already. Every field only grows (the snapshot id moves with its snapshot).
-    ``retired`` lists ``(sequence, snapshot_id)`` of snapshots newer than ``snapshot`` that
-    a sweep condemned: the manifest never moves to one of them (format 3)."""
+    """Where a reader starts: batches ``1..snapshot`` are folded into the compacted state —
+    the sorted ``runs`` of segments (newest run first; a run's segments are disjoint and in
+    key order), or, while ``legacy``, the snapshot object :attr:`snapshot_key` a store of
+    format 1-3 wrote (written by compaction ``snapshot_id``; ``""`` in format-1 stores).
+    Batches below ``retained_from`` are pruned (``retained_from <= snapshot + 1``); log
+    objects below ``tombstoned_below`` are tombstones already. ``generation`` grows with every
+    compaction commit and every sweep that condemns segments: a compaction commits only onto
+    the generation it read, so two compactors never both win and a sweep can fence every
+    compaction in flight (format 4). ``retired`` lists snapshots a format-3 sweep condemned
+    (read, never written)."""
 
     snapshot: int = 0
     retained_from: int = 1
     tombstoned_below: int = 1
     snapshot_id: str = ""
     retired: tuple[tuple[int, str], ...] = ()
+    runs: tuple[tuple[SegmentRef, ...], ...] = ()
+    generation: int = 0
+    legacy: bool = False
 
     @property
     def snapshot_key(self) -> str:
-        """The key of the snapshot readers start from (meaningless while ``snapshot`` is 0)."""
+        """The key of the legacy snapshot readers start from (meaningful only while
+        :attr:`legacy`)."""
         return snapshot_key(self.snapshot, self.snapshot_id)
 
+    @property
+    def segments(self) -> tuple[SegmentRef, ...]:
+        """Every segment the manifest references, newest run first."""
+        return tuple(segment for run in self.runs for segment in run)
+
     def merged(self, other: KVManifest) -> KVManifest:
-        """The field-wise maximum: what a compare-and-swap retry writes, so two maintainers
-        racing each other can never move a field backward. Of two snapshots at the same
-        sequence, ``self``'s (the stored one) is kept: the other compaction lost. A snapshot
-        either side retired is never taken; retired entries the result's snapshot has
-        reached are dropped."""
-        retired = set(self.retired) | set(other.retired)
-        takes_other = (
-            other.snapshot > self.snapshot and (other.snapshot, other.snapshot_id) not in retired
-        )
-        newer = other if takes_other else self
+        """The stored manifest (``self``) with the marks of ``other`` merged in by maximum
+        (``retained_from``, ``tombstoned_below``, ``generation``): what a compare-and-swap
+        retry of a prune or a sweep writes, so racing maintainers never move a mark
+        backward. The compacted state (snapshot, runs) is always ``self``'s: only
+        :func:`commit_compaction` moves it."""
         return KVManifest(
-            newer.snapshot,
+            self.snapshot,
             max(self.retained_from, other.retained_from),
             max(self.tombstoned_below, other.tombstoned_below),
-            newer.snapshot_id,
-            tuple(sorted(entry for entry in retired if entry[0] > newer.snapshot)),
+            self.snapshot_id,
+            self.retired,
+            self.runs,
+            max(self.generation, other.generation),
+            self.legacy,
         )
+
+
+def commit_compaction(
+    stored: KVManifest, read: KVManifest, snapshot: int, runs: tuple[tuple[SegmentRef, ...], ...]
+) -> KVManifest | None:
+    """The manifest a compaction that read ``read`` writes over ``stored``: compacted state
+    through ``snapshot`` as ``runs``, the next generation, the stored marks kept; ``None``
+    when it lost (``stored`` moved to another generation since: another compaction
+    committed, or a sweep condemned the segments in flight)."""
+    if stored.generation != read.generation or stored.snapshot != read.snapshot:
+        return None
+    return KVManifest(
+        snapshot,
+        stored.retained_from,
+        stored.tombstoned_below,
+        "",
+        (),
+        runs,
+        stored.generation + 1,
+        False,
+    )
+
+
+def plan_merge(tail_entries: int, run_entries: Sequence[int], max_runs: int) -> int:
+    """How many of the newest runs (``run_entries`` entries each, newest first) a compaction
+    folds together with the log tail (``tail_entries`` distinct keys): size-tiered — a run
+    joins while it holds at most twice what is merged so far, or while keeping it apart
+    would leave more than ``max_runs`` runs. Write amplification stays logarithmic in the
+    data."""
+    merged, total = 0, tail_entries
+    while merged < len(run_entries):
+        runs_after = 1 + len(run_entries) - merged
+        if run_entries[merged] <= 2 * total or runs_after > max_runs:
+            total += run_entries[merged]
+            merged += 1
+        else:
+            break
+    return merged
+
+
+def _segment_document(segment: SegmentRef) -> list[Any]:
+    return [
+        segment.name,
+        segment.first.hex(),
+        segment.last.hex(),
+        segment.count,
+        segment.size,
+        segment.index_offset,
+        segment.index_length,
+    ]
+
+
+def _decode_segment(raw: Any, key: str) -> SegmentRef:
+    try:
+        name, first, last, count, size, offset, length = raw
+        ref = SegmentRef(
+            name, bytes.fromhex(first), bytes.fromhex(last), count, size, offset, length
+        )
+    except (TypeError, ValueError) as exc:
+        raise CorruptionError(key, f"bad segment entry {raw!r}") from exc
+    numbers = (ref.count, ref.size, ref.index_offset, ref.index_length)
+    if (
+        not isinstance(ref.name, str)
+        or segment_generation(ref.name) is None
+        or not all(is_int(n) and n >= 0 for n in numbers)
+        or ref.index_offset + ref.index_length != ref.size
+        or ref.first > ref.last
+    ):
+        raise CorruptionError(key, f"bad segment entry {raw!r}")
+    return ref
 
 
 def encode_manifest(manifest: KVManifest, nonce: str) -> bytes:
-    """The sealed manifest object (canonical JSON): format 2, or format
-    :data:`KV_MANIFEST_FORMAT` when it lists retired snapshots."""
+    """The sealed manifest object (canonical JSON), format :data:`KV_MANIFEST_FORMAT`."""
     document: dict[str, Any] = {
-        "format": 2,
+        "format": KV_MANIFEST_FORMAT,
         "kind": _MANIFEST_KIND,
         "snapshot": manifest.snapshot,
-        "snapshot_id": manifest.snapshot_id,
         "retained_from": manifest.retained_from,
         "tombstoned_below": manifest.tombstoned_below,
+        "generation": manifest.generation,
+        "runs": [[_segment_document(s) for s in run] for run in manifest.runs],
         "nonce": nonce,
     }
-    if manifest.retired:
-        document["format"] = KV_MANIFEST_FORMAT
-        document["retired"] = [[sequence, ident] for sequence, ident in manifest.retired]
+    if manifest.legacy:
+        document["legacy_snapshot_id"] = manifest.snapshot_id
     return seal(canonical_json(document))
 
 
 def _decode_retired(document: Mapping[str, Any], key: str) -> tuple[tuple[int, str], ...]:
-    raw = document.get("retired", []) if document["format"] >= 3 else []
+    raw = document.get("retired", []) if document["format"] == 3 else []
     if not isinstance(raw, list):
         raise CorruptionError(key, f"bad manifest field retired={raw!r}")
     retired: list[tuple[int, str]] = []
@@ -364,8 +448,19 @@ def _decode_retired(document: Mapping[str, Any], key: str) -> tuple[tuple[int, s
     return tuple(sorted(retired))
 
 
+def _decode_runs(document: Mapping[str, Any], key: str) -> tuple[tuple[SegmentRef, ...], ...]:
+    raw = document.get("runs")
+    if not isinstance(raw, list) or not all(isinstance(run, list) for run in raw):
+        raise CorruptionError(key, f"bad manifest field runs={raw!r}")
+    runs = tuple(tuple(_decode_segment(entry, key) for entry in run) for run in raw)
+    for run in runs:
+        if not run or any(a.last >= b.first for a, b in itertools.pairwise(run)):
+            raise CorruptionError(key, "a run's segments are empty, overlap or are unsorted")
+    return runs
+
+
 def decode_manifest(blob: bytes, *, key: str) -> KVManifest:
-    """The manifest in a blob (format 1, 2 or 3); :class:`CorruptionError` if damaged or
+    """The manifest in a blob (format 1, 2, 3 or 4); :class:`CorruptionError` if damaged or
     inconsistent.
 
     Raises:
@@ -379,11 +474,25 @@ def decode_manifest(blob: bytes, *, key: str) -> KVManifest:
         if not is_int(value) or value < 0:
             raise CorruptionError(key, f"bad manifest field {name}={value!r}")
         fields.append(value)
-    snapshot_id = document.get("snapshot_id", "") if document["format"] > 1 else ""
+    if document["format"] >= 4:
+        legacy_id = document.get("legacy_snapshot_id")
+        legacy = legacy_id is not None
+        snapshot_id = legacy_id if legacy else ""
+        generation = document.get("generation")
+        if not is_int(generation) or generation < 0:
+            raise CorruptionError(key, f"bad manifest field generation={generation!r}")
+        runs = _decode_runs(document, key)
+        if legacy and (runs or not fields[0]):
+            raise CorruptionError(key, "a legacy snapshot next to segments, or of nothing")
+    else:
+        snapshot_id = document.get("snapshot_id", "") if document["format"] > 1 else ""
+        legacy, generation, runs = fields[0] > 0, 0, ()
     if not isinstance(snapshot_id, str) or (snapshot_id and not _is_snapshot_id(snapshot_id)):
         raise CorruptionError(key, f"bad manifest field snapshot_id={snapshot_id!r}")
     retired = _decode_retired(document, key)
-    manifest = KVManifest(fields[0], fields[1], fields[2], snapshot_id, retired)
+    manifest = KVManifest(
+        fields[0], fields[1], fields[2], snapshot_id, retired, runs, generation, legacy
+    )
     if not 1 <= manifest.tombstoned_below <= manifest.retained_from <= manifest.snapshot + 1:
         raise CorruptionError(key, f"inconsistent manifest {manifest!r}")
     return manifest
@@ -432,4 +541,40 @@ def plan_snapshot_sweep(
             now.append(key)
         else:
             if_old.append((key, mtime))
+    return SnapshotSweep(tuple(now), tuple(if_old))
+
+
+def plan_sweep(
+    segments: Iterable[tuple[str, float | None]],
+    snapshots: Iterable[tuple[str, float | None]],
+    manifest: KVManifest,
+) -> SnapshotSweep:
+    """What a sweep may delete, given listings of ``segments/`` and ``snapshots/`` and a
+    manifest read *after* them.
+
+    A segment the manifest does not reference is dead for good when it was written against
+    an older generation than the manifest's (its compaction committed and was replaced, or
+    lost): ``now``. One of the manifest's generation may belong to a compaction still in
+    flight: ``if_old``, to be condemned by bumping the generation first. Legacy snapshots
+    other than the manifest's go at once once a format-4 compaction or sweep has moved the
+    generation (no format-3 compactor can write a format-4 manifest); before that, only
+    those :func:`plan_snapshot_sweep` sends ``now``.
+    """
+    referenced = {segment.name for segment in manifest.segments}
+    now: list[str] = []
+    if_old: list[tuple[str, float | None]] = []
+    for key, mtime in segments:
+        name = key[len(SEGMENT_PREFIX) + 1 :] if key.startswith(SEGMENT_PREFIX + "/") else ""
+        generation = segment_generation(name)
+        if generation is None or name in referenced:
+            continue
+        if generation < manifest.generation:
+            now.append(key)
+        else:
+            if_old.append((key, mtime))
+    if manifest.generation == 0:
+        now += plan_snapshot_sweep(snapshots, manifest).now
+    else:
+        base = manifest.snapshot_key if manifest.legacy else None
+        now += [key for key, _ in snapshots if parse_snapshot_key(key) and key != base]
     return SnapshotSweep(tuple(now), tuple(if_old))

@@ -297,6 +297,34 @@ class BackendContract:
         assert backend.get_range("r", 95, 200) == bytes(range(95, 100))
         assert backend.get_range("r", 5, 5) == b""
 
+    def test_get_range_stream(self, transport: Transport) -> None:
+        """A streamed ranged read gives exactly the bytes :meth:`get_range` gives, in order,
+        for ranges inside, across and past the end of an object several pieces long."""
+        data = b"".join(stream_part(index, MiB) for index in range(9)) + b"tail"
+
+        async def read(backend: AsyncBackend, key: str, start: int, end: int) -> bytes:
+            pieces = [bytes(p) async for p in backend.get_range_stream(key, start, end)]
+            assert all(pieces)  # no empty pieces are handed out
+            return b"".join(pieces)
+
+        async def scenario() -> None:
+            backend = AsyncBackend(transport)
+            await backend.put("s", data)
+            for start, end in [
+                (0, len(data)),
+                (0, len(data) + 1),
+                (5, 3 * MiB + 7),
+                (len(data) - 2, len(data) + 100),
+                (MiB, MiB + 1),
+                (4, 4),
+            ]:
+                assert await read(backend, "s", start, end) == data[start:end], (start, end)
+            assert await read(backend, "s", len(data) + 5, len(data) + 9) == b""
+            with pytest.raises(NotFoundError):
+                await read(backend, "missing", 0, 10)
+
+        asyncio.run(scenario())
+
     def test_unicode_keys_round_trip(self, backend: Any) -> None:
         backend.put("ünï/cødé-%20 key~", b"u")
         assert backend.get("ünï/cødé-%20 key~")[0] == b"u"

@@ -22,8 +22,8 @@ What is not generated here, and why:
   (``future_field``) to prove unknown fields are kept; ``kv-format-1`` (commit 0716182) was
   written by a KV store whose snapshots had no ids, which today's code no longer writes.
   Both are frozen as they are. ``kv-format-2`` (manifest format 2, tombstones without the
-  pruned batch's nonce) is frozen too: today's code writes format 2 only while no snapshot
-  is retired, and keeps nonces in tombstones.
+  pruned batch's nonce) and ``kv-format-3`` (a whole-state snapshot, one retired) are
+  frozen too: today's code writes format 4 (segments) and keeps nonces in tombstones.
 * ``checkpoint-parts-format-<N>`` holds a checkpoint of parts (manifest format ``N``, from
   ``objstore.checkpoint.PARTS_FORMAT``) above a format-1 one: what a parallel commit writes.
 * ``checkpoint-incremental-format-<N>`` holds incremental checkpoints (manifest format
@@ -192,10 +192,10 @@ def write_sealed(root: Path) -> None:
 
 def write_kv(root: Path) -> None:
     """A KV store written through the public API: four batches, the log pruned below batch 3
-    (which compacts first), so it holds a snapshot with an id, tombstones keeping their
-    batches' nonces and a live tail; then a compaction through batch 4 crashes after writing
-    its snapshot, and a sweep retires that snapshot in the manifest (format 3) and deletes
-    it."""
+    (which compacts first), so it holds a run of segments (manifest format 4), tombstones
+    keeping their batches' nonces and a live tail; then a compaction through batch 4 crashes
+    after writing its segment, and a sweep fences it (the manifest's generation moves on)
+    and deletes that segment."""
     root.mkdir(parents=True, exist_ok=True)
     kv = KVStore(str(root), compact_every=0)
     faults = FaultInjectingTransport(open_transport(str(root)))
@@ -206,13 +206,13 @@ def write_kv(root: Path) -> None:
         kv.delete_batch([b"user/2"])
         kv.prune_batch_log(3)
         kv.put_batch([(b"user/4", b"dave"), (b"order/9", b"\x00\xff")])
-        faults.crash_after("put_if_absent", key_contains="snapshots")
+        faults.crash_after("put_if_absent", key_contains="segments")
         try:
             crashing.compact()
         except SimulatedCrash:
-            pass  # the snapshot is written, the manifest never moved
+            pass  # the segment is written, the manifest never moved
         else:
-            raise AssertionError("the compaction was to crash after writing its snapshot")
+            raise AssertionError("the compaction was to crash after writing its segment")
         kv.sweep_snapshots(grace_seconds=0)
     finally:
         crashing.close()
