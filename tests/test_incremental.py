@@ -566,3 +566,40 @@ def test_no_checkpoint_tool_touches_the_gc_record_or_shared_objects(inc_url: str
         assert _shared_objects(inc_url) == objects
     finally:
         raw.close()
+
+
+def test_a_repaired_save_keeps_one_pin_and_the_gc_collects_what_it_replaced(
+    inc_url: str,
+) -> None:
+    """A repair pins again under the same call nonce and drops the earlier pin: the GC
+    (which reads every pin, also beside a manifest) must not keep the replaced objects
+    alive for as long as the checkpoint is retained."""
+    url = inc_url
+    setup = CheckpointStore(url)
+    base_state = _chunks(80)
+    setup.save_incremental(CheckpointManifest(1, 1), base_state)
+    setup.save_with_state(CheckpointManifest(2, 1), {"other": b"writer"})
+    writer, faults = _async_store(url)
+    janitor = CheckpointStore(url)
+    done: list[int] = []
+
+    async def prune_and_doom() -> None:
+        if done:
+            return
+        done.append(1)
+        await asyncio.to_thread(janitor.prune, 1)
+        # Doom (and delete) checkpoint 1's objects the writer reuses, with a GC run.
+        await asyncio.to_thread(janitor.collect_shared, 0)
+
+    faults.on_call("put_if_absent", prune_and_doom, when="before", key_contains="refs-")
+    asyncio.run(writer.save_incremental(CheckpointManifest(3, 1), dict(base_state), base=1))
+    raw = open_backend(url, verify_fencing=False)
+    try:
+        pins = [info.key for info in raw.list("checkpoints") if "/refs-" in info.key]
+    finally:
+        raw.close()
+    assert [int(key.split("checkpoint_")[1][:20]) for key in pins] == [3]
+    reader = CheckpointStore(url)
+    assert reader.load_state(3) == base_state
+    janitor.collect_shared(0)
+    assert _shared_objects(url) == _incremental.refs_of(reader.load_by_id(3))

@@ -341,6 +341,19 @@ def decode_pin(data: bytes, key: str) -> set[str]:
     return set(keys)
 
 
+async def _pin(
+    backend: AsyncBackend, checkpoint_id: int, call_nonce: str, attempt: int, keys: set[str]
+) -> None:
+    """Step (p): create this attempt's pin, then drop the previous attempt's (the keys a
+    repair replaced are never committed by this call; a pin kept beside the committed
+    manifest would hold them until the checkpoint is pruned)."""
+    await backend.put_if_absent(
+        pin_key(checkpoint_id, call_nonce, attempt), encode_pin(checkpoint_id, keys)
+    )
+    if attempt > 0:
+        await backend.delete(pin_key(checkpoint_id, call_nonce, attempt - 1))
+
+
 async def _pin_and_check(
     store: AsyncCheckpointStore,
     checkpoint_id: int,
@@ -359,9 +372,7 @@ async def _pin_and_check(
     """
     for attempt in range(REPAIR_ATTEMPTS):
         keys = {frame.key for frame in frames}
-        await store.backend.put_if_absent(
-            pin_key(checkpoint_id, call_nonce, attempt), encode_pin(checkpoint_id, keys)
-        )
+        await _pin(store.backend, checkpoint_id, call_nonce, attempt, keys)
         if refs_safe(plan.record, await read_gc_record(store.backend), keys):
             return frames
         logger.warning("checkpoint %d: a GC doomed objects it reuses; repairing", checkpoint_id)
@@ -669,9 +680,7 @@ async def copy_incremental(
             target = placed[frame.key]
             copied.append(dataclasses.replace(target, name=frame.name))
         keys = placed_keys(copied)
-        await dst.backend.put_if_absent(
-            pin_key(checkpoint_id, call_nonce, attempt), encode_pin(checkpoint_id, keys)
-        )
+        await _pin(dst.backend, checkpoint_id, call_nonce, attempt, keys)
         if not refs_safe(record, await read_gc_record(dst.backend), keys):
             continue  # a GC on dst doomed some: place them again
         body = dataclasses.replace(stored, manifest=with_frames(manifest, copied, call_nonce))
