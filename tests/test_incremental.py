@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from objstore import CheckpointManifest, CheckpointStore
+from objstore import CheckpointConflict, CheckpointManifest, CheckpointStore
 from objstore.backends import AsyncBackend, Backend, RetryPolicy, open_backend, open_transport
 from objstore.checkpoint import AsyncCheckpointStore, _incremental, _shared, manifest_key, state_key
 from objstore.checkpoint._shared import GC_RECORD, SHARED, is_shared_key
@@ -603,3 +603,22 @@ def test_a_repaired_save_keeps_one_pin_and_the_gc_collects_what_it_replaced(
     assert reader.load_state(3) == base_state
     janitor.collect_shared(0)
     assert _shared_objects(url) == _incremental.refs_of(reader.load_by_id(3))
+
+
+def test_a_save_that_loses_its_id_drops_its_pin(inc_url: str) -> None:
+    """A save call that raised a conflict can never commit: its pin, beside the winner's
+    manifest, would keep its objects from the GC until that checkpoint is pruned."""
+    winner = CheckpointStore(inc_url)
+    winner.save_incremental(CheckpointManifest(1, 1), _chunks(90))
+    loser = CheckpointStore(inc_url)
+    with pytest.raises(CheckpointConflict):
+        loser.save_incremental(CheckpointManifest(1, 1), _chunks(91))
+    raw = open_backend(inc_url, verify_fencing=False)
+    try:
+        pins = [info.key for info in raw.list("checkpoints") if "/refs-" in info.key]
+    finally:
+        raw.close()
+    assert len(pins) == 1
+    janitor = CheckpointStore(inc_url)
+    assert len(janitor.collect_shared(0).deleted) == CHUNKS  # the loser's uploads
+    assert janitor.load_state(1) == _chunks(90)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import logging
 import os
@@ -59,8 +60,10 @@ from objstore.checkpoint._sidecar import Chunk, StateInput, _compress, decode_fr
 from objstore.codec import canonical_json, parse_json
 from objstore.errors import (
     AlreadyExistsError,
+    CheckpointConflict,
     CorruptionError,
     NotFoundError,
+    ObjstoreError,
     PreconditionFailedError,
 )
 
@@ -361,10 +364,11 @@ async def _pin_and_check(
     frames: list[SharedFrame],
     retained: list[Chunk] | None,
     call_nonce: str,
+    pinned: list[int],
 ) -> list[SharedFrame]:
     """Steps (p) and (e), repairing until the refs are safe: the frames to commit. Every
     pin is named after ``call_nonce`` (the manifest part's ``writer_nonce``), so a prune of
-    the manifest deletes exactly this call's pins.
+    the manifest deletes exactly this call's pins; ``pinned`` receives each attempt pinned.
 
     Raises:
         PreconditionFailedError: a ref's bytes are gone and the state is not in memory, or
@@ -373,6 +377,7 @@ async def _pin_and_check(
     for attempt in range(REPAIR_ATTEMPTS):
         keys = {frame.key for frame in frames}
         await _pin(store.backend, checkpoint_id, call_nonce, attempt, keys)
+        pinned.append(attempt)
         if refs_safe(plan.record, await read_gc_record(store.backend), keys):
             return frames
         logger.warning("checkpoint %d: a GC doomed objects it reuses; repairing", checkpoint_id)
@@ -414,7 +419,7 @@ async def save_incremental(
             find their bytes (or gave up after :data:`REPAIR_ATTEMPTS`); nothing was
             committed: save again.
         CheckpointConflict: another writer committed this id.
-    """  # noqa: DOC502 - raised by the repair and the commit protocol
+    """
     chunks = iter_chunks(state)
     retained = _in_memory(state)
     plan = await _plan(store, base)
@@ -422,11 +427,36 @@ async def save_incremental(
     frames, uploaded = await _upload(store, chunks, plan, call_nonce)
     store._incremental_uploaded = uploaded
     checkpoint_id = manifest.checkpoint_id
-    frames = await _pin_and_check(store, checkpoint_id, plan, frames, retained, call_nonce)
-    final = with_frames(manifest, frames, call_nonce)
-    result = await store._commits.commit(final, None, None, None)
+    pinned: list[int] = []
+    try:
+        frames = await _pin_and_check(
+            store, checkpoint_id, plan, frames, retained, call_nonce, pinned
+        )
+        final = with_frames(manifest, frames, call_nonce)
+        result = await store._commits.commit(final, None, None, None)
+    except (CheckpointConflict, PreconditionFailedError):
+        # Nothing of this call was committed, nor can it be: no create in flight. (After an
+        # unknown outcome or a transient error the pin stays: a delayed create may land.)
+        await _unpin(store.backend, checkpoint_id, call_nonce, pinned)
+        raise
+    if not any(part.writer_nonce == call_nonce for part in result.parts):
+        # An earlier call's commit was completed (its own pins stay with it): ours is moot.
+        await _unpin(store.backend, checkpoint_id, call_nonce, pinned)
     store._incremental_base = result.checkpoint_id
     return result
+
+
+async def _unpin(
+    backend: AsyncBackend, checkpoint_id: int, call_nonce: str, pinned: list[int]
+) -> None:
+    """Drop the last pin of a save call that will never commit (it raised, or returned an
+    earlier call's manifest): beside another writer's manifest of the id it would keep the
+    call's objects from the GC until that checkpoint is pruned and the janitor tombstones
+    the id. Best effort: a pin left behind costs storage, never safety."""
+    if not pinned:
+        return
+    with contextlib.suppress(ObjstoreError, OSError):
+        await backend.delete(pin_key(checkpoint_id, call_nonce, pinned[-1]))
 
 
 async def _copy_frame(
