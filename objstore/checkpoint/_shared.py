@@ -49,7 +49,10 @@ Incremental save (``AsyncCheckpointStore.save_incremental``):
   p. *pin* the keys it will commit: create ``checkpoint_N/refs-{call nonce}-{n}.json``
      listing them (in the checkpoint's own directory; the call nonce is the manifest part's
      ``writer_nonce``, so a prune deletes only the pins of the save call whose manifest it
-     deletes, and the orphan janitor removes the others after tombstoning the id);
+     deletes, and the orphan janitor removes the others after tombstoning the id; a
+     repair's new pin replaces the call's previous one, and a call that can never commit
+     -- it raised a conflict, or gave up repairing, or completed an earlier call's commit
+     -- drops its pin; after an unknown outcome the pin stays, a delayed create may land);
   e. read the record again (``Ge``, ``De``): safe (:func:`refs_safe`) if it is the record
      read in (a) (same ``record_id``, or none was there) and ``Ge == Gs``, or
      ``Ge == Gs + 1`` and ``De`` holds none of the keys. Otherwise repair *before anything is
