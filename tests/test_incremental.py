@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from objstore import CheckpointManifest, CheckpointStore
+from objstore import CheckpointConflict, CheckpointManifest, CheckpointStore
 from objstore.backends import AsyncBackend, Backend, RetryPolicy, open_backend, open_transport
 from objstore.checkpoint import AsyncCheckpointStore, _incremental, _shared, manifest_key, state_key
 from objstore.checkpoint._shared import GC_RECORD, SHARED, is_shared_key
-from objstore.errors import CorruptionError, PreconditionFailedError
+from objstore.errors import CorruptionError, NotFoundError, PreconditionFailedError
 from objstore.testing import FaultInjectingTransport
 from tests.checkpoint_helpers import no_sleep
 from tests.conftest import make_store_url
@@ -388,8 +388,10 @@ def test_doom_lists_carry_forward_and_the_writer_check_rule() -> None:
     assert _shared.refs_safe(start, _shared.GcRecord(4, frozenset({"b"})), {"a", "c"})
     assert not _shared.refs_safe(start, _shared.GcRecord(4, frozenset({"c"})), {"a", "c"})
     assert not _shared.refs_safe(start, _shared.GcRecord(5), {"a"})
-    record = _shared.encode_gc_record(4, ["b", "a", "b"])
-    assert _shared.decode_gc_record(record, "v") == _shared.GcRecord(4, frozenset({"a", "b"}), "v")
+    record = _shared.encode_gc_record(4, ["b", "a", "b"], "r0")
+    assert _shared.decode_gc_record(record, "v") == _shared.GcRecord(
+        4, frozenset({"a", "b"}), "v", "r0"
+    )
     with pytest.raises(CorruptionError):
         _shared.decode_gc_record(record.replace(b'"a"', b'"z"'), "v")
 
@@ -414,3 +416,209 @@ def test_two_concurrent_gcs_one_writes_the_generation(inc_url: str) -> None:
     raw = open_backend(url, verify_fencing=False)
     assert _shared.decode_gc_record(*raw.get(GC_RECORD)).generation == 1
     raw.close()
+
+
+@pytest.mark.parametrize("order", ["prune_then_gc", "gc_then_prune"])
+def test_a_second_writer_of_an_id_keeps_its_pin_through_prune_and_gc(
+    inc_url: str, order: str
+) -> None:
+    """Two writers save id 1 (a zombie and its successor). Writer W commits 1 (and 2, 3);
+    Z pins and checks, then, before Z's manifest create, an operator prunes 1 and a GC runs
+    (either order). Z's create then succeeds (the id is free again) and Z returns: the
+    objects its manifest names must exist. Checker: specs/gc-model2, scenario zombie_p."""
+    url = inc_url
+    w = CheckpointStore(url)
+    for checkpoint_id in (1, 2, 3):
+        w.save_incremental(CheckpointManifest(checkpoint_id, 1), _chunks(20 + checkpoint_id))
+    z, faults = _async_store(url)
+    janitor = CheckpointStore(url, orphan_grace_seconds=0)
+
+    async def prune_and_collect() -> None:
+        steps = [lambda: janitor.prune(2), lambda: janitor.collect_shared(0)]
+        for step in steps if order == "prune_then_gc" else steps[::-1]:
+            await asyncio.to_thread(step)
+
+    faults.on_call("put_if_absent", prune_and_collect, when="before", key_contains="manifest.json")
+    state = _chunks(30)
+    asyncio.run(z.save_incremental(CheckpointManifest(1, 1), state))
+    reader = CheckpointStore(url)
+    assert reader.validate_checkpoint(1).valid
+    assert reader.load_state(1) == state
+    janitor.collect_shared(0)
+    assert reader.load_state(1) == state
+
+
+@pytest.mark.parametrize("damaged", ["manifest", "pin"])
+def test_gc_aborts_on_a_damaged_manifest_or_pin(inc_url: str, damaged: str) -> None:
+    """A manifest or pin the GC cannot parse (damaged at rest or in transit) is not "no
+    references": the run raises and deletes nothing, and the record is not advanced."""
+    url = inc_url
+    store = CheckpointStore(url, orphan_grace_seconds=0)
+    store.save_incremental(CheckpointManifest(1, 1), _chunks(40))
+    store.save_incremental(CheckpointManifest(2, 1), _chunks(41))
+    raw = open_backend(url, verify_fencing=False)
+    try:
+        if damaged == "manifest":
+            key = manifest_key(1)
+        else:
+            key = next(info.key for info in raw.list("checkpoints") if "/refs-" in info.key)
+        data, _ = raw.get(key)
+        raw.delete(key)
+        raw.put(key, data[: len(data) // 2])
+        before = _shared_objects(url)
+        if damaged == "pin":
+            raw.delete(manifest_key(int(key.split("checkpoint_")[1][:20])))
+        with pytest.raises(CorruptionError):
+            store.collect_shared(0)
+        assert _shared_objects(url) == before
+        with pytest.raises(NotFoundError):
+            raw.get(GC_RECORD)
+    finally:
+        raw.close()
+
+
+def test_a_recreated_gc_record_is_never_taken_for_the_one_a_writer_read() -> None:
+    """ABA: should ``.gc.json`` ever be deleted and written again, its generations restart;
+    a writer that read generation 1 of the old record must not accept generation 1 (or 2)
+    of the new one. Every record carries the random id drawn when it was created, kept by
+    every later generation and compared by the writer's check."""
+    old = _shared.decode_gc_record(_shared.encode_gc_record(1, [], "aaaa0000"), "v1")
+    assert old.record_id == "aaaa0000"
+    same = _shared.decode_gc_record(_shared.encode_gc_record(2, ["x"], "aaaa0000"), "v2")
+    new = _shared.decode_gc_record(_shared.encode_gc_record(1, ["a"], "bbbb1111"), "v3")
+    newer = _shared.decode_gc_record(_shared.encode_gc_record(2, ["b"], "bbbb1111"), "v4")
+    assert _shared.refs_safe(old, same, {"a"})
+    assert not _shared.refs_safe(old, new, {"c"})
+    assert not _shared.refs_safe(old, newer, {"c"})
+    assert _shared.refs_safe(_shared.GcRecord(), new, {"c"})  # none read: the first record
+
+
+def test_every_gc_generation_keeps_the_record_id(inc_url: str) -> None:
+    store = CheckpointStore(inc_url, orphan_grace_seconds=0)
+    raw = open_backend(inc_url, verify_fencing=False)
+    try:
+        ids = []
+        store.save_incremental(CheckpointManifest(1, 1), _chunks(50))
+        for checkpoint_id in (2, 3, 4):
+            state = _chunks(50 + checkpoint_id)
+            store.save_incremental(CheckpointManifest(checkpoint_id, 1), state)
+            store.prune(1)
+            assert store.collect_shared(0).deleted
+            ids.append(_shared.decode_gc_record(*raw.get(GC_RECORD)).record_id)
+        assert ids[0] is not None
+        assert len(ids[0]) == 32
+        assert ids == [ids[0]] * 3
+    finally:
+        raw.close()
+
+
+def test_checkpoint_listings_never_page_through_shared_objects(inc_url: str) -> None:
+    """Shared objects live under the top-level ``shared/``: recovery, prune and the orphan
+    janitor list ``checkpoints/`` only, and that listing holds no shared object; the GC
+    lists both."""
+    face = Face("sync", inc_url, orphan_grace_seconds=0)
+    for checkpoint_id in (1, 2, 3):
+        face.save_incremental(CheckpointManifest(checkpoint_id, 1), _chunks(60 + checkpoint_id))
+    raw = open_backend(inc_url, verify_fencing=False)
+    try:
+        listing = [info.key for info in raw.list("checkpoints")]
+        assert listing
+        assert not [key for key in listing if is_shared_key(key) or key.endswith(".gc.json")]
+        assert len(_shared_objects(inc_url)) >= CHUNKS
+    finally:
+        raw.close()
+    face.faults.clear_calls()
+    assert face.recover_latest_validated().chosen_id == 3
+    face.prune(2)
+    face.cleanup_orphans(0)
+    lists = {call.key for call in face.faults.calls if call.operation.startswith("list")}
+    assert lists
+    assert all(not key.startswith(SHARED) for key in lists), lists
+    face.faults.clear_calls()
+    assert face.collect_shared(0).deleted
+    lists = {call.key for call in face.faults.calls if call.operation.startswith("list")}
+    assert {SHARED, "checkpoints"} <= lists
+    face.close()
+
+
+def test_no_checkpoint_tool_touches_the_gc_record_or_shared_objects(inc_url: str) -> None:
+    """``rm`` (even forced, of every checkpoint), quarantine, prune and the orphan janitor
+    work under ``checkpoints/`` and ``quarantine/`` only: the GC record and every shared
+    object stay, byte for byte; only the GC deletes shared objects."""
+    from objstore.checkpoint._maintenance import quarantine_invalid, remove_checkpoints
+
+    store = CheckpointStore(inc_url, orphan_grace_seconds=0)
+    for checkpoint_id in (1, 2, 3, 4):
+        store.save_incremental(CheckpointManifest(checkpoint_id, 1), _chunks(70 + checkpoint_id))
+    store.prune(3)
+    assert store.collect_shared(0).deleted
+    raw = open_backend(inc_url, verify_fencing=False)
+    try:
+        record = raw.get(GC_RECORD)[0]
+        raw.delete(sorted(_incremental.refs_of(store.load_by_id(4)))[0])
+        objects = _shared_objects(inc_url)
+        assert [q.checkpoint_id for q in quarantine_invalid(store)] == [4]
+        store.prune(1)
+        store.cleanup_orphans(0)
+        remove_checkpoints(store, store.list_ids(), force=True)
+        assert store.list_ids() == []
+        assert raw.get(GC_RECORD)[0] == record
+        assert _shared_objects(inc_url) == objects
+    finally:
+        raw.close()
+
+
+def test_a_repaired_save_keeps_one_pin_and_the_gc_collects_what_it_replaced(
+    inc_url: str,
+) -> None:
+    """A repair pins again under the same call nonce and drops the earlier pin: the GC
+    (which reads every pin, also beside a manifest) must not keep the replaced objects
+    alive for as long as the checkpoint is retained."""
+    url = inc_url
+    setup = CheckpointStore(url)
+    base_state = _chunks(80)
+    setup.save_incremental(CheckpointManifest(1, 1), base_state)
+    setup.save_with_state(CheckpointManifest(2, 1), {"other": b"writer"})
+    writer, faults = _async_store(url)
+    janitor = CheckpointStore(url)
+    done: list[int] = []
+
+    async def prune_and_doom() -> None:
+        if done:
+            return
+        done.append(1)
+        await asyncio.to_thread(janitor.prune, 1)
+        # Doom (and delete) checkpoint 1's objects the writer reuses, with a GC run.
+        await asyncio.to_thread(janitor.collect_shared, 0)
+
+    faults.on_call("put_if_absent", prune_and_doom, when="before", key_contains="refs-")
+    asyncio.run(writer.save_incremental(CheckpointManifest(3, 1), dict(base_state), base=1))
+    raw = open_backend(url, verify_fencing=False)
+    try:
+        pins = [info.key for info in raw.list("checkpoints") if "/refs-" in info.key]
+    finally:
+        raw.close()
+    assert [int(key.split("checkpoint_")[1][:20]) for key in pins] == [3]
+    reader = CheckpointStore(url)
+    assert reader.load_state(3) == base_state
+    janitor.collect_shared(0)
+    assert _shared_objects(url) == _incremental.refs_of(reader.load_by_id(3))
+
+
+def test_a_save_that_loses_its_id_drops_its_pin(inc_url: str) -> None:
+    """A save call that raised a conflict can never commit: its pin, beside the winner's
+    manifest, would keep its objects from the GC until that checkpoint is pruned."""
+    winner = CheckpointStore(inc_url)
+    winner.save_incremental(CheckpointManifest(1, 1), _chunks(90))
+    loser = CheckpointStore(inc_url)
+    with pytest.raises(CheckpointConflict):
+        loser.save_incremental(CheckpointManifest(1, 1), _chunks(91))
+    raw = open_backend(inc_url, verify_fencing=False)
+    try:
+        pins = [info.key for info in raw.list("checkpoints") if "/refs-" in info.key]
+    finally:
+        raw.close()
+    assert len(pins) == 1
+    janitor = CheckpointStore(inc_url)
+    assert len(janitor.collect_shared(0).deleted) == CHUNKS  # the loser's uploads
+    assert janitor.load_state(1) == _chunks(90)

@@ -401,7 +401,7 @@ def test_parts_that_never_commit_are_orphans_and_shared_objects_are_never_touche
     job = face.begin(store, 2, 1, ["a", "b"])
     receipts = face.write_all(job, 2)
     raw = open_backend(face.url, verify_fencing=False)
-    raw.put("checkpoints/shared/0123-abcd.zst", b"a shared object")
+    raw.put("shared/0123-abcd.zst", b"a shared object")
     near = face.store()  # the store's own clock: nothing is old yet
     assert near.cleanup_orphans().deleted == ()
     assert raw.exists(part_key(2, "a"))
@@ -413,7 +413,7 @@ def test_parts_that_never_commit_are_orphans_and_shared_objects_are_never_touche
     ]
     assert not raw.exists(part_key(2, "a"))
     assert not raw.exists(part_key(2, "b"))
-    assert raw.get("checkpoints/shared/0123-abcd.zst")[0] == b"a shared object"
+    assert raw.get("shared/0123-abcd.zst")[0] == b"a shared object"
     with pytest.raises(CheckpointConflict) as caught:
         face.commit(job, receipts)  # the janitor's tombstone holds the id
     assert "aborted" in str(caught.value)
@@ -422,7 +422,7 @@ def test_parts_that_never_commit_are_orphans_and_shared_objects_are_never_touche
     assert late.part == "a"
     janitor.cleanup_orphans()  # leftovers beside a tombstone are deleted
     assert not raw.exists(part_key(2, "a"))
-    assert raw.exists("checkpoints/shared/0123-abcd.zst")
+    assert raw.exists("shared/0123-abcd.zst")
 
 
 def test_a_janitor_spares_the_parts_of_a_live_epoch_below_the_newest_commit(

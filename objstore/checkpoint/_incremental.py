@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import logging
 import os
@@ -30,9 +31,8 @@ import xxhash
 
 from objstore._concurrency import gather_bounded
 from objstore.backends import AsyncBackend, Buffer, ObjectInfo
-from objstore.checkpoint._layout import CHECKPOINTS, checkpoint_dir, manifest_key
+from objstore.checkpoint._layout import CHECKPOINTS, PIN_PREFIX, manifest_key, pin_key
 from objstore.checkpoint._manifest import (
-    AbortedCheckpoint,
     CheckpointManifest,
     OperatorState,
     PartEntry,
@@ -60,8 +60,10 @@ from objstore.checkpoint._sidecar import Chunk, StateInput, _compress, decode_fr
 from objstore.codec import canonical_json, parse_json
 from objstore.errors import (
     AlreadyExistsError,
+    CheckpointConflict,
     CorruptionError,
     NotFoundError,
+    ObjstoreError,
     PreconditionFailedError,
 )
 
@@ -86,8 +88,6 @@ logger = logging.getLogger(__name__)
 INCREMENTAL_PART = "state"
 """The name of the one part an incremental save writes."""
 REPAIR_ATTEMPTS = 5
-PIN_PREFIX = "refs-"
-PIN_SUFFIX = ".json"
 """Repairs a save tries (each after a GC doomed one of its refs) before it withdraws."""
 PARALLEL = 16
 
@@ -151,7 +151,8 @@ def is_incremental(manifest: CheckpointManifest) -> bool:
 def with_frames(
     manifest: CheckpointManifest, frames: Sequence[SharedFrame], writer_nonce: str
 ) -> CheckpointManifest:
-    """``manifest`` with one part, :data:`INCREMENTAL_PART`, holding ``frames``."""
+    """``manifest`` with one part, :data:`INCREMENTAL_PART`, holding ``frames``; its
+    ``writer_nonce`` is the nonce of the save call, which names the call's pins."""
     part = PartEntry(
         name=INCREMENTAL_PART,
         key_groups=None,
@@ -191,7 +192,8 @@ async def read_gc_record(backend: AsyncBackend) -> GcRecord:
 
 
 async def list_shared(backend: AsyncBackend) -> dict[str, ObjectInfo]:
-    """Every shared object, by key (one listing)."""
+    """Every shared object, by key (one listing of ``shared/``, all pages; the GC record and
+    anything else not named like a shared object left out)."""
     return {info.key: info for info in await backend.list(SHARED) if is_shared_key(info.key)}
 
 
@@ -318,15 +320,9 @@ def _in_memory(state: StateInput) -> list[Chunk] | None:
     return None
 
 
-def pin_key(checkpoint_id: int, nonce: str) -> str:
-    """``checkpoints/checkpoint_{id}/refs-{nonce}.json``: the shared keys a save is about to
-    commit (see ``_shared``, step (p))."""
-    return f"{checkpoint_dir(checkpoint_id)}/{PIN_PREFIX}{nonce}{PIN_SUFFIX}"
-
-
 def is_pin_name(name: str) -> bool:
     """Whether a checkpoint directory's object ``name`` is a pin."""
-    return name.startswith(PIN_PREFIX) and name.endswith(PIN_SUFFIX)
+    return name.startswith(PIN_PREFIX) and name.endswith(".json")
 
 
 def encode_pin(checkpoint_id: int, keys: Iterable[str]) -> bytes:
@@ -335,14 +331,30 @@ def encode_pin(checkpoint_id: int, keys: Iterable[str]) -> bytes:
 
 
 def decode_pin(data: bytes, key: str) -> set[str]:
-    """The shared keys a pin names (empty if it is unreadable: then it pins nothing, like
-    a damaged manifest, whose checkpoint cannot be restored anyway)."""
-    try:
-        body = parse_json(data, key=key)
-    except CorruptionError:
-        return set()
+    """The shared keys a pin names.
+
+    Raises:
+        CorruptionError: the pin is unreadable (damaged at rest or in transit: what it pins
+            is unknown, so a GC must not treat it as pinning nothing).
+    """
+    body = parse_json(data, key=key)
     keys = body.get("keys") if isinstance(body, dict) else None
-    return {k for k in keys if isinstance(k, str)} if isinstance(keys, list) else set()
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise CorruptionError(key, "pin has no list of keys")
+    return set(keys)
+
+
+async def _pin(
+    backend: AsyncBackend, checkpoint_id: int, call_nonce: str, attempt: int, keys: set[str]
+) -> None:
+    """Step (p): create this attempt's pin, then drop the previous attempt's (the keys a
+    repair replaced are never committed by this call; a pin kept beside the committed
+    manifest would hold them until the checkpoint is pruned)."""
+    await backend.put_if_absent(
+        pin_key(checkpoint_id, call_nonce, attempt), encode_pin(checkpoint_id, keys)
+    )
+    if attempt > 0:
+        await backend.delete(pin_key(checkpoint_id, call_nonce, attempt - 1))
 
 
 async def _pin_and_check(
@@ -351,18 +363,21 @@ async def _pin_and_check(
     plan: _Plan,
     frames: list[SharedFrame],
     retained: list[Chunk] | None,
+    call_nonce: str,
+    pinned: list[int],
 ) -> list[SharedFrame]:
-    """Steps (p) and (e), repairing until the refs are safe: the frames to commit.
+    """Steps (p) and (e), repairing until the refs are safe: the frames to commit. Every
+    pin is named after ``call_nonce`` (the manifest part's ``writer_nonce``), so a prune of
+    the manifest deletes exactly this call's pins; ``pinned`` receives each attempt pinned.
 
     Raises:
         PreconditionFailedError: a ref's bytes are gone and the state is not in memory, or
             GCs kept dooming the refs; nothing was committed.
     """
-    for _ in range(REPAIR_ATTEMPTS):
+    for attempt in range(REPAIR_ATTEMPTS):
         keys = {frame.key for frame in frames}
-        await store.backend.put_if_absent(
-            pin_key(checkpoint_id, os.urandom(16).hex()), encode_pin(checkpoint_id, keys)
-        )
+        await _pin(store.backend, checkpoint_id, call_nonce, attempt, keys)
+        pinned.append(attempt)
         if refs_safe(plan.record, await read_gc_record(store.backend), keys):
             return frames
         logger.warning("checkpoint %d: a GC doomed objects it reuses; repairing", checkpoint_id)
@@ -404,18 +419,44 @@ async def save_incremental(
             find their bytes (or gave up after :data:`REPAIR_ATTEMPTS`); nothing was
             committed: save again.
         CheckpointConflict: another writer committed this id.
-    """  # noqa: DOC502 - raised by the repair and the commit protocol
+    """
     chunks = iter_chunks(state)
     retained = _in_memory(state)
     plan = await _plan(store, base)
-    frames, uploaded = await _upload(store, chunks, plan, os.urandom(16).hex())
+    call_nonce = os.urandom(16).hex()
+    frames, uploaded = await _upload(store, chunks, plan, call_nonce)
     store._incremental_uploaded = uploaded
     checkpoint_id = manifest.checkpoint_id
-    frames = await _pin_and_check(store, checkpoint_id, plan, frames, retained)
-    final = with_frames(manifest, frames, store._writer_nonce.hex())
-    result = await store._commits.commit(final, None, None, None)
+    pinned: list[int] = []
+    try:
+        frames = await _pin_and_check(
+            store, checkpoint_id, plan, frames, retained, call_nonce, pinned
+        )
+        final = with_frames(manifest, frames, call_nonce)
+        result = await store._commits.commit(final, None, None, None)
+    except (CheckpointConflict, PreconditionFailedError):
+        # Nothing of this call was committed, nor can it be: no create in flight. (After an
+        # unknown outcome or a transient error the pin stays: a delayed create may land.)
+        await _unpin(store.backend, checkpoint_id, call_nonce, pinned)
+        raise
+    if not any(part.writer_nonce == call_nonce for part in result.parts):
+        # An earlier call's commit was completed (its own pins stay with it): ours is moot.
+        await _unpin(store.backend, checkpoint_id, call_nonce, pinned)
     store._incremental_base = result.checkpoint_id
     return result
+
+
+async def _unpin(
+    backend: AsyncBackend, checkpoint_id: int, call_nonce: str, pinned: list[int]
+) -> None:
+    """Drop the last pin of a save call that will never commit (it raised, or returned an
+    earlier call's manifest): beside another writer's manifest of the id it would keep the
+    call's objects from the GC until that checkpoint is pruned and the janitor tombstones
+    the id. Best effort: a pin left behind costs storage, never safety."""
+    if not pinned:
+        return
+    with contextlib.suppress(ObjstoreError, OSError):
+        await backend.delete(pin_key(checkpoint_id, call_nonce, pinned[-1]))
 
 
 async def _copy_frame(
@@ -449,15 +490,22 @@ async def _copy_frame(
 
 
 async def _manifest_refs(backend: AsyncBackend, listing: list[ObjectInfo]) -> set[str]:
-    """Keys referenced by the committed manifests of one listing of ``checkpoints/``, plus
-    every quarantined manifest (listed after it). A manifest gone since the listing holds
-    nothing; an unreadable one cannot be restored, so its refs do not matter."""
+    """Keys referenced by the manifests and the pins of one listing of ``checkpoints/``
+    (every pin, also beside a manifest: it may be another writer's of the same id, who can
+    commit once that manifest is pruned), plus every quarantined manifest (listed after it).
+    A manifest or pin gone since the listing holds nothing, nor does an aborted id's
+    tombstone.
+
+    Raises:
+        CorruptionError: a manifest, pin or quarantined manifest cannot be parsed (damaged
+            at rest or in transit): what it references is unknown, so the run must stop
+            before deleting anything. Any other read error propagates the same way.
+    """  # noqa: DOC502 - raised by the decoders it calls
     entries = scan(listing)
     committed = sorted(cid for cid, entry in entries.items() if entry.committed)
     pins = [
         info.key
         for entry in entries.values()
-        if not entry.committed
         for info in entry.others
         if is_pin_name(info.key.rsplit("/", 1)[-1])
     ]
@@ -472,9 +520,9 @@ async def _manifest_refs(backend: AsyncBackend, listing: list[ObjectInfo]) -> se
     async def refs(checkpoint_id: int) -> set[str]:
         try:
             _, _, stored = await read_manifest(backend, checkpoint_id)
-        except (NotFoundError, AbortedCheckpoint, CorruptionError):
+        except NotFoundError:  # pruned since the listing, or a tombstone (AbortedCheckpoint)
             return set()
-        return refs_of(stored.manifest)
+        return {frame.key for frame in shared_frames(stored.manifest)}
 
     found = await gather_bounded((refs(cid) for cid in committed), PARALLEL)
     quarantined = [
@@ -484,12 +532,14 @@ async def _manifest_refs(backend: AsyncBackend, listing: list[ObjectInfo]) -> se
     async def quarantined_refs(key: str) -> set[str]:
         try:
             data, _ = await backend.get(key)
-            body = parse_json(data, key=key)
-        except (NotFoundError, CorruptionError):
+        except NotFoundError:
             return set()
-        parts = body.get("parts") if isinstance(body, dict) else None
+        body = parse_json(data, key=key)
+        parts = body.get("parts", []) if isinstance(body, dict) else None
+        if not isinstance(parts, list):
+            raise CorruptionError(key, "quarantined manifest is not a manifest")
         keys: set[str] = set()
-        for part in parts if isinstance(parts, list) else []:
+        for part in parts:
             for frame in part.get("frames", []) if isinstance(part, dict) else []:
                 if isinstance(frame, dict) and isinstance(frame.get("key"), str):
                     keys.add(frame["key"])
@@ -505,17 +555,21 @@ async def _relisted_refs(backend: AsyncBackend) -> set[str]:
     return await _manifest_refs(backend, await backend.list(CHECKPOINTS))
 
 
-async def _write_record(backend: AsyncBackend, record: GcRecord, doomed: list[str]) -> bool:
-    """Step (3): the next generation, by compare-and-swap; whether it was ours."""
-    data = encode_gc_record(record.generation + 1, doomed)
+async def _write_record(backend: AsyncBackend, record: GcRecord, doomed: list[str]) -> str | None:
+    """Step (3): the next generation, by compare-and-swap; the record id it carries if it
+    was ours, ``None`` if another GC wrote first. A lost answer (``OutcomeUnknownError``)
+    propagates: the run aborts, deleting nothing (its doom list, if it landed, stays in
+    force like any crashed run's)."""
+    record_id = record.record_id or os.urandom(16).hex()
+    data = encode_gc_record(record.generation + 1, doomed, record_id)
     try:
         if record.version is None:
             await backend.put_if_absent(GC_RECORD, data)
         else:
             await backend.put_if_match(GC_RECORD, data, record.version)
     except (AlreadyExistsError, PreconditionFailedError, NotFoundError):
-        return False
-    return True
+        return None
+    return record_id
 
 
 async def collect_shared(
@@ -529,9 +583,8 @@ async def collect_shared(
     grace = store.orphan_grace_seconds if grace_seconds is None else grace_seconds
     backend = store.backend
     record = await read_gc_record(backend)  # (1)
-    listing = await backend.list(CHECKPOINTS)  # (2)
-    listed = {info.key: info for info in listing if is_shared_key(info.key)}
-    referenced = await _manifest_refs(backend, listing)
+    listed = await list_shared(backend)  # (2)
+    referenced = await _manifest_refs(backend, await backend.list(CHECKPOINTS))
     used = sum(1 for key in listed if key in referenced)
     now = await store_now(listed) if grace > 0 and listed else None
     mtimes = {key: info.mtime for key, info in listed.items()}
@@ -547,13 +600,14 @@ async def collect_shared(
 
     if dry_run or not doomed:
         return result()
-    if not await _write_record(backend, record, doomed):  # (3)
+    record_id = await _write_record(backend, record, doomed)  # (3)
+    if record_id is None:
         return result(aborted="another GC wrote the GC record first")
     generation = record.generation + 1
     still_used = await _relisted_refs(backend)  # (4)
     final = [key for key in doomed if key not in still_used]
     current = await read_gc_record(backend)  # (5)
-    if current.generation != generation:
+    if current.generation != generation or current.record_id != record_id:
         return result(generation=generation, aborted="another GC started meanwhile")
     for key in final:  # (6)
         await backend.delete(key)
@@ -643,8 +697,8 @@ async def copy_incremental(
     manifest = stored.manifest
     checkpoint_id = manifest.checkpoint_id
     frames = shared_frames(manifest)
-    writer_nonce = manifest.parts[0].writer_nonce if manifest.parts else stored.writer_nonce
-    for _ in range(REPAIR_ATTEMPTS):
+    call_nonce = os.urandom(16).hex()
+    for attempt in range(REPAIR_ATTEMPTS):
         record = await read_gc_record(dst.backend)
         listed = await list_shared(dst.backend)
         nonce = os.urandom(16).hex()
@@ -656,12 +710,10 @@ async def copy_incremental(
             target = placed[frame.key]
             copied.append(dataclasses.replace(target, name=frame.name))
         keys = placed_keys(copied)
-        await dst.backend.put_if_absent(
-            pin_key(checkpoint_id, os.urandom(16).hex()), encode_pin(checkpoint_id, keys)
-        )
+        await _pin(dst.backend, checkpoint_id, call_nonce, attempt, keys)
         if not refs_safe(record, await read_gc_record(dst.backend), keys):
             continue  # a GC on dst doomed some: place them again
-        body = dataclasses.replace(stored, manifest=with_frames(manifest, copied, writer_nonce))
+        body = dataclasses.replace(stored, manifest=with_frames(manifest, copied, call_nonce))
         await dst.backend.put_if_absent(manifest_key(checkpoint_id), encode_manifest(body))
         return
     raise PreconditionFailedError(

@@ -3,8 +3,10 @@
     checkpoints/checkpoint_{id:020d}/state.bin
     checkpoints/checkpoint_{id:020d}/manifest.json
     checkpoints/checkpoint_{id:020d}/parts/{name}.bin   a part's exclusive object (format 2)
-    checkpoints/shared/...            objects shared by checkpoints (incremental; not a
-                                      checkpoint directory, ignored by every listing here)
+    checkpoints/checkpoint_{id:020d}/refs-{call nonce}-{n}.json   an incremental save's pin
+    shared/...                        objects shared by checkpoints (incremental) and the
+                                      shared-object GC's record: a sibling of checkpoints/,
+                                      so no checkpoint listing ever pages through them
     checkpoints/latest.txt            the pointer (format 2, canonical JSON):
         {"checkpoint_id": N, "epoch": E, "fence_epoch": F, "format_version": 2}
 
@@ -27,6 +29,7 @@ __all__ = [
     "LATEST",
     "MAX_CHECKPOINT_ID",
     "PARTS_DIR",
+    "PIN_PREFIX",
     "SHARED",
     "POINTER_FORMAT",
     "PointerRecord",
@@ -37,6 +40,8 @@ __all__ = [
     "is_part_key",
     "parse_pointer",
     "part_key",
+    "pin_key",
+    "pin_nonce",
     "pointer_text",
     "state_key",
 ]
@@ -48,9 +53,13 @@ MANIFEST_NAME = "manifest.json"
 STATE_NAME = "state.bin"
 PARTS_DIR = "parts"
 PART_SUFFIX = ".bin"
-SHARED = f"{CHECKPOINTS}/shared"
+SHARED = "shared"
+
+PIN_PREFIX = "refs-"
+PIN_SUFFIX = ".json"
 
 _NAME = re.compile(r"checkpoint_(\d{1,20})")
+_PIN = re.compile(r"refs-([0-9a-f]{8,64})-(\d{1,6})\.json")
 
 
 def checkpoint_dir(checkpoint_id: int) -> str:
@@ -160,7 +169,7 @@ def parse_checkpoint_name(text: str) -> int | None:
 def parse_listing_key(key: str) -> tuple[int, str] | None:
     """``checkpoints/checkpoint_N/<name>`` to ``(N, name)``, and a part's object
     ``checkpoints/checkpoint_N/parts/<part>`` to ``(N, "parts/<part>")``; ``None`` for
-    anything else (``checkpoints/shared/...`` included)."""
+    anything else."""
     parts = key.split("/")
     if len(parts) == 4 and parts[2] == PARTS_DIR:
         parts = [parts[0], parts[1], f"{PARTS_DIR}/{parts[3]}"]
@@ -170,3 +179,17 @@ def parse_listing_key(key: str) -> tuple[int, str] | None:
     if checkpoint_id is None:
         return None
     return checkpoint_id, parts[2]
+
+
+def pin_key(checkpoint_id: int, call_nonce: str, attempt: int) -> str:
+    """``checkpoints/checkpoint_{id}/refs-{call_nonce}-{attempt}.json``: the shared keys an
+    incremental save call is about to commit (``_shared``, step (p)). The call's nonce is
+    also its manifest part's ``writer_nonce``, so a prune deletes only the pins of the
+    manifest it deletes, never those of another writer of the same id."""
+    return f"{checkpoint_dir(checkpoint_id)}/{PIN_PREFIX}{call_nonce}-{attempt}{PIN_SUFFIX}"
+
+
+def pin_nonce(key: str) -> str | None:
+    """The save call nonce of pin ``key`` (a key or a bare name); ``None`` if not a pin."""
+    match = _PIN.fullmatch(key.rsplit("/", 1)[-1])
+    return match.group(1) if match else None

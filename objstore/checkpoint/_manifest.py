@@ -20,7 +20,7 @@ checkpoint made of *parts* (a parallel commit, an incremental save): every forma
 (``operator_states`` empty, ``state_checksum``/``state_size`` null) plus ``parts``, a list of
 :class:`PartEntry`. Each part has an exclusive object ``parts/{name}.bin`` (a ``state.bin``-style
 sidecar) and frames; a frame whose ``key`` is null lives inside that object, a frame with a
-``key`` lives in a shared object under ``checkpoints/shared/``. Single-writer saves keep
+``key`` lives in a shared object under ``shared/``. Single-writer saves keep
 writing format 1 byte for byte; readers accept both. Readers that only know format 1 reject a
 format-2 manifest as unsupported, so they skip a parts checkpoint instead of restoring it
 without its parts.
@@ -129,7 +129,7 @@ def check_part_name(name: object) -> str:
 class PartFrame:
     """One zstd frame of a part: inside the part's exclusive object (``key`` is ``None``,
     at ``offset``/``length``) or a whole shared object ``key`` (under
-    ``checkpoints/shared/``; ``offset`` 0, ``length`` its size). ``raw_length`` is its
+    ``shared/``; ``offset`` 0, ``length`` its size). ``raw_length`` is its
     decompressed size and ``xxh3`` the xxh3-128 of the frame's bytes."""
 
     name: str | None

@@ -16,6 +16,7 @@ from objstore.checkpoint._layout import (
     PointerRecord,
     is_part_key,
     parse_listing_key,
+    pin_nonce,
 )
 from objstore.checkpoint._manifest import CheckpointManifest
 
@@ -130,17 +131,25 @@ def pruned_objects(entry: CheckpointEntry, manifest: CheckpointManifest | None) 
 
     Only what that manifest owns: a ``state.bin`` beside a manifest saved without state, or
     a part object the manifest does not list, belongs to a writer that staged it under the
-    id and may commit it once the manifest is gone (simulator seed 2884, for parts). Other
-    objects of the directory (nothing objstore writes) go with it.
+    id and may commit it once the manifest is gone (simulator seed 2884, for parts). So is
+    a pin (``refs-{nonce}-{n}.json``) of another save call than the one that committed the
+    manifest (its incremental part's ``writer_nonce``): that writer may still commit the id
+    once the manifest is gone, and its pin is what keeps its shared objects from the GC
+    until then (specs/gc-model2, scenario ``zombie_p``; the orphan janitor removes it after
+    tombstoning the id). Other objects of the directory (nothing objstore writes) go with it.
     """
     if manifest is None:
         return entry.objects
     listed = {part.key for part in manifest.parts if part.key is not None}
+    calls = {part.writer_nonce for part in manifest.parts if part.key is None}
     kept = []
     for info in entry.objects:
         if info is entry.state and not manifest.has_state:
             continue
         if is_part_key(info.key) and info.key not in listed:
+            continue
+        nonce = pin_nonce(info.key)
+        if nonce is not None and nonce not in calls:
             continue
         kept.append(info)
     return kept

@@ -27,9 +27,11 @@ What is not generated here, and why:
 * ``checkpoint-parts-format-<N>`` holds a checkpoint of parts (manifest format ``N``, from
   ``objstore.checkpoint.PARTS_FORMAT``) above a format-1 one: what a parallel commit writes.
 * ``checkpoint-incremental-format-<N>`` holds incremental checkpoints (manifest format
-  ``N``, every frame a shared object under ``checkpoints/shared/``) above a format-1 one, and
-  the shared-object GC's record ``checkpoints/shared/.gc.json`` (its own ``format_version``,
-  ``objstore.checkpoint._shared.GC_FORMAT``).
+  ``N``, every frame a shared object under the top-level ``shared/``) above a format-1 one,
+  and the shared-object GC's record ``shared/.gc.json`` (its own ``format_version``,
+  ``objstore.checkpoint._shared.GC_FORMAT``). Incremental stores were never released under
+  the first layout (``checkpoints/shared/``, written on the day the feature merged), so this
+  directory was regenerated for the top-level ``shared/`` layout instead of being kept.
 * ``checkpoint-tombstone-format-<N>`` holds a tombstone (an aborted id, ``format_version``
   2 at its ``manifest.json``) between two format-1 checkpoints.
 * Objects whose writers draw random nonces (projection bases, KV objects) differ byte for
@@ -271,7 +273,7 @@ def write_parts(root: Path) -> None:
 
 def write_incremental(root: Path) -> None:
     """A checkpoint store with a full checkpoint 1 (format 1) and incremental checkpoints
-    3 and 4 (manifest format 2, frames in ``checkpoints/shared/``, pins ``refs-*.json``)
+    3 and 4 (manifest format 2, frames in ``shared/``, pins ``refs-{nonce}-{n}.json``)
     after checkpoint 2 was removed (``rm``) and its garbage collected (``.gc.json``)."""
     root.mkdir(parents=True, exist_ok=True)
     store = CheckpointStore(str(root))

@@ -33,7 +33,9 @@ from typing import Any
 
 import objstore.checkpoint as checkpoint_api
 from objstore.checkpoint import (
+    CHECKPOINTS,
     LATEST,
+    SHARED,
     AsyncCheckpointStore,
     AsyncParallelJob,
     CheckpointManifest,
@@ -445,9 +447,9 @@ class CheckpointScenario(Scenario):
         included: an incremental checkpoint's state lives there)."""
         oracle = _oracle(world)
         store = self._store(world)
-        listing = await world.raw.list("checkpoints")
+        listing = await world.raw.list(CHECKPOINTS)
         entries = scan(listing)
-        shared = hash(tuple(sorted((i.key, i.version) for i in listing if "/shared/" in i.key)))
+        shared = hash(tuple(sorted((i.key, i.version) for i in await world.raw.list(SHARED))))
         valid: dict[int, int] = {}
         present: dict[int, int | None] = {}
         for cid, entry in entries.items():
