@@ -185,6 +185,44 @@ def test_a_commit_that_lands_too_late_is_withdrawn(url: str, raw: Backend) -> No
     assert CheckpointStore(url).load_latest().checkpoint_id == 1  # type: ignore[union-attr]
 
 
+def test_a_late_commit_a_reader_has_already_updated_is_kept_with_the_update(
+    url: str, raw: Backend
+) -> None:
+    """Simulator checkpoint seed 655: the commit landed late, and before the writer could
+    withdraw it a reader saw it and committed a sink (a new revision). Withdrawing it then
+    would undo that sink's commit (a retried save re-committed the id with every sink
+    pending). The commit stands if its state is still whole, and the update is kept."""
+    clock = FakeClock()
+    writer, faults = faulty_store(url, orphan_grace_seconds=600, clock=clock)
+    writer.save_with_state(manifest(1), state_for(1))
+
+    async def stall() -> None:
+        clock.now += 550
+
+    def commit_sink() -> None:
+        reader = CheckpointStore(url)
+        seen = reader.load_by_id(2)
+        assert seen is not None
+        reader.update_manifest(seen.with_status("b", "committed"))
+
+    async def reader_commits_a_sink() -> None:
+        await asyncio.to_thread(commit_sink)
+
+    late = "00002/manifest.json"
+    faults.on_call("put_if_absent", stall, when="before", key_contains=late)
+    faults.on_call("put_if_absent", reader_commits_a_sink, when="after", key_contains=late)
+    pending = manifest(2, sink_commit_statuses={"a": "pending", "b": "pending"})
+    try:
+        writer.save_with_state(pending, state_for(2))
+    except PreconditionFailedError:
+        writer.save_with_state(pending, state_for(2))  # the caller retries, as told
+    stored = CheckpointStore(url).load_by_id(2)
+    assert stored is not None
+    assert stored.sink_commit_statuses == {"a": "pending", "b": "committed"}
+    assert CheckpointStore(url).load_state_data(2) == joined_state(2)
+    assert CheckpointStore(url).load_latest().checkpoint_id == 2  # type: ignore[union-attr]
+
+
 def test_the_store_clock_costs_one_marker_write_and_one_head_only_when_orphans_exist(
     url: str, raw: Backend
 ) -> None:

@@ -302,7 +302,11 @@ class CommitProtocol:
             )
         checkpoint_id = stored.checkpoint_id
         started = self.store._sidecar_started.get(checkpoint_id)
-        if state_version is not None and checkpoint_id not in self.store._timely:
+        if (
+            state_version is not None
+            and checkpoint_id not in self.store._timely
+            and not await self.adopted_and_whole(checkpoint_id, state_version)
+        ):
             # When the earlier create landed is unknown; now bounds it from above.
             if started is None:
                 started = -float("inf")
@@ -376,7 +380,12 @@ class CommitProtocol:
         try:
             await self.store.backend.delete(manifest_key(checkpoint_id), manifest_version)
             await self.store.backend.delete(state_key(checkpoint_id), state_version)
-        except (PreconditionFailedError, TransientStorageError) as exc:
+        except PreconditionFailedError as exc:
+            if await self.adopted_and_whole(checkpoint_id, state_version):
+                logger.info("late checkpoint %d was adopted by a sink update: kept", checkpoint_id)
+                return
+            logger.warning("could not withdraw late checkpoint %d: %s", checkpoint_id, exc)
+        except TransientStorageError as exc:
             logger.warning("could not withdraw late checkpoint %d: %s", checkpoint_id, exc)
         self.store._withdrawn(checkpoint_id)
         raise PreconditionFailedError(
@@ -385,6 +394,20 @@ class CommitProtocol:
             f"was written (orphan grace {self.store.orphan_grace_seconds:.0f} s), so a janitor may "
             "have deleted the state; the commit was withdrawn: stage the state again and save",
         )
+
+    async def adopted_and_whole(self, checkpoint_id: int, state_version: str) -> bool:
+        """Whether our late commit of ``checkpoint_id`` must stand instead of being withdrawn:
+        a sink update made a new revision of it (a reader restored it and committed a sink,
+        which a withdrawal would undo) and its sidecar is still the one we wrote (one GET of
+        the manifest, one HEAD of the sidecar)."""
+        landed = await self.own_commit(checkpoint_id)
+        if landed is None or landed.stored.revision == 0:
+            return False
+        try:
+            info = await self.store.backend.head(state_key(checkpoint_id))
+        except NotFoundError:
+            return False
+        return info.version is None or info.version == state_version
 
     async def delete_own_manifest(self, checkpoint_id: int, version: str) -> bool:
         """Delete the manifest of ``checkpoint_id`` this store object committed (found at
