@@ -173,6 +173,7 @@ def _janitor(url: str, stop: threading.Event) -> int:
     while not stop.is_set():
         store.collect_shared(0)
         runs += 1
+        stop.wait(0.01)  # a GC storm still, without starving the writers on one moto server
     return runs
 
 
@@ -180,13 +181,14 @@ def _operator(url: str, stop: threading.Event) -> None:
     store = CheckpointStore(url)
     while not stop.is_set():
         store.prune(2)
+        stop.wait(0.01)
 
 
 def test_racing_writers_janitors_and_prune_in_threads(inc_url: str) -> None:
     saved: dict[int, dict[str, bytes]] = {}
     stop = threading.Event()
     writers = [
-        threading.Thread(target=_writer, args=(inc_url, range(start, 40, 2), saved))
+        threading.Thread(target=_writer, args=(inc_url, range(start, 24, 2), saved))
         for start in (1, 2)
     ]
     others = [
@@ -201,7 +203,7 @@ def test_racing_writers_janitors_and_prune_in_threads(inc_url: str) -> None:
     stop.set()
     for thread in others:
         thread.join(300)
-    assert len(saved) >= 10
+    assert len(saved) >= 6
     _check_retained(inc_url, saved)
     assert CheckpointStore(inc_url).recover_latest_validated().chosen_id is not None
 
