@@ -131,6 +131,8 @@ def test_crash_at_any_request_of_a_gc_run(
     gc, faults = faulty_store(sub_url(inc_url, "count"), orphan_grace_seconds=0)
     assert len(gc.collect_shared().deleted) > 0
     points = _points(faults.calls)
+    if kind == "s3":
+        points = points[::2]  # every other request on moto (all of them on memory and file)
     for index, (operation, nth) in enumerate(points):
         url = sub_url(inc_url, f"{when}-{index}")
         retained = _gc_setup(url)

@@ -901,6 +901,8 @@ def test_a_prune_crashed_at_any_request_is_finished_by_the_next(
     cutoff = 5
     for when in ("before", "after"):
         for nth in range(1, 30):
+            if kind == "s3" and nth % 2 == 0:
+                continue  # every other request on moto (all of them on memory and file)
             url = make_store_url(kind, request, tmp_path / f"{when}-{nth}")
             if kind == "s3":
                 url += f"/{when}-{nth}"  # one bucket per test: a fresh prefix per run

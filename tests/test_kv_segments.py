@@ -146,12 +146,12 @@ def test_request_counts_cold_get_warm_get_and_catch_up(
     writer = open_kv(url, block_bytes=4096, segment_bytes=1 << 20)
     for n in range(100):
         writer.put_batch([(key(n * 100 + i), b"x" * 100) for i in range(100)])
-    for n in range(200):  # past 256 batches: the open must not read the manifest twice
+    for n in range(160):  # past 256 batches: the open must not read the manifest twice
         writer.delete_batch([b"absent-%d" % n])
     writer.compact()
     assert len(manifest(url).segments) >= 1
     reader, faults = faulty_kv(url, block_bytes=4096, segment_bytes=1 << 20)
-    assert reader.current_sequence() == 300  # open: the manifest and the tail after it
+    assert reader.current_sequence() == 260  # open: the manifest and the tail after it
     assert (faults.count("get"), faults.count("list"), faults.count()) == (1, 1, 2)
     faults.clear_calls()
     # Cold cache: the tail LIST (freshness), the segment's index and one block.
@@ -165,17 +165,18 @@ def test_request_counts_cold_get_warm_get_and_catch_up(
     rows = reader.range_scan(key(5000), limit=100)
     assert [k for k, _ in rows] == [key(5000 + i) for i in range(100)]
     assert faults.count() <= 4  # LIST + the blocks the 100 rows span (index known)
-    # Far behind: 1,000 batches by another writer that compacts in the background.
+    # Far behind: 400 batches (four full catch-up pages) by another writer that compacts in
+    # the background.
     other = open_kv(url, compact_every=32)
-    for n in range(1000):
+    for n in range(400):
         other.put_batch([(key(n % 5000), b"new-%d" % n)])
     other.wait_for_background()
     faults.clear_calls()
-    assert reader.refresh() == 1300
+    assert reader.refresh() == 660
     assert faults.count() <= 50, faults.count()
-    assert reader.get(key(999)) == b"new-999"
-    expected = {key(n): b"new-%d" % n for n in range(1000)}
-    expected |= {key(n): b"x" * 100 for n in range(1000, 5000)}
+    assert reader.get(key(399)) == b"new-399"
+    expected = {key(n): b"new-%d" % n for n in range(400)}
+    expected |= {key(n): b"x" * 100 for n in range(400, 5000)}
     assert dict(reader.range_scan(key(0), key(4999))) == expected
 
 
@@ -218,6 +219,8 @@ def test_a_compaction_crashed_at_any_request_loses_nothing_and_leaks_nothing_for
     compaction's sweep (past the grace) leaves only referenced segments."""
     for when in ("before", "after"):
         for nth in range(1, 200):
+            if kind == "s3" and nth % 2 == 0:
+                continue  # every other request on moto (all of them on memory and file)
             url = make_store_url(kind, request, tmp_path / f"{when}-{nth}")
             if kind == "s3":
                 url += f"/{when}-{nth}"  # one bucket per test: a fresh prefix per run
